@@ -1,0 +1,3 @@
+from airflow_flowruns.emulator.cli import main
+
+main()

@@ -1,0 +1,67 @@
+"""The emulator's ASGI app: every platform's routes, the control API, the request log and faults."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from types import ModuleType
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from airflow_flowruns.emulator import control, tableflow
+from airflow_flowruns.emulator.config import EmulatorConfig
+from airflow_flowruns.emulator.errors import ApiError
+from airflow_flowruns.emulator.state import EmulatorState
+
+PLATFORM_MODULES: tuple[ModuleType, ...] = (tableflow,)
+
+
+def platform_of(path: str) -> ModuleType | None:
+    return next((m for m in PLATFORM_MODULES if path.startswith(m.PATH_PREFIXES)), None)
+
+
+def create_app(config: EmulatorConfig | None = None) -> FastAPI:
+    config = config or EmulatorConfig()
+    app = FastAPI(title="flowruns emulator", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.config = config
+    app.state.emulator = EmulatorState({("tableflow", flow.id): flow.scenario for flow in config.tableflow.flows})
+    app.include_router(control.router)
+    for module in PLATFORM_MODULES:
+        app.include_router(module.router)
+
+    @app.middleware("http")
+    async def log_and_inject_faults(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        path = request.url.path
+        if path.startswith(control.router.prefix):
+            return await call_next(request)
+        state: EmulatorState = app.state.emulator
+        fault = state.take_fault(request.method, path)
+        if fault is not None:
+            response = Response(fault.body, fault.status, fault.headers, media_type=fault.content_type)
+        else:
+            response = await call_next(request)
+        module = platform_of(path)
+        entry = {
+            "method": request.method,
+            "path": path,
+            "query": request.url.query,
+            "status": response.status_code,
+            "platform": module.PLATFORM if module else None,
+            "fault": fault is not None,
+        }
+        with state.lock:
+            state.requests.append(entry)
+        return response
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        module = platform_of(request.url.path)
+        body = module.error_body(exc) if module else {"error": exc.title, "message": exc.message}
+        return JSONResponse(body, exc.status)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return await api_error(request, ApiError(exc.status_code, str(exc.detail), str(exc.detail)))
+
+    return app

@@ -1,0 +1,91 @@
+"""The control API under ``/_emulator``: what tests and the demo use to watch and steer the emulator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+
+from airflow_flowruns.emulator.config import Scenario
+from airflow_flowruns.emulator.errors import ApiError
+from airflow_flowruns.emulator.state import EmulatorState, Fault
+
+router = APIRouter(prefix="/_emulator")
+
+
+class ForcedStatus(BaseModel):
+    status: str
+    error: str | None = None
+    message: str | None = None
+
+
+class FaultSpec(BaseModel):
+    path: str
+    status: int
+    body: str = ""
+    method: str | None = None
+    content_type: str = "application/json"
+    headers: dict[str, str] = {}
+    count: int = 1
+
+
+def _state(request: Request) -> EmulatorState:
+    return request.app.state.emulator
+
+
+@router.get("/requests")
+def requests(request: Request) -> list[dict[str, Any]]:
+    with _state(request).lock:
+        return list(_state(request).requests)
+
+
+@router.delete("/requests")
+def clear_requests(request: Request) -> None:
+    with _state(request).lock:
+        _state(request).requests.clear()
+
+
+@router.get("/runs")
+def runs(request: Request) -> list[dict[str, Any]]:
+    with _state(request).lock:
+        found = list(_state(request).runs.values())
+    return [run.summary() for run in found]
+
+
+@router.post("/runs/{run_id}/status")
+def force_status(request: Request, run_id: str, body: ForcedStatus) -> dict[str, Any]:
+    state = _state(request)
+    with state.lock:
+        run = state.runs.get(run_id)
+        if run is None:
+            raise ApiError(404, "Not Found", f"Run {run_id} not found")
+        run.force(body.status, error=body.error, message=body.message)
+    return run.summary()
+
+
+@router.put("/{platform}/flows/{flow_id}/scenario")
+def set_scenario(request: Request, platform: str, flow_id: str, scenario: Scenario) -> Scenario:
+    state = _state(request)
+    with state.lock:
+        if (platform, flow_id) not in state.scenarios:
+            raise ApiError(404, "Not Found", f"No {platform} flow {flow_id} is configured")
+        state.scenarios[(platform, flow_id)] = scenario
+    return scenario
+
+
+@router.post("/faults")
+def add_fault(request: Request, spec: FaultSpec) -> None:
+    with _state(request).lock:
+        _state(request).faults.append(Fault(**spec.model_dump()))
+
+
+@router.delete("/faults")
+def clear_faults(request: Request) -> None:
+    with _state(request).lock:
+        _state(request).faults.clear()
+
+
+@router.post("/reset")
+def reset(request: Request) -> None:
+    _state(request).reset()

@@ -1,0 +1,221 @@
+"""TableFlow v2 routes, mounted at the root: the connection's host is the API base URL.
+
+Where the vendor documentation is silent the emulator stays with documented shapes; unconfirmed
+choices: ``created_at``/``updated_at`` are ISO 8601 UTC strings, a missing required file is a 422, an
+oversize file a 413, and error bodies are ``{"error": title, "message": detail}`` for every status.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.datastructures import UploadFile
+
+from airflow_flowruns.emulator.config import TableFlowFlow
+from airflow_flowruns.emulator.errors import ApiError
+from airflow_flowruns.emulator.state import EmulatedRun, EmulatorState, new_id
+
+PLATFORM = "tableflow"
+PATH_PREFIXES = ("/flows",)
+STATUSES = {
+    "queued": "processing",
+    "running": "processing",
+    "review": "review",
+    "completed": "completed",
+    "failed": "failed",
+}
+FINAL = {"completed", "failed"}
+_EXTENSIONS = {"pdf": {".pdf"}, "image": {".png", ".jpg", ".jpeg", ".gif", ".tif", ".tiff", ".bmp", ".webp", ".heic"}}
+
+router = APIRouter()
+
+
+def error_body(error: ApiError) -> dict[str, Any]:
+    return {"error": error.title, "message": error.message}
+
+
+def authorize(request: Request) -> None:
+    header = request.headers.get("authorization", "")
+    keys = request.app.state.config.api_keys
+    if not header.startswith("Bearer ") or header.removeprefix("Bearer ") not in keys:
+        raise ApiError(401, "Unauthorized", "Invalid or missing API key")
+    request.state.auth = "ok"
+
+
+def _state(request: Request) -> EmulatorState:
+    authorize(request)
+    return request.app.state.emulator
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _flows(request: Request) -> dict[str, TableFlowFlow]:
+    return {flow.id: flow for flow in request.app.state.config.tableflow.flows}
+
+
+def _active_flow(request: Request, flow_id: str) -> TableFlowFlow:
+    flow = _flows(request).get(flow_id)
+    if flow is None or not flow.active:
+        raise ApiError(404, "Not Found", f"Flow {flow_id} not found")
+    return flow
+
+
+def run_object(run: EmulatedRun) -> dict[str, Any]:
+    history = run.history()
+    status = history[-1].status
+    final = status in FINAL
+    end = history[-1].time if final else None
+    return {
+        "id": run.id,
+        "flow_id": run.flow_id,
+        "workspace_id": run.record.get("workspace_id", "ws_emulator"),
+        "status": status,
+        "status_history": [{"status": e.status, "time": int(e.time), "message": e.message} for e in history],
+        "error": run.error if status == "failed" else None,
+        "metadata": run.record.get("metadata") or {},
+        "trigger_method": "api",
+        "start_time": int(run.created),
+        "end_time": int(end) if end else None,
+        "duration": int((end - run.created) * 1000) if end else 0,
+        "drive_files": {
+            "reconciliation.xlsx": {
+                "file_id": f"file_{run.id}",
+                "mime_type": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                "sheets": ["Summary"],
+            }
+        }
+        if status == "completed"
+        else {},
+        "created_at": _iso(run.created),
+        "updated_at": _iso(history[-1].time),
+    }
+
+
+@router.get("/flows")
+def list_flows(request: Request) -> list[dict[str, Any]]:
+    _state(request)
+    return [flow.api_object() for flow in _flows(request).values() if flow.active]
+
+
+@router.get("/flows/runs")
+def list_workspace_runs(request: Request) -> dict[str, Any]:
+    state = _state(request)
+    query = request.query_params
+    limit, offset = _int(query, "limit", 100), _int(query, "offset", 0)
+    if not 1 <= limit <= 1000 or offset < 0:
+        raise ApiError(422, "Unprocessable Entity", "limit must be between 1 and 1000 and offset at least 0")
+    runs = [run_object(r) for r in state.runs_of(PLATFORM, query.get("flow_id"))]
+    if query.get("status"):
+        runs = [r for r in runs if r["status"] == query["status"]]
+    page = runs[offset : offset + limit]
+    next_offset = offset + limit if offset + limit < len(runs) else None
+    return {
+        "flow_runs": page,
+        "pagination": {"total": len(runs), "limit": limit, "offset": offset, "next_offset": next_offset},
+    }
+
+
+@router.get("/flows/runs/{run_id}")
+def get_run(request: Request, run_id: str) -> dict[str, Any]:
+    state = _state(request)
+    run = state.runs.get(run_id)
+    if run is None or run.platform != PLATFORM:
+        raise ApiError(404, "Not Found", f"Run {run_id} not found")
+    flow = _flows(request)[run.flow_id]
+    return {**run_object(run), "flow": {"id": flow.id, "name": flow.name, "workspace_id": flow.workspace_id}}
+
+
+@router.get("/flows/{flow_id}/runs")
+def list_flow_runs(request: Request, flow_id: str) -> list[dict[str, Any]]:
+    state = _state(request)
+    _active_flow(request, flow_id)
+    return [run_object(r) for r in state.runs_of(PLATFORM, flow_id)]
+
+
+@router.post("/flows/{flow_id}/run")
+async def start_run(request: Request, flow_id: str) -> dict[str, Any]:
+    state = _state(request)
+    flow = _active_flow(request, flow_id)
+    async with request.form(max_files=1000, max_fields=1000) as form:
+        record = _check_form(flow, form.multi_items())
+    run = EmulatedRun(
+        PLATFORM,
+        new_id(),
+        flow.id,
+        state.scenarios[(PLATFORM, flow.id)],
+        STATUSES,
+        {**record, "workspace_id": flow.workspace_id},
+    )
+    return run_object(state.add_run(run))
+
+
+def _check_form(flow: TableFlowFlow, items: list[tuple[str, Any]]) -> dict[str, Any]:
+    fields = {f.key: f for f in flow.file_fields}
+    record: dict[str, Any] = {"name": None, "metadata": {}, "files": [], "file_metadata": {}, "guidance": {}}
+    for part, value in items:
+        if isinstance(value, UploadFile):
+            key = _file_key(part, fields)
+            size = value.size or 0
+            spec = fields[key]
+            suffix = "." + (value.filename or "").rsplit(".", 1)[-1].lower()
+            if not any(suffix in _EXTENSIONS.get(kind, {f".{kind}"}) for kind in spec.file_types):
+                raise ApiError(
+                    422,
+                    "Unprocessable Entity",
+                    f"File {value.filename} is not an accepted type for {key}: {spec.file_types}",
+                )
+            if size == 0:
+                raise ApiError(422, "Unprocessable Entity", f"File {value.filename} for {key} is empty")
+            if size > spec.max_file_size:
+                raise ApiError(
+                    413,
+                    "Payload Too Large",
+                    f"File {value.filename} exceeds the {spec.max_file_size} byte limit of {key}",
+                )
+            record["files"].append({"field": part, "filename": value.filename, "size": size})
+        elif part == "name":
+            record["name"] = value
+        elif part == "metadata":
+            record["metadata"] = _json_object(part, value)
+        elif part.endswith("_metadata") and part.removesuffix("_metadata") in fields:
+            record["file_metadata"][part.removesuffix("_metadata")] = _json_object(part, value)
+        elif part.endswith("_guidance") and part.removesuffix("_guidance") in fields:
+            record["guidance"][part.removesuffix("_guidance")] = value
+        else:
+            raise ApiError(422, "Unprocessable Entity", f"Unknown form field {part}")
+    sent = {_file_key(f["field"], fields) for f in record["files"]}
+    missing = [key for key, spec in fields.items() if spec.required and key not in sent]
+    if missing:
+        raise ApiError(422, "Unprocessable Entity", f"Missing required file field(s): {', '.join(missing)}")
+    return record
+
+
+def _file_key(part: str, fields: dict[str, Any]) -> str:
+    if part in fields:
+        return part
+    key, _, index = part.rpartition("_")
+    if key in fields and index.isdigit() and int(index) >= 1:
+        return key
+    raise ApiError(422, "Unprocessable Entity", f"Unknown file field {part}")
+
+
+def _json_object(part: str, value: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise ApiError(422, "Unprocessable Entity", f"{part} must be a JSON object")
+    return parsed
+
+
+def _int(query: Any, name: str, default: int) -> int:
+    try:
+        return int(query.get(name, default))
+    except ValueError:
+        raise ApiError(422, "Unprocessable Entity", f"{name} must be an integer") from None

@@ -1,0 +1,80 @@
+"""Errors raised by the provider.
+
+Every message names the problem and what to do about it, and never carries an API key: messages are
+built only from the platform name, the call name, the HTTP status and the API's own error text.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+
+class FlowRunsError(AirflowException):
+    """Base class: Airflow retries the task according to its ``retries``."""
+
+
+class FlowRunsConfigError(FlowRunsError, AirflowFailException):
+    """The task was given something that can never work (bad file, bad parameter, wrong connection).
+
+    It derives from ``AirflowFailException`` so Airflow does not retry a task that would fail the same way.
+    """
+
+
+class FlowRunsApiError(FlowRunsError):
+    """The platform answered a call with an error status, or could not be reached."""
+
+    def __init__(
+        self,
+        *,
+        platform: str,
+        call: str,
+        status: int | None,
+        detail: str,
+        retryable: bool,
+        retry_after: float | None = None,
+    ) -> None:
+        self.platform = platform
+        self.call = call
+        self.status = status
+        self.detail = detail
+        self.retryable = retryable
+        self.retry_after = retry_after
+        where = f"HTTP {status}" if status is not None else "no response"
+        super().__init__(f"{platform} API call '{call}' failed ({where}): {detail.rstrip('. ')}.{_hint(status)}")
+
+
+class FlowRunsAuthError(FlowRunsApiError, AirflowFailException):
+    """401/403: retrying with the same key cannot help."""
+
+
+class FlowRunsResponseError(FlowRunsError):
+    """The platform answered with something this provider cannot read (HTML, bad JSON, unknown status)."""
+
+
+class FlowRunFailedError(FlowRunsError):
+    """The remote run ended failed or cancelled, or stopped for review under ``on_review="fail"``."""
+
+
+class FlowRunTimeoutError(FlowRunsError):
+    """The run did not reach a final state before the task's deadline."""
+
+
+_HINTS = {
+    400: "Check the task's parameters against the platform's documentation.",
+    401: "Check the API key in the connection's password field.",
+    402: "The platform account is blocked for usage; check the plan or billing.",
+    403: "The key is valid but not allowed to do this; check its workspace and permissions.",
+    404: "Check the flow id / run id and the connection's host.",
+    413: "A file is larger than the platform accepts; split or compress it.",
+    422: "The platform rejected the request's content; see its message above.",
+    429: "Still rate limited after retrying; lower the task concurrency or set max_requests_per_second.",
+}
+
+
+def _hint(status: int | None) -> str:
+    if status is None:
+        return " Check the connection's host and the network; the call was retried."
+    if status >= 500:
+        return " The platform had a server error and the call was retried; try again later."
+    hint = _HINTS.get(status)
+    return f" {hint}" if hint else ""

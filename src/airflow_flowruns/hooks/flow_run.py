@@ -1,0 +1,145 @@
+"""The hook: one Airflow connection in, a platform client out.
+
+Workers get a blocking client per hook. The triggerer gets one async client per event loop and
+connection, shared by every trigger waiting on that connection, so thousands of deferred tasks share
+one keep-alive pool instead of opening a session per poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
+
+from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError
+from airflow_flowruns.hooks.http import AsyncFlowRunsClient, FlowRunsClient, HttpOptions
+from airflow_flowruns.platforms import ConnectionSettings, FlowRun, Platform, StartRequest, platform_class
+from airflow_flowruns.platforms.base import base_url_from
+from airflow_flowruns.waiting import OnReview, is_settled
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
+
+def platform_from_connection(conn: Connection) -> tuple[Platform, HttpOptions]:
+    cls = platform_class(conn.conn_type, conn.conn_id)
+    if not conn.password:
+        raise FlowRunsConfigError(
+            f"Connection {conn.conn_id!r} has no API key: put the {cls.label} API key in its password field."
+        )
+    mask_secret(conn.password)
+    extras = conn.extra_dejson
+    settings = ConnectionSettings(
+        conn_id=conn.conn_id,
+        api_key=conn.password,
+        base_url=base_url_from(conn.host, conn.port, conn.schema, cls.default_base_url),
+        extras=extras,
+    )
+    return cls(settings), HttpOptions.from_extras(extras, conn.conn_id)
+
+
+class FlowRunsHook(BaseHook):
+    """Talks to whichever flow platform the connection's type names (``tableflow``, ...)."""
+
+    conn_name_attr = "flowruns_conn_id"
+    default_conn_name = "flowruns_default"
+    conn_type = "flowruns"
+    hook_name = "Flow runs"
+
+    _async_clients: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, AsyncFlowRunsClient]]] = (
+        weakref.WeakKeyDictionary()
+    )
+    _async_locks: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, flowruns_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.flowruns_conn_id = flowruns_conn_id
+
+    @cached_property
+    def client(self) -> FlowRunsClient:
+        return FlowRunsClient(*platform_from_connection(self.get_connection(self.flowruns_conn_id)))
+
+    def get_conn(self) -> FlowRunsClient:
+        return self.client
+
+    @property
+    def platform(self) -> Platform:
+        return self.client.platform
+
+    def start_run(self, request: StartRequest) -> FlowRun:
+        return self.platform.start_run(self.client, request)
+
+    def get_run(self, flow_id: str | None, run_id: str) -> FlowRun:
+        return self.client.get_run(flow_id, run_id)
+
+    def cancel_run(self, flow_id: str | None, run_id: str) -> bool:
+        """Ask the platform to cancel; False where it has no cancel call. Best effort, never raises."""
+        call = self.platform.cancel_call(flow_id, run_id)
+        if call is None:
+            self.log.warning(
+                "%s has no cancel call: run %s keeps going on the platform side.", self.platform.label, run_id
+            )
+            return False
+        try:
+            self.client.call(call)
+        except FlowRunsError as exc:
+            self.log.warning("Could not cancel %s run %s: %s", self.platform.label, run_id, exc)
+            return False
+        self.log.info("Asked %s to cancel run %s.", self.platform.label, run_id)
+        return True
+
+    def wait_for_run(
+        self,
+        flow_id: str | None,
+        run_id: str,
+        *,
+        deadline: float,
+        poll_interval: float,
+        on_review: OnReview,
+    ) -> FlowRun:
+        """Poll from the worker until the run settles, or return its last state once the deadline passes.
+
+        The last poll happens at the deadline itself, so a run that finished just in time is not
+        reported as timed out.
+        """
+        while True:
+            run = self.get_run(flow_id, run_id)
+            remaining = deadline - time.time()
+            if is_settled(run, on_review) or remaining <= 0:
+                return run
+            self.log.info("%s run %s is %s; next check in %.0f s.", run.platform, run.id, run.status, poll_interval)
+            time.sleep(min(poll_interval, remaining))
+
+    def test_connection(self) -> tuple[bool, str]:
+        try:
+            self.client.call(self.platform.test_call())
+        except FlowRunsError as exc:
+            return False, str(exc)
+        return True, f"Connected to {self.platform.label} at {self.platform.settings.base_url}."
+
+    @classmethod
+    async def get_async_client(cls, conn_id: str) -> AsyncFlowRunsClient:
+        """The async client shared by every trigger on ``conn_id`` in the running event loop."""
+        loop = asyncio.get_running_loop()
+        clients = cls._async_clients.setdefault(loop, {})
+        if conn_id not in clients:
+            async with cls._async_locks.setdefault(loop, asyncio.Lock()):
+                if conn_id not in clients:
+                    conn = await cls.aget_connection(conn_id)
+                    clients[conn_id] = AsyncFlowRunsClient(*platform_from_connection(conn))
+        return clients[conn_id]
+
+
+class TableFlowHook(FlowRunsHook):
+    """Registers the ``tableflow`` connection type; behaves exactly like :class:`FlowRunsHook`."""
+
+    conn_type = "tableflow"
+    hook_name = "TableFlow"
+    default_conn_name = "tableflow_default"

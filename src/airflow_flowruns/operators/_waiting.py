@@ -1,0 +1,80 @@
+"""The wait shared by the operator and the sensor: in the worker, or deferred to the triggerer."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from airflow_flowruns.exceptions import FlowRunsError
+from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.platforms import FlowRun
+from airflow_flowruns.triggers.flow_run import FlowRunTrigger
+from airflow_flowruns.waiting import OnReview, finish, is_settled, timed_out
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from airflow.sdk import Context
+    from airflow.triggers.base import BaseTrigger
+
+log = logging.getLogger(__name__)
+
+
+class FlowRunWaitMixin:
+    """Waits for a run until it settles and turns the outcome into the task's result or failure."""
+
+    flowruns_conn_id: str
+    on_review: OnReview
+    poll_interval: float
+    deferrable: bool
+    cancel_on_timeout: bool
+
+    if TYPE_CHECKING:
+
+        def defer(
+            self,
+            *,
+            trigger: BaseTrigger,
+            method_name: str,
+            kwargs: dict[str, Any] | None = None,
+            timeout: timedelta | int | float | None = None,
+        ) -> NoReturn: ...
+
+    def wait_for_run(self, hook: FlowRunsHook, run: FlowRun, deadline: float) -> dict[str, Any]:
+        if is_settled(run, self.on_review):
+            return finish(run, self.on_review)
+        if self.deferrable:
+            self.defer(
+                trigger=FlowRunTrigger(
+                    conn_id=self.flowruns_conn_id,
+                    platform=run.platform,
+                    flow_id=run.flow_id,
+                    run_id=run.id,
+                    deadline=deadline,
+                    poll_interval=self.poll_interval,
+                    on_review=self.on_review.value,
+                ),
+                method_name="execute_complete",
+            )
+        run = hook.wait_for_run(
+            run.flow_id, run.id, deadline=deadline, poll_interval=self.poll_interval, on_review=self.on_review
+        )
+        if is_settled(run, self.on_review):
+            return finish(run, self.on_review)
+        self._give_up(hook, run.flow_id, run.id, run)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Resume after the trigger fired: its event carries the run as the task would return it."""
+        outcome = event.get("outcome")
+        if outcome == "error":
+            raise FlowRunsError(event.get("message", "the trigger failed without a message"))
+        run = FlowRun.model_validate(event["run"]) if event.get("run") else None
+        if outcome == "settled" and run is not None:
+            return finish(run, self.on_review)
+        if outcome == "timeout":
+            self._give_up(FlowRunsHook(self.flowruns_conn_id), event.get("flow_id"), event["run_id"], run)
+        raise FlowRunsError(f"The trigger sent an event this operator does not understand: {event!r}")
+
+    def _give_up(self, hook: FlowRunsHook, flow_id: str | None, run_id: str, run: FlowRun | None) -> NoReturn:
+        cancelled = self.cancel_on_timeout and hook.cancel_run(flow_id, run_id)
+        raise timed_out(run, run_id, hook.platform.label, cancelled=cancelled, can_cancel=hook.platform.can_cancel)

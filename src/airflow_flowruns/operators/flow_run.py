@@ -1,0 +1,127 @@
+"""Start a flow run with files and wait for it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator, conf
+
+from airflow_flowruns.files import FileArgument, collect_files
+from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.operators._waiting import FlowRunWaitMixin
+from airflow_flowruns.platforms import FlowRun, StartRequest
+from airflow_flowruns.platforms.base import require_json_object, require_text
+from airflow_flowruns.waiting import OnReview, check_poll_interval, deadline_after
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+DEFAULT_TIMEOUT = 24 * 60 * 60
+
+
+class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
+    """Upload files to a flow, start one run, push its id and URL to XCom at once, then wait for it.
+
+    :param flowruns_conn_id: connection whose type names the platform (``tableflow``, ...).
+    :param flow_id: the flow (workflow) to run.
+    :param files: field name to a path, or to a list of paths for a field that takes several files.
+    :param run_name: display name of the run, where the platform keeps one.
+    :param metadata: JSON object stored on the run and echoed back on every read of it.
+    :param file_metadata: field name to a JSON object for that file's extraction.
+    :param file_guidance: field name to a free-text extraction hint for that file.
+    :param inputs: non-file inputs of the flow, for platforms whose flows take them (Noxus, StackAI).
+    :param flow_version: the flow version to run, for platforms that version flows (Extend).
+    :param wait_for_completion: wait for the run to settle; otherwise return once it has started.
+    :param deferrable: wait in the triggerer instead of holding a worker slot.
+    :param poll_interval: seconds between status checks.
+    :param timeout: seconds from the start of the run to an absolute deadline, computed once.
+    :param on_review: ``"succeed"``, ``"fail"`` or ``"wait"`` when the run stops for human review.
+    :param cancel_on_timeout: cancel the run when the deadline passes, where the platform can.
+    """
+
+    template_fields: Sequence[str] = (
+        "flowruns_conn_id",
+        "flow_id",
+        "files",
+        "run_name",
+        "metadata",
+        "file_metadata",
+        "file_guidance",
+        "inputs",
+        "flow_version",
+    )
+    template_fields_renderers = {"files": "json", "metadata": "json", "file_metadata": "json", "inputs": "json"}
+    ui_color = "#e6f0ff"
+
+    def __init__(
+        self,
+        *,
+        flow_id: str,
+        flowruns_conn_id: str = FlowRunsHook.default_conn_name,
+        files: Mapping[str, FileArgument] | None = None,
+        run_name: str | None = None,
+        metadata: Mapping[str, Any] | str | None = None,
+        file_metadata: Mapping[str, Mapping[str, Any] | str] | None = None,
+        file_guidance: Mapping[str, str] | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        flow_version: str | None = None,
+        wait_for_completion: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = 30,
+        timeout: float = DEFAULT_TIMEOUT,
+        on_review: str = OnReview.SUCCEED.value,
+        cancel_on_timeout: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.flowruns_conn_id = flowruns_conn_id
+        self.flow_id = flow_id
+        self.files = files
+        self.run_name = run_name
+        self.metadata = metadata
+        self.file_metadata = file_metadata
+        self.file_guidance = file_guidance
+        self.inputs = inputs
+        self.flow_version = flow_version
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.poll_interval = check_poll_interval(poll_interval)
+        self.timeout = timeout
+        self.on_review = OnReview.parse(on_review)
+        self.cancel_on_timeout = cancel_on_timeout
+        self._run: FlowRun | None = None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        request = self.start_request()
+        deadline_after(self.timeout)  # a bad timeout fails here, before anything is uploaded
+        hook = FlowRunsHook(self.flowruns_conn_id)
+        run = self._run = hook.start_run(request)
+        deadline = deadline_after(self.timeout)
+        context["ti"].xcom_push(key="flow_run_id", value=run.id)
+        context["ti"].xcom_push(key="flow_run_url", value=run.url)
+        self.log.info("Started %s run %s of flow %s: %s", run.platform, run.id, run.flow_id, run.url)
+        if not self.wait_for_completion:
+            return run.to_xcom()
+        return self.wait_for_run(hook, run, deadline)
+
+    def start_request(self) -> StartRequest:
+        """Check every argument that can be checked without the network, so bad input starts nothing."""
+        return StartRequest(
+            flow_id=require_text(self.flow_id, "flow_id"),
+            files=collect_files(self.files),
+            run_name=self.run_name or None,
+            metadata=require_json_object(self.metadata, "metadata"),
+            file_metadata={
+                key: require_json_object(value, f"file_metadata[{key!r}]")
+                for key, value in (self.file_metadata or {}).items()
+            },
+            file_guidance=dict(self.file_guidance or {}),
+            inputs=require_json_object(self.inputs, "inputs"),
+            flow_version=str(self.flow_version) if self.flow_version else None,
+        )
+
+    def on_kill(self) -> None:
+        """The task was killed while waiting in the worker: cancel the run where the platform can."""
+        if self._run is not None:
+            FlowRunsHook(self.flowruns_conn_id).cancel_run(self._run.flow_id, self._run.id)

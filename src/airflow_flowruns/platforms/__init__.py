@@ -1,0 +1,42 @@
+"""One module per platform; this package maps a connection type to its platform class."""
+
+from __future__ import annotations
+
+from airflow_flowruns.exceptions import FlowRunsConfigError
+from airflow_flowruns.platforms.base import (
+    Api,
+    ApiCall,
+    ConnectionSettings,
+    FlowRun,
+    Platform,
+    RunState,
+    StartRequest,
+    UploadFile,
+)
+from airflow_flowruns.platforms.tableflow import TableFlow
+
+PLATFORMS: dict[str, type[Platform]] = {cls.name: cls for cls in (TableFlow,)}
+
+
+def platform_class(conn_type: str | None, conn_id: str) -> type[Platform]:
+    try:
+        return PLATFORMS[conn_type or ""]
+    except KeyError:
+        raise FlowRunsConfigError(
+            f"Connection {conn_id!r} has type {conn_type!r}, which is not a flow-runs platform. "
+            f"Use one of: {', '.join(sorted(PLATFORMS))}."
+        ) from None
+
+
+__all__ = [
+    "PLATFORMS",
+    "Api",
+    "ApiCall",
+    "ConnectionSettings",
+    "FlowRun",
+    "Platform",
+    "RunState",
+    "StartRequest",
+    "UploadFile",
+    "platform_class",
+]

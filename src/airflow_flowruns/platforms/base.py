@@ -1,0 +1,279 @@
+"""What every platform module provides, and the normalized types the operator, sensor and trigger use.
+
+A platform module is sans-I/O where it can be: it describes calls as :class:`ApiCall` values and parses
+decoded JSON into :class:`FlowRun`. The hook executes the calls (sync in workers, async in the
+triggerer) with one retry and error policy, so nothing here knows which HTTP client runs it. Only
+starting a run, which can take several dependent calls (read the flow, upload, start), is written
+against the small :class:`Api` protocol, and it only ever runs in a worker.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsResponseError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class RunState(StrEnum):
+    """The provider's normalized run state; each platform maps its raw statuses onto it."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    NEEDS_REVIEW = "needs_review"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL_STATES
+
+
+_FINAL_STATES = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED})
+
+
+class FlowRun(BaseModel):
+    """One remote run, normalized. ``status`` and ``raw`` keep exactly what the platform said."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    flow_id: str | None
+    platform: str
+    state: RunState
+    status: str
+    error: str | None = None
+    url: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_ms: int | None = None
+    raw: dict[str, Any] = Field(default_factory=dict, exclude=True, repr=False)
+
+    def to_xcom(self) -> dict[str, Any]:
+        """The small, JSON-safe dict the tasks return; bulky outputs stay in ``raw``."""
+        return self.model_dump(mode="json")
+
+
+def map_status(platform: str, raw_status: str, mapping: Mapping[str, RunState]) -> RunState:
+    """Normalize a raw status, refusing to guess at one the platform never documented."""
+    try:
+        return mapping[raw_status]
+    except KeyError:
+        known = ", ".join(sorted(mapping))
+        raise FlowRunsResponseError(
+            f"{platform} returned run status {raw_status!r}, which this provider does not know "
+            f"(known: {known}). The platform's API may have changed: upgrade airflow-flowruns or "
+            "report the status to its maintainers."
+        ) from None
+
+
+@dataclass(frozen=True)
+class UploadFile:
+    """One file part of a multipart request; opened only when the request is sent, and streamed."""
+
+    field: str
+    path: Path
+    content_type: str = "application/octet-stream"
+
+    @property
+    def filename(self) -> str:
+        return self.path.name
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One HTTP call, described but not performed.
+
+    ``idempotent`` says whether repeating the call after it may have reached the platform is harmless.
+    Starting a run is not: it is retried only when the platform certainly did not accept it
+    (a connection that never opened, or a 429).
+    """
+
+    name: str
+    method: str
+    path: str
+    params: Mapping[str, Any] | None = None
+    json: Any = None
+    data: Mapping[str, str] | None = None
+    files: Sequence[UploadFile] = ()
+    idempotent: bool = True
+
+
+class Api(Protocol):
+    """What a platform needs to start a run: perform a call and get its decoded JSON body."""
+
+    def call(self, call: ApiCall) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """What the hook read from the Airflow connection, in the platform's terms."""
+
+    conn_id: str
+    api_key: str = field(repr=False)
+    base_url: str
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """Everything the operator asks for when it starts a run, already checked for shape.
+
+    ``files`` maps a platform field (TableFlow file field, Noxus input label, ...) to one file, or to a
+    tuple of files when the user passed a list (some platforms name the parts differently then).
+    """
+
+    flow_id: str
+    files: Mapping[str, Path | tuple[Path, ...]] = field(default_factory=dict)
+    run_name: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    file_metadata: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    file_guidance: Mapping[str, str] = field(default_factory=dict)
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    flow_version: str | None = None
+
+    def iter_files(self) -> Iterator[tuple[str, Path]]:
+        for key, value in self.files.items():
+            for path in value if isinstance(value, tuple) else (value,):
+                yield key, path
+
+
+class Platform(ABC):
+    """Everything one platform does differently. Subclasses live one per module in this package."""
+
+    name: ClassVar[str]
+    """Connection type and the ``platform`` value in XCom, e.g. ``tableflow``."""
+    label: ClassVar[str]
+    """Human name used in messages, e.g. ``TableFlow``."""
+    default_base_url: ClassVar[str]
+    can_cancel: ClassVar[bool] = False
+
+    def __init__(self, settings: ConnectionSettings) -> None:
+        self.settings = settings
+
+    # --- HTTP -------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def headers(self) -> dict[str, str]:
+        """Authentication and any headers the platform requires on every call."""
+
+    def error_detail(self, body: Any) -> str | None:
+        """The API's own error text from a decoded JSON error body, when it has one."""
+        if isinstance(body, Mapping):
+            for key in ("message", "detail", "error"):
+                value = body.get(key)
+                if isinstance(value, str) and value:
+                    return value
+        return None
+
+    def is_retryable(self, status: int, body: Any) -> bool:
+        return status == 429 or status >= 500
+
+    # --- runs ---------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def get_run_call(self, flow_id: str | None, run_id: str) -> ApiCall: ...
+
+    @abstractmethod
+    def parse_run(self, body: Any, flow_id: str | None = None) -> FlowRun: ...
+
+    def cancel_call(self, flow_id: str | None, run_id: str) -> ApiCall | None:
+        """The call that cancels a run, or None where the platform has no way to cancel."""
+        return None
+
+    @abstractmethod
+    def start_run(self, api: Api, request: StartRequest) -> FlowRun:
+        """Validate the request against what the platform says it accepts, then start one run.
+
+        Everything that can be checked before the first upload is checked first, so a bad input
+        never leaves a half-started run behind.
+        """
+
+    @abstractmethod
+    def test_call(self) -> ApiCall:
+        """One cheap authenticated call, for ``test_connection``."""
+
+    # --- helpers for subclasses -------------------------------------------------------------------
+
+    def refuse_unsupported(self, request: StartRequest, *names: str) -> None:
+        """Fail before any upload when the task sets an argument this platform has no place for."""
+        given = [name for name in names if getattr(request, name)]
+        if given:
+            raise FlowRunsConfigError(
+                f"{self.label} runs take no {', '.join(given)}; remove {'it' if len(given) == 1 else 'them'} "
+                "from the task."
+            )
+
+    def parse_model(self, model: type[M], body: Any, what: str) -> M:
+        try:
+            return model.model_validate(body)
+        except ValueError as exc:
+            raise FlowRunsResponseError(
+                f"{self.label} returned a {what} this provider cannot read: {_first_error(exc)}. "
+                "Check that the connection's host points at the platform's API."
+            ) from None
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        loc = ".".join(str(part) for part in first.get("loc", ()))
+        return f"{loc}: {first.get('msg')}" if loc else str(first.get("msg"))
+    return str(exc)
+
+
+def base_url_from(host: str | None, port: int | None, schema: str | None, default: str) -> str:
+    """The API base URL from a connection's host: a full URL, a bare host name, or nothing."""
+    if not host:
+        return default
+    if "://" not in host:
+        host = f"{schema or 'https'}://{host}"
+    parts = urlsplit(host)
+    if port and not parts.port:
+        host = f"{parts.scheme}://{parts.hostname}:{port}{parts.path}"
+    return host.rstrip("/")
+
+
+def require_json_object(value: Any, what: str) -> dict[str, Any]:
+    """Check up front that metadata can be sent as a JSON object, before any file is uploaded."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise FlowRunsConfigError(
+                f"{what} is a string that is not valid JSON ({exc}); pass a dict or a JSON object string."
+            ) from None
+    if not isinstance(value, Mapping):
+        raise FlowRunsConfigError(f"{what} must be a JSON object (a dict), not {type(value).__name__}.")
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise FlowRunsConfigError(
+            f"{what} cannot be sent as JSON ({exc}); use only strings, numbers, booleans, lists and dicts."
+        ) from None
+    return dict(value)
+
+
+def require_text(value: Any, what: str) -> str:
+    """A required id or name, refusing one that a template rendered empty."""
+    text = str(value).strip() if value is not None else ""
+    if not text:
+        raise FlowRunsConfigError(f"{what} is empty; if it is templated, check that the template renders a value.")
+    return text

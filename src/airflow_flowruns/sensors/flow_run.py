@@ -1,0 +1,68 @@
+"""Wait for a run that something else started, e.g. a FlowRunOperator with wait_for_completion=False."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+
+from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.operators._waiting import FlowRunWaitMixin
+from airflow_flowruns.platforms.base import require_text
+from airflow_flowruns.waiting import OnReview, check_poll_interval, finish, is_settled
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class FlowRunSensor(FlowRunWaitMixin, BaseSensorOperator):
+    """Succeeds when the run settles; fails when it ends failed or cancelled.
+
+    Works in ``poke``, ``reschedule`` and deferrable modes. The deadline is the sensor's ``timeout``
+    counted from the first check; in deferrable mode it is carried into the trigger as an absolute time.
+
+    :param run_id: the run to follow (templated, e.g. from the operator's ``flow_run_id`` XCom).
+    :param flow_id: the run's flow; needed by platforms that address runs under their flow.
+    :param on_review: ``"succeed"``, ``"fail"`` or ``"wait"`` when the run stops for human review.
+    :param cancel_on_timeout: cancel the run when the deadline passes (off: the sensor did not start it).
+    """
+
+    template_fields: Sequence[str] = ("flowruns_conn_id", "run_id", "flow_id")
+    ui_color = "#e6f0ff"
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        flow_id: str | None = None,
+        flowruns_conn_id: str = FlowRunsHook.default_conn_name,
+        on_review: str = OnReview.SUCCEED.value,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        cancel_on_timeout: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.run_id = run_id
+        self.flow_id = flow_id
+        self.flowruns_conn_id = flowruns_conn_id
+        self.on_review = OnReview.parse(on_review)
+        self.deferrable = deferrable
+        self.cancel_on_timeout = cancel_on_timeout
+        self.poll_interval = check_poll_interval(self.poke_interval)
+
+    def execute(self, context: Context) -> Any:
+        run_id = require_text(self.run_id, "run_id")
+        if not self.deferrable:
+            return super().execute(context)
+        hook = FlowRunsHook(self.flowruns_conn_id)
+        run = hook.get_run(self.flow_id or None, run_id)
+        return self.wait_for_run(hook, run, time.time() + self.timeout)
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        run = FlowRunsHook(self.flowruns_conn_id).get_run(self.flow_id or None, require_text(self.run_id, "run_id"))
+        if not is_settled(run, self.on_review):
+            self.log.info("%s run %s is %s.", run.platform, run.id, run.status)
+            return PokeReturnValue(is_done=False)
+        return PokeReturnValue(is_done=True, xcom_value=finish(run, self.on_review))

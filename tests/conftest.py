@@ -1,0 +1,114 @@
+"""Shared fixtures: one emulator on loopback for the session, reset before every test that uses it."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+# Airflow reads its home at import time: give the test session a throwaway one before anything imports it.
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="flowruns-tests-airflow-")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+
+import httpx
+import pytest
+
+from airflow_flowruns.emulator import EmulatorServer
+
+API_KEY = "emulator-key"
+# Retries stay on in tests, only with short waits, so retry paths run without slowing the suite.
+FAST_RETRIES = {"retry_min_wait": 0.01, "retry_max_wait": 0.05, "max_retries": 2, "timeout": 10}
+
+
+class Emulator:
+    """The emulator's control API, as tests use it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.control = httpx.Client(base_url=f"{url}/_emulator", timeout=10)
+
+    def reset(self) -> None:
+        self.control.post("/reset").raise_for_status()
+
+    def runs(self) -> list[dict[str, Any]]:
+        return self.control.get("/runs").json()
+
+    def requests(self) -> list[dict[str, Any]]:
+        return self.control.get("/requests").json()
+
+    def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
+        body = {"status": status, "error": error, "message": error}
+        self.control.post(f"/runs/{run_id}/status", json=body).raise_for_status()
+
+    def fault(
+        self,
+        path: str,
+        status: int,
+        body: str = "",
+        *,
+        method: str | None = None,
+        count: int = 1,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        spec = {
+            "method": method,
+            "path": path,
+            "status": status,
+            "body": body,
+            "count": count,
+            "content_type": content_type,
+            "headers": headers or {},
+        }
+        self.control.post("/faults", json=spec).raise_for_status()
+
+    def scenario(self, flow_id: str, **scenario: Any) -> None:
+        self.control.put(f"/tableflow/flows/{flow_id}/scenario", json=scenario).raise_for_status()
+
+
+@pytest.fixture(scope="session")
+def emulator_server() -> Iterator[EmulatorServer]:
+    with EmulatorServer() as server:
+        yield server
+
+
+@pytest.fixture
+def emulator(emulator_server: EmulatorServer) -> Emulator:
+    emu = Emulator(emulator_server.url)
+    emu.reset()
+    return emu
+
+
+def set_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, conn_type: str, url: str, **extra: Any) -> str:
+    conn = {
+        "conn_type": conn_type,
+        "password": extra.pop("password", API_KEY),
+        "host": url,
+        "extra": {**FAST_RETRIES, **extra},
+    }
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+    return conn_id
+
+
+@pytest.fixture
+def tableflow_conn(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> str:
+    return set_connection(monkeypatch, "tableflow_test", "tableflow", emulator.url)
+
+
+@pytest.fixture
+def pdf(tmp_path: Path) -> Path:
+    path = tmp_path / "doc.pdf"
+    path.write_bytes(b"%PDF-1.4\n% test document\n%%EOF\n")
+    return path
+
+
+@pytest.fixture
+def pdfs(tmp_path: Path) -> dict[str, Path]:
+    made = {}
+    for name in ("po", "inv", "a", "b"):
+        made[name] = tmp_path / f"{name}.pdf"
+        made[name].write_bytes(b"%PDF-1.4\n% " + name.encode() + b"\n%%EOF\n")
+    return made

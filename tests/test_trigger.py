@@ -1,0 +1,144 @@
+"""FlowRunTrigger: serialization, restarts, transient errors, deadlines and the shared client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.sdk.module_loading import import_string
+
+from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.hooks.http import AsyncFlowRunsClient
+from airflow_flowruns.platforms import StartRequest
+from airflow_flowruns.triggers.flow_run import FlowRunTrigger
+from conftest import API_KEY, Emulator
+from helpers import RECONCILIATION_FLOW, collect_events, run_trigger
+
+
+def started_run(conn_id: str, pdfs: dict[str, Path]) -> str:
+    request = StartRequest(flow_id=RECONCILIATION_FLOW, files={"purchase_order": pdfs["po"], "invoice": pdfs["inv"]})
+    return FlowRunsHook(conn_id).start_run(request).id
+
+
+def trigger_for(conn_id: str, run_id: str, **kwargs: Any) -> FlowRunTrigger:
+    return FlowRunTrigger(
+        **{
+            "conn_id": conn_id,
+            "platform": "tableflow",
+            "flow_id": RECONCILIATION_FLOW,
+            "run_id": run_id,
+            "deadline": time.time() + 60,
+            "poll_interval": 0.05,
+            **kwargs,
+        }
+    )
+
+
+def test_serialize_round_trip_holds_only_plain_values_and_no_key(tableflow_conn: str) -> None:
+    trigger = trigger_for(tableflow_conn, "r1", on_review="wait")
+    classpath, kwargs = trigger.serialize()
+    assert import_string(classpath) is FlowRunTrigger
+    assert kwargs == {
+        "conn_id": tableflow_conn,
+        "platform": "tableflow",
+        "flow_id": RECONCILIATION_FLOW,
+        "run_id": "r1",
+        "deadline": trigger.deadline,
+        "poll_interval": 0.05,
+        "on_review": "wait",
+    }
+    assert all(isinstance(v, str | int | float | type(None)) for v in kwargs.values())
+    assert API_KEY not in repr(kwargs)
+    assert FlowRunTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+
+def test_interrupted_trigger_recreated_from_serialize_keeps_its_deadline(
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path]
+) -> None:
+    """A triggerer restart: cancel the running trigger mid-poll, re-create it, and let it finish."""
+    emulator.scenario(RECONCILIATION_FLOW, processing_seconds=60)
+    run_id = started_run(tableflow_conn, pdfs)
+    first = trigger_for(tableflow_conn, run_id)
+    _, kwargs = first.serialize()
+
+    async def interrupt() -> None:
+        task = asyncio.ensure_future(collect_events(first))
+        while len([r for r in emulator.requests() if r["method"] == "GET"]) < 2:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(interrupt())
+    assert emulator.runs()[0]["status"] == "processing", "a cancelled trigger must not touch the run"
+
+    emulator.set_status(run_id, "completed")
+    again = FlowRunTrigger(**kwargs)
+    assert again.deadline == first.deadline
+    event = run_trigger(again)
+    assert event["outcome"] == "settled" and event["run"]["state"] == "succeeded"
+
+
+def test_transient_errors_do_not_end_the_trigger(
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path]
+) -> None:
+    emulator.scenario(RECONCILIATION_FLOW, processing_seconds=0.1)
+    run_id = started_run(tableflow_conn, pdfs)
+    emulator.fault("/flows/runs/", 503, '{"error": "Unavailable", "message": "maintenance"}', count=6)
+    event = run_trigger(trigger_for(tableflow_conn, run_id))
+    assert event["outcome"] == "settled" and event["run"]["status"] == "completed"
+    assert sum(r["status"] == 503 for r in emulator.requests()) == 6
+
+
+def test_permanent_error_ends_the_trigger_with_an_error_event(tableflow_conn: str) -> None:
+    event = run_trigger(trigger_for(tableflow_conn, "noSuchRun0000000"))
+    assert event["outcome"] == "error" and "404" in event["message"] and "noSuchRun0000000" in event["message"]
+
+
+def test_unknown_status_ends_the_trigger_with_an_error_event(
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path]
+) -> None:
+    run_id = started_run(tableflow_conn, pdfs)
+    emulator.set_status(run_id, "paused_by_admin")
+    event = run_trigger(trigger_for(tableflow_conn, run_id))
+    assert event["outcome"] == "error" and "'paused_by_admin'" in event["message"]
+
+
+def test_timeout_is_reported_only_after_one_last_check(
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path]
+) -> None:
+    emulator.scenario(RECONCILIATION_FLOW, processing_seconds=60)
+    run_id = started_run(tableflow_conn, pdfs)
+    emulator.control.delete("/requests")
+    event = run_trigger(trigger_for(tableflow_conn, run_id, deadline=time.time() - 1))
+    assert event["outcome"] == "timeout" and event["run"]["status"] == "processing"
+    assert len(emulator.requests()) == 1, "the status is checked once more before a timeout"
+
+
+def test_a_run_finished_at_the_deadline_is_not_a_timeout(
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path]
+) -> None:
+    run_id = started_run(tableflow_conn, pdfs)
+    emulator.set_status(run_id, "completed")
+    event = run_trigger(trigger_for(tableflow_conn, run_id, deadline=time.time() - 1))
+    assert event["outcome"] == "settled"
+
+
+def test_triggers_on_one_connection_share_one_client_per_event_loop(
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+) -> None:
+    emulator.scenario(RECONCILIATION_FLOW, processing_seconds=0.2)
+    run_ids = [started_run(tableflow_conn, pdfs) for _ in range(5)]
+    made = mocker.spy(AsyncFlowRunsClient, "__init__")
+
+    async def follow_all() -> None:
+        events = await asyncio.gather(*(collect_events(trigger_for(tableflow_conn, r)) for r in run_ids))
+        assert [e[0].payload["outcome"] for e in events] == ["settled"] * 5
+
+    asyncio.run(follow_all())
+    assert made.call_count == 1
+    asyncio.run(follow_all())
+    assert made.call_count == 2, "a new event loop gets its own client"
