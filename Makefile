@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
-LINTED := src tests example_dags benchmarks scripts
+LINTED := $(wildcard src tests example_dags benchmarks scripts)
 
 .PHONY: install demo test lint format bench lock clean
 

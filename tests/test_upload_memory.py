@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from airflow_flowruns.emulator.config import TABLEFLOW_LARGE_FILE_FLOW
 
+from airflow_flowruns.emulator.config import TABLEFLOW_LARGE_FILE_FLOW
 from conftest import Emulator, set_connection
 
 UPLOADER = """

@@ -25,7 +25,10 @@ def create_app(config: EmulatorConfig | None = None) -> FastAPI:
     config = config or EmulatorConfig()
     app = FastAPI(title="flowruns emulator", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.config = config
-    app.state.emulator = EmulatorState({("tableflow", flow.id): flow.scenario for flow in config.tableflow.flows})
+    app.state.emulator = EmulatorState(
+        {(m.PLATFORM, flow_id): scenario for m in PLATFORM_MODULES for flow_id, scenario in m.scenarios(config)}
+    )
+    app.state.platforms = {m.PLATFORM: m for m in PLATFORM_MODULES}
     app.include_router(control.router)
     for module in PLATFORM_MODULES:
         app.include_router(module.router)
@@ -50,8 +53,7 @@ def create_app(config: EmulatorConfig | None = None) -> FastAPI:
             "platform": module.PLATFORM if module else None,
             "fault": fault is not None,
         }
-        with state.lock:
-            state.requests.append(entry)
+        state.log_request(entry, (request.client.host, request.client.port) if request.client else None)
         return response
 
     @app.exception_handler(ApiError)

@@ -23,6 +23,8 @@ class Scenario(BaseModel):
 
     queued_seconds: float = 0.0
     processing_seconds: float = 1.0
+    processing_jitter_seconds: float = 0.0
+    """Each run adds a uniform random share of this to processing_seconds: runs finish at random times."""
     review: bool = False
     review_seconds: float | None = None
     """How long a run stays in review; None: until the control API moves it on."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -9,7 +10,7 @@ from pydantic import BaseModel
 
 from airflow_flowruns.emulator.config import Scenario
 from airflow_flowruns.emulator.errors import ApiError
-from airflow_flowruns.emulator.state import EmulatorState, Fault
+from airflow_flowruns.emulator.state import EmulatedRun, EmulatorState, Fault
 
 router = APIRouter(prefix="/_emulator")
 
@@ -72,6 +73,53 @@ def set_scenario(request: Request, platform: str, flow_id: str, scenario: Scenar
             raise ApiError(404, "Not Found", f"No {platform} flow {flow_id} is configured")
         state.scenarios[(platform, flow_id)] = scenario
     return scenario
+
+
+class Seed(BaseModel):
+    """Runs made without uploads, e.g. 10,000 for paging tests or benchmarks; created times spread evenly."""
+
+    platform: str
+    flow_id: str
+    count: int = 1
+    created_from: float | None = None
+    created_to: float | None = None
+    scenario: Scenario | None = None
+    metadata: dict[str, Any] = {}
+
+
+@router.post("/seed")
+def seed(request: Request, body: Seed) -> dict[str, list[str]]:
+    state = _state(request)
+    module = request.app.state.platforms.get(body.platform)
+    scenario = body.scenario or state.scenarios.get((body.platform, body.flow_id))
+    if module is None or scenario is None:
+        raise ApiError(404, "Not Found", f"No {body.platform} flow {body.flow_id} is configured")
+    now = time.time()
+    start = now if body.created_from is None else body.created_from
+    end = start if body.created_to is None else body.created_to
+    step = (end - start) / body.count if body.count else 0.0
+    runs = [
+        EmulatedRun(
+            body.platform,
+            module.new_run_id(),
+            body.flow_id,
+            scenario,
+            module.STATUSES,
+            {"metadata": dict(body.metadata), "seeded": True},
+            created=start + i * step,
+        )
+        for i in range(body.count)
+    ]
+    with state.lock:
+        state.runs.update((run.id, run) for run in runs)
+    return {"ids": [run.id for run in runs]}
+
+
+@router.get("/stats")
+def stats(request: Request) -> dict[str, int]:
+    state = _state(request)
+    with state.lock:
+        return {"requests": state.request_count, "connections": len(state.connections), "runs": len(state.runs)}
 
 
 @router.post("/faults")

@@ -7,10 +7,12 @@ then on the run follows only what was forced.
 
 from __future__ import annotations
 
+import random
 import secrets
 import string
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +36,9 @@ class Entry:
     error: str | None = None
 
 
+REQUEST_LOG_SIZE = 100_000
+"""The log keeps the newest requests only, so a long benchmark does not grow the emulator without bound."""
+
 PHASES = ("queued", "running", "review", "completed", "failed")
 
 
@@ -48,6 +53,7 @@ class EmulatedRun:
         scenario: Scenario,
         statuses: Mapping[str, str],
         record: dict[str, Any] | None = None,
+        created: float | None = None,
     ) -> None:
         self.platform = platform
         self.id = run_id
@@ -55,8 +61,10 @@ class EmulatedRun:
         self.scenario = scenario
         self.statuses = statuses
         self.record = record or {}
-        self.created = time.time()
-        self._t0 = time.monotonic()
+        now = time.time()
+        self.created = now if created is None else created
+        self._t0 = time.monotonic() - (now - self.created)
+        self._processing = scenario.processing_seconds + random.uniform(0, scenario.processing_jitter_seconds)
         self._frozen: list[Entry] | None = None
         self._pending: list[tuple[float, Entry]] = []
 
@@ -67,7 +75,7 @@ class EmulatedRun:
             script.append((0.0, self._entry("queued", 0.0, "Queued")))
             at = s.queued_seconds
         script.append((at, self._entry("running", at, "Processing started")))
-        at += s.processing_seconds
+        at += self._processing
         if s.review:
             script.append((at, self._entry("review", at, "Waiting for human review")))
             if s.review_seconds is None:
@@ -137,20 +145,32 @@ class EmulatorState:
         self._configured = dict(scenarios)
         self.scenarios: dict[tuple[str, str], Scenario] = dict(scenarios)
         self.runs: dict[str, EmulatedRun] = {}
-        self.requests: list[dict[str, Any]] = []
+        self.requests: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
+        self.request_count = 0
         self.faults: list[Fault] = []
+        self.connections: set[tuple[str, int]] = set()
+        """Client (host, port) pairs seen: each is one TCP connection the clients opened."""
 
     def reset(self) -> None:
         with self.lock:
             self.scenarios = dict(self._configured)
             self.runs.clear()
             self.requests.clear()
+            self.request_count = 0
             self.faults.clear()
+            self.connections.clear()
 
     def add_run(self, run: EmulatedRun) -> EmulatedRun:
         with self.lock:
             self.runs[run.id] = run
         return run
+
+    def log_request(self, entry: dict[str, Any], client: tuple[str, int] | None) -> None:
+        with self.lock:
+            self.requests.append(entry)
+            self.request_count += 1
+            if client is not None:
+                self.connections.add(client)
 
     def runs_of(self, platform: str, flow_id: str | None = None) -> list[EmulatedRun]:
         """Newest first, as the platforms list them."""

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
 
-from airflow_flowruns.emulator.config import TableFlowFlow
+from airflow_flowruns.emulator.config import EmulatorConfig, Scenario, TableFlowFlow
 from airflow_flowruns.emulator.errors import ApiError
 from airflow_flowruns.emulator.state import EmulatedRun, EmulatorState, new_id
 
@@ -31,6 +31,14 @@ FINAL = {"completed", "failed"}
 _EXTENSIONS = {"pdf": {".pdf"}, "image": {".png", ".jpg", ".jpeg", ".gif", ".tif", ".tiff", ".bmp", ".webp", ".heic"}}
 
 router = APIRouter()
+
+
+def scenarios(config: EmulatorConfig) -> list[tuple[str, Scenario]]:
+    return [(flow.id, flow.scenario) for flow in config.tableflow.flows]
+
+
+def new_run_id() -> str:
+    return new_id()
 
 
 def error_body(error: ApiError) -> dict[str, Any]:
@@ -145,7 +153,7 @@ async def start_run(request: Request, flow_id: str) -> dict[str, Any]:
         record = _check_form(flow, form.multi_items())
     run = EmulatedRun(
         PLATFORM,
-        new_id(),
+        new_run_id(),
         flow.id,
         state.scenarios[(PLATFORM, flow.id)],
         STATUSES,
