@@ -176,7 +176,7 @@ class EmulatorState:
         """Newest first, as the platforms list them."""
         with self.lock:
             found = [r for r in self.runs.values() if r.platform == platform and flow_id in (None, r.flow_id)]
-        return found[::-1]
+        return sorted(found, key=lambda run: run.created, reverse=True)
 
     def take_fault(self, method: str, path: str) -> Fault | None:
         with self.lock:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from collections.abc import AsyncIterator, Iterable, Iterator
+from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -18,7 +20,15 @@ from airflow.sdk.log import mask_secret
 
 from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError
 from airflow_flowruns.hooks.http import AsyncFlowRunsClient, FlowRunsClient, HttpOptions
-from airflow_flowruns.platforms import ConnectionSettings, FlowRun, Platform, StartRequest, platform_class
+from airflow_flowruns.platforms import (
+    ConnectionSettings,
+    FlowRun,
+    Platform,
+    RunQuery,
+    RunState,
+    StartRequest,
+    platform_class,
+)
 from airflow_flowruns.platforms.base import base_url_from
 from airflow_flowruns.waiting import OnReview, is_settled
 
@@ -41,6 +51,22 @@ def platform_from_connection(conn: Connection) -> tuple[Platform, HttpOptions]:
         extras=extras,
     )
     return cls(settings), HttpOptions.from_extras(extras, conn.conn_id)
+
+
+def run_query(
+    flow_id: str | None,
+    states: Iterable[RunState | str] | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+    page_size: int | None,
+) -> RunQuery:
+    try:
+        wanted = frozenset(RunState(state) for state in states) if states is not None else None
+    except ValueError as exc:
+        raise FlowRunsConfigError(f"{exc}; states are: {', '.join(RunState)}.") from None
+    if page_size is not None and page_size < 1:
+        raise FlowRunsConfigError(f"page_size must be at least 1, not {page_size}.")
+    return RunQuery(flow_id or None, wanted, created_after, created_before, page_size)
 
 
 class FlowRunsHook(BaseHook):
@@ -116,6 +142,34 @@ class FlowRunsHook(BaseHook):
                 return run
             self.log.info("%s run %s is %s; next check in %.0f s.", run.platform, run.id, run.status, poll_interval)
             time.sleep(min(poll_interval, remaining))
+
+    def list_runs(
+        self,
+        flow_id: str | None = None,
+        states: Iterable[RunState | str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[FlowRun]:
+        """Lazily list runs, newest first where the platform sorts that way, walking every page.
+
+        ``created_after`` is inclusive and ``created_before`` exclusive. Filters the platform's API
+        lacks are applied here, client-side (each platform module says which).
+        """
+        return self.client.iter_runs(run_query(flow_id, states, created_after, created_before, page_size))
+
+    async def alist_runs(
+        self,
+        flow_id: str | None = None,
+        states: Iterable[RunState | str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        page_size: int | None = None,
+    ) -> AsyncIterator[FlowRun]:
+        """:meth:`list_runs` for the triggerer, on the shared async client."""
+        client = await self.get_async_client(self.flowruns_conn_id)
+        async for run in client.iter_runs(run_query(flow_id, states, created_after, created_before, page_size)):
+            yield run
 
     def test_connection(self) -> tuple[bool, str]:
         try:

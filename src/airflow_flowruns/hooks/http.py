@@ -15,7 +15,7 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Self
@@ -37,7 +37,7 @@ from airflow_flowruns.exceptions import (
     FlowRunsConfigError,
     FlowRunsResponseError,
 )
-from airflow_flowruns.platforms.base import ApiCall, FlowRun, Platform
+from airflow_flowruns.platforms.base import ApiCall, FlowRun, Platform, RunQuery
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +225,14 @@ class FlowRunsClient:
     def get_run(self, flow_id: str | None, run_id: str) -> FlowRun:
         return self.platform.parse_run(self.call(self.platform.get_run_call(flow_id, run_id)), flow_id)
 
+    def iter_runs(self, query: RunQuery) -> Iterator[FlowRun]:
+        """Walk the listing lazily: one request per page, one page in memory at a time."""
+        call: ApiCall | None = self.platform.list_runs_call(query)
+        while call is not None:
+            page = self.platform.parse_runs_page(self.call(call), call, query)
+            yield from filter(query.matches, page.runs)
+            call = page.next_call
+
     def _send(self, call: ApiCall) -> Any:
         with ExitStack() as files:
             parts = [
@@ -280,6 +288,14 @@ class AsyncFlowRunsClient:
 
     async def get_run(self, flow_id: str | None, run_id: str) -> FlowRun:
         return self.platform.parse_run(await self.call(self.platform.get_run_call(flow_id, run_id)), flow_id)
+
+    async def iter_runs(self, query: RunQuery) -> AsyncIterator[FlowRun]:
+        call: ApiCall | None = self.platform.list_runs_call(query)
+        while call is not None:
+            page = self.platform.parse_runs_page(await self.call(call), call, query)
+            for run in filter(query.matches, page.runs):
+                yield run
+            call = page.next_call
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -113,6 +113,47 @@ class ApiCall:
     idempotent: bool = True
 
 
+@dataclass(frozen=True)
+class RunQuery:
+    """Which runs to list. Each platform sends what its API can filter on and leaves the rest to
+    :meth:`matches`, applied client-side to every run it returns.
+
+    ``created_after`` is inclusive and ``created_before`` exclusive, so consecutive data intervals
+    never share or miss a run.
+    """
+
+    flow_id: str | None = None
+    states: frozenset[RunState] | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    page_size: int | None = None
+    """Runs per request; None: the platform module's default."""
+
+    def matches(self, run: FlowRun) -> bool:
+        if self.flow_id is not None and run.flow_id not in (None, self.flow_id):
+            return False
+        if self.states is not None and run.state not in self.states:
+            return False
+        created = run.created_at
+        if created is None:
+            return self.created_after is None and self.created_before is None
+        if self.created_after is not None and created < self.created_after:
+            return False
+        return self.created_before is None or created < self.created_before
+
+    def is_before_window(self, run: FlowRun) -> bool:
+        """For newest-first listings: this run and every later one are too old, so paging can stop."""
+        return self.created_after is not None and run.created_at is not None and run.created_at < self.created_after
+
+
+@dataclass(frozen=True)
+class RunsPage:
+    """One page of a listing, unfiltered, and the call for the next page (None after the last)."""
+
+    runs: list[FlowRun]
+    next_call: ApiCall | None
+
+
 class Api(Protocol):
     """What a platform needs to start a run: perform a call and get its decoded JSON body."""
 
@@ -194,6 +235,14 @@ class Platform(ABC):
     def cancel_call(self, flow_id: str | None, run_id: str) -> ApiCall | None:
         """The call that cancels a run, or None where the platform has no way to cancel."""
         return None
+
+    @abstractmethod
+    def list_runs_call(self, query: RunQuery) -> ApiCall:
+        """The call for the first page of runs matching as much of ``query`` as the API can filter."""
+
+    @abstractmethod
+    def parse_runs_page(self, body: Any, call: ApiCall, query: RunQuery) -> RunsPage:
+        """The runs on one page and the call for the next, from the page's body and the call that got it."""
 
     @abstractmethod
     def start_run(self, api: Api, request: StartRequest) -> FlowRun:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from airflow_flowruns.platforms.base import (
     ApiCall,
     FlowRun,
     Platform,
+    RunQuery,
+    RunsPage,
     RunState,
     StartRequest,
     UploadFile,
@@ -100,6 +103,23 @@ class Run(BaseModel):
     created_at: datetime | None = None
 
 
+class Pagination(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    next_offset: int | None = None
+
+
+class RunsListing(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    flow_runs: list[dict[str, Any]]
+    pagination: Pagination
+
+
+PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
 class TableFlow(Platform):
     name = "tableflow"
     label = "TableFlow"
@@ -133,6 +153,24 @@ class TableFlow(Platform):
             duration_ms=run.duration if state.is_final else None,
             raw=body,
         )
+
+    def list_runs_call(self, query: RunQuery) -> ApiCall:
+        """``GET /flows/runs`` filters by flow and by one status; dates are filtered client-side."""
+        params: dict[str, Any] = {"limit": min(query.page_size or PAGE_SIZE, MAX_PAGE_SIZE), "offset": 0}
+        if query.flow_id:
+            params["flow_id"] = query.flow_id
+        raw = [status for status, state in STATUSES.items() if query.states and state in query.states]
+        if len(raw) == 1:
+            params["status"] = raw[0]
+        return ApiCall("list runs", "GET", "/flows/runs", params=params)
+
+    def parse_runs_page(self, body: Any, call: ApiCall, query: RunQuery) -> RunsPage:
+        page = self.parse_model(RunsListing, body, "run listing")
+        runs = [self.parse_run(item) for item in page.flow_runs]
+        next_offset = page.pagination.next_offset
+        if next_offset is None or not runs or query.is_before_window(runs[-1]):
+            return RunsPage(runs, None)
+        return RunsPage(runs, replace(call, params={**(call.params or {}), "offset": next_offset}))
 
     def start_run(self, api: Api, request: StartRequest) -> FlowRun:
         self.refuse_unsupported(request, "inputs", "flow_version")
