@@ -3,52 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import API_KEY, Emulator
-
-ROOT = Path(__file__).resolve().parent.parent
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
-
-
-@pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("airflow-home")
-    subprocess.run([AIRFLOW, "db", "migrate"], env=airflow_env(home), check=True, capture_output=True)
-    return home
-
-
-def airflow_env(home: Path, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "example_dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        **extra,
-    }
-
-
-def dags_test(home: Path, dag_id: str, **env: str) -> tuple[str, dict[str, str], dict[str, object]]:
-    done = subprocess.run(
-        [AIRFLOW, "dags", "test", dag_id], env=airflow_env(home, **env), capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    with sqlite3.connect(home / "airflow.db") as db:
-        run_id, state = db.execute(
-            "SELECT run_id, state FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)
-        ).fetchone()
-        tasks = dict(db.execute("SELECT task_id, state FROM task_instance WHERE run_id = ?", (run_id,)).fetchall())
-        xcom = {
-            f"{task}.{key}": json.loads(value)
-            for task, key, value in db.execute("SELECT task_id, key, value FROM xcom WHERE run_id = ?", (run_id,))
-        }
-    return state, tasks, xcom
+from conftest import API_KEY, Emulator, dags_test
 
 
 @pytest.mark.slow
