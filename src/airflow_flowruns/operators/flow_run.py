@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, conf
@@ -93,7 +95,7 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         self._run: FlowRun | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
-        request = self.start_request()
+        request = replace(self.start_request(), task_key=task_key(context))
         deadline_after(self.timeout)  # a bad timeout fails here, before anything is uploaded
         hook = FlowRunsHook(self.flowruns_conn_id)
         run = self._run = hook.start_run(request)
@@ -125,3 +127,10 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         """The task was killed while waiting in the worker: cancel the run where the platform can."""
         if self._run is not None:
             FlowRunsHook(self.flowruns_conn_id).cancel_run(self._run.flow_id, self._run.id)
+
+
+def task_key(context: Context) -> str:
+    """A short, stable id of the task instance: the same on every try, different for every map index."""
+    ti = context["ti"]
+    parts = (ti.dag_id, ti.task_id, ti.run_id, str(getattr(ti, "map_index", -1)))
+    return "af-" + hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:24]

@@ -186,6 +186,9 @@ class StartRequest:
     file_guidance: Mapping[str, str] = field(default_factory=dict)
     inputs: Mapping[str, Any] = field(default_factory=dict)
     flow_version: str | None = None
+    task_key: str | None = None
+    """Stable id of the Airflow task instance (dag, task, run, map index) that starts the run; the same on
+    every try. Platforms store it where they can (metadata, user id, ...) to find the run again."""
 
     def iter_files(self) -> Iterator[tuple[str, Path]]:
         for key, value in self.files.items():
