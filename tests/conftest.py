@@ -56,8 +56,10 @@ class Emulator:
         count: int = 1,
         content_type: str = "application/json",
         headers: dict[str, str] | None = None,
+        kind: str | None = None,
     ) -> None:
         spec = {
+            "kind": kind,
             "method": method,
             "path": path,
             "status": status,

@@ -119,15 +119,17 @@ def test_html_error_page_is_named(tableflow_conn: str, emulator: Emulator) -> No
 
 
 def test_html_with_200_is_a_response_error(tableflow_conn: str, emulator: Emulator) -> None:
-    emulator.fault("/flows/runs/", 200, "<html><title>Sign in</title></html>", content_type="text/html")
+    emulator.fault("/flows/runs/", 200, "<html><title>Sign in</title></html>", content_type="text/html", count=10)
     with pytest.raises(FlowRunsResponseError, match="HTML page titled 'Sign in'.*connection's host"):
         FlowRunsHook(tableflow_conn).get_run(None, "abc")
 
 
 def test_malformed_json_is_a_response_error(tableflow_conn: str, emulator: Emulator) -> None:
-    emulator.fault("/flows/runs/", 200, '{"id": "abc", "status": ')
-    with pytest.raises(FlowRunsResponseError, match="not valid JSON"):
+    emulator.fault("/flows/runs/", 200, '{"id": "abc", "status": ', count=10)
+    with pytest.raises(FlowRunsResponseError, match="not valid JSON") as err:
         FlowRunsHook(tableflow_conn).get_run(None, "abc")
+    assert err.value.retryable
+    assert len(emulator.requests()) == 3, "a body cut short is retried like a dropped connection"
 
 
 def test_json_of_the_wrong_shape_is_a_response_error(tableflow_conn: str, emulator: Emulator) -> None:

@@ -11,7 +11,7 @@ import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_flowruns.exceptions import FlowRunFailedError, FlowRunTimeoutError
-from airflow_flowruns.operators.flow_run import FlowRunOperator
+from airflow_flowruns.operators.flow_run import FlowRunOperator, task_key
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from conftest import API_KEY, Emulator
 from helpers import RECONCILIATION_FLOW, run_trigger
@@ -21,7 +21,7 @@ REVIEW_FLOW = "rv7Qm2ReviewFlow0"
 
 @pytest.fixture
 def context(mocker) -> dict[str, Any]:
-    return {"ti": mocker.MagicMock()}
+    return {"ti": mocker.MagicMock(try_number=1)}
 
 
 def pushed(context: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +57,7 @@ def test_worker_path_uploads_everything_and_returns_the_run(
         ("purchase_order", "po.pdf"),
     ]
     assert run["name"] == "PO-123 Reconciliation"
-    assert run["metadata"] == {"customer_id": "12345"}
+    assert run["metadata"] == {"customer_id": "12345", "airflow_task_key": task_key(context)}
     assert run["file_metadata"] == {"purchase_order": {"po_number": "PO-123"}}
     assert run["guidance"] == {"purchase_order": "Strip a trailing REV:n from the PO number"}
 
@@ -76,7 +76,7 @@ def test_worker_path_uploads_everything_and_returns_the_run(
         "duration_ms",
     }
     assert (result["id"], result["state"], result["status"]) == (run["id"], "succeeded", "completed")
-    assert result["metadata"] == {"customer_id": "12345"} and result["duration_ms"] >= 0
+    assert result["metadata"]["customer_id"] == "12345" and result["duration_ms"] >= 0
     assert pushed(context) == {"flow_run_id": run["id"], "flow_run_url": result["url"]}
 
 

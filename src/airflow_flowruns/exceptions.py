@@ -48,7 +48,15 @@ class FlowRunsAuthError(FlowRunsApiError, AirflowFailException):
 
 
 class FlowRunsResponseError(FlowRunsError):
-    """The platform answered with something this provider cannot read (HTML, bad JSON, unknown status)."""
+    """The platform answered with something this provider cannot read (HTML, bad JSON, unknown status).
+
+    ``retryable`` is set for a body that is not JSON at all, which a flaky proxy or a cut connection
+    produces; a well-formed answer this provider does not understand is not worth repeating.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class FlowRunFailedError(FlowRunsError):
@@ -57,6 +65,11 @@ class FlowRunFailedError(FlowRunsError):
 
 class FlowRunTimeoutError(FlowRunsError):
     """The run did not reach a final state before the task's deadline."""
+
+
+def is_transient(exc: FlowRunsError) -> bool:
+    """Whether polling again later may succeed where this attempt (and its retries) failed."""
+    return isinstance(exc, FlowRunsApiError | FlowRunsResponseError) and exc.retryable
 
 
 _HINTS = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from types import ModuleType
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -12,6 +13,7 @@ from starlette.exceptions import HTTPException
 from airflow_flowruns.emulator import control, tableflow
 from airflow_flowruns.emulator.config import EmulatorConfig
 from airflow_flowruns.emulator.errors import ApiError
+from airflow_flowruns.emulator.faults import ErrorBody
 from airflow_flowruns.emulator.state import EmulatorState
 
 PLATFORM_MODULES: tuple[ModuleType, ...] = (tableflow,)
@@ -21,12 +23,21 @@ def platform_of(path: str) -> ModuleType | None:
     return next((m for m in PLATFORM_MODULES if path.startswith(m.PATH_PREFIXES)), None)
 
 
+def _error_body(module: ModuleType | None) -> ErrorBody:
+    def body(status: int, title: str, message: str) -> dict[str, Any]:
+        error = ApiError(status, title, message)
+        return module.error_body(error) if module else {"error": title, "message": message}
+
+    return body
+
+
 def create_app(config: EmulatorConfig | None = None) -> FastAPI:
     config = config or EmulatorConfig()
     app = FastAPI(title="flowruns emulator", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.config = config
     app.state.emulator = EmulatorState(
-        {(m.PLATFORM, flow_id): scenario for m in PLATFORM_MODULES for flow_id, scenario in m.scenarios(config)}
+        {(m.PLATFORM, flow_id): scenario for m in PLATFORM_MODULES for flow_id, scenario in m.scenarios(config)},
+        config.fault_mode,
     )
     app.state.platforms = {m.PLATFORM: m for m in PLATFORM_MODULES}
     app.include_router(control.router)
@@ -39,19 +50,22 @@ def create_app(config: EmulatorConfig | None = None) -> FastAPI:
         if path.startswith(control.router.prefix):
             return await call_next(request)
         state: EmulatorState = app.state.emulator
+        module = platform_of(path)
         fault = state.take_fault(request.method, path)
-        if fault is not None:
+        kind = fault.kind if fault is not None else state.injector.pick()
+        if kind is not None:
+            response = await state.injector.respond(kind, request, call_next, _error_body(module))
+        elif fault is not None:
             response = Response(fault.body, fault.status, fault.headers, media_type=fault.content_type)
         else:
             response = await call_next(request)
-        module = platform_of(path)
         entry = {
             "method": request.method,
             "path": path,
             "query": request.url.query,
             "status": response.status_code,
             "platform": module.PLATFORM if module else None,
-            "fault": fault is not None,
+            "fault": kind or (fault is not None and "scripted") or None,
         }
         state.log_request(entry, (request.client.host, request.client.port) if request.client else None)
         return response

@@ -8,6 +8,7 @@ import uvicorn
 
 from airflow_flowruns.emulator.app import create_app
 from airflow_flowruns.emulator.config import load_config
+from airflow_flowruns.emulator.faults import ALL_KINDS, FaultMode
 from airflow_flowruns.emulator.server import bind
 
 
@@ -18,17 +19,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", help="JSON file with keys, flows and scenarios (default: built-in flows)")
     parser.add_argument("--ssl-certfile")
     parser.add_argument("--ssl-keyfile")
+    parser.add_argument("--fault-rate", type=float, default=0.0, help="share of API requests that meet a fault")
+    parser.add_argument("--fault-kinds", help=f"comma-separated, from: {','.join(ALL_KINDS)} (default: all)")
+    parser.add_argument("--fault-stall-seconds", type=float, default=35.0)
+    parser.add_argument("--fault-seed", type=int)
     args = parser.parse_args(argv)
+    config = load_config(args.config)
+    config.fault_mode = FaultMode(
+        rate=args.fault_rate,
+        kinds=args.fault_kinds.split(",") if args.fault_kinds else list(ALL_KINDS),  # validated by FaultMode
+        stall_seconds=args.fault_stall_seconds,
+        seed=args.fault_seed,
+    )
 
     sock = bind(args.host, args.port)
     scheme = "https" if args.ssl_certfile else "http"
     print(f"flowruns-emulator listening on {scheme}://{args.host}:{sock.getsockname()[1]}", flush=True)
-    config = uvicorn.Config(
-        create_app(load_config(args.config)),
+    server_config = uvicorn.Config(
+        create_app(config),
         log_level="warning",
         lifespan="off",
         ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile,
         timeout_keep_alive=75,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    uvicorn.Server(server_config).run(sockets=[sock])

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from airflow_flowruns.emulator.faults import FaultMode
+
 TABLEFLOW_RECONCILIATION_FLOW = "dk4g1tUg1uHLs8YU"
 TABLEFLOW_REVIEW_FLOW = "rv7Qm2ReviewFlow0"
 TABLEFLOW_FAILING_FLOW = "fa1LedFlow000000"
@@ -115,6 +117,7 @@ class TableFlowConfig(BaseModel):
 
 class EmulatorConfig(BaseModel):
     api_keys: list[str] = Field(default_factory=lambda: ["emulator-key"])
+    fault_mode: FaultMode = Field(default_factory=FaultMode)
     tableflow: TableFlowConfig = Field(default_factory=TableFlowConfig)
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from airflow_flowruns.emulator.config import Scenario
 from airflow_flowruns.emulator.errors import ApiError
+from airflow_flowruns.emulator.faults import FaultKind, FaultMode
 from airflow_flowruns.emulator.state import EmulatedRun, EmulatorState, Fault
 
 router = APIRouter(prefix="/_emulator")
@@ -29,6 +30,7 @@ class FaultSpec(BaseModel):
     content_type: str = "application/json"
     headers: dict[str, str] = {}
     count: int = 1
+    kind: FaultKind | None = None
 
 
 def _state(request: Request) -> EmulatorState:
@@ -116,10 +118,21 @@ def seed(request: Request, body: Seed) -> dict[str, list[str]]:
 
 
 @router.get("/stats")
-def stats(request: Request) -> dict[str, int]:
+def stats(request: Request) -> dict[str, Any]:
     state = _state(request)
     with state.lock:
-        return {"requests": state.request_count, "connections": len(state.connections), "runs": len(state.runs)}
+        return {
+            "requests": state.request_count,
+            "connections": len(state.connections),
+            "runs": len(state.runs),
+            "faults": dict(state.injector.counts),
+        }
+
+
+@router.put("/fault-mode")
+def set_fault_mode(request: Request, mode: FaultMode) -> FaultMode:
+    _state(request).injector.set_mode(mode)
+    return mode
 
 
 @router.post("/faults")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_flowruns.emulator.config import Scenario
+from airflow_flowruns.emulator.faults import FaultInjector, FaultKind, FaultMode
 
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -132,6 +133,8 @@ class Fault:
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     count: int = 1
+    kind: FaultKind | None = None
+    """A fault-mode kind (e.g. ``drop`` after the route ran) instead of the scripted status and body."""
 
     def matches(self, method: str, path: str) -> bool:
         return self.count > 0 and path.startswith(self.path) and self.method in (None, method)
@@ -140,7 +143,7 @@ class Fault:
 class EmulatorState:
     """Everything the routes share; guarded by one lock because uvicorn may run handlers concurrently."""
 
-    def __init__(self, scenarios: Mapping[tuple[str, str], Scenario]) -> None:
+    def __init__(self, scenarios: Mapping[tuple[str, str], Scenario], fault_mode: FaultMode | None = None) -> None:
         self.lock = threading.Lock()
         self._configured = dict(scenarios)
         self.scenarios: dict[tuple[str, str], Scenario] = dict(scenarios)
@@ -148,6 +151,8 @@ class EmulatorState:
         self.requests: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
         self.request_count = 0
         self.faults: list[Fault] = []
+        self._fault_mode = fault_mode or FaultMode()
+        self.injector = FaultInjector(self._fault_mode)
         self.connections: set[tuple[str, int]] = set()
         """Client (host, port) pairs seen: each is one TCP connection the clients opened."""
 
@@ -159,6 +164,8 @@ class EmulatorState:
             self.request_count = 0
             self.faults.clear()
             self.connections.clear()
+            self.injector.counts.clear()
+            self.injector.set_mode(self._fault_mode)
 
     def add_run(self, run: EmulatedRun) -> EmulatedRun:
         with self.lock:

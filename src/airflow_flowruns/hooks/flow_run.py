@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
-from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError
+from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError, FlowRunTimeoutError, is_transient
 from airflow_flowruns.hooks.http import AsyncFlowRunsClient, FlowRunsClient, HttpOptions
 from airflow_flowruns.platforms import (
     ConnectionSettings,
@@ -135,12 +135,21 @@ class FlowRunsHook(BaseHook):
         The last poll happens at the deadline itself, so a run that finished just in time is not
         reported as timed out.
         """
+        run: FlowRun | None = None
         while True:
-            run = self.get_run(flow_id, run_id)
+            try:
+                run = self.get_run(flow_id, run_id)
+            except FlowRunsError as exc:
+                if not is_transient(exc):
+                    raise
+                self.log.warning("Polling run %s failed for now, will poll again: %s", run_id, exc)
             remaining = deadline - time.time()
-            if is_settled(run, on_review) or remaining <= 0:
+            if run is not None and (is_settled(run, on_review) or remaining <= 0):
                 return run
-            self.log.info("%s run %s is %s; next check in %.0f s.", run.platform, run.id, run.status, poll_interval)
+            if remaining <= 0:
+                raise FlowRunTimeoutError(f"Deadline reached before run {run_id!r} could be read once.")
+            if run is not None:
+                self.log.info("%s run %s is %s; next check in %.0f s.", run.platform, run.id, run.status, poll_interval)
             time.sleep(min(poll_interval, remaining))
 
     def list_runs(
@@ -170,6 +179,15 @@ class FlowRunsHook(BaseHook):
         client = await self.get_async_client(self.flowruns_conn_id)
         async for run in client.iter_runs(run_query(flow_id, states, created_after, created_before, page_size)):
             yield run
+
+    def find_run_for_task(
+        self, flow_id: str | None, task_key: str, created_after: datetime | None = None
+    ) -> FlowRun | None:
+        """The newest run this task instance started, found by the task key stored on it."""
+        for run in self.list_runs(flow_id=flow_id, created_after=created_after):
+            if self.platform.task_key_of(run) == task_key:
+                return run
+        return None
 
     def test_connection(self) -> tuple[bool, str]:
         try:

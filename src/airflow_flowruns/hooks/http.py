@@ -106,7 +106,8 @@ def decode(platform: Platform, call: ApiCall, response: httpx.Response) -> Any:
     if body is _NO_JSON:
         raise FlowRunsResponseError(
             f"{platform.label} API call '{call.name}' answered HTTP {status} with {_describe_body(response)} "
-            "instead of JSON. Check that the connection's host is the platform's API base URL."
+            "instead of JSON. Check that the connection's host is the platform's API base URL.",
+            retryable=True,
         )
     return body
 
@@ -161,6 +162,8 @@ def _is_retryable(call: ApiCall) -> Callable[[BaseException], bool]:
     def check(exc: BaseException) -> bool:
         if isinstance(exc, FlowRunsApiError):
             return exc.retryable and (call.idempotent or exc.status == 429)
+        if isinstance(exc, FlowRunsResponseError):
+            return exc.retryable and call.idempotent
         if isinstance(exc, httpx.TransportError):
             return call.idempotent or isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
         return False

@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, conf
 
+from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsResponseError
 from airflow_flowruns.files import FileArgument, collect_files
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.operators._waiting import FlowRunWaitMixin
-from airflow_flowruns.platforms import FlowRun, StartRequest
+from airflow_flowruns.platforms import FlowRun, RunState, StartRequest
 from airflow_flowruns.platforms.base import require_json_object, require_text
 from airflow_flowruns.waiting import OnReview, check_poll_interval, deadline_after
 
@@ -40,6 +42,8 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
     :param timeout: seconds from the start of the run to an absolute deadline, computed once.
     :param on_review: ``"succeed"``, ``"fail"`` or ``"wait"`` when the run stops for human review.
     :param cancel_on_timeout: cancel the run when the deadline passes, where the platform can.
+    :param reattach: on a retry, follow the run an earlier try of this task instance started (unless it
+        failed or was cancelled) instead of starting another.
     """
 
     template_fields: Sequence[str] = (
@@ -74,6 +78,7 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         timeout: float = DEFAULT_TIMEOUT,
         on_review: str = OnReview.SUCCEED.value,
         cancel_on_timeout: bool = True,
+        reattach: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -92,13 +97,14 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         self.timeout = timeout
         self.on_review = OnReview.parse(on_review)
         self.cancel_on_timeout = cancel_on_timeout
+        self.reattach = reattach
         self._run: FlowRun | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
         request = replace(self.start_request(), task_key=task_key(context))
         deadline_after(self.timeout)  # a bad timeout fails here, before anything is uploaded
         hook = FlowRunsHook(self.flowruns_conn_id)
-        run = self._run = hook.start_run(request)
+        run = self._run = self._start_once(hook, request, context)
         deadline = deadline_after(self.timeout)
         context["ti"].xcom_push(key="flow_run_id", value=run.id)
         context["ti"].xcom_push(key="flow_run_url", value=run.url)
@@ -106,6 +112,35 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         if not self.wait_for_completion:
             return run.to_xcom()
         return self.wait_for_run(hook, run, deadline)
+
+    def _start_once(self, hook: FlowRunsHook, request: StartRequest, context: Context) -> FlowRun:
+        """Start the run, unless this task instance already did: never bill a document twice by accident.
+
+        On a retry (a failed try or a crashed worker) the run an earlier try started is found by the
+        task key stored on it, and followed instead of starting another, unless it failed or was
+        cancelled. A start call that failed in a way the platform may still have accepted (a timeout,
+        a dropped connection, a 5xx, an unreadable answer) is looked up the same way, never repeated.
+        """
+        key = request.task_key or task_key(context)
+        since = _lookup_window_start(context)
+        if self.reattach and _try_number(context) > 1:
+            earlier = hook.find_run_for_task(request.flow_id, key, since)
+            if earlier is not None and earlier.state not in (RunState.FAILED, RunState.CANCELLED):
+                self.log.info("Re-attaching to %s run %s started by an earlier try.", earlier.platform, earlier.id)
+                return earlier
+        try:
+            return hook.start_run(request)
+        except (FlowRunsApiError, FlowRunsResponseError) as exc:
+            if not may_have_been_accepted(exc):
+                raise
+            self.log.warning(
+                "Starting the run failed in a way the platform may have accepted (%s); looking for it.", exc
+            )
+            found = hook.find_run_for_task(request.flow_id, key, since)
+            if found is None:
+                raise
+            self.log.info("The platform had accepted the run: following %s run %s.", found.platform, found.id)
+            return found
 
     def start_request(self) -> StartRequest:
         """Check every argument that can be checked without the network, so bad input starts nothing."""
@@ -127,6 +162,25 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         """The task was killed while waiting in the worker: cancel the run where the platform can."""
         if self._run is not None:
             FlowRunsHook(self.flowruns_conn_id).cancel_run(self._run.flow_id, self._run.id)
+
+
+def may_have_been_accepted(exc: FlowRunsApiError | FlowRunsResponseError) -> bool:
+    """Whether a failed start call may nonetheless have started a run on the platform."""
+    if isinstance(exc, FlowRunsResponseError):
+        return True
+    return exc.status is None or exc.status >= 500
+
+
+def _try_number(context: Context) -> int:
+    number = getattr(context["ti"], "try_number", 1)
+    return number if isinstance(number, int) else 1
+
+
+def _lookup_window_start(context: Context) -> datetime | None:
+    """Runs of this task instance cannot predate its DAG run; an hour of margin absorbs clock skew."""
+    dag_run = context.get("dag_run")
+    started = getattr(dag_run, "start_date", None)
+    return started - timedelta(hours=1) if isinstance(started, datetime) else None
 
 
 def task_key(context: Context) -> str:

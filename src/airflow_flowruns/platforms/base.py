@@ -25,6 +25,9 @@ from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsResponseErr
 
 M = TypeVar("M", bound=BaseModel)
 
+TASK_KEY_FIELD = "airflow_task_key"
+"""Run metadata key under which the operator stores the task key, to find its run again after a crash."""
+
 
 class RunState(StrEnum):
     """The provider's normalized run state; each platform maps its raw statuses onto it."""
@@ -190,6 +193,10 @@ class StartRequest:
     """Stable id of the Airflow task instance (dag, task, run, map index) that starts the run; the same on
     every try. Platforms store it where they can (metadata, user id, ...) to find the run again."""
 
+    def metadata_with_task_key(self) -> dict[str, Any]:
+        """The run metadata to send: the user's, plus the task key where the platform keeps metadata."""
+        return {**self.metadata, TASK_KEY_FIELD: self.task_key} if self.task_key else dict(self.metadata)
+
     def iter_files(self) -> Iterator[tuple[str, Path]]:
         for key, value in self.files.items():
             for path in value if isinstance(value, tuple) else (value,):
@@ -254,6 +261,14 @@ class Platform(ABC):
         Everything that can be checked before the first upload is checked first, so a bad input
         never leaves a half-started run behind.
         """
+
+    def task_key_of(self, run: FlowRun) -> str | None:
+        """The task key this provider stored on a run when it started it (see ``StartRequest.task_key``).
+
+        Platforms that keep run metadata store it there under ``TASK_KEY_FIELD``; others override.
+        """
+        value = run.metadata.get(TASK_KEY_FIELD)
+        return value if isinstance(value, str) else None
 
     @abstractmethod
     def test_call(self) -> ApiCall:

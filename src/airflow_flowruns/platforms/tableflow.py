@@ -186,8 +186,9 @@ class TableFlow(Platform):
         data: dict[str, str] = {}
         if request.run_name:
             data["name"] = request.run_name
-        if request.metadata:
-            data["metadata"] = json.dumps(request.metadata)
+        metadata = request.metadata_with_task_key()
+        if metadata:
+            data["metadata"] = json.dumps(metadata)
         for key, value in request.file_metadata.items():
             data[f"{key}_metadata"] = json.dumps(value)
         for key, text in request.file_guidance.items():

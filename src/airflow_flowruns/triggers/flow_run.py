@@ -9,7 +9,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsError
+from airflow_flowruns.exceptions import FlowRunsError, is_transient
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.platforms import FlowRun
 from airflow_flowruns.waiting import OnReview, is_settled
@@ -68,16 +68,13 @@ class FlowRunTrigger(BaseTrigger):
         while True:
             try:
                 last = await client.get_run(self.flow_id, self.run_id)
-            except FlowRunsApiError as exc:
-                if not exc.retryable:
+            except FlowRunsError as exc:
+                if not is_transient(exc):
                     yield self._event("error", message=str(exc))
                     return
                 self.log.warning(
                     "Polling %s run %s failed for now, will poll again: %s", self.platform, self.run_id, exc
                 )
-            except FlowRunsError as exc:
-                yield self._event("error", message=str(exc))
-                return
             if last is not None and is_settled(last, self.on_review):
                 yield self._event("settled", run=last.to_xcom())
                 return

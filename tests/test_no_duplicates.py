@@ -1,0 +1,101 @@
+"""A task instance starts at most one run: retries re-attach, and ambiguous start failures are looked up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsResponseError
+from airflow_flowruns.operators.flow_run import FlowRunOperator
+from conftest import Emulator
+from helpers import RECONCILIATION_FLOW
+
+START = f"/flows/{RECONCILIATION_FLOW}/run"
+
+
+def context(mocker, try_number: int = 1, task_id: str = "reconcile") -> dict[str, Any]:
+    ti = mocker.MagicMock(dag_id="docs", task_id=task_id, run_id="manual__1", map_index=-1, try_number=try_number)
+    return {"ti": ti}
+
+
+def operator(conn_id: str, pdfs: dict[str, Path], **kwargs: Any) -> FlowRunOperator:
+    return FlowRunOperator(
+        task_id="reconcile",
+        flowruns_conn_id=conn_id,
+        flow_id=RECONCILIATION_FLOW,
+        files={"purchase_order": pdfs["po"], "invoice": pdfs["inv"]},
+        wait_for_completion=False,
+        **kwargs,
+    )
+
+
+def test_a_retry_reattaches_to_the_run_of_an_earlier_try(
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+) -> None:
+    first = operator(tableflow_conn, pdfs).execute(context(mocker, try_number=1))
+    second = operator(tableflow_conn, pdfs).execute(context(mocker, try_number=2))
+    assert second["id"] == first["id"]
+    assert len(emulator.runs()) == 1
+
+
+def test_other_task_instances_start_their_own_runs(
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+) -> None:
+    operator(tableflow_conn, pdfs).execute(context(mocker, task_id="a"))
+    operator(tableflow_conn, pdfs).execute(context(mocker, task_id="b", try_number=2))
+    assert len(emulator.runs()) == 2
+
+
+def test_a_retry_after_a_failed_run_starts_a_new_one(
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+) -> None:
+    first = operator(tableflow_conn, pdfs).execute(context(mocker))
+    emulator.set_status(first["id"], "failed", error="bad scan")
+    second = operator(tableflow_conn, pdfs).execute(context(mocker, try_number=2))
+    assert second["id"] != first["id"]
+    assert len(emulator.runs()) == 2
+
+
+def test_reattach_can_be_turned_off(tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker) -> None:
+    operator(tableflow_conn, pdfs).execute(context(mocker))
+    operator(tableflow_conn, pdfs, reattach=False).execute(context(mocker, try_number=2))
+    assert len(emulator.runs()) == 2
+
+
+@pytest.mark.parametrize("kind", ["drop", "malformed"])
+def test_an_accepted_start_whose_answer_was_lost_is_found_not_repeated(
+    kind: str, tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+) -> None:
+    emulator.fault(START, 0, method="POST", kind=kind)
+    result = operator(tableflow_conn, pdfs).execute(context(mocker))
+    (run,) = emulator.runs()
+    assert result["id"] == run["id"]
+    assert [r["method"] for r in emulator.requests() if r["path"] == START] == ["POST"]
+
+
+def test_a_start_refused_with_5xx_is_looked_up_then_left_to_the_task_retry(
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+) -> None:
+    emulator.fault(START, 503, '{"error": "Unavailable", "message": "try later"}', method="POST")
+    with pytest.raises(FlowRunsApiError, match="HTTP 503"):
+        operator(tableflow_conn, pdfs).execute(context(mocker))
+    assert emulator.runs() == []
+    assert [r["path"] for r in emulator.requests()] == ["/flows", START, "/flows/runs"], "one lookup, no repeat"
+
+
+def test_a_4xx_start_is_not_looked_up(tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker) -> None:
+    emulator.fault(START, 422, '{"error": "Unprocessable", "message": "bad"}', method="POST")
+    with pytest.raises(FlowRunsApiError, match="HTTP 422"):
+        operator(tableflow_conn, pdfs).execute(context(mocker))
+    assert "/flows/runs" not in [r["path"] for r in emulator.requests()]
+
+
+def test_an_unreadable_answer_with_no_run_behind_it_is_raised(
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+) -> None:
+    emulator.fault(START, 200, "<html><title>Proxy</title></html>", method="POST", content_type="text/html")
+    with pytest.raises(FlowRunsResponseError, match="HTML page"):
+        operator(tableflow_conn, pdfs).execute(context(mocker))
+    assert emulator.runs() == []
