@@ -10,13 +10,12 @@ import httpx
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
+from airflow_flowruns.emulator.config import TABLEFLOW_FAILING_FLOW, TABLEFLOW_REVIEW_FLOW
 from airflow_flowruns.exceptions import FlowRunFailedError, FlowRunTimeoutError
 from airflow_flowruns.operators.flow_run import FlowRunOperator, task_key
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from conftest import API_KEY, Emulator
 from helpers import RECONCILIATION_FLOW, run_trigger
-
-REVIEW_FLOW = "rv7Qm2ReviewFlow0"
 
 
 @pytest.fixture
@@ -119,15 +118,8 @@ def test_wait_for_completion_false_returns_the_started_run(
 def test_failed_run_fails_the_task_with_the_platforms_reason(
     tableflow_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any]
 ) -> None:
-    emulator.scenario("fa1LedFlow000000", processing_seconds=0.05, outcome="failed", error="Invoice total mismatch")
-    op = FlowRunOperator(
-        task_id="t",
-        flowruns_conn_id=tableflow_conn,
-        flow_id="fa1LedFlow000000",
-        files={"document": pdf},
-        poll_interval=0.05,
-        deferrable=False,
-    )
+    emulator.scenario(TABLEFLOW_FAILING_FLOW, processing_seconds=0.05, outcome="failed", error="Invoice total mismatch")
+    op = one_document(TABLEFLOW_FAILING_FLOW, tableflow_conn, pdf, deferrable=False)
     with pytest.raises(FlowRunFailedError, match="ended failed \\(failed\\): Invoice total mismatch"):
         op.execute(context)
 
@@ -136,15 +128,8 @@ def test_failed_run_fails_the_task_with_the_platforms_reason(
 def test_review_succeed_returns_needs_review(
     tableflow_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any], deferrable: bool
 ) -> None:
-    emulator.scenario(REVIEW_FLOW, processing_seconds=0.05, review=True)
-    op = FlowRunOperator(
-        task_id="t",
-        flowruns_conn_id=tableflow_conn,
-        flow_id=REVIEW_FLOW,
-        files={"document": pdf},
-        poll_interval=0.05,
-        deferrable=deferrable,
-    )
+    emulator.scenario(TABLEFLOW_REVIEW_FLOW, processing_seconds=0.05, review=True)
+    op = one_document(TABLEFLOW_REVIEW_FLOW, tableflow_conn, pdf, deferrable=deferrable)
     result = finish_task(op, context)
     assert (result["state"], result["status"]) == ("needs_review", "review")
 
@@ -152,16 +137,8 @@ def test_review_succeed_returns_needs_review(
 def test_review_fail_fails_the_task(
     tableflow_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any]
 ) -> None:
-    emulator.scenario(REVIEW_FLOW, processing_seconds=0.05, review=True)
-    op = FlowRunOperator(
-        task_id="t",
-        flowruns_conn_id=tableflow_conn,
-        flow_id=REVIEW_FLOW,
-        files={"document": pdf},
-        poll_interval=0.05,
-        deferrable=False,
-        on_review="fail",
-    )
+    emulator.scenario(TABLEFLOW_REVIEW_FLOW, processing_seconds=0.05, review=True)
+    op = one_document(TABLEFLOW_REVIEW_FLOW, tableflow_conn, pdf, deferrable=False, on_review="fail")
     with pytest.raises(FlowRunFailedError, match="stopped for human review"):
         op.execute(context)
 
@@ -169,16 +146,8 @@ def test_review_fail_fails_the_task(
 def test_review_wait_waits_for_the_final_state(
     tableflow_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any]
 ) -> None:
-    emulator.scenario(REVIEW_FLOW, processing_seconds=0.05, review=True, review_seconds=0.3)
-    op = FlowRunOperator(
-        task_id="t",
-        flowruns_conn_id=tableflow_conn,
-        flow_id=REVIEW_FLOW,
-        files={"document": pdf},
-        poll_interval=0.05,
-        deferrable=True,
-        on_review="wait",
-    )
+    emulator.scenario(TABLEFLOW_REVIEW_FLOW, processing_seconds=0.05, review=True, review_seconds=0.3)
+    op = one_document(TABLEFLOW_REVIEW_FLOW, tableflow_conn, pdf, deferrable=True, on_review="wait")
     result = finish_task(op, context)
     assert result["state"] == "succeeded"
     history = httpx.get(f"{emulator.url}/flows/runs/{result['id']}", headers={"Authorization": f"Bearer {API_KEY}"})
@@ -189,18 +158,16 @@ def test_review_wait_waits_for_the_final_state(
 def test_deadline_fails_the_task_and_says_the_run_keeps_going(
     tableflow_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any]
 ) -> None:
-    emulator.scenario(REVIEW_FLOW, processing_seconds=60)
-    op = FlowRunOperator(
-        task_id="t",
-        flowruns_conn_id=tableflow_conn,
-        flow_id=REVIEW_FLOW,
-        files={"document": pdf},
-        poll_interval=0.05,
-        timeout=0.2,
-        deferrable=True,
-    )
+    emulator.scenario(TABLEFLOW_REVIEW_FLOW, processing_seconds=60)
+    op = one_document(TABLEFLOW_REVIEW_FLOW, tableflow_conn, pdf, timeout=0.2, deferrable=True)
     with pytest.raises(FlowRunTimeoutError, match="TableFlow has no cancel call, so the run keeps going"):
         finish_task(op, context)
+
+
+def one_document(flow_id: str, conn_id: str, pdf: Path, **kwargs: Any) -> FlowRunOperator:
+    return FlowRunOperator(
+        task_id="t", flowruns_conn_id=conn_id, flow_id=flow_id, files={"document": pdf}, poll_interval=0.05, **kwargs
+    )
 
 
 def finish_task(op: FlowRunOperator, context: dict[str, Any]) -> dict[str, Any]:
