@@ -1,50 +1,141 @@
-"""Turn the operator's ``files`` argument into checked local paths before anything is uploaded."""
+"""Turn the operator's ``files`` argument into checked files before anything is uploaded.
+
+A file is a local path, an ``ObjectStoragePath``, or a URI that Airflow's object storage opens
+(``file://``, ``s3://``, ``gs://``, ... with the provider for that scheme installed). Nothing is read
+here: uploads stream each file from where it lives.
+
+A glob (``/data/in/*.pdf``, ``s3://bucket/in/**/*.pdf``) or a string naming a folder with a trailing
+slash (``/data/in/``, ``s3://bucket/in/``) expands to a multi-file field, sorted by path; a folder
+expands to the files directly in it. As in a shell, hidden files (``.name``) are left out unless the
+pattern's last part starts with a dot. A folder without the trailing slash is refused, so a templated
+file name that renders empty never uploads a whole folder.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
+
+from airflow.sdk import ObjectStoragePath
 
 from airflow_flowruns.exceptions import FlowRunsConfigError
+from airflow_flowruns.platforms.base import FilePath
 
-FileArgument = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+PathArgument: TypeAlias = str | os.PathLike[str] | ObjectStoragePath
+StoredPath: TypeAlias = Path | ObjectStoragePath
+FileArgument: TypeAlias = PathArgument | Sequence[PathArgument]
+
+_GLOB = re.compile(r"[*?\[]")
 
 
-def collect_files(files: Mapping[str, Any] | None) -> dict[str, Path | tuple[Path, ...]]:
-    """Check every file up front: a run must never start with a file that cannot be read.
+def collect_files(files: Mapping[str, Any] | None, *, check: bool = True) -> dict[str, FilePath | tuple[FilePath, ...]]:
+    """Resolve and, with ``check``, verify every file up front: a run must never start with one that cannot be read.
 
-    A single path stays a single path; a list becomes a tuple, because some platforms name the
-    parts of a multi-file field differently.
+    A single path stays a single path; a list, a glob or a folder becomes a tuple, because some platforms
+    name the parts of a multi-file field differently. ``check=False`` only resolves the names, for lineage.
     """
     if files is None:
         return {}
     if not isinstance(files, Mapping):
         raise FlowRunsConfigError(f"files must be a dict of field name to path(s), not {type(files).__name__}.")
-    collected: dict[str, Path | tuple[Path, ...]] = {}
+    collected: dict[str, FilePath | tuple[FilePath, ...]] = {}
     for key, value in files.items():
-        if isinstance(value, str | os.PathLike):
-            collected[key] = _checked(key, value)
+        if isinstance(value, str | os.PathLike | ObjectStoragePath):
+            collected[key] = _resolve(key, value, check)
         elif isinstance(value, Sequence) and value:
-            collected[key] = tuple(_checked(key, item) for item in value)
+            collected[key] = tuple(_flatten(_resolve(key, item, check) for item in value))
         else:
             raise FlowRunsConfigError(f"files[{key!r}] must be a path or a non-empty list of paths, not {value!r}.")
     return collected
 
 
-def _checked(key: str, value: Any) -> Path:
-    if not isinstance(value, str | os.PathLike):
+def file_uri(path: FilePath) -> str:
+    """The file's URI as Airflow's object storage names it: ``file:///...`` for a local path."""
+    if isinstance(path, Path):
+        return path.absolute().as_uri()
+    return str(path)
+
+
+def _flatten(items: Iterable[FilePath | tuple[FilePath, ...]]) -> Iterable[FilePath]:
+    for item in items:
+        yield from item if isinstance(item, tuple) else (item,)
+
+
+def _resolve(key: str, value: Any, check: bool) -> FilePath | tuple[FilePath, ...]:
+    if not isinstance(value, str | os.PathLike | ObjectStoragePath):
         raise FlowRunsConfigError(f"files[{key!r}] holds {value!r}, which is not a path.")
-    if not str(value).strip():
+    text = str(value).strip()
+    if not text:
         raise FlowRunsConfigError(
             f"files[{key!r}] is an empty string; if it is templated, check that the template renders a path."
         )
-    path = Path(value)
+    try:
+        path = _as_path(value, text)
+        if _GLOB.search(text) and not path.exists():  # a real name with [ ] in it is taken literally
+            return _expanded(key, text, _glob(key, path), check)
+        if isinstance(value, str) and text.endswith("/"):
+            return _expanded(key, text, _folder(key, path, text), check)
+        return _checked(key, path) if check else path
+    except (ValueError, ImportError) as exc:  # no filesystem for the scheme, or its library is missing
+        raise FlowRunsConfigError(
+            f"files[{key!r}]: cannot open {text!r}: {exc}. A URI needs the Airflow provider for its scheme "
+            "(e.g. apache-airflow-providers-amazon for s3://, apache-airflow-providers-google for gs://)."
+        ) from None
+
+
+def _as_path(value: PathArgument, text: str) -> StoredPath:
+    if isinstance(value, ObjectStoragePath):
+        return value
+    if "://" in text:
+        return ObjectStoragePath(text)
+    return Path(text)
+
+
+def _glob(key: str, path: StoredPath) -> list[StoredPath]:
+    """Glob from the deepest folder above the first part that has a wildcard."""
+    base, parts = path, []
+    while _GLOB.search(str(base)):
+        if base.parent == base:
+            raise FlowRunsConfigError(f"files[{key!r}]: {str(path)!r} has a wildcard where no folder can be listed.")
+        parts.append(base.name)
+        base = base.parent
+    hidden_wanted = parts[0].startswith(".")
+    return [m for m in base.glob("/".join(reversed(parts))) if (hidden_wanted or not _hidden(m)) and m.is_file()]
+
+
+def _folder(key: str, path: StoredPath, text: str) -> list[StoredPath]:
+    if not path.is_dir():
+        raise FlowRunsConfigError(
+            f"files[{key!r}]: {text!r} ends with '/' but is not a folder. Check the path, or drop the '/' for one file."
+        )
+    return [child for child in path.iterdir() if not _hidden(child) and child.is_file()]
+
+
+def _hidden(path: StoredPath) -> bool:
+    return path.name.startswith(".")
+
+
+def _expanded(key: str, pattern: str, matches: list[StoredPath], check: bool) -> tuple[FilePath, ...]:
+    if not matches and check:
+        raise FlowRunsConfigError(
+            f"files[{key!r}]: {pattern!r} matched no files. Check the folder or pattern, or that the files arrived."
+        )
+    ordered = sorted(matches, key=str)
+    return tuple(_checked(key, match) for match in ordered) if check else tuple(ordered)
+
+
+def _checked(key: str, path: StoredPath) -> FilePath:
+    shown = str(path)
     if not path.exists():
-        raise FlowRunsConfigError(f"files[{key!r}]: {str(path)!r} does not exist. Check the path.")
+        raise FlowRunsConfigError(f"files[{key!r}]: {shown!r} does not exist. Check the path.")
     if path.is_dir():
-        raise FlowRunsConfigError(f"files[{key!r}]: {str(path)!r} is a directory; pass the files in it as a list.")
+        raise FlowRunsConfigError(
+            f"files[{key!r}]: {shown!r} is a directory. To send every file in it, end the path with '/' "
+            f"({shown.rstrip('/')}/) or use a glob such as {shown.rstrip('/')}/*.pdf; or pass the files as a list."
+        )
     if path.stat().st_size == 0:
-        raise FlowRunsConfigError(f"files[{key!r}]: {str(path)!r} is empty (0 bytes); nothing to process.")
+        raise FlowRunsConfigError(f"files[{key!r}]: {shown!r} is empty (0 bytes); nothing to process.")
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_flowruns import __version__
+from airflow_flowruns.connection_forms import with_connection_forms
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -24,7 +25,12 @@ def get_provider_info() -> dict[str, Any]:
         "sensors": [{"integration-name": "TableFlow", "python-modules": ["airflow_flowruns.sensors.flow_run"]}],
         "hooks": [{"integration-name": "TableFlow", "python-modules": ["airflow_flowruns.hooks.flow_run"]}],
         "triggers": [{"integration-name": "TableFlow", "python-modules": ["airflow_flowruns.triggers.flow_run"]}],
-        "connection-types": [
-            {"connection-type": "tableflow", "hook-class-name": "airflow_flowruns.hooks.flow_run.TableFlowHook"},
-        ],
+        "connection-types": with_connection_forms(
+            [
+                {"connection-type": "tableflow", "hook-class-name": "airflow_flowruns.hooks.flow_run.TableFlowHook"},
+                {"connection-type": "extend", "hook-class-name": "airflow_flowruns.hooks.flow_run.ExtendHook"},
+                {"connection-type": "noxus", "hook-class-name": "airflow_flowruns.hooks.flow_run.NoxusHook"},
+            ]
+        ),
+        "extra-links": ["airflow_flowruns.links.FlowRunLink"],
     }

@@ -115,10 +115,76 @@ class TableFlowConfig(BaseModel):
     flows: list[TableFlowFlow] = Field(default_factory=_default_tableflow_flows)
 
 
+EXTEND_INVOICE_WORKFLOW = "workflow_invoice"
+EXTEND_REVIEW_WORKFLOW = "workflow_review"
+EXTEND_FAILING_WORKFLOW = "workflow_failing"
+
+
+class ExtendWorkflow(BaseModel):
+    id: str
+    name: str
+    version: str = "1"
+    scenario: Scenario = Field(default_factory=Scenario)
+
+
+def _default_extend_workflows() -> list[ExtendWorkflow]:
+    return [
+        ExtendWorkflow(id=EXTEND_INVOICE_WORKFLOW, name="Invoice extraction", scenario=Scenario(queued_seconds=0.2)),
+        ExtendWorkflow(id=EXTEND_REVIEW_WORKFLOW, name="Invoice with review", scenario=Scenario(review=True)),
+        ExtendWorkflow(
+            id=EXTEND_FAILING_WORKFLOW,
+            name="Always fails",
+            scenario=Scenario(outcome="failed", error="OCR_FAILED: the document could not be read"),
+        ),
+    ]
+
+
+class ExtendConfig(BaseModel):
+    workflows: list[ExtendWorkflow] = Field(default_factory=_default_extend_workflows)
+
+
+NOXUS_DOCUMENT_WORKFLOW = "5f0c7d1e-0000-4000-8000-00000000d0c1"
+NOXUS_REVIEW_WORKFLOW = "5f0c7d1e-0000-4000-8000-0000000f33d0"
+NOXUS_FAILING_WORKFLOW = "5f0c7d1e-0000-4000-8000-00000000fa11"
+
+
+class NoxusInput(BaseModel):
+    label: str
+    kind: Literal["file", "text"] = "text"
+    required: bool = True
+
+
+class NoxusWorkflow(BaseModel):
+    id: str
+    name: str
+    inputs: list[NoxusInput] = Field(
+        default_factory=lambda: [NoxusInput(label="document", kind="file"), NoxusInput(label="instructions")]
+    )
+    scenario: Scenario = Field(default_factory=Scenario)
+
+
+def _default_noxus_workflows() -> list[NoxusWorkflow]:
+    return [
+        NoxusWorkflow(id=NOXUS_DOCUMENT_WORKFLOW, name="Document summary", scenario=Scenario(queued_seconds=0.2)),
+        NoxusWorkflow(id=NOXUS_REVIEW_WORKFLOW, name="Summary with approval", scenario=Scenario(review=True)),
+        NoxusWorkflow(
+            id=NOXUS_FAILING_WORKFLOW,
+            name="Always fails",
+            scenario=Scenario(outcome="failed", error="Node 'Extract text' failed: unsupported file"),
+        ),
+    ]
+
+
+class NoxusConfig(BaseModel):
+    workflows: list[NoxusWorkflow] = Field(default_factory=_default_noxus_workflows)
+
+
 class EmulatorConfig(BaseModel):
     api_keys: list[str] = Field(default_factory=lambda: ["emulator-key"])
     fault_mode: FaultMode = Field(default_factory=FaultMode)
     tableflow: TableFlowConfig = Field(default_factory=TableFlowConfig)
+    extend: ExtendConfig = Field(default_factory=ExtendConfig)
+    noxus: NoxusConfig = Field(default_factory=NoxusConfig)
 
 
 def load_config(path: str | Path | None = None) -> EmulatorConfig:

@@ -148,6 +148,8 @@ class EmulatorState:
         self._configured = dict(scenarios)
         self.scenarios: dict[tuple[str, str], Scenario] = dict(scenarios)
         self.runs: dict[str, EmulatedRun] = {}
+        self.uploads: dict[str, dict[str, Any]] = {}
+        """Files uploaded on their own (Extend, Noxus), by id: name and size, never the content."""
         self.requests: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
         self.request_count = 0
         self.faults: list[Fault] = []
@@ -160,6 +162,7 @@ class EmulatorState:
         with self.lock:
             self.scenarios = dict(self._configured)
             self.runs.clear()
+            self.uploads.clear()
             self.requests.clear()
             self.request_count = 0
             self.faults.clear()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
+from airflow_flowruns.connection_forms import has_connection_form
 from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError, FlowRunTimeoutError, is_transient
 from airflow_flowruns.hooks.http import AsyncFlowRunsClient, FlowRunsClient, HttpOptions
 from airflow_flowruns.platforms import (
@@ -209,9 +210,28 @@ class FlowRunsHook(BaseHook):
         return clients[conn_id]
 
 
+@has_connection_form
 class TableFlowHook(FlowRunsHook):
     """Registers the ``tableflow`` connection type; behaves exactly like :class:`FlowRunsHook`."""
 
     conn_type = "tableflow"
     hook_name = "TableFlow"
     default_conn_name = "tableflow_default"
+
+
+@has_connection_form
+class ExtendHook(FlowRunsHook):
+    """Registers the ``extend`` connection type; behaves exactly like :class:`FlowRunsHook`."""
+
+    conn_type = "extend"
+    hook_name = "Extend"
+    default_conn_name = "extend_default"
+
+
+@has_connection_form
+class NoxusHook(FlowRunsHook):
+    """Registers the ``noxus`` connection type; behaves exactly like :class:`FlowRunsHook`."""
+
+    conn_type = "noxus"
+    hook_name = "Noxus"
+    default_conn_name = "noxus_default"

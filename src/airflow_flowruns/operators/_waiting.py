@@ -28,6 +28,8 @@ class FlowRunWaitMixin:
     poll_interval: float
     deferrable: bool
     cancel_on_timeout: bool
+    _run: FlowRun | None
+    """The run as last seen; the settled run once the task has its outcome (read by lineage)."""
 
     if TYPE_CHECKING:
 
@@ -42,7 +44,7 @@ class FlowRunWaitMixin:
 
     def wait_for_run(self, hook: FlowRunsHook, run: FlowRun, deadline: float) -> dict[str, Any]:
         if is_settled(run, self.on_review):
-            return finish(run, self.on_review)
+            return self._finish(run)
         if self.deferrable:
             self.defer(
                 trigger=FlowRunTrigger(
@@ -60,7 +62,7 @@ class FlowRunWaitMixin:
             run.flow_id, run.id, deadline=deadline, poll_interval=self.poll_interval, on_review=self.on_review
         )
         if is_settled(run, self.on_review):
-            return finish(run, self.on_review)
+            return self._finish(run)
         self._give_up(hook, run.flow_id, run.id, run)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
@@ -70,11 +72,16 @@ class FlowRunWaitMixin:
             raise FlowRunsError(event.get("message", "the trigger failed without a message"))
         run = FlowRun.model_validate(event["run"]) if event.get("run") else None
         if outcome == "settled" and run is not None:
-            return finish(run, self.on_review)
+            return self._finish(run)
         if outcome == "timeout":
             self._give_up(FlowRunsHook(self.flowruns_conn_id), event.get("flow_id"), event["run_id"], run)
         raise FlowRunsError(f"The trigger sent an event this operator does not understand: {event!r}")
 
+    def _finish(self, run: FlowRun) -> dict[str, Any]:
+        self._run = run
+        return finish(run, self.on_review)
+
     def _give_up(self, hook: FlowRunsHook, flow_id: str | None, run_id: str, run: FlowRun | None) -> NoReturn:
+        self._run = run or self._run
         cancelled = self.cancel_on_timeout and hook.cancel_run(flow_id, run_id)
         raise timed_out(run, run_id, hook.platform.label, cancelled=cancelled, can_cancel=hook.platform.can_cancel)

@@ -13,12 +13,14 @@ from airflow.sdk import BaseOperator, conf
 from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsResponseError
 from airflow_flowruns.files import FileArgument, collect_files
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.links import FLOW_RUN_ID_KEY, FLOW_RUN_URL_KEY, FlowRunLink
 from airflow_flowruns.operators._waiting import FlowRunWaitMixin
 from airflow_flowruns.platforms import FlowRun, RunState, StartRequest
 from airflow_flowruns.platforms.base import require_json_object, require_text
 from airflow_flowruns.waiting import OnReview, check_poll_interval, deadline_after
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 DEFAULT_TIMEOUT = 24 * 60 * 60
@@ -29,7 +31,9 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
 
     :param flowruns_conn_id: connection whose type names the platform (``tableflow``, ...).
     :param flow_id: the flow (workflow) to run.
-    :param files: field name to a path, or to a list of paths for a field that takes several files.
+    :param files: field name to a path, or to a list of paths for a field that takes several files. A path is
+        local, an ``ObjectStoragePath`` or a URI (``s3://``, ``gs://``, ``file://``, ...); a glob or a folder
+        written with a trailing ``/`` expands to several files (see :mod:`airflow_flowruns.files`).
     :param run_name: display name of the run, where the platform keeps one.
     :param metadata: JSON object stored on the run and echoed back on every read of it.
     :param file_metadata: field name to a JSON object for that file's extraction.
@@ -59,6 +63,7 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
     )
     template_fields_renderers = {"files": "json", "metadata": "json", "file_metadata": "json", "inputs": "json"}
     ui_color = "#e6f0ff"
+    operator_extra_links = (FlowRunLink(),)
 
     def __init__(
         self,
@@ -106,8 +111,8 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         hook = FlowRunsHook(self.flowruns_conn_id)
         run = self._run = self._start_once(hook, request, context)
         deadline = deadline_after(self.timeout)
-        context["ti"].xcom_push(key="flow_run_id", value=run.id)
-        context["ti"].xcom_push(key="flow_run_url", value=run.url)
+        context["ti"].xcom_push(key=FLOW_RUN_ID_KEY, value=run.id)
+        context["ti"].xcom_push(key=FLOW_RUN_URL_KEY, value=run.url)
         self.log.info("Started %s run %s of flow %s: %s", run.platform, run.id, run.flow_id, run.url)
         if not self.wait_for_completion:
             return run.to_xcom()
@@ -157,6 +162,12 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
             inputs=require_json_object(self.inputs, "inputs"),
             flow_version=str(self.flow_version) if self.flow_version else None,
         )
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """Called by the OpenLineage provider on success, and on failure for lack of an on_failure method."""
+        from airflow_flowruns.lineage import operator_lineage
+
+        return operator_lineage(self)
 
     def on_kill(self) -> None:
         """The task was killed while waiting in the worker: cancel the run where the platform can."""

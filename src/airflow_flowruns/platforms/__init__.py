@@ -15,9 +15,11 @@ from airflow_flowruns.platforms.base import (
     StartRequest,
     UploadFile,
 )
+from airflow_flowruns.platforms.extend import Extend
+from airflow_flowruns.platforms.noxus import Noxus
 from airflow_flowruns.platforms.tableflow import TableFlow
 
-PLATFORMS: dict[str, type[Platform]] = {cls.name: cls for cls in (TableFlow,)}
+PLATFORMS: dict[str, type[Platform]] = {cls.name: cls for cls in (TableFlow, Extend, Noxus)}
 
 
 def platform_class(conn_type: str | None, conn_id: str) -> type[Platform]:

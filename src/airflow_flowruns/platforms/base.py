@@ -15,8 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from pathlib import Path
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import IO, Any, ClassVar, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -84,12 +83,34 @@ def map_status(platform: str, raw_status: str, mapping: Mapping[str, RunState]) 
         ) from None
 
 
+class FileStat(Protocol):
+    @property
+    def st_size(self) -> int: ...
+
+
+class FilePath(Protocol):
+    """A file to upload: a ``pathlib.Path``, or an ``ObjectStoragePath`` (``s3://``, ``gs://``, ``file://``, ...).
+
+    Only what an upload and the platforms' checks use, so a file is streamed from wherever it lives.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def suffix(self) -> str: ...
+
+    def open(self, mode: Literal["rb"]) -> IO[bytes]: ...
+
+    def stat(self) -> FileStat: ...
+
+
 @dataclass(frozen=True)
 class UploadFile:
     """One file part of a multipart request; opened only when the request is sent, and streamed."""
 
     field: str
-    path: Path
+    path: FilePath
     content_type: str = "application/octet-stream"
 
     @property
@@ -182,7 +203,7 @@ class StartRequest:
     """
 
     flow_id: str
-    files: Mapping[str, Path | tuple[Path, ...]] = field(default_factory=dict)
+    files: Mapping[str, FilePath | tuple[FilePath, ...]] = field(default_factory=dict)
     run_name: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     file_metadata: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -197,7 +218,7 @@ class StartRequest:
         """The run metadata to send: the user's, plus the task key where the platform keeps metadata."""
         return {**self.metadata, TASK_KEY_FIELD: self.task_key} if self.task_key else dict(self.metadata)
 
-    def iter_files(self) -> Iterator[tuple[str, Path]]:
+    def iter_files(self) -> Iterator[tuple[str, FilePath]]:
         for key, value in self.files.items():
             for path in value if isinstance(value, tuple) else (value,):
                 yield key, path

@@ -15,7 +15,6 @@ import json
 import mimetypes
 from dataclasses import replace
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,6 +23,7 @@ from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.platforms.base import (
     Api,
     ApiCall,
+    FilePath,
     FlowRun,
     Platform,
     RunQuery,
@@ -58,7 +58,7 @@ class FileField(BaseModel):
     file_types: list[str] = Field(default_factory=list)
     max_file_size: int | None = None
 
-    def accepts(self, path: Path) -> bool:
+    def accepts(self, path: FilePath) -> bool:
         if not self.file_types:
             return True
         suffix = path.suffix.lower()
@@ -213,7 +213,7 @@ def _failure_text(run: Run) -> str:
 
 
 def _upload_parts(request: StartRequest) -> list[UploadFile]:
-    named: list[tuple[str, Path]] = []
+    named: list[tuple[str, FilePath]] = []
     for key, value in request.files.items():
         if isinstance(value, tuple):
             named.extend((f"{key}_{i}", path) for i, path in enumerate(value, start=1))

@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.links import FLOW_RUN_ID_KEY, FLOW_RUN_URL_KEY, FlowRunLink
 from airflow_flowruns.operators._waiting import FlowRunWaitMixin
-from airflow_flowruns.platforms.base import require_text
-from airflow_flowruns.waiting import OnReview, check_poll_interval, finish, is_settled
+from airflow_flowruns.platforms.base import FlowRun, require_text
+from airflow_flowruns.waiting import OnReview, check_poll_interval, is_settled
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -31,6 +32,7 @@ class FlowRunSensor(FlowRunWaitMixin, BaseSensorOperator):
 
     template_fields: Sequence[str] = ("flowruns_conn_id", "run_id", "flow_id")
     ui_color = "#e6f0ff"
+    operator_extra_links = (FlowRunLink(),)
 
     def __init__(
         self,
@@ -51,18 +53,28 @@ class FlowRunSensor(FlowRunWaitMixin, BaseSensorOperator):
         self.deferrable = deferrable
         self.cancel_on_timeout = cancel_on_timeout
         self.poll_interval = check_poll_interval(self.poke_interval)
+        self._run: FlowRun | None = None
 
     def execute(self, context: Context) -> Any:
-        run_id = require_text(self.run_id, "run_id")
+        require_text(self.run_id, "run_id")
         if not self.deferrable:
             return super().execute(context)
         hook = FlowRunsHook(self.flowruns_conn_id)
-        run = hook.get_run(self.flow_id or None, run_id)
-        return self.wait_for_run(hook, run, time.time() + self.timeout)
+        return self.wait_for_run(hook, self._read_run(hook, context), time.time() + self.timeout)
 
     def poke(self, context: Context) -> PokeReturnValue:
-        run = FlowRunsHook(self.flowruns_conn_id).get_run(self.flow_id or None, require_text(self.run_id, "run_id"))
+        run = self._read_run(FlowRunsHook(self.flowruns_conn_id), context)
         if not is_settled(run, self.on_review):
             self.log.info("%s run %s is %s.", run.platform, run.id, run.status)
             return PokeReturnValue(is_done=False)
-        return PokeReturnValue(is_done=True, xcom_value=finish(run, self.on_review))
+        return PokeReturnValue(is_done=True, xcom_value=self._finish(run))
+
+    def _read_run(self, hook: FlowRunsHook, context: Context) -> FlowRun:
+        """Read the run; on the first read, push its id and URL like the operator does, for the extra link."""
+        run = hook.get_run(self.flow_id or None, require_text(self.run_id, "run_id"))
+        ti = context.get("ti")  # absent when poke() is called by hand
+        if self._run is None and ti is not None:
+            ti.xcom_push(key=FLOW_RUN_ID_KEY, value=run.id)
+            ti.xcom_push(key=FLOW_RUN_URL_KEY, value=run.url)
+        self._run = run
+        return run

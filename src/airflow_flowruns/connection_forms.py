@@ -1,0 +1,209 @@
+"""What each platform's connection form in the Airflow UI shows, described once per connection type.
+
+Airflow 3.2+ reads the form from the provider info (``conn-fields``, ``ui-field-behaviour``) without
+importing the hook; older UIs call the hook's ``get_connection_form_widgets`` and ``get_ui_field_behaviour``.
+Both are built here from the same :class:`ConnectionForm`, so the two can never show different fields.
+
+Airflow calls ``get_provider_info`` while it is still importing itself, so this module imports nothing
+from Airflow or from the rest of the package: the defaults shown as placeholders are written here, and
+a test checks them against the code that applies them (``HttpOptions``, the platform classes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+FieldType = Literal["string", "integer", "number"]
+StandardField = Literal["description", "host", "port", "login", "password", "schema", "extra"]
+
+
+@dataclass(frozen=True)
+class ExtraField:
+    """One key of the connection's extra JSON, shown as its own input."""
+
+    name: str
+    label: str
+    type: FieldType
+    description: str
+    placeholder: str | None = None
+
+
+@dataclass(frozen=True)
+class ConnectionForm:
+    label: str
+    hidden: tuple[StandardField, ...]
+    relabeling: Mapping[str, str]
+    placeholders: Mapping[str, str]
+    extras: tuple[ExtraField, ...]
+
+    def provider_info(self) -> dict[str, Any]:
+        """The ``conn-fields`` and ``ui-field-behaviour`` of this connection type's provider-info entry."""
+        return {
+            "conn-fields": {
+                f.name: {"label": f.label, "description": f.description, "schema": {"type": [f.type, "null"]}}
+                for f in self.extras
+            },
+            "ui-field-behaviour": {
+                "hidden-fields": list(self.hidden),
+                "relabeling": dict(self.relabeling),
+                "placeholders": self._all_placeholders(),
+            },
+        }
+
+    def ui_field_behaviour(self) -> dict[str, Any]:
+        return {
+            "hidden_fields": list(self.hidden),
+            "relabeling": dict(self.relabeling),
+            "placeholders": self._all_placeholders(),
+        }
+
+    def form_widgets(self) -> dict[str, Any]:
+        """WTForms fields for UIs before Airflow 3.2; those UIs supply (or mock) these imports themselves."""
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import IntegerField, StringField
+        from wtforms.validators import Optional
+
+        return {
+            f.name: (IntegerField if f.type == "integer" else StringField)(
+                lazy_gettext(f.label), widget=BS3TextFieldWidget(), validators=[Optional()], description=f.description
+            )
+            for f in self.extras
+        }
+
+    def _all_placeholders(self) -> dict[str, str]:
+        return {**self.placeholders, **{f.name: f.placeholder for f in self.extras if f.placeholder is not None}}
+
+
+_CLIENT_FIELDS: tuple[ExtraField, ...] = (
+    ExtraField(
+        "timeout", "Request timeout (seconds)", "number", "How long one HTTP request may take. Default 30.", "30"
+    ),
+    ExtraField(
+        "max_retries",
+        "Max retries",
+        "integer",
+        "Retries of a request after a connection error, 429 or 5xx, with exponential backoff that honours "
+        "Retry-After. Default 5.",
+        "5",
+    ),
+    ExtraField("verify", "Verify TLS", "string", "true, false, or the path of a CA bundle file. Default true.", "true"),
+    ExtraField(
+        "max_concurrent_requests",
+        "Max concurrent requests",
+        "integer",
+        "Requests in flight at once on this connection in one triggerer (and TCP connections it keeps). Default 32.",
+        "32",
+    ),
+    ExtraField(
+        "max_requests_per_second",
+        "Max requests per second",
+        "number",
+        "Client-side rate limit per process (worker or triggerer) on this connection; set it to the plan's "
+        "limit, e.g. 5 on Extend's smallest plan. Empty: no limit.",
+    ),
+)
+"""The HTTP client settings every platform's connection takes (read by ``HttpOptions.from_extras``)."""
+
+
+def _run_url_template(default: str) -> ExtraField:
+    return ExtraField(
+        "run_url_template",
+        "Run URL template",
+        "string",
+        "Link of the 'Open flow run' button and the run's url, with {base_url}, {run_id} and {flow_id}.",
+        default,
+    )
+
+
+_API_KEY_HOST: dict[str, str] = {"host": "API base URL (optional)", "password": "API key"}
+_STANDARD: tuple[StandardField, ...] = ("host", "schema", "port", "login", "password")
+
+
+def _form(label: str, base_url: str, relabeling: Mapping[str, str], extras: tuple[ExtraField, ...]) -> ConnectionForm:
+    """A standard field left out of ``relabeling`` is hidden; the client settings follow the platform's extras."""
+    return ConnectionForm(
+        label=label,
+        hidden=tuple(name for name in _STANDARD if name not in relabeling),
+        relabeling=relabeling,
+        placeholders={"host": base_url, "password": f"{label} API key"},
+        extras=(*extras, *_CLIENT_FIELDS),
+    )
+
+
+FORMS: dict[str, ConnectionForm] = {
+    "tableflow": _form(
+        "TableFlow",
+        "https://api.tableflow.com/v2",
+        _API_KEY_HOST,
+        (_run_url_template("{base_url}/flows/runs/{run_id}"),),
+    ),
+    "extend": _form(
+        "Extend",
+        "https://api.extend.ai",
+        _API_KEY_HOST,
+        (
+            ExtraField(
+                "api_version",
+                "API version",
+                "string",
+                "Sent as x-extend-api-version on every call. Default 2026-02-09.",
+                "2026-02-09",
+            ),
+            ExtraField(
+                "workspace_id",
+                "Workspace id",
+                "string",
+                "Sent as x-extend-workspace-id; needed with organization-scoped API keys.",
+            ),
+        ),
+    ),
+    "noxus": _form("Noxus", "https://backend.noxus.ai", _API_KEY_HOST, ()),
+    "stackai": _form(
+        "StackAI",
+        "https://api.stack-ai.com",
+        {**_API_KEY_HOST, "login": "OAuth username (optional)", "password": "API key, or OAuth password"},
+        (
+            ExtraField("org_id", "Organization id", "string", "The StackAI organization id (required)."),
+            ExtraField(
+                "token_url",
+                "OAuth token URL (optional)",
+                "string",
+                "With a login set, the username and password are exchanged here for a bearer token "
+                "instead of using the password as API key. Relative to the API base URL or absolute.",
+            ),
+        ),
+    ),
+}
+"""One form per connection type (the platform's ``name``)."""
+
+
+def with_connection_forms(connection_types: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Provider-info ``connection-types`` entries completed with each type's display name and form."""
+    return [
+        {"hook-name": FORMS[entry["connection-type"]].label, **entry} | FORMS[entry["connection-type"]].provider_info()
+        for entry in connection_types
+    ]
+
+
+H = TypeVar("H", bound=type)
+
+
+def has_connection_form(hook: H) -> H:
+    """Class decorator for a per-platform hook: the UI form methods of UIs before Airflow 3.2.
+
+    Airflow reads these only from the hook class's own ``__dict__``, never inherited, so each platform
+    hook gets its own pair, built from the form of its ``conn_type``.
+    """
+    builders: dict[str, Callable[[ConnectionForm], dict[str, Any]]] = {
+        "get_connection_form_widgets": ConnectionForm.form_widgets,
+        "get_ui_field_behaviour": ConnectionForm.ui_field_behaviour,
+    }
+    for name, build in builders.items():
+        setattr(hook, name, classmethod(lambda cls, build=build: build(FORMS[cls.conn_type])))
+    return hook
+
+
+__all__ = ["FORMS", "ConnectionForm", "ExtraField", "has_connection_form", "with_connection_forms"]

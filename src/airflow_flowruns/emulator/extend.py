@@ -1,0 +1,224 @@
+"""Extend routes (API version 2026-02-09: unwrapped objects, list envelope ``{object, data, nextPageToken}``)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.datastructures import UploadFile
+
+from airflow_flowruns.emulator.config import EmulatorConfig, ExtendWorkflow, Scenario
+from airflow_flowruns.emulator.errors import ApiError
+from airflow_flowruns.emulator.state import EmulatedRun, EmulatorState, new_id
+
+PLATFORM = "extend"
+PATH_PREFIXES = ("/files/upload", "/workflow_runs")
+STATUSES = {
+    "queued": "PENDING",
+    "running": "PROCESSING",
+    "review": "NEEDS_REVIEW",
+    "completed": "PROCESSED",
+    "failed": "FAILED",
+}
+API_VERSIONS = {"2026-02-09", "2025-04-21", "2024-12-23"}
+FINAL = {"PROCESSED", "FAILED", "REJECTED", "CANCELLED"}
+CANCELLABLE = {"PENDING", "PROCESSING"}
+METADATA_LIMIT_BYTES = 10 * 1024
+_CODES = {
+    400: "INVALID_REQUEST",
+    401: "UNAUTHORIZED",
+    402: "USAGE_BLOCKED",
+    404: "NOT_FOUND",
+    422: "INVALID_REQUEST",
+    429: "RATE_LIMIT_EXCEEDED",
+}
+
+router = APIRouter()
+
+
+def error_body(error: ApiError) -> dict[str, Any]:
+    code = _CODES.get(error.status, "INTERNAL_ERROR" if error.status >= 500 else "INVALID_REQUEST")
+    return {
+        "code": code,
+        "message": error.message,
+        "retryable": error.status == 429 or error.status >= 500,
+        "requestId": f"req_{new_id(12)}",
+    }
+
+
+def scenarios(config: EmulatorConfig) -> list[tuple[str, Scenario]]:
+    return [(workflow.id, workflow.scenario) for workflow in config.extend.workflows]
+
+
+def new_run_id() -> str:
+    return f"workflow_run_{new_id(20)}"
+
+
+def _state(request: Request) -> EmulatorState:
+    header = request.headers.get("authorization", "")
+    if not header.startswith("Bearer ") or header.removeprefix("Bearer ") not in request.app.state.config.api_keys:
+        raise ApiError(401, "Unauthorized", "Invalid or missing API key")
+    if request.headers.get("x-extend-api-version") not in API_VERSIONS:
+        raise ApiError(400, "Bad Request", "Missing or unsupported x-extend-api-version header")
+    return request.app.state.emulator
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z") if ts is not None else None
+
+
+def _workflow(request: Request, workflow_id: str) -> ExtendWorkflow:
+    for workflow in request.app.state.config.extend.workflows:
+        if workflow.id == workflow_id:
+            return workflow
+    raise ApiError(404, "Not Found", f"Workflow {workflow_id} not found")
+
+
+def run_object(request: Request, run: EmulatedRun, *, summary: bool = False) -> dict[str, Any]:
+    history = run.history()
+    last = history[-1]
+    status = last.status
+    workflow = _workflow(request, run.flow_id)
+    started = next((e.time for e in history if e.status != "PENDING"), None)
+    reviewed = run.record.get("reviewed", False)
+    data: dict[str, Any] = {
+        "object": "workflow_run",
+        "id": run.id,
+        "workflow": {
+            "object": "workflow",
+            "id": workflow.id,
+            "name": workflow.name,
+            "createdAt": "2026-01-05T09:00:00Z",
+            "updatedAt": "2026-01-05T09:00:00Z",
+        },
+        "workflowVersion": {
+            "object": "workflow_version",
+            "id": f"workflow_version_{workflow.id}",
+            "version": run.record.get("version") or workflow.version,
+            "name": workflow.name,
+            "createdAt": "2026-01-05T09:00:00Z",
+        },
+        "dashboardUrl": f"https://dashboard.extend.ai/workflows/runs/{run.id}",
+        "status": status,
+        "metadata": run.record.get("metadata") or {},
+        "batchId": None,
+        "files": run.record.get("files", []),
+        "failureReason": "PROCESSING_ERROR" if status == "FAILED" else None,
+        "failureMessage": run.error if status == "FAILED" else None,
+        "initialRunAt": _iso(run.created),
+        "reviewed": reviewed,
+        "reviewedByUser": "reviewer@example.com" if reviewed else None,
+        "reviewedAt": _iso(last.time) if reviewed else None,
+        "rejectionNote": last.message if status == "REJECTED" else None,
+        "startTime": _iso(started),
+        "endTime": _iso(last.time) if status in FINAL else None,
+    }
+    if summary:
+        return {**data, "createdAt": _iso(run.created), "updatedAt": _iso(last.time)}
+    return {**data, "stepRuns": [], "usage": {"credits": 1}}
+
+
+@router.post("/files/upload")
+async def upload_file(request: Request) -> dict[str, Any]:
+    state = _state(request)
+    async with request.form(max_files=1, max_fields=1) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(400, "Bad Request", "Multipart part 'file' is required")
+        name, size, content_type = upload.filename or "file", upload.size or 0, upload.content_type
+    if size == 0:
+        raise ApiError(400, "Bad Request", f"File {name} is empty")
+    now = _iso(datetime.now(UTC).timestamp())
+    file_id = f"file_{new_id(20)}"
+    file: dict[str, Any] = {
+        "object": "file",
+        "id": file_id,
+        "name": name,
+        "type": content_type,
+        "metadata": {},
+        "createdAt": now,
+        "updatedAt": now,
+    }
+    with state.lock:
+        state.uploads[file_id] = {**file, "size": size}
+    return file
+
+
+@router.post("/workflow_runs")
+async def create_run(request: Request) -> dict[str, Any]:
+    state = _state(request)
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(400, "Bad Request", "Body must be JSON") from None
+    workflow_ref = body.get("workflow") if isinstance(body, dict) else None
+    if not isinstance(workflow_ref, dict) or not isinstance(workflow_ref.get("id"), str):
+        raise ApiError(400, "Bad Request", "workflow.id is required")
+    workflow = _workflow(request, workflow_ref["id"])
+    file_ref = body.get("file")
+    if not isinstance(file_ref, dict) or len({"url", "id", "text"} & set(file_ref)) != 1:
+        raise ApiError(400, "Bad Request", "file must have exactly one of url, id, text")
+    if "id" in file_ref and file_ref["id"] not in state.uploads:
+        raise ApiError(404, "Not Found", f"File {file_ref['id']} not found")
+    metadata = body.get("metadata") or {}
+    if not isinstance(metadata, dict) or len(json.dumps(metadata).encode()) > METADATA_LIMIT_BYTES:
+        raise ApiError(400, "Bad Request", "metadata must be an object of at most 10 KB")
+    upload = state.uploads.get(file_ref.get("id", ""), {"id": None, "name": file_ref.get("name", "document")})
+    record = {
+        "metadata": metadata,
+        "version": workflow_ref.get("version"),
+        "files": [{"object": "file", "id": upload["id"], "name": upload["name"]}],
+        "uploads": [{"field": "file", "filename": upload["name"], "size": upload.get("size")}],
+    }
+    run = EmulatedRun(PLATFORM, new_run_id(), workflow.id, state.scenarios[(PLATFORM, workflow.id)], STATUSES, record)
+    return run_object(request, state.add_run(run))
+
+
+def _run(request: Request, state: EmulatorState, run_id: str) -> EmulatedRun:
+    run = state.runs.get(run_id)
+    if run is None or run.platform != PLATFORM:
+        raise ApiError(404, "Not Found", f"Workflow run {run_id} not found")
+    return run
+
+
+@router.get("/workflow_runs/{run_id}")
+def get_run(request: Request, run_id: str) -> dict[str, Any]:
+    state = _state(request)
+    return run_object(request, _run(request, state, run_id))
+
+
+@router.post("/workflow_runs/{run_id}/cancel")
+def cancel_run(request: Request, run_id: str) -> dict[str, Any]:
+    state = _state(request)
+    run = _run(request, state, run_id)
+    with state.lock:
+        if run.status not in CANCELLABLE:
+            raise ApiError(400, "Bad Request", f"Workflow run {run_id} is {run.status} and cannot be cancelled")
+        run.force("CANCELLING", message="Cancellation requested")
+        run.force("CANCELLED", message="Cancelled", after=0.2)
+    return run_object(request, run)
+
+
+@router.get("/workflow_runs")
+def list_runs(request: Request) -> dict[str, Any]:
+    state = _state(request)
+    query = request.query_params
+    try:
+        size = int(query.get("maxPageSize", 100))
+        offset = int(query.get("nextPageToken") or 0)
+    except ValueError:
+        raise ApiError(400, "Bad Request", "maxPageSize and nextPageToken must be valid") from None
+    if not 1 <= size <= 1000:
+        raise ApiError(400, "Bad Request", "maxPageSize must be between 1 and 1000")
+    runs = state.runs_of(PLATFORM, query.get("workflowId"))
+    if query.get("status"):
+        runs = [run for run in runs if run.status == query["status"]]
+    key = (lambda run: run.created) if query.get("sortBy") == "createdAt" else (lambda run: run.history()[-1].time)
+    runs.sort(key=key, reverse=query.get("sortDir", "desc") == "desc")
+    page = [run_object(request, run, summary=True) for run in runs[offset : offset + size]]
+    envelope: dict[str, Any] = {"object": "list", "data": page}
+    if offset + size < len(runs):
+        envelope["nextPageToken"] = str(offset + size)
+    return envelope

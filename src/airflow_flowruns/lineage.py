@@ -1,0 +1,98 @@
+"""OpenLineage for :class:`FlowRunOperator`: the uploaded files in, the flow run out.
+
+Imported only when the OpenLineage provider asks the operator for its facets, so without
+``apache-airflow-providers-openlineage`` installed nothing here is ever loaded.
+
+Names follow OpenLineage's dataset naming spec: a local file is namespace ``file`` with its absolute path
+as name, ``s3://`` and ``gs://`` objects are namespace ``s3://bucket`` / ``gs://bucket`` with the key as
+name, other object stores ``scheme://authority`` with the path. The run is an output dataset in namespace
+``{platform}://{API host}`` named after the flow, carrying a ``flowRun`` facet (run id, final state); the
+run id is also the job run's standard ``externalQuery`` facet.
+
+In deferrable mode the task that resumes is not the one that uploaded, so globs and folders are listed
+again when lineage is read; a file removed meanwhile drops out of the inputs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from attrs import define
+from openlineage.client.event_v2 import Dataset
+from openlineage.client.facet_v2 import DatasetFacet, external_query_run
+from openlineage.client.naming.dataset import GCS, S3, LocalFileSystem
+
+from airflow_flowruns.files import collect_files, file_uri
+from airflow_flowruns.hooks.flow_run import FlowRunsHook, platform_from_connection
+
+if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
+
+    from airflow_flowruns.operators.flow_run import FlowRunOperator
+
+
+@define
+class FlowRunDatasetFacet(DatasetFacet):
+    """The run that produced this output: where to find it and how it ended."""
+
+    platform: str
+    runId: str
+    flowId: str | None
+    state: str
+    status: str
+    url: str | None
+
+    @staticmethod
+    def _get_schema() -> str:
+        return "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/DatasetFacet"
+
+
+def operator_lineage(operator: FlowRunOperator) -> OperatorLineage:
+    from airflow.providers.openlineage.extractors import OperatorLineage
+
+    files = collect_files(operator.files, check=False).values()
+    inputs = [
+        file_dataset(file_uri(path)) for value in files for path in (value if isinstance(value, tuple) else (value,))
+    ]
+    run = operator._run  # the settled run (see FlowRunWaitMixin._finish)
+    if run is None:  # failed before a run existed: only what it was given
+        return OperatorLineage(inputs=inputs)
+    platform, _ = platform_from_connection(FlowRunsHook.get_connection(operator.flowruns_conn_id))
+    host = urlsplit(platform.settings.base_url).netloc
+    flow_id = run.flow_id or str(operator.flow_id)
+    output = Dataset(
+        namespace=f"{run.platform}://{host}",
+        name=flow_id,
+        facets={
+            "flowRun": FlowRunDatasetFacet(
+                platform=run.platform,
+                runId=run.id,
+                flowId=run.flow_id,
+                state=run.state.value,
+                status=run.status,
+                url=run.url,
+            )
+        },
+    )
+    return OperatorLineage(
+        inputs=inputs,
+        outputs=[output],
+        run_facets={
+            "externalQuery": external_query_run.ExternalQueryRunFacet(externalQueryId=run.id, source=run.platform)
+        },
+    )
+
+
+def file_dataset(uri: str) -> Dataset:
+    parts = urlsplit(uri)
+    naming: Any
+    if parts.scheme == "file":
+        naming = LocalFileSystem(path=parts.path)
+    elif parts.scheme == "s3":
+        naming = S3(bucket_name=parts.netloc, object_key=parts.path.lstrip("/"))
+    elif parts.scheme in ("gs", "gcs"):
+        naming = GCS(bucket_name=parts.netloc, object_key=parts.path.lstrip("/"))
+    else:
+        return Dataset(namespace=f"{parts.scheme}://{parts.netloc}", name=parts.path.lstrip("/"))
+    return Dataset(namespace=naming.get_namespace(), name=naming.get_name())

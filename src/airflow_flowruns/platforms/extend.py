@@ -1,0 +1,208 @@
+"""Extend (API version 2026-02-09): upload a file, then start a workflow run on it; runs can be cancelled.
+
+Unconfirmed wire facts, decided here and nowhere else (see the README's Extend section):
+
+* A run takes exactly one file, given as ``files={"file": path}``; more files mean more runs, so the
+  operator is mapped over files instead (``.expand(files=...)``).
+* The 10 KB metadata limit is measured on the UTF-8 JSON the provider sends, task key included.
+* Responses are read in the 2026-02-09 unwrapped form and in the older ``{"success", "workflowRun"}`` /
+  ``workflowRuns`` wrapped forms, whose dashboard link is named ``url``.
+* Listing sorts by ``createdAt`` descending so paging can stop once past a date window.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsResponseError
+from airflow_flowruns.platforms.base import (
+    Api,
+    ApiCall,
+    FlowRun,
+    Platform,
+    RunQuery,
+    RunsPage,
+    RunState,
+    StartRequest,
+    UploadFile,
+    map_status,
+)
+
+STATUSES: dict[str, RunState] = {
+    "PENDING": RunState.QUEUED,
+    "PROCESSING": RunState.RUNNING,
+    "CANCELLING": RunState.RUNNING,
+    "NEEDS_REVIEW": RunState.NEEDS_REVIEW,
+    "PROCESSED": RunState.SUCCEEDED,
+    "FAILED": RunState.FAILED,
+    "REJECTED": RunState.FAILED,
+    "CANCELLED": RunState.CANCELLED,
+}
+
+API_VERSION = "2026-02-09"
+FILE_KEY = "file"
+METADATA_LIMIT_BYTES = 10 * 1024
+PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+RETRYABLE_CODES = frozenset({"RATE_LIMIT_EXCEEDED", "INTERNAL_ERROR"})
+
+
+class WorkflowRun(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    status: str
+    workflow: dict[str, Any] | None = None
+    dashboardUrl: str | None = None
+    url: str | None = None
+    metadata: dict[str, Any] | None = None
+    failureReason: str | None = None
+    failureMessage: str | None = None
+    rejectionNote: str | None = None
+    createdAt: datetime | None = None
+    initialRunAt: datetime | None = None
+    startTime: datetime | None = None
+    endTime: datetime | None = None
+
+
+class RunsListing(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    data: list[dict[str, Any]] = Field(default_factory=list)
+    nextPageToken: str | None = None
+
+
+class Extend(Platform):
+    name = "extend"
+    label = "Extend"
+    default_base_url = "https://api.extend.ai"
+    can_cancel = True
+
+    def headers(self) -> dict[str, str]:
+        headers = {
+            "Authorization": f"Bearer {self.settings.api_key}",
+            "x-extend-api-version": str(self.settings.extras.get("api_version") or API_VERSION),
+        }
+        if self.settings.extras.get("workspace_id"):
+            headers["x-extend-workspace-id"] = str(self.settings.extras["workspace_id"])
+        return headers
+
+    def error_detail(self, body: Any) -> str | None:
+        if isinstance(body, dict) and body.get("code") and body.get("message"):
+            return f"{body['code']}: {body['message']}"
+        return super().error_detail(body)
+
+    def is_retryable(self, status: int, body: Any) -> bool:
+        """The error body says whether a retry can help; trust it over the status code when present."""
+        if isinstance(body, dict):
+            if isinstance(body.get("retryable"), bool):
+                return body["retryable"]
+            if body.get("code") in RETRYABLE_CODES:
+                return True
+        return super().is_retryable(status, body)
+
+    def test_call(self) -> ApiCall:
+        return ApiCall("list runs", "GET", "/workflow_runs", params={"maxPageSize": 1})
+
+    def get_run_call(self, flow_id: str | None, run_id: str) -> ApiCall:
+        return ApiCall("get run", "GET", f"/workflow_runs/{run_id}")
+
+    def cancel_call(self, flow_id: str | None, run_id: str) -> ApiCall:
+        return ApiCall("cancel run", "POST", f"/workflow_runs/{run_id}/cancel")
+
+    def parse_run(self, body: Any, flow_id: str | None = None) -> FlowRun:
+        if isinstance(body, dict) and isinstance(body.get("workflowRun"), dict):
+            body = body["workflowRun"]
+        run = self.parse_model(WorkflowRun, body, "workflow run")
+        state = map_status(self.label, run.status, STATUSES)
+        ended = run.endTime if state.is_final else None
+        return FlowRun(
+            id=run.id,
+            flow_id=(run.workflow or {}).get("id") or flow_id,
+            platform=self.name,
+            state=state,
+            status=run.status,
+            error=_failure_text(run) if state is RunState.FAILED else None,
+            url=run.dashboardUrl or run.url,
+            metadata=run.metadata or {},
+            created_at=run.createdAt or run.initialRunAt,
+            started_at=run.startTime,
+            ended_at=ended,
+            duration_ms=int((ended - run.startTime).total_seconds() * 1000) if ended and run.startTime else None,
+            raw=body,
+        )
+
+    def list_runs_call(self, query: RunQuery) -> ApiCall:
+        """``GET /workflow_runs`` filters by workflow and one status; dates are filtered client-side."""
+        params: dict[str, Any] = {
+            "sortBy": "createdAt",
+            "sortDir": "desc",
+            "maxPageSize": min(query.page_size or PAGE_SIZE, MAX_PAGE_SIZE),
+        }
+        if query.flow_id:
+            params["workflowId"] = query.flow_id
+        raw = [status for status, state in STATUSES.items() if query.states and state in query.states]
+        if len(raw) == 1:
+            params["status"] = raw[0]
+        return ApiCall("list runs", "GET", "/workflow_runs", params=params)
+
+    def parse_runs_page(self, body: Any, call: ApiCall, query: RunQuery) -> RunsPage:
+        if isinstance(body, dict) and "workflowRuns" in body:
+            body = {"data": body["workflowRuns"], "nextPageToken": body.get("nextPageToken")}
+        page = self.parse_model(RunsListing, body, "run listing")
+        runs = [self.parse_run(item) for item in page.data]
+        if not page.nextPageToken or not runs or query.is_before_window(runs[-1]):
+            return RunsPage(runs, None)
+        return RunsPage(runs, replace(call, params={**(call.params or {}), "nextPageToken": page.nextPageToken}))
+
+    def start_run(self, api: Api, request: StartRequest) -> FlowRun:
+        self.refuse_unsupported(request, "run_name", "file_metadata", "file_guidance", "inputs")
+        unknown = sorted(set(request.files) - {FILE_KEY})
+        if unknown:
+            raise FlowRunsConfigError(
+                f"Extend runs take one file under the key {FILE_KEY!r}, not {', '.join(map(repr, unknown))}: "
+                f'use files={{"{FILE_KEY}": path}}.'
+            )
+        paths = list(request.iter_files())
+        if len(paths) != 1:
+            raise FlowRunsConfigError(
+                f"An Extend run processes exactly one file, and this task gives {len(paths)}. Map the operator "
+                'over the files instead: FlowRunOperator.partial(...).expand(files=[{"file": p} for p in paths]).'
+            )
+        metadata = request.metadata_with_task_key()
+        size = len(json.dumps(metadata).encode())
+        if size > METADATA_LIMIT_BYTES:
+            raise FlowRunsConfigError(
+                f"metadata is {size} bytes as JSON; Extend accepts at most {METADATA_LIMIT_BYTES}. "
+                "Keep large data out of the run metadata."
+            )
+        _, path = paths[0]
+        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        uploaded = api.call(
+            ApiCall("upload file", "POST", "/files/upload", files=[UploadFile("file", path, content_type)])
+        )
+        file_id = uploaded.get("id") if isinstance(uploaded, dict) else None
+        if not file_id:
+            raise FlowRunsResponseError(
+                "Extend answered the file upload without a file id; check the connection's host."
+            )
+        workflow: dict[str, Any] = {"id": request.flow_id}
+        if request.flow_version:
+            workflow["version"] = request.flow_version
+        body = {"workflow": workflow, "file": {"id": file_id}, "metadata": metadata}
+        return self.parse_run(
+            api.call(ApiCall("start run", "POST", "/workflow_runs", json=body, idempotent=False)), request.flow_id
+        )
+
+
+def _failure_text(run: WorkflowRun) -> str:
+    if run.status == "REJECTED":
+        return f"rejected in review: {run.rejectionNote}" if run.rejectionNote else "rejected in review"
+    parts = [text for text in (run.failureReason, run.failureMessage) if text]
+    return ": ".join(parts) or "Extend reported the run as failed without a reason."

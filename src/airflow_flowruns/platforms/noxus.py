@@ -1,0 +1,181 @@
+"""Noxus: upload each file, then start a workflow run with them as inputs; runs can be stopped.
+
+Unconfirmed wire facts, decided here and nowhere else (see the README's Noxus section):
+
+* A file input is ``{"uri", "name"}`` with the ``uri`` returned by ``POST /v1/file``; a list of files for
+  one label is sent as a list of such objects.
+* The failure reason is the last ``progress_details.run_logs`` entry whose level is ``error`` (any case),
+  else the last log message.
+* Noxus documents no dashboard link: the run URL is the run's API resource, overridable with the
+  connection extra ``run_url_template`` (fields ``base_url``, ``run_id``, ``flow_id``).
+* Noxus runs keep no free-form metadata, so ``metadata`` is refused and a retried task cannot find the
+  run an earlier try started: the task starts a new one (set ``retries`` with that in mind).
+* The listing's order is not documented, so paging never stops early on a date window.
+* ``flow_version`` is sent as ``workflow_version_id``.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsResponseError
+from airflow_flowruns.platforms.base import (
+    Api,
+    ApiCall,
+    FlowRun,
+    Platform,
+    RunQuery,
+    RunsPage,
+    RunState,
+    StartRequest,
+    UploadFile,
+    map_status,
+)
+
+STATUSES: dict[str, RunState] = {
+    "queued": RunState.QUEUED,
+    "running": RunState.RUNNING,
+    "awaiting_human_feedback": RunState.NEEDS_REVIEW,
+    "completed": RunState.SUCCEEDED,
+    "failed": RunState.FAILED,
+    "stopped": RunState.CANCELLED,
+}
+
+DEFAULT_RUN_URL_TEMPLATE = "{base_url}/v1/workflows/{flow_id}/runs/{run_id}"
+PAGE_SIZE = 100
+MAX_PAGE_SIZE = 100
+
+
+class ProgressDetails(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    run_logs: list[Any] = Field(default_factory=list)
+
+
+class Run(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    workflow_id: str | None = None
+    status: str
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress_details: ProgressDetails | None = None
+
+
+class RunsListing(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    items: list[dict[str, Any]] = Field(default_factory=list)
+    page: int = 1
+    pages: int = 1
+
+
+class Noxus(Platform):
+    name = "noxus"
+    label = "Noxus"
+    default_base_url = "https://backend.noxus.ai"
+    can_cancel = True
+
+    def headers(self) -> dict[str, str]:
+        return {"X-API-Key": self.settings.api_key}
+
+    def error_detail(self, body: Any) -> str | None:
+        """422 bodies list each problem as ``{"loc", "msg", "type"}``: name where each one is."""
+        detail = body.get("detail") if isinstance(body, dict) else None
+        if isinstance(detail, list):
+            return "; ".join(
+                f"{'.'.join(str(p) for p in item.get('loc', []))}: {item.get('msg')}"
+                for item in detail
+                if isinstance(item, dict)
+            )
+        return super().error_detail(body)
+
+    def test_call(self) -> ApiCall:
+        return ApiCall("list runs", "GET", "/v1/runs", params={"page": 1, "size": 1})
+
+    def get_run_call(self, flow_id: str | None, run_id: str) -> ApiCall:
+        path = f"/v1/workflows/{flow_id}/runs/{run_id}" if flow_id else f"/v1/runs/{run_id}"
+        return ApiCall("get run", "GET", path)
+
+    def cancel_call(self, flow_id: str | None, run_id: str) -> ApiCall:
+        return ApiCall("stop run", "POST", f"/v1/runs/{run_id}/stop")
+
+    def parse_run(self, body: Any, flow_id: str | None = None) -> FlowRun:
+        run = self.parse_model(Run, body, "run")
+        state = map_status(self.label, run.status, STATUSES)
+        workflow_id = run.workflow_id or flow_id
+        template = self.settings.extras.get("run_url_template") or DEFAULT_RUN_URL_TEMPLATE
+        ended = run.finished_at if state.is_final else None
+        return FlowRun(
+            id=run.id,
+            flow_id=workflow_id,
+            platform=self.name,
+            state=state,
+            status=run.status,
+            error=_failure_text(run) if state is RunState.FAILED else None,
+            url=template.format(base_url=self.settings.base_url, run_id=run.id, flow_id=workflow_id),
+            created_at=run.created_at,
+            started_at=run.started_at,
+            ended_at=ended,
+            duration_ms=int((ended - run.started_at).total_seconds() * 1000) if ended and run.started_at else None,
+            raw=body,
+        )
+
+    def list_runs_call(self, query: RunQuery) -> ApiCall:
+        """Noxus filters neither by state nor by date: both are applied client-side."""
+        path = f"/v1/workflows/{query.flow_id}/runs" if query.flow_id else "/v1/runs"
+        size = min(query.page_size or PAGE_SIZE, MAX_PAGE_SIZE)
+        return ApiCall("list runs", "GET", path, params={"page": 1, "size": size})
+
+    def parse_runs_page(self, body: Any, call: ApiCall, query: RunQuery) -> RunsPage:
+        page = self.parse_model(RunsListing, body, "run listing")
+        runs = [self.parse_run(item, query.flow_id) for item in page.items]
+        if not runs or page.page >= page.pages:
+            return RunsPage(runs, None)
+        return RunsPage(runs, replace(call, params={**(call.params or {}), "page": page.page + 1}))
+
+    def start_run(self, api: Api, request: StartRequest) -> FlowRun:
+        self.refuse_unsupported(request, "run_name", "metadata", "file_metadata", "file_guidance")
+        both = sorted(set(request.files) & set(request.inputs))
+        if both:
+            raise FlowRunsConfigError(
+                f"{', '.join(map(repr, both))} given both in files and in inputs; a workflow input takes one value."
+            )
+        if not request.files and not request.inputs:
+            raise FlowRunsConfigError("A Noxus run needs its workflow inputs: give files, inputs, or both.")
+        # Reading one page of the workflow's runs answers 404 for an unknown workflow, before any upload.
+        api.call(ApiCall("check workflow", "GET", f"/v1/workflows/{request.flow_id}/runs", params={"size": 1}))
+        inputs: dict[str, Any] = dict(request.inputs)
+        for label, value in request.files.items():
+            refs = [self._upload(api, path) for path in (value if isinstance(value, tuple) else (value,))]
+            inputs[label] = refs if isinstance(value, tuple) else refs[0]
+        body: dict[str, Any] = {"input": inputs}
+        if request.flow_version:
+            body["workflow_version_id"] = request.flow_version
+        call = ApiCall("start run", "POST", f"/v1/workflows/{request.flow_id}/runs", json=body, idempotent=False)
+        return self.parse_run(api.call(call), request.flow_id)
+
+    def task_key_of(self, run: FlowRun) -> str | None:
+        return None
+
+    def _upload(self, api: Api, path: Any) -> dict[str, str]:
+        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        uploaded = api.call(ApiCall("upload file", "POST", "/v1/file", files=[UploadFile("file", path, content_type)]))
+        if not isinstance(uploaded, dict) or not uploaded.get("uri"):
+            raise FlowRunsResponseError("Noxus answered the file upload without a uri; check the connection's host.")
+        return {"uri": uploaded["uri"], "name": path.name}
+
+
+def _failure_text(run: Run) -> str:
+    logs = run.progress_details.run_logs if run.progress_details else []
+    entries = [log if isinstance(log, dict) else {"message": str(log)} for log in logs]
+    errors = [e for e in entries if str(e.get("level", "")).lower() == "error" and e.get("message")]
+    messages = errors or [e for e in entries if e.get("message")]
+    return str(messages[-1]["message"]) if messages else "Noxus reported the run as failed without a log message."

@@ -1,0 +1,160 @@
+"""Each platform's connection form in the Airflow UI, and `airflow connections test` against the emulator."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+from unittest.mock import MagicMock
+
+import pytest
+from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+
+from airflow_flowruns.connection_forms import FORMS
+from airflow_flowruns.get_provider_info import get_provider_info
+from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.hooks.http import HttpOptions
+from airflow_flowruns.platforms import PLATFORMS, extend
+from airflow_flowruns.platforms.tableflow import DEFAULT_RUN_URL_TEMPLATE
+from conftest import AIRFLOW, API_KEY, Emulator, airflow_env, set_connection
+
+
+def hook_classes() -> dict[str, type[FlowRunsHook]]:
+    hooks = {}
+    for entry in get_provider_info()["connection-types"]:
+        module, name = entry["hook-class-name"].rsplit(".", 1)
+        hooks[entry["connection-type"]] = getattr(__import__(module, fromlist=[name]), name)
+    return hooks
+
+
+def test_every_platform_has_a_form_and_every_hook_its_own_form_methods() -> None:
+    assert set(PLATFORMS) <= set(FORMS)
+    for conn_type, hook in hook_classes().items():
+        # Airflow before 3.2 reads these only from the class itself, never inherited.
+        assert {"get_connection_form_widgets", "get_ui_field_behaviour"} <= set(vars(hook)), hook
+        assert FORMS[conn_type].label == PLATFORMS[conn_type].label == hook.hook_name
+
+
+def test_the_ui_of_this_airflow_shows_each_platforms_fields() -> None:
+    """The connection-form metadata Airflow's own UI API serves, built from the provider info."""
+    served = {meta.connection_type: meta for meta in HookMetaService.hook_meta_data()}
+    for conn_type, form in FORMS.items():
+        if conn_type not in PLATFORMS:
+            continue
+        meta = served[conn_type]
+        assert meta.hook_name == form.label
+        standard = meta.standard_fields
+        assert standard is not None and standard.host is not None and standard.password is not None
+        assert (standard.host.title, standard.host.placeholder) == (
+            "API base URL (optional)",
+            PLATFORMS[conn_type].default_base_url,
+        )
+        assert standard.password.title.startswith("API key")
+        assert standard.port is not None and standard.port.hidden
+        assert standard.url_schema is not None and standard.url_schema.hidden
+        assert meta.extra_fields is not None
+        assert {name: field["schema"]["title"] for name, field in meta.extra_fields.items()} == {
+            f.name: f.label for f in form.extras
+        }
+
+
+def test_login_is_shown_only_where_the_platform_uses_it() -> None:
+    hidden = {conn_type: "login" in form.hidden for conn_type, form in FORMS.items()}
+    assert hidden == {"tableflow": True, "extend": True, "noxus": True, "stackai": False}
+
+
+def test_older_uis_get_the_same_fields_from_the_hook_methods(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hook methods, read with the WTForms stand-ins Airflow's UI API itself uses when FAB is absent."""
+    for name in ("wtforms", "wtforms.validators", "flask_babel", "flask_appbuilder", "flask_appbuilder.fieldwidgets"):
+        monkeypatch.setitem(sys.modules, name, MagicMock())
+    sys.modules["wtforms"].StringField = HookMetaService.MockStringField
+    sys.modules["wtforms"].IntegerField = HookMetaService.MockIntegerField
+    sys.modules["wtforms.validators"].Optional = HookMetaService.MockOptional
+    sys.modules["flask_babel"].lazy_gettext = str
+    sys.modules["flask_appbuilder.fieldwidgets"].BS3TextFieldWidget = HookMetaService.MockAnyWidget
+
+    for conn_type, hook in hook_classes().items():
+        entry = next(e for e in get_provider_info()["connection-types"] if e["connection-type"] == conn_type)
+        widgets = {name: widget.param.dump() for name, widget in hook.get_connection_form_widgets().items()}
+        expected_types = {"integer": "integer", "number": "string", "string": "string"}  # no float field in WTForms
+        assert {name: (w["schema"]["title"], w["description"]) for name, w in widgets.items()} == {
+            name: (f["label"], f["description"]) for name, f in entry["conn-fields"].items()
+        }
+        assert {name: w["schema"]["type"][0] for name, w in widgets.items()} == {
+            name: expected_types[f["schema"]["type"][0]] for name, f in entry["conn-fields"].items()
+        }
+        behaviour = entry["ui-field-behaviour"]
+        assert hook.get_ui_field_behaviour() == {
+            "hidden_fields": behaviour["hidden-fields"],
+            "relabeling": behaviour["relabeling"],
+            "placeholders": behaviour["placeholders"],
+        }
+
+
+def test_placeholders_show_the_defaults_the_code_applies() -> None:
+    options = HttpOptions()
+    defaults = {f.name: getattr(options, f.name) for f in fields(HttpOptions)}
+    for conn_type, platform in PLATFORMS.items():
+        placeholders = FORMS[conn_type].ui_field_behaviour()["placeholders"]
+        assert placeholders["host"] == platform.default_base_url
+        for extra in FORMS[conn_type].extras:
+            if extra.name in defaults and extra.placeholder is not None:
+                assert extra.placeholder.lower() == str(defaults[extra.name]).lower().removesuffix(".0"), extra
+    assert FORMS["tableflow"].ui_field_behaviour()["placeholders"]["run_url_template"] == DEFAULT_RUN_URL_TEMPLATE
+    assert FORMS["extend"].ui_field_behaviour()["placeholders"]["api_version"] == extend.API_VERSION
+
+
+def test_every_client_setting_the_form_offers_is_one_the_client_reads() -> None:
+    client = {f.name for f in fields(HttpOptions)}
+    offered = {f.name for f in FORMS["tableflow"].extras} - {"run_url_template"}
+    assert offered - {"max_requests_per_second"} <= client
+
+
+PLATFORM_EXTRAS: dict[str, dict[str, Any]] = {"tableflow": {}, "extend": {}, "noxus": {}}
+"""What each platform's connection needs besides key and host to reach the emulator."""
+
+
+@pytest.mark.parametrize("conn_type", sorted(PLATFORMS))
+def test_connection_test_per_platform_succeeds_and_names_a_bad_key(
+    conn_type: str, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `airflow connections test` and the UI's Test button run, in process."""
+    from airflow.models.connection import Connection
+
+    extras = PLATFORM_EXTRAS[conn_type]
+    set_connection(monkeypatch, "ui_ok", conn_type, emulator.url, **extras)
+    set_connection(monkeypatch, "ui_bad", conn_type, emulator.url, password="not-the-key", max_retries=0, **extras)
+
+    ok, message = Connection.get_connection_from_secrets("ui_ok").test_connection()
+    assert ok, message
+    assert message == f"Connected to {PLATFORMS[conn_type].label} at {emulator.url}."
+    ok, message = Connection.get_connection_from_secrets("ui_bad").test_connection()
+    assert not ok
+    assert message.startswith(f"{PLATFORMS[conn_type].label} API call") and "(HTTP 401)" in message, message
+    assert "not-the-key" not in message
+
+
+def connections_test(home: Path, conn: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    env = airflow_env(home, AIRFLOW__CORE__TEST_CONNECTION="Enabled", AIRFLOW_CONN_FLOWRUNS_UI=json.dumps(conn))
+    return subprocess.run(
+        [AIRFLOW, "connections", "test", "flowruns_ui"], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.slow
+def test_airflow_connections_test_succeeds_and_names_a_bad_key(airflow_home: Path, emulator: Emulator) -> None:
+    conn = {"conn_type": "tableflow", "password": API_KEY, "host": emulator.url}
+    ok = connections_test(airflow_home, conn)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "Connection success!" in ok.stdout
+
+    bad = connections_test(airflow_home, {**conn, "password": "not-the-key", "extra": {"max_retries": 0}})
+    assert bad.returncode == 1
+    assert "Connection failed!" in bad.stdout
+    assert "TableFlow API call 'list flows' failed (HTTP 401)" in bad.stdout
+    assert "Check the API key in the connection's password field" in bad.stdout
+    assert "not-the-key" not in bad.stdout + bad.stderr
+    assert [r["status"] for r in emulator.requests() if r["path"].endswith("/flows")] == [200, 401]

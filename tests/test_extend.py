@@ -1,0 +1,256 @@
+"""Extend over real HTTP against the emulator: upload then run, statuses, cancel, listing, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import TaskDeferred
+
+from airflow_flowruns.emulator.config import EXTEND_FAILING_WORKFLOW, EXTEND_INVOICE_WORKFLOW, EXTEND_REVIEW_WORKFLOW
+from airflow_flowruns.exceptions import (
+    FlowRunFailedError,
+    FlowRunsApiError,
+    FlowRunsConfigError,
+    FlowRunTimeoutError,
+)
+from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.operators.flow_run import FlowRunOperator
+from airflow_flowruns.platforms import RunState
+from airflow_flowruns.sensors.flow_run import FlowRunSensor
+from airflow_flowruns.triggers.flow_run import FlowRunTrigger
+from conftest import API_KEY, Emulator, dags_test, set_connection
+from helpers import run_trigger
+
+
+@pytest.fixture
+def extend_conn(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> str:
+    return set_connection(monkeypatch, "extend_test", "extend", emulator.url)
+
+
+@pytest.fixture
+def context(mocker) -> dict[str, Any]:
+    return {"ti": mocker.MagicMock(dag_id="d", task_id="t", run_id="r", map_index=-1, try_number=1)}
+
+
+def task(conn_id: str, pdf: Path, workflow: str = EXTEND_INVOICE_WORKFLOW, **kwargs: Any) -> FlowRunOperator:
+    return FlowRunOperator(
+        task_id="t",
+        flowruns_conn_id=conn_id,
+        flow_id=workflow,
+        files={"file": pdf},
+        metadata={"invoice": "INV-1"},
+        poll_interval=0.05,
+        **kwargs,
+    )
+
+
+def finish(op: FlowRunOperator, context: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return op.execute(context)
+    except TaskDeferred as deferred:
+        return op.execute_complete(context, run_trigger(deferred.trigger))
+
+
+def wait_for(emulator: Emulator, run_id: str, status: str) -> None:
+    deadline = time.monotonic() + 10
+    while (current := next(r["status"] for r in emulator.runs() if r["id"] == run_id)) != status:
+        assert time.monotonic() < deadline, current
+        time.sleep(0.05)
+
+
+def test_upload_then_run_then_wait(extend_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any]) -> None:
+    emulator.scenario(EXTEND_INVOICE_WORKFLOW, "extend", queued_seconds=0.1, processing_seconds=0.2)
+    result = finish(task(extend_conn, pdf, deferrable=True, flow_version="1"), context)
+    (run,) = emulator.runs()
+    assert (result["id"], result["state"], result["status"], result["platform"]) == (
+        run["id"],
+        "succeeded",
+        "PROCESSED",
+        "extend",
+    )
+    assert result["id"].startswith("workflow_run_")
+    assert result["url"] == f"https://dashboard.extend.ai/workflows/runs/{run['id']}"
+    assert run["metadata"]["invoice"] == "INV-1" and run["metadata"]["airflow_task_key"].startswith("af-")
+    assert run["uploads"] == [{"field": "file", "filename": "doc.pdf", "size": pdf.stat().st_size}]
+    assert run["version"] == "1"
+    paths = [(r["method"], r["path"]) for r in emulator.requests()]
+    assert paths[:2] == [("POST", "/files/upload"), ("POST", "/workflow_runs")]
+
+
+@pytest.mark.parametrize(
+    ("raw", "state"),
+    [
+        ("PENDING", "queued"),
+        ("PROCESSING", "running"),
+        ("CANCELLING", "running"),
+        ("NEEDS_REVIEW", "needs_review"),
+        ("PROCESSED", "succeeded"),
+        ("FAILED", "failed"),
+        ("REJECTED", "failed"),
+        ("CANCELLED", "cancelled"),
+    ],
+)
+def test_status_mapping(
+    extend_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any], raw: str, state: str
+) -> None:
+    started = task(extend_conn, pdf, wait_for_completion=False).execute(context)
+    emulator.set_status(started["id"], raw, error="Invoice total missing")
+    run = FlowRunsHook(extend_conn).get_run(None, started["id"])
+    assert (run.status, run.state) == (raw, RunState(state))
+
+
+def test_failed_and_rejected_runs_fail_the_task_with_the_reason(
+    extend_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any]
+) -> None:
+    emulator.scenario(
+        EXTEND_FAILING_WORKFLOW, "extend", processing_seconds=0.05, outcome="failed", error="OCR failed on page 2"
+    )
+    with pytest.raises(FlowRunFailedError, match="PROCESSING_ERROR: OCR failed on page 2"):
+        finish(task(extend_conn, pdf, EXTEND_FAILING_WORKFLOW, deferrable=False), context)
+    started = task(extend_conn, pdf, EXTEND_REVIEW_WORKFLOW, wait_for_completion=False).execute(context)
+    emulator.control.post(f"/runs/{started['id']}/status", json={"status": "REJECTED", "message": "Wrong vendor"})
+    sensor = FlowRunSensor(task_id="s", flowruns_conn_id=extend_conn, run_id=started["id"], poke_interval=1)
+    with pytest.raises(FlowRunFailedError, match="ended failed \\(REJECTED\\): rejected in review: Wrong vendor"):
+        sensor.poke(context)
+
+
+@pytest.mark.parametrize(
+    ("on_review", "expected"), [("succeed", "needs_review"), ("fail", "error"), ("wait", "PROCESSED")]
+)
+def test_review_policies(
+    extend_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any], on_review: str, expected: str
+) -> None:
+    emulator.scenario(EXTEND_REVIEW_WORKFLOW, "extend", processing_seconds=0.05, review=True, review_seconds=0.3)
+    op = task(extend_conn, pdf, EXTEND_REVIEW_WORKFLOW, deferrable=True, on_review=on_review)
+    if expected == "error":
+        with pytest.raises(FlowRunFailedError, match="human review"):
+            finish(op, context)
+        return
+    result = finish(op, context)
+    assert expected in (result["state"], result["status"])
+
+
+def test_worker_on_kill_cancels(extend_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any]) -> None:
+    emulator.scenario(EXTEND_INVOICE_WORKFLOW, "extend", processing_seconds=60)
+    op = task(extend_conn, pdf, wait_for_completion=False)
+    started = op.execute(context)
+    op.on_kill()
+    assert next(r["status"] for r in emulator.runs()) in ("CANCELLING", "CANCELLED")
+    wait_for(emulator, started["id"], "CANCELLED")
+    assert [r["path"] for r in emulator.requests()][-1] == f"/workflow_runs/{started['id']}/cancel"
+
+
+def test_trigger_on_kill_cancels_and_cleanup_does_not(
+    extend_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any]
+) -> None:
+    emulator.scenario(EXTEND_INVOICE_WORKFLOW, "extend", processing_seconds=60)
+    with pytest.raises(TaskDeferred) as deferred:
+        task(extend_conn, pdf, deferrable=True).execute(context)
+    trigger = deferred.value.trigger
+    asyncio.run(trigger.cleanup())
+    assert emulator.runs()[0]["status"] == "PROCESSING"
+    asyncio.run(FlowRunTrigger(**trigger.serialize()[1]).on_kill())
+    wait_for(emulator, emulator.runs()[0]["id"], "CANCELLED")
+
+
+@pytest.mark.parametrize("cancel", [True, False])
+def test_deadline(extend_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any], cancel: bool) -> None:
+    emulator.scenario(EXTEND_INVOICE_WORKFLOW, "extend", processing_seconds=60)
+    op = task(extend_conn, pdf, deferrable=True, timeout=0.2, cancel_on_timeout=cancel)
+    message = "It was cancelled on the platform" if cancel else "left running on the platform"
+    with pytest.raises(FlowRunTimeoutError, match=message):
+        finish(op, context)
+    (run,) = emulator.runs()
+    if cancel:
+        wait_for(emulator, run["id"], "CANCELLED")
+    else:
+        assert run["status"] == "PROCESSING"
+
+
+def test_402_usage_blocked_is_not_retried(extend_conn: str, emulator: Emulator) -> None:
+    body = {"code": "USAGE_BLOCKED", "message": "Credits exhausted", "retryable": False}
+    emulator.fault("/workflow_runs/", 402, json.dumps(body), count=5)
+    with pytest.raises(FlowRunsApiError, match="HTTP 402.*USAGE_BLOCKED: Credits exhausted.*billing"):
+        FlowRunsHook(extend_conn).get_run(None, "workflow_run_x")
+    assert len(emulator.requests()) == 1
+
+
+def test_rate_limit_exceeded_is_retried(extend_conn: str, emulator: Emulator) -> None:
+    body = {"code": "RATE_LIMIT_EXCEEDED", "message": "Slow down", "retryable": True}
+    emulator.fault("/workflow_runs", 429, json.dumps(body), headers={"Retry-After": "0"})
+    assert FlowRunsHook(extend_conn).test_connection()[0]
+    assert [r["status"] for r in emulator.requests()] == [429, 200]
+
+
+def test_headers_carry_version_and_workspace(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    set_connection(monkeypatch, "extend_org", "extend", emulator.url, workspace_id="ws_42")
+    headers = FlowRunsHook("extend_org").platform.headers()
+    assert headers["x-extend-api-version"] == "2026-02-09" and headers["x-extend-workspace-id"] == "ws_42"
+    set_connection(monkeypatch, "extend_old", "extend", emulator.url, api_version="1999-01-01")
+    with pytest.raises(FlowRunsApiError, match="HTTP 400.*x-extend-api-version"):
+        FlowRunsHook("extend_old").get_run(None, "workflow_run_x")
+
+
+@pytest.mark.parametrize(("count", "pages"), [(0, 1), (1, 1), (50, 1), (51, 2), (120, 3)])
+def test_listing_follows_the_cursor(extend_conn: str, emulator: Emulator, count: int, pages: int) -> None:
+    body = {
+        "platform": "extend",
+        "flow_id": EXTEND_INVOICE_WORKFLOW,
+        "count": count,
+        "created_from": time.time() - 3600,
+        "created_to": time.time(),
+        "scenario": {"processing_seconds": 0},
+    }
+    ids = emulator.control.post("/seed", json=body).json()["ids"]
+    listed = [r.id for r in FlowRunsHook(extend_conn).list_runs(flow_id=EXTEND_INVOICE_WORKFLOW, page_size=50)]
+    assert listed == ids[::-1]
+    assert len([r for r in emulator.requests() if r["path"] == "/workflow_runs"]) == pages
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"flow_id": "workflow_nope"}, "HTTP 404.*Workflow workflow_nope not found"),
+        ({"metadata": {"notes": "x" * 11_000}}, "Extend accepts at most 10240"),
+        ({"files": {"file": "PDF", "second": "PDF"}}, "one file under the key 'file'"),
+        ({"files": {"file": ["PDF", "PDF"]}}, "exactly one file"),
+        ({"files": {"document": "PDF"}}, "one file under the key 'file', not 'document'"),
+        ({"file_guidance": {"file": "x"}}, "Extend runs take no file_guidance"),
+    ],
+)
+def test_bad_input_starts_nothing(
+    extend_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any], kwargs: dict[str, Any], message: str
+) -> None:
+    if "files" in kwargs:
+        kwargs["files"] = json.loads(json.dumps(kwargs["files"]).replace('"PDF"', json.dumps(str(pdf))))
+    args = {
+        "task_id": "t",
+        "flowruns_conn_id": extend_conn,
+        "flow_id": EXTEND_INVOICE_WORKFLOW,
+        "files": {"file": pdf},
+        "deferrable": False,
+        **kwargs,
+    }
+    with pytest.raises((FlowRunsConfigError, FlowRunsApiError), match=message):
+        FlowRunOperator(**args).execute(context)
+    assert emulator.runs() == []
+
+
+@pytest.mark.slow
+def test_example_dag(airflow_home: Path, emulator: Emulator, pdf: Path) -> None:
+    conn = json.dumps({"conn_type": "extend", "password": API_KEY, "host": emulator.url})
+    state, tasks, xcom = dags_test(
+        airflow_home,
+        "extend_invoice_extraction",
+        AIRFLOW_CONN_EXTEND_DEFAULT=conn,
+        AIRFLOW_VAR_FLOWRUNS_DATA_DIR=str(pdf.parent),
+    )
+    assert state == "success" and tasks["extract"] == "success"
+    (run,) = emulator.runs()
+    assert xcom["extract.return_value"]["id"] == run["id"]
+    assert xcom["extract.return_value"]["state"] == "succeeded"
