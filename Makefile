@@ -3,6 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+SDK_INSTALLED := .venv-sdk/.installed
 LINTED := $(wildcard src tests example_dags benchmarks scripts)
 
 .PHONY: install demo test lint format bench lock clean
@@ -11,6 +12,12 @@ $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	touch $@
+
+# The vendors' SDKs, as independent clients of the emulator in tests, in a virtualenv of their own.
+$(SDK_INSTALLED): tests/vendor_sdk/requirements.txt
+	test -x .venv-sdk/bin/python || $(PYTHON) -m venv .venv-sdk
+	.venv-sdk/bin/python -m pip install --quiet -r tests/vendor_sdk/requirements.txt
 	touch $@
 
 install: $(INSTALLED)
@@ -23,7 +30,7 @@ lint: $(INSTALLED)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy src/airflow_flowruns
 
-test: lint
+test: lint $(SDK_INSTALLED)
 	$(BIN)/python -m pytest
 
 format: $(INSTALLED)
@@ -35,4 +42,4 @@ lock: $(INSTALLED)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e ' > constraints.txt
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .venv-sdk .pytest_cache .ruff_cache .mypy_cache

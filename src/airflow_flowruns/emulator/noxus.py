@@ -123,6 +123,10 @@ async def upload_file(request: Request) -> dict[str, Any]:
         "size": size,
         "filename": name,
         "content_type": content_type,
+        # Not in the API notes, but required by the official SDK's File model: the SDK wins.
+        "group_id": None,
+        "source_type": "Document",
+        "source_metadata": None,
         "created_at": _iso(datetime.now(UTC).timestamp()),
     }
     with state.lock:
