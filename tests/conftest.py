@@ -142,10 +142,11 @@ def airflow_env(home: Path, **extra: str) -> dict[str, str]:
     }
 
 
-def dags_test(home: Path, dag_id: str, **env: str) -> tuple[str, dict[str, str], dict[str, object]]:
-    done = subprocess.run(
-        [AIRFLOW, "dags", "test", dag_id], env=airflow_env(home, **env), capture_output=True, text=True, timeout=300
-    )
+def dags_test(
+    home: Path, dag_id: str, logical_date: str | None = None, **env: str
+) -> tuple[str, dict[str, str], dict[str, object]]:
+    command = [AIRFLOW, "dags", "test", dag_id, *([logical_date] if logical_date else [])]
+    done = subprocess.run(command, env=airflow_env(home, **env), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with sqlite3.connect(home / "airflow.db") as db:
         run_id, state = db.execute(

@@ -21,7 +21,12 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             },
         ],
-        "operators": [{"integration-name": "TableFlow", "python-modules": ["airflow_flowruns.operators.flow_run"]}],
+        "operators": [
+            {
+                "integration-name": "TableFlow",
+                "python-modules": ["airflow_flowruns.operators.flow_run", "airflow_flowruns.operators.export"],
+            }
+        ],
         "sensors": [{"integration-name": "TableFlow", "python-modules": ["airflow_flowruns.sensors.flow_run"]}],
         "hooks": [{"integration-name": "TableFlow", "python-modules": ["airflow_flowruns.hooks.flow_run"]}],
         "triggers": [{"integration-name": "TableFlow", "python-modules": ["airflow_flowruns.triggers.flow_run"]}],

@@ -1,0 +1,97 @@
+"""Export the runs created in a DAG run's data interval as JSON Lines, one object per interval."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator, ObjectStoragePath
+
+from airflow_flowruns.exceptions import FlowRunsConfigError
+from airflow_flowruns.hooks.flow_run import FlowRunsHook, run_query
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+LOCAL_PROTOCOLS = frozenset({"file", "local"})
+
+
+class FlowRunsExportOperator(BaseOperator):
+    """Write every run created in ``[data_interval_start, data_interval_end)`` to ``destination``.
+
+    Backfill-safe: the runs are read from the platform for exactly the DAG run's interval (start
+    inclusive, end exclusive, so consecutive intervals neither share nor miss a run) and written to a
+    temporary object next to ``destination``, which then replaces it whole. A re-run or a backfill
+    rewrites its interval's object and never appends, so no row is duplicated or lost. Runs stream from
+    the listing to the file page by page: memory does not grow with the number of runs.
+
+    Each line is the run as the flow-run tasks return it (``FlowRun.to_xcom()``), in the platform's
+    listing order (newest first where the platform sorts that way). An interval with no runs writes an
+    empty object, so downstream readers can tell "no runs" from "not exported yet". The DAG needs a
+    data-interval timetable (``CronDataIntervalTimetable``, a ``timedelta``); with one, a manual run at a
+    logical date exports the last complete interval before it.
+
+    :param destination: templated ``ObjectStoragePath`` or URI (``file://``, ``s3://``, ...); template the
+        interval into it, e.g. ``file:///exports/{{ data_interval_start | ds }}.jsonl``.
+    :param flow_id: only runs of this flow (all flows when None).
+    :param states: only runs in these normalized states (e.g. ``["succeeded", "failed"]``).
+    :param page_size: runs per listing request (the platform's default when None).
+    """
+
+    template_fields: Sequence[str] = ("flowruns_conn_id", "flow_id", "states", "destination")
+
+    def __init__(
+        self,
+        *,
+        destination: str | ObjectStoragePath,
+        flow_id: str | None = None,
+        states: Iterable[str] | None = None,
+        flowruns_conn_id: str = FlowRunsHook.default_conn_name,
+        page_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.destination = destination
+        self.flow_id = flow_id
+        self.states = states
+        self.flowruns_conn_id = flowruns_conn_id
+        self.page_size = page_size
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        start, end = context.get("data_interval_start"), context.get("data_interval_end")
+        if start is None or end is None or start >= end:
+            raise FlowRunsConfigError(
+                f"The export needs a DAG run with a data interval, and this one has [{start}, {end}). Schedule "
+                "the DAG with a data-interval timetable, e.g. CronDataIntervalTimetable('@daily', timezone='UTC') "
+                "(Airflow 3's plain cron schedules give runs an empty interval)."
+            )
+        query = run_query(self.flow_id, self.states, start, end, self.page_size)
+        if not str(self.destination).strip():
+            raise FlowRunsConfigError("destination is empty; check that its template renders a path or URI.")
+        target = ObjectStoragePath(self.destination)
+        hook = FlowRunsHook(self.flowruns_conn_id)
+        partial = target.parent / f".{target.name}.{uuid.uuid4().hex}.partial"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        rows = 0
+        try:
+            with partial.open("w") as out:
+                for run in hook.client.iter_runs(query):
+                    out.write(json.dumps(run.to_xcom(), sort_keys=True) + "\n")
+                    rows += 1
+            _replace(partial, target)
+        finally:
+            if partial.exists():
+                partial.unlink()
+        self.log.info("Exported %d run(s) created in [%s, %s) to %s.", rows, start, end, target)
+        return {"path": str(target), "rows": rows}
+
+
+def _replace(source: ObjectStoragePath, target: ObjectStoragePath) -> None:
+    """Atomic on local disks (a rename); on object stores the best they offer, one move of a whole object."""
+    if source.protocol in LOCAL_PROTOCOLS:
+        os.replace(source.path, target.path)
+    else:
+        source.fs.mv(source.path, target.path)

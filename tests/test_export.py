@@ -1,0 +1,170 @@
+"""FlowRunsExportOperator: one JSON Lines object per data interval, replaced whole on re-run."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_flowruns.emulator.config import TABLEFLOW_REVIEW_FLOW
+from airflow_flowruns.exceptions import FlowRunsConfigError
+from airflow_flowruns.hooks.http import FlowRunsClient
+from airflow_flowruns.operators.export import FlowRunsExportOperator
+from conftest import API_KEY, Emulator, dags_test
+from helpers import RECONCILIATION_FLOW
+
+DAY = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def seed(emulator: Emulator, days: int = 3, per_day: int = 24, **scenario: Any) -> list[str]:
+    """``per_day`` runs a day, evenly spaced from DAY 00:00, so one sits exactly on every day boundary."""
+    body = {
+        "platform": "tableflow",
+        "flow_id": RECONCILIATION_FLOW,
+        "count": days * per_day,
+        "created_from": DAY.timestamp(),
+        "created_to": (DAY + timedelta(days=days)).timestamp(),
+        "scenario": {"processing_seconds": 0, **scenario},
+    }
+    return emulator.control.post("/seed", json=body).json()["ids"]
+
+
+def export(conn_id: str, path: Path, day: int, **kwargs: Any) -> dict[str, Any]:
+    op = FlowRunsExportOperator(task_id="export", flowruns_conn_id=conn_id, destination=f"file://{path}", **kwargs)
+    start = DAY + timedelta(days=day)
+    return op.execute({"data_interval_start": start, "data_interval_end": start + timedelta(days=1)})
+
+
+def rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_writes_exactly_the_runs_of_the_interval(tableflow_conn: str, emulator: Emulator, tmp_path: Path) -> None:
+    ids = seed(emulator)
+    target = tmp_path / "out" / "day1.jsonl"
+    result = export(tableflow_conn, target, day=1)
+    written = rows(target)
+    assert result == {"path": f"file://{target}", "rows": 24}
+    assert [row["id"] for row in written] == ids[24:48][::-1]
+    assert written[-1]["created_at"] == "2026-03-02T00:00:00Z", "a run exactly at the start is in"
+    assert ids[48] not in {row["id"] for row in written}, "a run exactly at the end is out"
+    assert set(written[0]) == {
+        "id",
+        "flow_id",
+        "platform",
+        "state",
+        "status",
+        "error",
+        "url",
+        "metadata",
+        "created_at",
+        "started_at",
+        "ended_at",
+        "duration_ms",
+    }
+
+
+def test_states_filter_and_empty_interval(tableflow_conn: str, emulator: Emulator, tmp_path: Path) -> None:
+    seed(emulator, days=1)
+    assert export(tableflow_conn, tmp_path / "failed.jsonl", day=0, states=["failed"])["rows"] == 0
+    assert (tmp_path / "failed.jsonl").read_text() == ""
+    assert export(tableflow_conn, tmp_path / "later.jsonl", day=5)["rows"] == 0
+    assert export(tableflow_conn, tmp_path / "ok.jsonl", day=0, states=["succeeded"])["rows"] == 24
+
+
+def test_a_rerun_replaces_the_object_whole(tableflow_conn: str, emulator: Emulator, tmp_path: Path) -> None:
+    target = tmp_path / "day0.jsonl"
+    target.write_text('{"stale": true}\n' * 100)
+    seed(emulator, days=1)
+    first = export(tableflow_conn, target, day=0)
+    again = export(tableflow_conn, target, day=0)
+    assert first["rows"] == again["rows"] == 24
+    assert len(rows(target)) == 24 and "stale" not in target.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["day0.jsonl"], "no partial object left behind"
+
+
+def test_a_failure_midway_keeps_the_previous_export(
+    tableflow_conn: str, emulator: Emulator, tmp_path: Path, mocker
+) -> None:
+    target = tmp_path / "day0.jsonl"
+    seed(emulator, days=1)
+    export(tableflow_conn, target, day=0)
+    before = target.read_text()
+    real = FlowRunsClient.iter_runs
+
+    def fails_after_ten(self: FlowRunsClient, query: Any) -> Any:
+        for index, run in enumerate(real(self, query)):
+            if index == 10:
+                raise ConnectionError("the platform went away")
+            yield run
+
+    mocker.patch.object(FlowRunsClient, "iter_runs", fails_after_ten)
+    with pytest.raises(ConnectionError):
+        export(tableflow_conn, target, day=0)
+    assert target.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["day0.jsonl"]
+
+
+def test_streams_page_by_page(tableflow_conn: str, emulator: Emulator, tmp_path: Path, mocker) -> None:
+    seed(emulator, days=1, per_day=2500)
+    written = mocker.spy(json, "dumps")
+    requests_seen: list[int] = []
+    real = FlowRunsClient.call
+
+    def counting(self: FlowRunsClient, call: Any) -> Any:
+        requests_seen.append(written.call_count)
+        return real(self, call)
+
+    mocker.patch.object(FlowRunsClient, "call", counting)
+    assert export(tableflow_conn, tmp_path / "big.jsonl", day=0, page_size=500)["rows"] == 2500
+    written_before = [count - requests_seen[0] for count in requests_seen]
+    assert written_before == [0, 500, 1000, 1500, 2000], "each page is written before the next is fetched"
+
+
+def test_other_flows_are_left_out(tableflow_conn: str, emulator: Emulator, tmp_path: Path) -> None:
+    seed(emulator, days=1)
+    body = {"platform": "tableflow", "flow_id": TABLEFLOW_REVIEW_FLOW, "count": 5, "created_from": DAY.timestamp()}
+    emulator.control.post("/seed", json=body)
+    assert export(tableflow_conn, tmp_path / "a.jsonl", day=0, flow_id=RECONCILIATION_FLOW)["rows"] == 24
+    assert export(tableflow_conn, tmp_path / "b.jsonl", day=0)["rows"] == 29
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        ({}, "needs a DAG run with a data interval"),
+        ({"data_interval_start": DAY, "data_interval_end": DAY}, "needs a DAG run with a data interval"),
+    ],
+)
+def test_refuses_a_run_without_an_interval(tableflow_conn: str, context: dict[str, Any], message: str) -> None:
+    op = FlowRunsExportOperator(task_id="e", flowruns_conn_id=tableflow_conn, destination="file:///tmp/x.jsonl")
+    with pytest.raises(FlowRunsConfigError, match=message):
+        op.execute(context)
+
+
+def test_unknown_state_is_refused(tableflow_conn: str, tmp_path: Path) -> None:
+    with pytest.raises(FlowRunsConfigError, match="'done' is not a valid RunState"):
+        export(tableflow_conn, tmp_path / "x.jsonl", day=0, states=["done"])
+
+
+@pytest.mark.slow
+def test_daily_example_over_three_intervals_and_a_rerun(airflow_home: Path, emulator: Emulator, tmp_path: Path) -> None:
+    ids = seed(emulator)
+    env = {
+        "AIRFLOW_CONN_TABLEFLOW_DEFAULT": json.dumps(
+            {"conn_type": "tableflow", "password": API_KEY, "host": emulator.url}
+        ),
+        "AIRFLOW_VAR_FLOWRUNS_EXPORT_DIR": str(tmp_path),
+    }
+    for day in range(3):  # a manual run at a logical date exports the day before it
+        state, _, xcom = dags_test(airflow_home, "flow_runs_daily_export", f"2026-03-0{day + 2}", **env)
+        assert state == "success" and xcom["export.return_value"]["rows"] == 24
+    files = {day: tmp_path / "tableflow" / f"2026-03-0{day + 1}.jsonl" for day in range(3)}
+    for day, path in files.items():
+        assert [row["id"] for row in rows(path)] == ids[day * 24 : (day + 1) * 24][::-1]
+    before = files[1].read_text()
+    dags_test(airflow_home, "flow_runs_daily_export", "2026-03-03", **env)
+    assert files[1].read_text() == before, "re-running a day rewrites the same rows, no duplicates"
