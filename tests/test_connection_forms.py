@@ -17,8 +17,7 @@ from airflow_flowruns.connection_forms import FORMS
 from airflow_flowruns.get_provider_info import get_provider_info
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.hooks.http import HttpOptions
-from airflow_flowruns.platforms import PLATFORMS, extend
-from airflow_flowruns.platforms.tableflow import DEFAULT_RUN_URL_TEMPLATE
+from airflow_flowruns.platforms import PLATFORMS, extend, noxus, tableflow
 from conftest import AIRFLOW, API_KEY, Emulator, airflow_env, set_connection
 
 
@@ -103,7 +102,9 @@ def test_placeholders_show_the_defaults_the_code_applies() -> None:
         for extra in FORMS[conn_type].extras:
             if extra.name in defaults and extra.placeholder is not None:
                 assert extra.placeholder.lower() == str(defaults[extra.name]).lower().removesuffix(".0"), extra
-    assert FORMS["tableflow"].ui_field_behaviour()["placeholders"]["run_url_template"] == DEFAULT_RUN_URL_TEMPLATE
+    for conn_type, module in (("tableflow", tableflow), ("noxus", noxus)):
+        placeholders = FORMS[conn_type].ui_field_behaviour()["placeholders"]
+        assert placeholders["run_url_template"] == module.DEFAULT_RUN_URL_TEMPLATE
     assert FORMS["extend"].ui_field_behaviour()["placeholders"]["api_version"] == extend.API_VERSION
 
 
@@ -113,7 +114,12 @@ def test_every_client_setting_the_form_offers_is_one_the_client_reads() -> None:
     assert offered - {"max_requests_per_second"} <= client
 
 
-PLATFORM_EXTRAS: dict[str, dict[str, Any]] = {"tableflow": {}, "extend": {}, "noxus": {}}
+PLATFORM_EXTRAS: dict[str, dict[str, Any]] = {
+    "tableflow": {},
+    "extend": {},
+    "noxus": {},
+    "stackai": {"org_id": "org_emulator", "flow_id": "flow_contract_review"},
+}
 """What each platform's connection needs besides key and host to reach the emulator."""
 
 

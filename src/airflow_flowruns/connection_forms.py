@@ -160,7 +160,12 @@ FORMS: dict[str, ConnectionForm] = {
             ),
         ),
     ),
-    "noxus": _form("Noxus", "https://backend.noxus.ai", _API_KEY_HOST, ()),
+    "noxus": _form(
+        "Noxus",
+        "https://backend.noxus.ai",
+        _API_KEY_HOST,
+        (_run_url_template("{base_url}/v1/workflows/{flow_id}/runs/{run_id}"),),
+    ),
     "stackai": _form(
         "StackAI",
         "https://api.stack-ai.com",

@@ -35,6 +35,7 @@ def get_provider_info() -> dict[str, Any]:
                 {"connection-type": "tableflow", "hook-class-name": "airflow_flowruns.hooks.flow_run.TableFlowHook"},
                 {"connection-type": "extend", "hook-class-name": "airflow_flowruns.hooks.flow_run.ExtendHook"},
                 {"connection-type": "noxus", "hook-class-name": "airflow_flowruns.hooks.flow_run.NoxusHook"},
+                {"connection-type": "stackai", "hook-class-name": "airflow_flowruns.hooks.flow_run.StackAIHook"},
             ]
         ),
         "extra-links": ["airflow_flowruns.links.FlowRunLink"],

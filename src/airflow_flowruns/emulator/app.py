@@ -10,13 +10,13 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from airflow_flowruns.emulator import control, extend, noxus, tableflow
+from airflow_flowruns.emulator import control, extend, noxus, stackai, tableflow
 from airflow_flowruns.emulator.config import EmulatorConfig
 from airflow_flowruns.emulator.errors import ApiError
 from airflow_flowruns.emulator.faults import ErrorBody
 from airflow_flowruns.emulator.state import EmulatorState
 
-PLATFORM_MODULES: tuple[ModuleType, ...] = (tableflow, extend, noxus)
+PLATFORM_MODULES: tuple[ModuleType, ...] = (tableflow, extend, noxus, stackai)
 
 
 def platform_of(path: str) -> ModuleType | None:

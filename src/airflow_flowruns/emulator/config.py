@@ -179,12 +179,47 @@ class NoxusConfig(BaseModel):
     workflows: list[NoxusWorkflow] = Field(default_factory=_default_noxus_workflows)
 
 
+STACKAI_ORG = "org_emulator"
+STACKAI_FLOW = "flow_contract_review"
+STACKAI_BIG_OUTPUT_FLOW = "flow_long_report"
+STACKAI_FAILING_FLOW = "flow_failing"
+
+
+class StackAIFlow(BaseModel):
+    id: str
+    name: str
+    document_nodes: list[str] = Field(default_factory=lambda: ["doc-0"])
+    output_bytes: int = 0
+    """Padding added to the outputs, to exercise outputs too large for XCom."""
+    scenario: Scenario = Field(default_factory=lambda: Scenario(processing_seconds=0.2))
+
+
+def _default_stackai_flows() -> list[StackAIFlow]:
+    return [
+        StackAIFlow(id=STACKAI_FLOW, name="Contract review"),
+        StackAIFlow(id=STACKAI_BIG_OUTPUT_FLOW, name="Long report", output_bytes=200_000),
+        StackAIFlow(
+            id=STACKAI_FAILING_FLOW,
+            name="Always fails",
+            scenario=Scenario(processing_seconds=0.1, outcome="failed", error="LLM node out-0 timed out"),
+        ),
+    ]
+
+
+class StackAIConfig(BaseModel):
+    org_id: str = STACKAI_ORG
+    flows: list[StackAIFlow] = Field(default_factory=_default_stackai_flows)
+    oauth_users: dict[str, str] = Field(default_factory=lambda: {"analyst": "analyst-password"})
+    token_ttl_seconds: float = 3600.0
+
+
 class EmulatorConfig(BaseModel):
     api_keys: list[str] = Field(default_factory=lambda: ["emulator-key"])
     fault_mode: FaultMode = Field(default_factory=FaultMode)
     tableflow: TableFlowConfig = Field(default_factory=TableFlowConfig)
     extend: ExtendConfig = Field(default_factory=ExtendConfig)
     noxus: NoxusConfig = Field(default_factory=NoxusConfig)
+    stackai: StackAIConfig = Field(default_factory=StackAIConfig)
 
 
 def load_config(path: str | Path | None = None) -> EmulatorConfig:

@@ -149,7 +149,9 @@ class EmulatorState:
         self.scenarios: dict[tuple[str, str], Scenario] = dict(scenarios)
         self.runs: dict[str, EmulatedRun] = {}
         self.uploads: dict[str, dict[str, Any]] = {}
-        """Files uploaded on their own (Extend, Noxus), by id: name and size, never the content."""
+        """Files uploaded on their own (Extend, Noxus, StackAI), by id: name and size, never the content."""
+        self.tokens: dict[str, float] = {}
+        """OAuth access tokens issued, with their expiry (unix seconds)."""
         self.requests: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
         self.request_count = 0
         self.faults: list[Fault] = []
@@ -163,6 +165,7 @@ class EmulatorState:
             self.scenarios = dict(self._configured)
             self.runs.clear()
             self.uploads.clear()
+            self.tokens.clear()
             self.requests.clear()
             self.request_count = 0
             self.faults.clear()

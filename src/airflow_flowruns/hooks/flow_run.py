@@ -50,6 +50,7 @@ def platform_from_connection(conn: Connection) -> tuple[Platform, HttpOptions]:
         api_key=conn.password,
         base_url=base_url_from(conn.host, conn.port, conn.schema, cls.default_base_url),
         extras=extras,
+        login=conn.login or None,
     )
     return cls(settings), HttpOptions.from_extras(extras, conn.conn_id)
 
@@ -235,3 +236,12 @@ class NoxusHook(FlowRunsHook):
     conn_type = "noxus"
     hook_name = "Noxus"
     default_conn_name = "noxus_default"
+
+
+@has_connection_form
+class StackAIHook(FlowRunsHook):
+    """Registers the ``stackai`` connection type; behaves exactly like :class:`FlowRunsHook`."""
+
+    conn_type = "stackai"
+    hook_name = "StackAI"
+    default_conn_name = "stackai_default"

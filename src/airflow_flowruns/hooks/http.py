@@ -99,7 +99,7 @@ def decode(platform: Platform, call: ApiCall, response: httpx.Response) -> Any:
             platform=platform.label,
             call=call.name,
             status=status,
-            detail=detail or _describe_body(response),
+            detail=detail or (_describe_body(response) if body is _NO_JSON else response.text[:300]),
             retryable=platform.is_retryable(status, None if body is _NO_JSON else body),
             retry_after=_retry_after(response),
         )
@@ -203,6 +203,19 @@ def _unreachable(platform: Platform, call: ApiCall, exc: httpx.TransportError) -
     )
 
 
+def _found(platform: Platform, run_id: str, run: FlowRun | None) -> FlowRun:
+    """A run looked up by listing, for platforms with no call that reads one run."""
+    if run is None:
+        raise FlowRunsApiError(
+            platform=platform.label,
+            call="find run",
+            status=404,
+            detail=f"no run {run_id!r} in the flow's run listing",
+            retryable=False,
+        )
+    return run
+
+
 class FlowRunsClient:
     """Blocking client for workers: uploads stream from disk, so memory does not grow with file size."""
 
@@ -212,6 +225,7 @@ class FlowRunsClient:
         self._http = httpx.Client(
             base_url=platform.settings.base_url,
             headers=platform.headers(),
+            auth=platform.auth(),
             timeout=options.timeout,
             verify=options.ssl_context(),
         )
@@ -226,7 +240,10 @@ class FlowRunsClient:
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     def get_run(self, flow_id: str | None, run_id: str) -> FlowRun:
-        return self.platform.parse_run(self.call(self.platform.get_run_call(flow_id, run_id)), flow_id)
+        call = self.platform.get_run_call(flow_id, run_id)
+        if call is None:
+            return _found(self.platform, run_id, next(self.iter_runs(self.platform.run_lookup(flow_id, run_id)), None))
+        return self.platform.parse_run(self.call(call), flow_id)
 
     def iter_runs(self, query: RunQuery) -> Iterator[FlowRun]:
         """Walk the listing lazily: one request per page, one page in memory at a time."""
@@ -249,6 +266,7 @@ class FlowRunsClient:
                 json=call.json,
                 data=call.data,
                 files=parts or None,
+                timeout=call.timeout if call.timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
         return decode(self.platform, call, response)
 
@@ -267,6 +285,7 @@ class AsyncFlowRunsClient:
         self._http = httpx.AsyncClient(
             base_url=platform.settings.base_url,
             headers=platform.headers(),
+            auth=platform.auth(),
             timeout=options.timeout,
             transport=AiohttpTransport(
                 verify=options.ssl_context(),
@@ -282,7 +301,12 @@ class AsyncFlowRunsClient:
                 with attempt:
                     async with self._slots:
                         response = await self._http.request(
-                            call.method, call.path, params=call.params, json=call.json, data=call.data
+                            call.method,
+                            call.path,
+                            params=call.params,
+                            json=call.json,
+                            data=call.data,
+                            timeout=call.timeout if call.timeout is not None else httpx.USE_CLIENT_DEFAULT,
                         )
                     return decode(self.platform, call, response)
         except httpx.TransportError as exc:
@@ -290,7 +314,14 @@ class AsyncFlowRunsClient:
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     async def get_run(self, flow_id: str | None, run_id: str) -> FlowRun:
-        return self.platform.parse_run(await self.call(self.platform.get_run_call(flow_id, run_id)), flow_id)
+        call = self.platform.get_run_call(flow_id, run_id)
+        if call is None:
+            found = None
+            async for run in self.iter_runs(self.platform.run_lookup(flow_id, run_id)):
+                found = run
+                break
+            return _found(self.platform, run_id, found)
+        return self.platform.parse_run(await self.call(call), flow_id)
 
     async def iter_runs(self, query: RunQuery) -> AsyncIterator[FlowRun]:
         call: ApiCall | None = self.platform.list_runs_call(query)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, conf
+from airflow.sdk import BaseOperator, ObjectStoragePath, conf
 
-from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsResponseError
+from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsConfigError, FlowRunsResponseError
 from airflow_flowruns.files import FileArgument, collect_files
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.links import FLOW_RUN_ID_KEY, FLOW_RUN_URL_KEY, FlowRunLink
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 DEFAULT_TIMEOUT = 24 * 60 * 60
+DEFAULT_MAX_XCOM_OUTPUT_BYTES = 64 * 1024
 
 
 class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
@@ -46,6 +48,9 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
     :param timeout: seconds from the start of the run to an absolute deadline, computed once.
     :param on_review: ``"succeed"``, ``"fail"`` or ``"wait"`` when the run stops for human review.
     :param cancel_on_timeout: cancel the run when the deadline passes, where the platform can.
+    :param output_path: where outputs of a synchronous run (StackAI) go when they are larger than
+        ``max_xcom_output_bytes``: an ``ObjectStoragePath`` or URI (templated); XCom then holds the path.
+    :param max_xcom_output_bytes: the largest outputs (as JSON) returned in XCom under ``outputs``.
     :param reattach: on a retry, follow the run an earlier try of this task instance started (unless it
         failed or was cancelled) instead of starting another.
     """
@@ -60,6 +65,7 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         "file_guidance",
         "inputs",
         "flow_version",
+        "output_path",
     )
     template_fields_renderers = {"files": "json", "metadata": "json", "file_metadata": "json", "inputs": "json"}
     ui_color = "#e6f0ff"
@@ -84,6 +90,8 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         on_review: str = OnReview.SUCCEED.value,
         cancel_on_timeout: bool = True,
         reattach: bool = True,
+        output_path: str | ObjectStoragePath | None = None,
+        max_xcom_output_bytes: int = DEFAULT_MAX_XCOM_OUTPUT_BYTES,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -103,6 +111,8 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         self.on_review = OnReview.parse(on_review)
         self.cancel_on_timeout = cancel_on_timeout
         self.reattach = reattach
+        self.output_path = output_path
+        self.max_xcom_output_bytes = max_xcom_output_bytes
         self._run: FlowRun | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -114,9 +124,12 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         context["ti"].xcom_push(key=FLOW_RUN_ID_KEY, value=run.id)
         context["ti"].xcom_push(key=FLOW_RUN_URL_KEY, value=run.url)
         self.log.info("Started %s run %s of flow %s: %s", run.platform, run.id, run.flow_id, run.url)
-        if not self.wait_for_completion:
-            return run.to_xcom()
-        return self.wait_for_run(hook, run, deadline)
+        if hook.platform.synchronous and self.deferrable:
+            self.log.info(
+                "%s has no asynchronous runs: the run happened in the worker, nothing to defer.", run.platform
+            )
+        result = self.wait_for_run(hook, run, deadline) if self.wait_for_completion else run.to_xcom()
+        return place_outputs(run.outputs, result, self.output_path, self.max_xcom_output_bytes)
 
     def _start_once(self, hook: FlowRunsHook, request: StartRequest, context: Context) -> FlowRun:
         """Start the run, unless this task instance already did: never bill a document twice by accident.
@@ -173,6 +186,26 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         """The task was killed while waiting in the worker: cancel the run where the platform can."""
         if self._run is not None:
             FlowRunsHook(self.flowruns_conn_id).cancel_run(self._run.flow_id, self._run.id)
+
+
+def place_outputs(
+    outputs: Any, result: dict[str, Any], output_path: str | ObjectStoragePath | None, limit: int
+) -> dict[str, Any]:
+    """Small outputs ride in XCom; larger ones go to ``output_path`` and XCom holds where."""
+    if outputs is None:
+        return result
+    encoded = json.dumps(outputs)
+    if len(encoded.encode()) <= limit:
+        return {**result, "outputs": outputs}
+    if not output_path or not str(output_path).strip():
+        raise FlowRunsConfigError(
+            f"The run's outputs are {len(encoded.encode())} bytes, over max_xcom_output_bytes={limit}, and no "
+            "output_path is set. Set output_path (the run is kept: a retry re-attaches to it) or raise the limit."
+        )
+    target = ObjectStoragePath(output_path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(encoded)
+    return {**result, "output_path": str(target)}
 
 
 def may_have_been_accepted(exc: FlowRunsApiError | FlowRunsResponseError) -> bool:

@@ -17,9 +17,10 @@ from airflow_flowruns.platforms.base import (
 )
 from airflow_flowruns.platforms.extend import Extend
 from airflow_flowruns.platforms.noxus import Noxus
+from airflow_flowruns.platforms.stackai import StackAI
 from airflow_flowruns.platforms.tableflow import TableFlow
 
-PLATFORMS: dict[str, type[Platform]] = {cls.name: cls for cls in (TableFlow, Extend, Noxus)}
+PLATFORMS: dict[str, type[Platform]] = {cls.name: cls for cls in (TableFlow, Extend, Noxus, StackAI)}
 
 
 def platform_class(conn_type: str | None, conn_id: str) -> type[Platform]:

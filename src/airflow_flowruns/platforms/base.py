@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import IO, Any, ClassVar, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsResponseError
@@ -64,6 +65,8 @@ class FlowRun(BaseModel):
     ended_at: datetime | None = None
     duration_ms: int | None = None
     raw: dict[str, Any] = Field(default_factory=dict, exclude=True, repr=False)
+    outputs: Any = Field(default=None, exclude=True, repr=False)
+    """What a synchronous run returned (StackAI); never in ``to_xcom()``: the operator decides where it goes."""
 
     def to_xcom(self) -> dict[str, Any]:
         """The small, JSON-safe dict the tasks return; bulky outputs stay in ``raw``."""
@@ -135,6 +138,8 @@ class ApiCall:
     data: Mapping[str, str] | None = None
     files: Sequence[UploadFile] = ()
     idempotent: bool = True
+    timeout: float | None = None
+    """Seconds for this call instead of the client's timeout, e.g. for a run that answers when it is done."""
 
 
 @dataclass(frozen=True)
@@ -151,9 +156,13 @@ class RunQuery:
     created_after: datetime | None = None
     created_before: datetime | None = None
     page_size: int | None = None
+    run_id: str | None = None
+    user_id: str | None = None
     """Runs per request; None: the platform module's default."""
 
     def matches(self, run: FlowRun) -> bool:
+        if self.run_id is not None and run.id != self.run_id:
+            return False
         if self.flow_id is not None and run.flow_id not in (None, self.flow_id):
             return False
         if self.states is not None and run.state not in self.states:
@@ -192,6 +201,7 @@ class ConnectionSettings:
     api_key: str = field(repr=False)
     base_url: str
     extras: Mapping[str, Any] = field(default_factory=dict)
+    login: str | None = None
 
 
 @dataclass(frozen=True)
@@ -233,6 +243,8 @@ class Platform(ABC):
     """Human name used in messages, e.g. ``TableFlow``."""
     default_base_url: ClassVar[str]
     can_cancel: ClassVar[bool] = False
+    synchronous: ClassVar[bool] = False
+    """The start call returns when the run has finished: nothing to wait for, nothing to defer."""
 
     def __init__(self, settings: ConnectionSettings) -> None:
         self.settings = settings
@@ -244,7 +256,18 @@ class Platform(ABC):
         """Authentication and any headers the platform requires on every call."""
 
     def error_detail(self, body: Any) -> str | None:
-        """The API's own error text from a decoded JSON error body, when it has one."""
+        """The API's own error text from a decoded JSON error body, when it has one.
+
+        Understands ``{"message"}``, ``{"error"}``, ``{"detail": "..."}`` and the FastAPI-style 422
+        ``{"detail": [{"loc", "msg", "type"}]}`` (Noxus, StackAI), naming where each problem is.
+        """
+        detail = body.get("detail") if isinstance(body, Mapping) else None
+        if isinstance(detail, list):
+            return "; ".join(
+                f"{'.'.join(str(p) for p in item.get('loc', []))}: {item.get('msg')}"
+                for item in detail
+                if isinstance(item, Mapping)
+            )
         if isinstance(body, Mapping):
             for key in ("message", "detail", "error"):
                 value = body.get(key)
@@ -257,8 +280,17 @@ class Platform(ABC):
 
     # --- runs ---------------------------------------------------------------------------------------
 
+    def auth(self) -> httpx.Auth | None:
+        """An httpx auth flow for platforms whose credentials are more than a static header (OAuth)."""
+        return None
+
     @abstractmethod
-    def get_run_call(self, flow_id: str | None, run_id: str) -> ApiCall: ...
+    def get_run_call(self, flow_id: str | None, run_id: str) -> ApiCall | None:
+        """The call that reads one run, or None where runs can only be found by listing them."""
+
+    def run_lookup(self, flow_id: str | None, run_id: str) -> RunQuery:
+        """How to find one run in the listing, for platforms whose ``get_run_call`` is None."""
+        return RunQuery(flow_id=flow_id, run_id=run_id)
 
     @abstractmethod
     def parse_run(self, body: Any, flow_id: str | None = None) -> FlowRun: ...

@@ -86,17 +86,6 @@ class Noxus(Platform):
     def headers(self) -> dict[str, str]:
         return {"X-API-Key": self.settings.api_key}
 
-    def error_detail(self, body: Any) -> str | None:
-        """422 bodies list each problem as ``{"loc", "msg", "type"}``: name where each one is."""
-        detail = body.get("detail") if isinstance(body, dict) else None
-        if isinstance(detail, list):
-            return "; ".join(
-                f"{'.'.join(str(p) for p in item.get('loc', []))}: {item.get('msg')}"
-                for item in detail
-                if isinstance(item, dict)
-            )
-        return super().error_detail(body)
-
     def test_call(self) -> ApiCall:
         return ApiCall("list runs", "GET", "/v1/runs", params={"page": 1, "size": 1})
 
