@@ -78,7 +78,7 @@ def test_429_with_retry_after_is_retried(tableflow_conn: str, emulator: Emulator
     )
     assert FlowRunsHook(tableflow_conn).test_connection()[0]
     assert [r["status"] for r in emulator.requests()] == [429, 200]
-    sleeps.assert_called_once_with(0.03)
+    assert sleeps.call_args_list[0].args == (0.03,), "the platform's Retry-After, not the backoff"
 
 
 def test_500_is_retried_then_surfaces_with_status_and_message(tableflow_conn: str, emulator: Emulator) -> None:

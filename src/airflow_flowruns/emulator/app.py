@@ -14,6 +14,7 @@ from airflow_flowruns.emulator import control, extend, noxus, stackai, tableflow
 from airflow_flowruns.emulator.config import EmulatorConfig
 from airflow_flowruns.emulator.errors import ApiError
 from airflow_flowruns.emulator.faults import ErrorBody
+from airflow_flowruns.emulator.ratelimit import retry_after_header
 from airflow_flowruns.emulator.state import EmulatorState
 
 PLATFORM_MODULES: tuple[ModuleType, ...] = (tableflow, extend, noxus, stackai)
@@ -38,6 +39,7 @@ def create_app(config: EmulatorConfig | None = None) -> FastAPI:
     app.state.emulator = EmulatorState(
         {(m.PLATFORM, flow_id): scenario for m in PLATFORM_MODULES for flow_id, scenario in m.scenarios(config)},
         config.fault_mode,
+        config.rate_limit,
     )
     app.state.platforms = {m.PLATFORM: m for m in PLATFORM_MODULES}
     app.include_router(control.router)
@@ -53,7 +55,11 @@ def create_app(config: EmulatorConfig | None = None) -> FastAPI:
         module = platform_of(path)
         fault = state.take_fault(request.method, path)
         kind = fault.kind if fault is not None else state.injector.pick()
-        if kind is not None:
+        wait = state.buckets.retry_after(request)
+        if wait is not None:
+            body = _error_body(module)(429, "Too Many Requests", "Request rate limit exceeded")
+            response: Response = JSONResponse(body, 429, {"Retry-After": retry_after_header(wait)})
+        elif kind is not None:
             response = await state.injector.respond(kind, request, call_next, _error_body(module))
         elif fault is not None:
             response = Response(fault.body, fault.status, fault.headers, media_type=fault.content_type)
@@ -65,7 +71,7 @@ def create_app(config: EmulatorConfig | None = None) -> FastAPI:
             "query": request.url.query,
             "status": response.status_code,
             "platform": module.PLATFORM if module else None,
-            "fault": kind or (fault is not None and "scripted") or None,
+            "fault": "rate_limit" if wait is not None else kind or (fault is not None and "scripted") or None,
         }
         state.log_request(entry, (request.client.host, request.client.port) if request.client else None)
         return response

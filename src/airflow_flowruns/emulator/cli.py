@@ -23,8 +23,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fault-kinds", help=f"comma-separated, from: {','.join(ALL_KINDS)} (default: all)")
     parser.add_argument("--fault-stall-seconds", type=float, default=35.0)
     parser.add_argument("--fault-seed", type=int)
+    parser.add_argument("--rate-limit", type=float, help="requests per second per API key (429 beyond it)")
     args = parser.parse_args(argv)
     config = load_config(args.config)
+    config.rate_limit = args.rate_limit
     config.fault_mode = FaultMode(
         rate=args.fault_rate,
         kinds=args.fault_kinds.split(",") if args.fault_kinds else list(ALL_KINDS),  # validated by FaultMode

@@ -216,6 +216,8 @@ class StackAIConfig(BaseModel):
 class EmulatorConfig(BaseModel):
     api_keys: list[str] = Field(default_factory=lambda: ["emulator-key"])
     fault_mode: FaultMode = Field(default_factory=FaultMode)
+    rate_limit: float | None = None
+    """Requests per second per API key; beyond it the emulator answers 429 with Retry-After."""
     tableflow: TableFlowConfig = Field(default_factory=TableFlowConfig)
     extend: ExtendConfig = Field(default_factory=ExtendConfig)
     noxus: NoxusConfig = Field(default_factory=NoxusConfig)

@@ -126,7 +126,18 @@ def stats(request: Request) -> dict[str, Any]:
             "connections": len(state.connections),
             "runs": len(state.runs),
             "faults": dict(state.injector.counts),
+            "rate_limited": state.buckets.limited,
         }
+
+
+class RateLimit(BaseModel):
+    per_second: float | None = None
+
+
+@router.put("/rate-limit")
+def set_rate_limit(request: Request, body: RateLimit) -> RateLimit:
+    _state(request).buckets.set_rate(body.per_second)
+    return body
 
 
 @router.put("/fault-mode")

@@ -19,6 +19,7 @@ from typing import Any
 
 from airflow_flowruns.emulator.config import Scenario
 from airflow_flowruns.emulator.faults import FaultInjector, FaultKind, FaultMode
+from airflow_flowruns.emulator.ratelimit import TokenBuckets
 
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -143,7 +144,12 @@ class Fault:
 class EmulatorState:
     """Everything the routes share; guarded by one lock because uvicorn may run handlers concurrently."""
 
-    def __init__(self, scenarios: Mapping[tuple[str, str], Scenario], fault_mode: FaultMode | None = None) -> None:
+    def __init__(
+        self,
+        scenarios: Mapping[tuple[str, str], Scenario],
+        fault_mode: FaultMode | None = None,
+        rate_limit: float | None = None,
+    ) -> None:
         self.lock = threading.Lock()
         self._configured = dict(scenarios)
         self.scenarios: dict[tuple[str, str], Scenario] = dict(scenarios)
@@ -157,6 +163,8 @@ class EmulatorState:
         self.faults: list[Fault] = []
         self._fault_mode = fault_mode or FaultMode()
         self.injector = FaultInjector(self._fault_mode)
+        self._rate_limit = rate_limit
+        self.buckets = TokenBuckets(rate_limit)
         self.connections: set[tuple[str, int]] = set()
         """Client (host, port) pairs seen: each is one TCP connection the clients opened."""
 
@@ -172,6 +180,8 @@ class EmulatorState:
             self.connections.clear()
             self.injector.counts.clear()
             self.injector.set_mode(self._fault_mode)
+            self.buckets.set_rate(self._rate_limit)
+            self.buckets.limited = 0
 
     def add_run(self, run: EmulatedRun) -> EmulatedRun:
         with self.lock:

@@ -37,6 +37,7 @@ from airflow_flowruns.exceptions import (
     FlowRunsConfigError,
     FlowRunsResponseError,
 )
+from airflow_flowruns.hooks.ratelimit import RequestScheduler, scheduler_for
 from airflow_flowruns.platforms.base import ApiCall, FlowRun, Platform, RunQuery
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class HttpOptions:
     retry_max_wait: float = 60.0
     verify: bool | str = True
     max_concurrent_requests: int = 32
+    max_requests_per_second: float | None = None
 
     @classmethod
     def from_extras(cls, extras: Mapping[str, Any], conn_id: str) -> Self:
@@ -64,6 +66,7 @@ class HttpOptions:
             ("retry_min_wait", float),
             ("retry_max_wait", float),
             ("max_concurrent_requests", int),
+            ("max_requests_per_second", float),
         ):
             if extras.get(name) is None:
                 continue
@@ -73,7 +76,8 @@ class HttpOptions:
                 raise FlowRunsConfigError(
                     f"Connection {conn_id!r}: extra {name!r} must be a number, not {extras[name]!r}."
                 ) from None
-            if values[name] < 0 or (name in ("timeout", "max_concurrent_requests") and values[name] == 0):
+            zero_allowed = name in ("max_retries", "retry_min_wait", "retry_max_wait")
+            if values[name] < 0 or (values[name] == 0 and not zero_allowed):
                 raise FlowRunsConfigError(f"Connection {conn_id!r}: extra {name!r} must be positive.")
         verify = extras.get("verify", True)
         if isinstance(verify, str) and verify.lower() in ("true", "false"):
@@ -203,6 +207,13 @@ def _unreachable(platform: Platform, call: ApiCall, exc: httpx.TransportError) -
     )
 
 
+def _decode_and_pace(scheduler: RequestScheduler, platform: Platform, call: ApiCall, response: httpx.Response) -> Any:
+    """Decode, and after a 429 hold every request on this connection for as long as the platform asked."""
+    if response.status_code == 429:
+        scheduler.pause(_retry_after(response))
+    return decode(platform, call, response)
+
+
 def _found(platform: Platform, run_id: str, run: FlowRun | None) -> FlowRun:
     """A run looked up by listing, for platforms with no call that reads one run."""
     if run is None:
@@ -222,6 +233,7 @@ class FlowRunsClient:
     def __init__(self, platform: Platform, options: HttpOptions) -> None:
         self.platform = platform
         self.options = options
+        self._scheduler = scheduler_for(platform.settings.conn_id, options.max_requests_per_second)
         self._http = httpx.Client(
             base_url=platform.settings.base_url,
             headers=platform.headers(),
@@ -259,6 +271,7 @@ class FlowRunsClient:
                 (part.field, (part.filename, files.enter_context(part.path.open("rb")), part.content_type))
                 for part in call.files
             ]
+            self._scheduler.wait()
             response = self._http.request(
                 call.method,
                 call.path,
@@ -268,7 +281,7 @@ class FlowRunsClient:
                 files=parts or None,
                 timeout=call.timeout if call.timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
-        return decode(self.platform, call, response)
+        return _decode_and_pace(self._scheduler, self.platform, call, response)
 
     def close(self) -> None:
         self._http.close()
@@ -280,6 +293,7 @@ class AsyncFlowRunsClient:
     def __init__(self, platform: Platform, options: HttpOptions) -> None:
         self.platform = platform
         self.options = options
+        self._scheduler = scheduler_for(platform.settings.conn_id, options.max_requests_per_second)
         slots = options.max_concurrent_requests
         self._slots = asyncio.Semaphore(slots)
         self._http = httpx.AsyncClient(
@@ -300,6 +314,7 @@ class AsyncFlowRunsClient:
             async for attempt in AsyncRetrying(**_retry_policy(self.platform, self.options, call)):
                 with attempt:
                     async with self._slots:
+                        await self._scheduler.await_turn()
                         response = await self._http.request(
                             call.method,
                             call.path,
@@ -308,7 +323,7 @@ class AsyncFlowRunsClient:
                             data=call.data,
                             timeout=call.timeout if call.timeout is not None else httpx.USE_CLIENT_DEFAULT,
                         )
-                    return decode(self.platform, call, response)
+                    return _decode_and_pace(self._scheduler, self.platform, call, response)
         except httpx.TransportError as exc:
             raise _unreachable(self.platform, call, exc) from exc
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover

@@ -1,0 +1,74 @@
+"""Rate limits: the emulator's per-key token bucket, and the client's shared per-connection pacing."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from pathlib import Path
+
+import pytest
+
+from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.hooks.ratelimit import RequestScheduler
+from airflow_flowruns.platforms import StartRequest
+from conftest import Emulator, set_connection
+from helpers import RECONCILIATION_FLOW
+
+
+def rate_limit(emulator: Emulator, per_second: float | None) -> None:
+    emulator.control.put("/rate-limit", json={"per_second": per_second}).raise_for_status()
+
+
+def test_emulator_answers_429_with_retry_after_beyond_the_limit(emulator: Emulator, tableflow_conn: str) -> None:
+    rate_limit(emulator, 2)
+    client = FlowRunsHook(tableflow_conn).client._http
+    statuses = [client.get("/flows") for _ in range(6)]
+    limited = [r for r in statuses if r.status_code == 429]
+    assert limited and limited[0].headers["Retry-After"] == "1"
+    assert limited[0].json() == {"error": "Too Many Requests", "message": "Request rate limit exceeded"}
+    assert emulator.control.get("/stats").json()["rate_limited"] == len(limited)
+
+
+def test_many_triggers_on_one_limited_connection_all_finish_without_stampeding(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, pdfs: dict[str, Path]
+) -> None:
+    """40 polls in flight against a 10 requests/s limit, paced client-side at the same rate."""
+    conn = set_connection(monkeypatch, "tf_paced", "tableflow", emulator.url, max_requests_per_second=10, max_retries=5)
+    emulator.scenario(RECONCILIATION_FLOW, processing_seconds=0)
+    hook = FlowRunsHook(conn)
+    run_ids = [
+        hook.start_run(StartRequest(RECONCILIATION_FLOW, {"purchase_order": pdfs["po"], "invoice": pdfs["inv"]})).id
+        for _ in range(3)
+    ]
+    rate_limit(emulator, 10)
+    emulator.control.delete("/requests")
+
+    async def poll_all() -> list[str]:
+        client = await FlowRunsHook.get_async_client(conn)
+        runs = await asyncio.gather(*(client.get_run(None, run_ids[i % 3]) for i in range(40)))
+        return [run.status for run in runs]
+
+    assert asyncio.run(poll_all()) == ["completed"] * 40
+    assert emulator.control.get("/stats").json()["rate_limited"] <= 1, "paced requests stay under the limit"
+
+
+def test_a_429_holds_every_request_on_the_connection() -> None:
+    scheduler = RequestScheduler(None)
+    assert scheduler.reserve() == 0
+    scheduler.pause(30)
+    assert 29 < scheduler.reserve() <= 30
+    assert 29 < scheduler.reserve() <= 30, "not only the request that met the 429"
+
+
+def test_requests_are_spaced_by_the_limit() -> None:
+    scheduler = RequestScheduler(4)
+    waits = [scheduler.reserve() for _ in range(5)]
+    assert waits[0] == 0
+    assert [round(b - a, 2) for a, b in itertools.pairwise(waits)] == [0.25] * 4
+
+
+def test_the_limit_comes_from_the_connection_and_is_shared(emulator: Emulator, monkeypatch) -> None:
+    set_connection(monkeypatch, "tf_shared", "tableflow", emulator.url, max_requests_per_second=5)
+    first, second = FlowRunsHook("tf_shared").client, FlowRunsHook("tf_shared").client
+    assert first is not second and first._scheduler is second._scheduler
+    assert first._scheduler.interval == pytest.approx(0.2)
