@@ -44,5 +44,6 @@ def main(argv: list[str] | None = None) -> None:
         ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile,
         timeout_keep_alive=75,
+        timeout_graceful_shutdown=2,
     )
     uvicorn.Server(server_config).run(sockets=[sock])

@@ -46,6 +46,7 @@ class EmulatorServer:
                 ssl_certfile=ssl_certfile,
                 ssl_keyfile=ssl_keyfile,
                 timeout_keep_alive=75,
+                timeout_graceful_shutdown=2,
             )
         )
         self._thread = threading.Thread(

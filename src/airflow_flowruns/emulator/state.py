@@ -119,8 +119,21 @@ class EmulatedRun:
         entry = Entry(status, time.time() + after, message or f"Status set to {status}", error)
         self._pending.append((time.monotonic() + after, entry))
 
+    def finished_at(self) -> float | None:
+        """When the scripted run reached its outcome (unix seconds, not rounded), for latency figures."""
+        final = {self.statuses["completed"], self.statuses["failed"]}
+        last = self.history()[-1]
+        return last.time if last.status in final else None
+
     def summary(self) -> dict[str, Any]:
-        return {"platform": self.platform, "id": self.id, "flow_id": self.flow_id, "status": self.status, **self.record}
+        return {
+            "platform": self.platform,
+            "id": self.id,
+            "flow_id": self.flow_id,
+            "status": self.status,
+            "finished_at": self.finished_at(),
+            **self.record,
+        }
 
 
 @dataclass

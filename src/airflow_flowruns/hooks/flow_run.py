@@ -210,6 +210,12 @@ class FlowRunsHook(BaseHook):
                     clients[conn_id] = AsyncFlowRunsClient(*platform_from_connection(conn))
         return clients[conn_id]
 
+    @classmethod
+    async def close_async_clients(cls) -> None:
+        """Close the running loop's shared clients, for programs that end their event loop themselves."""
+        for client in cls._async_clients.pop(asyncio.get_running_loop(), {}).values():
+            await client.aclose()
+
 
 @has_connection_form
 class TableFlowHook(FlowRunsHook):

@@ -60,14 +60,9 @@ class FlowRunTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         last: FlowRun | None = None
-        try:
-            client = await FlowRunsHook.get_async_client(self.conn_id)
-        except FlowRunsError as exc:
-            yield self._event("error", message=str(exc))
-            return
         while True:
             try:
-                last = await client.get_run(self.flow_id, self.run_id)
+                last = await self.poll()
             except FlowRunsError as exc:
                 if not is_transient(exc):
                     yield self._event("error", message=str(exc))
@@ -83,6 +78,11 @@ class FlowRunTrigger(BaseTrigger):
                 yield self._event("timeout", run=last.to_xcom() if last else None)
                 return
             await asyncio.sleep(min(self.poll_interval, remaining))
+
+    async def poll(self) -> FlowRun:
+        """Read the run once, on the client every trigger on this connection shares."""
+        client = await FlowRunsHook.get_async_client(self.conn_id)
+        return await client.get_run(self.flow_id, self.run_id)
 
     def _event(self, outcome: str, **payload: Any) -> TriggerEvent:
         return TriggerEvent({"outcome": outcome, "run_id": self.run_id, "flow_id": self.flow_id, **payload})

@@ -1,0 +1,98 @@
+"""`make bench`: the three benchmarks, each against a baseline measured in the same run.
+
+python -m benchmarks [--sizes 1000,5000,10000] [--poll-interval 30] [--window 60] [--upload-mib 1024]
+                     [--economy-runs 1000] [--only density,uploads,economy]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks import request_economy, trigger_density, uploads
+from benchmarks.common import RESULTS, emulator, table, write_result
+
+DENSITY_COLUMNS = [
+    "trigger",
+    "n",
+    "events",
+    "requests_per_run",
+    "cpu_ms_per_1000_polls",
+    "cores",
+    "rss_kib_per_trigger",
+    "loop_lag_p50_ms",
+    "loop_lag_p99_ms",
+    "loop_lag_max_ms",
+    "tcp_connections",
+    "detect_p50_s",
+    "detect_p99_s",
+]
+
+
+def machine() -> dict[str, Any]:
+    with open("/proc/meminfo") as meminfo:
+        mem_kib = int(meminfo.readline().split()[1])
+    return {"cores": os.cpu_count(), "memory_gib": round(mem_kib / 2**20, 1), "python": platform.python_version()}
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, (cpu, lag) = plt.subplots(1, 2, figsize=(10, 4))
+    for kind in ("shared", "session-per-poll"):
+        mine = sorted((r for r in rows if r["trigger"] == kind), key=lambda r: r["n"])
+        cpu.plot([r["n"] for r in mine], [r["cpu_ms_per_1000_polls"] / 1000 for r in mine], marker="o", label=kind)
+        lag.plot([r["n"] for r in mine], [r["loop_lag_p99_ms"] for r in mine], marker="o", label=kind)
+    cpu.set(title="CPU per poll", xlabel="triggers in flight", ylabel="ms")
+    lag.set(title="event-loop lag p99", xlabel="triggers in flight", ylabel="ms")
+    for axis in (cpu, lag):
+        axis.legend()
+        axis.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("--sizes", default="1000,5000,10000")
+    parser.add_argument("--poll-interval", type=float, default=30.0)
+    parser.add_argument("--window", type=float, default=60.0, help="runs finish at random times in this window")
+    parser.add_argument("--upload-mib", type=int, default=1024)
+    parser.add_argument("--economy-runs", type=int, default=1000)
+    parser.add_argument("--economy-limit", type=float, default=5.0)
+    parser.add_argument("--only", default="density,uploads,economy")
+    args = parser.parse_args(argv)
+    chosen = set(args.only.split(","))
+    print(f"machine: {machine()}")
+    with emulator() as emu:
+        if "density" in chosen:
+            rows = trigger_density.run(emu, [int(n) for n in args.sizes.split(",")], args.poll_interval, args.window)
+            ratios = trigger_density.ratios(rows)
+            print("\n1. trigger density (HTTPS on loopback)\n" + table(rows, DENSITY_COLUMNS))
+            print("\nratios\n" + table(ratios, list(ratios[0])))
+            write_result("trigger_density", {"machine": machine(), "rows": rows, "ratios": ratios})
+            picture = plot(rows, RESULTS / "trigger_density.png")
+            print(f"plot: {picture or 'matplotlib not installed'}")
+        if "uploads" in chosen:
+            with tempfile.TemporaryDirectory(prefix="flowruns-bench-upload-") as tmp:
+                rows = uploads.run(emu, args.upload_mib, Path(tmp))
+            print("\n2. uploads\n" + table(rows, ["client", "size_mib", "wall_s", "mib_per_s", "rss_growth_mib"]))
+            write_result("uploads", {"machine": machine(), "rows": rows})
+        if "economy" in chosen:
+            row = request_economy.run(emu, args.economy_runs, args.economy_limit, poll_interval=5.0)
+            print("\n3. request economy\n" + table([row], list(row)))
+            write_result("request_economy", {"machine": machine(), "row": row})
+
+
+if __name__ == "__main__":
+    main()

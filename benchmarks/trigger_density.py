@@ -1,0 +1,151 @@
+"""Benchmark 1: N FlowRunTriggers in one event loop, as the triggerer runs them, against a TLS emulator.
+
+The same workload runs twice in the same process: with the provider's shared client, and with a baseline
+trigger that opens a new HTTP session for every poll (the pattern of the dbt Cloud and Fivetran-async
+providers). Figures: CPU per 1,000 polls, cores used, peak RSS per trigger, event-loop lag, TCP
+connections opened, requests per run, detection latency (run finished → event yielded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from typing import Any
+
+from airflow_flowruns.emulator.config import TABLEFLOW_RECONCILIATION_FLOW
+from airflow_flowruns.hooks.flow_run import FlowRunsHook, platform_from_connection
+from airflow_flowruns.hooks.http import AsyncFlowRunsClient
+from airflow_flowruns.platforms import FlowRun
+from airflow_flowruns.triggers.flow_run import FlowRunTrigger
+from benchmarks.common import Emulator
+
+POOL_SLOTS = 32
+
+
+class SessionPerPollTrigger(FlowRunTrigger):
+    """The baseline: a fresh client (a new aiohttp session, a new TLS handshake) for every poll."""
+
+    async def poll(self) -> FlowRun:
+        client = AsyncFlowRunsClient(*platform_from_connection(await FlowRunsHook.aget_connection(self.conn_id)))
+        try:
+            return await client.get_run(self.flow_id, self.run_id)
+        finally:
+            await client.aclose()
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+
+
+async def _follow(trigger: FlowRunTrigger, fired: dict[str, float]) -> None:
+    async for event in trigger.run():
+        fired[event.payload["run_id"]] = time.time()
+        assert event.payload["outcome"] == "settled", event.payload
+        return
+
+
+async def _workload(triggers: list[FlowRunTrigger], heartbeat: float = 0.1) -> dict[str, Any]:
+    fired: dict[str, float] = {}
+    lags: list[float] = []
+    peak_rss = _rss_bytes()
+    done = asyncio.Event()
+
+    async def beat() -> None:
+        nonlocal peak_rss
+        while not done.is_set():
+            start = time.monotonic()
+            await asyncio.sleep(heartbeat)
+            lags.append(time.monotonic() - start - heartbeat)
+            peak_rss = max(peak_rss, _rss_bytes())
+
+    watcher = asyncio.create_task(beat())
+    await asyncio.gather(*(_follow(trigger, fired) for trigger in triggers))
+    done.set()
+    await watcher
+    await FlowRunsHook.close_async_clients()
+    return {"fired": fired, "lags": lags, "peak_rss": peak_rss}
+
+
+def run_one(emulator: Emulator, kind: str, n: int, poll_interval: float, window: float) -> dict[str, Any]:
+    emulator.reset()
+    conn_id = emulator.connect(f"bench_{kind}", max_concurrent_requests=POOL_SLOTS, max_retries=8)
+    ids = emulator.seed(
+        TABLEFLOW_RECONCILIATION_FLOW, n, processing_seconds=poll_interval, processing_jitter_seconds=window
+    )
+    cls = FlowRunTrigger if kind == "shared" else SessionPerPollTrigger
+    deadline = time.time() + poll_interval + window + 10 * poll_interval
+    gc.collect()
+    rss_before = _rss_bytes()
+    before = emulator.stats()
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    triggers = [
+        cls(
+            conn_id=conn_id,
+            platform="tableflow",
+            flow_id=None,
+            run_id=run_id,
+            deadline=deadline,
+            poll_interval=poll_interval,
+        )
+        for run_id in ids
+    ]
+    result = asyncio.run(_workload(triggers))
+    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    after = emulator.stats()
+    finished = {run["id"]: run["finished_at"] for run in emulator.runs()}
+    polls = after["requests"] - before["requests"]
+    latencies = sorted(result["fired"][i] - finished[i] for i in ids if finished.get(i))
+    lags = sorted(result["lags"])
+    return {
+        "trigger": kind,
+        "n": n,
+        "poll_interval_s": poll_interval,
+        "events": len(result["fired"]),
+        "polls": polls,
+        "requests_per_run": polls / n,
+        "cpu_s": cpu,
+        "wall_s": wall,
+        "cores": cpu / wall,
+        "cpu_ms_per_1000_polls": 1000 * 1000 * cpu / polls,
+        "rss_kib_per_trigger": (result["peak_rss"] - rss_before) / 1024 / n,
+        "loop_lag_p50_ms": 1000 * _pct(lags, 50),
+        "loop_lag_p99_ms": 1000 * _pct(lags, 99),
+        "loop_lag_max_ms": 1000 * lags[-1],
+        "tcp_connections": after["connections"] - before["connections"],
+        "detect_p50_s": _pct(latencies, 50),
+        "detect_p99_s": _pct(latencies, 99),
+    }
+
+
+def _pct(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, round(pct / 100 * (len(values) - 1)))]
+
+
+def run(emulator: Emulator, sizes: list[int], poll_interval: float, window: float) -> list[dict[str, Any]]:
+    rows = []
+    for n in sizes:
+        for kind in ("shared", "session-per-poll"):
+            rows.append(run_one(emulator, kind, n, poll_interval, window))
+    return rows
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by = {(r["trigger"], r["n"]): r for r in rows}
+    out = []
+    for n in sorted({r["n"] for r in rows}):
+        shared, base = by[("shared", n)], by[("session-per-poll", n)]
+        out.append(
+            {
+                "n": n,
+                "cpu_per_poll_baseline_over_shared": base["cpu_ms_per_1000_polls"] / shared["cpu_ms_per_1000_polls"],
+                "connections_shared": shared["tcp_connections"],
+                "connections_baseline": base["tcp_connections"],
+                "lag_p99_ms_shared": shared["loop_lag_p99_ms"],
+                "lag_p99_ms_baseline": base["loop_lag_p99_ms"],
+            }
+        )
+    return out

@@ -1,0 +1,42 @@
+"""Each benchmark at a tiny size, so the harness cannot rot. Only completeness is checked, never speed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from benchmarks import request_economy, trigger_density, uploads
+from benchmarks.common import Emulator, emulator
+
+
+@pytest.fixture(scope="module")
+def tls_emulator() -> Iterator[Emulator]:
+    with emulator() as emu:
+        yield emu
+
+
+@pytest.mark.slow
+def test_trigger_density_delivers_every_event_for_both_triggers(tls_emulator: Emulator) -> None:
+    rows = trigger_density.run(tls_emulator, [15], poll_interval=0.3, window=0.5)
+    assert [(r["trigger"], r["n"], r["events"]) for r in rows] == [("shared", 15, 15), ("session-per-poll", 15, 15)]
+    shared, baseline = rows
+    assert shared["tcp_connections"] <= trigger_density.POOL_SLOTS
+    assert baseline["tcp_connections"] >= baseline["polls"], "the baseline opens a connection per poll"
+    assert all(r["polls"] >= r["n"] and r["detect_p99_s"] >= 0 for r in rows)
+    assert trigger_density.ratios(rows)[0]["n"] == 15
+
+
+@pytest.mark.slow
+def test_uploads_compare_the_provider_with_curl(tls_emulator: Emulator, tmp_path: Path) -> None:
+    rows = uploads.run(tls_emulator, 2, tmp_path)
+    assert rows[0]["client"] == "provider" and rows[0]["size_mib"] > 2
+    assert all(row["mib_per_s"] > 0 for row in rows)
+    assert not list(tmp_path.iterdir()), "the test file is removed"
+
+
+@pytest.mark.slow
+def test_request_economy_sees_every_final_state(tls_emulator: Emulator) -> None:
+    row = request_economy.run(tls_emulator, runs=10, limit=20, poll_interval=0.5)
+    assert (row["final_states_seen"], row["failed_tasks"]) == (10, 0)
+    assert row["requests"] >= 10
