@@ -77,7 +77,7 @@ def item(run: EmulatedRun, outputs: dict[str, Any] | None) -> dict[str, Any]:
         "total_tokens": 42,
         "user_id": run.record.get("user_id"),
         "inputs": json.dumps(run.record.get("inputs", {})),
-        "outputs": json.dumps(outputs or {}),
+        "outputs": json.dumps(outputs) if outputs is not None else None,
         "llms": json.dumps(["gpt-emulated"]),
         "feedback": json.dumps(None),
         "run_type": "api",

@@ -156,9 +156,11 @@ class RunQuery:
     created_after: datetime | None = None
     created_before: datetime | None = None
     page_size: int | None = None
-    run_id: str | None = None
-    user_id: str | None = None
     """Runs per request; None: the platform module's default."""
+    run_id: str | None = None
+    """One run, for platforms that find runs only by listing them (see ``Platform.run_lookup``)."""
+    user_id: str | None = None
+    """The platform's end-user id, where runs carry one (StackAI); filtered by the API, not by :meth:`matches`."""
 
     def matches(self, run: FlowRun) -> bool:
         if self.run_id is not None and run.id != self.run_id:
@@ -248,6 +250,15 @@ class Platform(ABC):
 
     def __init__(self, settings: ConnectionSettings) -> None:
         self.settings = settings
+        self.check_credentials()
+
+    def check_credentials(self) -> None:
+        """Refuse a connection without what this platform authenticates with: by default an API key."""
+        if not self.settings.api_key:
+            raise FlowRunsConfigError(
+                f"Connection {self.settings.conn_id!r} has no API key: put the {self.label} API key in its "
+                "password field."
+            )
 
     # --- HTTP -------------------------------------------------------------------------------------
 

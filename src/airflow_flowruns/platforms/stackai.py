@@ -4,15 +4,19 @@ There is no call that reads one run and no cancel: a run is followed through the
 
 Unconfirmed wire facts, decided here and nowhere else (see the README's StackAI section):
 
-* The run answer carries ``run_id`` next to ``outputs``; when it does not, the run is the newest one of
-  the task's ``user_id`` in the listing.
+* The run answer carries ``run_id`` next to ``outputs``. The run is then read from the listing; when the
+  listing does not show it yet (analytics may lag), the answer itself stands for a ``COMPLETED`` run.
+  Without a ``run_id`` the run is the newest one of the task's ``user_id`` in the listing.
 * Each task instance runs as its own ``user_id`` (the task key), so the documents it uploads reach only
   its own runs and a retry can find the run an earlier try started.
-* ``start_date``/``end_date`` are sent for the creation window and the window is re-checked client-side
-  (whether the API's bounds are inclusive is not documented); the listing order is not documented, so
-  paging stops only on a short page.
-* The run URL is the run's metadata call, ``{base_url}/inference/v0/run/{org_id}/{flow_id}/metadata?run_id=``;
-  the connection extra ``run_url_template`` overrides it.
+* The listing filters server-side on ``state``, ``start_date``/``end_date`` (the creation window) and
+  ``user_id``; the window is re-checked client-side (whether the API's bounds are inclusive is not
+  documented). The listing order is not documented, so paging stops only on a short page; a server cap
+  on ``page_size`` below the one asked for would end paging early, so the extra ``page_size`` (default
+  100) can lower it.
+* ``latency`` is in seconds. The run URL is the run's metadata call,
+  ``{base_url}/inference/v0/run/{org_id}/{flow_id}/metadata?run_id=``; the extra ``run_url_template``
+  overrides it.
 * The OAuth2 password flow posts ``grant_type=password``, ``username``, ``password`` as a form to the
   ``token_url`` extra and reads ``access_token`` and ``expires_in`` (default one hour).
 """
@@ -20,6 +24,7 @@ Unconfirmed wire facts, decided here and nowhere else (see the README's StackAI 
 from __future__ import annotations
 
 import json
+import math
 import mimetypes
 import threading
 import time
@@ -32,7 +37,7 @@ import httpx
 from airflow.sdk.log import mask_secret
 from pydantic import BaseModel, ConfigDict, Field
 
-from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsResponseError
+from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsAuthError, FlowRunsConfigError, FlowRunsResponseError
 from airflow_flowruns.platforms.base import (
     Api,
     ApiCall,
@@ -59,6 +64,7 @@ STATUSES: dict[str, RunState] = {
 DEFAULT_RUN_URL_TEMPLATE = "{base_url}/inference/v0/run/{org_id}/{flow_id}/metadata?run_id={run_id}"
 DEFAULT_RUN_TIMEOUT = 600.0
 PAGE_SIZE = 100
+USER_ID_INPUT = "user_id"
 
 
 class AnalyticsRun(BaseModel):
@@ -94,11 +100,12 @@ class OAuth2PasswordAuth(httpx.Auth):
         self._expires = 0.0
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        if self._token is None or time.time() >= self._expires:
+        fresh = self._token is None or time.time() >= self._expires
+        if fresh:
             self._store((yield self._token_request(request)))
         request.headers["Authorization"] = f"Bearer {self._token}"
         response = yield request
-        if response.status_code == 401:
+        if response.status_code == 401 and not fresh:  # revoked early: one new token, one more try
             self._store((yield self._token_request(request)))
             request.headers["Authorization"] = f"Bearer {self._token}"
             yield request
@@ -107,18 +114,30 @@ class OAuth2PasswordAuth(httpx.Auth):
         return httpx.Request("POST", request.url.join(self._token_url), data=self._form)
 
     def _store(self, response: httpx.Response) -> None:
+        """Keep the token, or fail with the status only: a token endpoint's body may echo the form."""
+        status = response.status_code
+        if status >= 400:
+            error = FlowRunsApiError if status == 429 or status >= 500 else FlowRunsAuthError
+            raise error(
+                platform="StackAI",
+                call="OAuth token",
+                status=status,
+                detail="the token URL refused the connection's login and password",
+                retryable=error is FlowRunsApiError,
+            )
         try:
             body = response.json()
             token = str(body["access_token"])
+            lifetime = float(body.get("expires_in") or 3600)
         except (ValueError, KeyError, TypeError):
             raise FlowRunsResponseError(
-                f"StackAI's token URL answered HTTP {response.status_code} without an access_token: check the "
-                "connection's login, password and token_url."
+                f"StackAI's token URL answered HTTP {status} without an access_token: check the connection's "
+                "token_url and host."
             ) from None
         mask_secret(token)
         with self._lock:
             self._token = token
-            self._expires = time.time() + float(body.get("expires_in") or 3600) - 30
+            self._expires = time.time() + lifetime - min(30.0, lifetime / 10)
 
 
 class StackAI(Platform):
@@ -129,18 +148,44 @@ class StackAI(Platform):
 
     def __init__(self, settings: ConnectionSettings) -> None:
         super().__init__(settings)
-        org_id = settings.extras.get("org_id")
+        extras = settings.extras
+        org_id = extras.get("org_id")
         if not org_id:
             raise FlowRunsConfigError(
                 f"Connection {settings.conn_id!r} has no org_id: set the StackAI organization id in its extras."
             )
         self.org_id = str(org_id)
-        token_url = settings.extras.get("token_url")
-        self._auth = (
-            OAuth2PasswordAuth(str(token_url), settings.login, settings.api_key)
-            if settings.login and token_url
-            else None
-        )
+        self.run_timeout = self._positive_extra("run_timeout", DEFAULT_RUN_TIMEOUT)
+        self.page_size = int(self._positive_extra("page_size", PAGE_SIZE))
+        token_url = extras.get("token_url")
+        self._auth = OAuth2PasswordAuth(str(token_url), settings.login, settings.api_key) if settings.login else None
+
+    def check_credentials(self) -> None:
+        conn_id = self.settings.conn_id
+        if bool(self.settings.login) != bool(self.settings.extras.get("token_url")):
+            raise FlowRunsConfigError(
+                f"Connection {conn_id!r}: the OAuth2 password flow needs both a login and the extra token_url; "
+                "to use an API key instead, leave both empty."
+            )
+        if not self.settings.api_key:
+            raise FlowRunsConfigError(
+                f"Connection {conn_id!r} has no API key: put the StackAI API key (or, with a login and token_url, "
+                "the OAuth password) in its password field."
+            )
+
+    def _positive_extra(self, name: str, default: float) -> float:
+        value = self.settings.extras.get(name)
+        if value is None or value == "":
+            return default
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number) or number <= 0:
+            raise FlowRunsConfigError(
+                f"Connection {self.settings.conn_id!r}: extra {name!r} must be a positive number, not {value!r}."
+            )
+        return number
 
     def headers(self) -> dict[str, str]:
         return {} if self._auth else {"Authorization": f"Bearer {self.settings.api_key}"}
@@ -167,8 +212,6 @@ class StackAI(Platform):
     def parse_run(self, body: Any, flow_id: str | None = None) -> FlowRun:
         run = self.parse_model(AnalyticsRun, body, "run")
         state = map_status(self.label, run.state, STATUSES)
-        template = self.settings.extras.get("run_url_template") or DEFAULT_RUN_URL_TEMPLATE
-        url = template.format(base_url=self.settings.base_url, org_id=self.org_id, flow_id=flow_id, run_id=run.run_id)
         return FlowRun(
             id=run.run_id,
             flow_id=flow_id,
@@ -178,8 +221,8 @@ class StackAI(Platform):
             error=(run.error or "StackAI reported the run as failed without a reason.")
             if state is RunState.FAILED
             else None,
-            url=url,
-            metadata={"user_id": run.user_id} if run.user_id else {},
+            url=self._run_url(flow_id, run.run_id),
+            metadata={USER_ID_INPUT: run.user_id} if run.user_id else {},
             created_at=run.date,
             duration_ms=int(run.latency * 1000) if run.latency is not None and state.is_final else None,
             raw=body,
@@ -187,12 +230,12 @@ class StackAI(Platform):
         )
 
     def task_key_of(self, run: FlowRun) -> str | None:
-        return run.metadata.get("user_id")
+        return run.metadata.get(USER_ID_INPUT)
 
     def list_runs_call(self, query: RunQuery) -> ApiCall:
         if not query.flow_id:
             raise FlowRunsConfigError("StackAI lists runs per flow: give flow_id.")
-        params: dict[str, Any] = {"page": 0, "page_size": query.page_size or PAGE_SIZE}
+        params: dict[str, Any] = {"page": 0, "page_size": query.page_size or self.page_size}
         if query.states:
             params["state"] = ",".join(raw for raw, state in STATUSES.items() if state in query.states)
         if query.created_after:
@@ -216,6 +259,14 @@ class StackAI(Platform):
         self.refuse_unsupported(request, "run_name", "metadata", "file_metadata", "file_guidance", "flow_version")
         if not request.task_key:
             raise FlowRunsConfigError("A StackAI run needs the task key as its user_id; start it from FlowRunOperator.")
+        if USER_ID_INPUT in request.inputs:
+            raise FlowRunsConfigError(
+                "inputs must not set user_id: the operator sets it per task instance, so the run reads the "
+                "documents this task uploads and a retry finds its run."
+            )
+        bad_nodes = [node for node in request.files if not node or "/" in node]
+        if bad_nodes:
+            raise FlowRunsConfigError(f"files keys must be document node ids such as 'doc-0', not {bad_nodes!r}.")
         user_id = request.task_key
         for node_id, path in request.iter_files():
             content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
@@ -227,29 +278,43 @@ class StackAI(Platform):
                     files=[UploadFile("file", path, content_type)],
                 )
             )
-        timeout = float(self.settings.extras.get("run_timeout") or DEFAULT_RUN_TIMEOUT)
         call = ApiCall(
             "run flow",
             "POST",
             f"/inference/v0/run/{self.org_id}/{request.flow_id}",
-            json={**request.inputs, "user_id": user_id},
+            json={**request.inputs, USER_ID_INPUT: user_id},
             idempotent=False,
-            timeout=timeout,
+            timeout=self.run_timeout,
         )
         answer = self.parse_model(RunAnswer, api.call(call), "run answer")
         lookup = RunQuery(flow_id=request.flow_id, run_id=answer.run_id, user_id=user_id)
         listing = self.list_runs_call(lookup)
-        run = next(
-            (r for r in self.parse_runs_page(api.call(listing), listing, lookup).runs if lookup.matches(r)), None
-        )
-        if run is None:
+        page = self.parse_runs_page(api.call(listing), listing, lookup)
+        run = next(filter(lookup.matches, page.runs), None)
+        if run is not None:
+            return run.model_copy(update={"outputs": answer.outputs})
+        if answer.run_id is None:
             raise FlowRunsResponseError(
-                f"StackAI ran flow {request.flow_id!r} but its run is not in the flow's run listing yet."
+                f"StackAI ran flow {request.flow_id!r} but named no run_id, and its run is not in the flow's run "
+                "listing yet."
             )
-        return run.model_copy(update={"outputs": answer.outputs})
+        return FlowRun(
+            id=answer.run_id,
+            flow_id=request.flow_id,
+            platform=self.name,
+            state=RunState.SUCCEEDED,
+            status="COMPLETED",
+            url=self._run_url(request.flow_id, answer.run_id),
+            metadata={USER_ID_INPUT: user_id},
+            outputs=answer.outputs,
+        )
 
     def _runs_path(self, flow_id: str) -> str:
         return f"/analytics/org/{self.org_id}/flows/{flow_id}"
+
+    def _run_url(self, flow_id: str | None, run_id: str) -> str:
+        template = self.settings.extras.get("run_url_template") or DEFAULT_RUN_URL_TEMPLATE
+        return str(template).format(base_url=self.settings.base_url, org_id=self.org_id, flow_id=flow_id, run_id=run_id)
 
 
 def _decoded(value: Any) -> Any:
