@@ -48,14 +48,14 @@ def test_other_task_instances_start_their_own_runs(
     assert len(emulator.runs()) == 2
 
 
-def test_a_retry_after_a_failed_run_starts_a_new_one(
+def test_a_retry_after_a_failed_run_follows_that_run(
     tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
 ) -> None:
     first = operator(tableflow_conn, pdfs).execute(context(mocker))
     emulator.set_status(first["id"], "failed", error="bad scan")
     second = operator(tableflow_conn, pdfs).execute(context(mocker, try_number=2))
-    assert second["id"] != first["id"]
-    assert len(emulator.runs()) == 2
+    assert (second["id"], second["state"]) == (first["id"], "failed")
+    assert len(emulator.runs()) == 1, "the task ends as its one run ended"
 
 
 def test_reattach_can_be_turned_off(tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker) -> None:
@@ -75,14 +75,25 @@ def test_an_accepted_start_whose_answer_was_lost_is_found_not_repeated(
     assert [r["method"] for r in emulator.requests() if r["path"] == START] == ["POST"]
 
 
-def test_a_start_refused_with_5xx_is_looked_up_then_left_to_the_task_retry(
+def test_a_start_refused_with_5xx_is_looked_up_then_sent_again(
     tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
 ) -> None:
     emulator.fault(START, 503, '{"error": "Unavailable", "message": "try later"}', method="POST")
+    result = operator(tableflow_conn, pdfs).execute(context(mocker))
+    (run,) = emulator.runs()
+    assert result["id"] == run["id"]
+    paths = [r["path"] for r in emulator.requests()]
+    assert paths == ["/flows", START, "/flows/runs", "/flows", START], "looked up, nothing there, sent again"
+
+
+def test_a_start_that_keeps_failing_gives_up_after_three_attempts(
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+) -> None:
+    emulator.fault(START, 503, '{"error": "Unavailable", "message": "try later"}', method="POST", count=10)
     with pytest.raises(FlowRunsApiError, match="HTTP 503"):
         operator(tableflow_conn, pdfs).execute(context(mocker))
     assert emulator.runs() == []
-    assert [r["path"] for r in emulator.requests()] == ["/flows", START, "/flows/runs"], "one lookup, no repeat"
+    assert [r["path"] for r in emulator.requests()].count(START) == 3
 
 
 def test_a_4xx_start_is_not_looked_up(tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker) -> None:
@@ -95,7 +106,7 @@ def test_a_4xx_start_is_not_looked_up(tableflow_conn: str, emulator: Emulator, p
 def test_an_unreadable_answer_with_no_run_behind_it_is_raised(
     tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
 ) -> None:
-    emulator.fault(START, 200, "<html><title>Proxy</title></html>", method="POST", content_type="text/html")
+    emulator.fault(START, 200, "<html><title>Proxy</title></html>", method="POST", content_type="text/html", count=3)
     with pytest.raises(FlowRunsResponseError, match="HTML page"):
         operator(tableflow_conn, pdfs).execute(context(mocker))
     assert emulator.runs() == []

@@ -80,14 +80,14 @@ _HINTS = {
     404: "Check the flow id / run id and the connection's host.",
     413: "A file is larger than the platform accepts; split or compress it.",
     422: "The platform rejected the request's content; see its message above.",
-    429: "Still rate limited after retrying; lower the task concurrency or set max_requests_per_second.",
+    429: "The platform is rate limiting; lower the task concurrency or set max_requests_per_second.",
 }
 
 
 def _hint(status: int | None) -> str:
     if status is None:
-        return " Check the connection's host and the network; the call was retried."
+        return " Check the connection's host and the network."
     if status >= 500:
-        return " The platform had a server error and the call was retried; try again later."
+        return " The platform had a server error; try again later."
     hint = _HINTS.get(status)
     return f" {hint}" if hint else ""

@@ -38,16 +38,14 @@ if TYPE_CHECKING:
 
 
 def platform_from_connection(conn: Connection) -> tuple[Platform, HttpOptions]:
+    """The platform decides which credentials it needs (``Platform.check_credentials``); the password is masked."""
     cls = platform_class(conn.conn_type, conn.conn_id)
-    if not conn.password:
-        raise FlowRunsConfigError(
-            f"Connection {conn.conn_id!r} has no API key: put the {cls.label} API key in its password field."
-        )
-    mask_secret(conn.password)
+    if conn.password:
+        mask_secret(conn.password)
     extras = conn.extra_dejson
     settings = ConnectionSettings(
         conn_id=conn.conn_id,
-        api_key=conn.password,
+        api_key=conn.password or "",
         base_url=base_url_from(conn.host, conn.port, conn.schema, cls.default_base_url),
         extras=extras,
         login=conn.login or None,
@@ -207,7 +205,8 @@ class FlowRunsHook(BaseHook):
             async with cls._async_locks.setdefault(loop, asyncio.Lock()):
                 if conn_id not in clients:
                     conn = await cls.aget_connection(conn_id)
-                    clients[conn_id] = AsyncFlowRunsClient(*platform_from_connection(conn))
+                    # Building the TLS context reads the CA bundle from disk: keep that off the event loop.
+                    clients[conn_id] = await asyncio.to_thread(AsyncFlowRunsClient, *platform_from_connection(conn))
         return clients[conn_id]
 
     @classmethod

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -11,12 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath, conf
 
-from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsConfigError, FlowRunsResponseError
+from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsResponseError
 from airflow_flowruns.files import FileArgument, collect_files
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.links import FLOW_RUN_ID_KEY, FLOW_RUN_URL_KEY, FlowRunLink
+from airflow_flowruns.operators._outputs import check_output_limit, output_target, place_outputs
 from airflow_flowruns.operators._waiting import FlowRunWaitMixin
-from airflow_flowruns.platforms import FlowRun, RunState, StartRequest
+from airflow_flowruns.platforms import FlowRun, StartRequest
 from airflow_flowruns.platforms.base import require_json_object, require_text
 from airflow_flowruns.waiting import OnReview, check_poll_interval, deadline_after
 
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 DEFAULT_TIMEOUT = 24 * 60 * 60
 DEFAULT_MAX_XCOM_OUTPUT_BYTES = 64 * 1024
+START_ATTEMPTS = 3
+"""Start calls sent for one try when each failed ambiguously and the lookup found no run behind it."""
 
 
 class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
@@ -50,9 +52,10 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
     :param cancel_on_timeout: cancel the run when the deadline passes, where the platform can.
     :param output_path: where outputs of a synchronous run (StackAI) go when they are larger than
         ``max_xcom_output_bytes``: an ``ObjectStoragePath`` or URI (templated); XCom then holds the path.
+        Larger outputs without it fail the task; the run is kept and a retry re-attaches to it.
     :param max_xcom_output_bytes: the largest outputs (as JSON) returned in XCom under ``outputs``.
-    :param reattach: on a retry, follow the run an earlier try of this task instance started (unless it
-        failed or was cancelled) instead of starting another.
+    :param reattach: on a retry, follow the run an earlier try of this task instance started, whatever its
+        state, instead of starting another (``False``: every try starts a fresh run).
     """
 
     template_fields: Sequence[str] = (
@@ -112,53 +115,55 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         self.cancel_on_timeout = cancel_on_timeout
         self.reattach = reattach
         self.output_path = output_path
-        self.max_xcom_output_bytes = max_xcom_output_bytes
+        self.max_xcom_output_bytes = check_output_limit(max_xcom_output_bytes)
         self._run: FlowRun | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
         request = replace(self.start_request(), task_key=task_key(context))
         deadline_after(self.timeout)  # a bad timeout fails here, before anything is uploaded
+        target = output_target(self.output_path)
         hook = FlowRunsHook(self.flowruns_conn_id)
         run = self._run = self._start_once(hook, request, context)
         deadline = deadline_after(self.timeout)
         context["ti"].xcom_push(key=FLOW_RUN_ID_KEY, value=run.id)
         context["ti"].xcom_push(key=FLOW_RUN_URL_KEY, value=run.url)
-        self.log.info("Started %s run %s of flow %s: %s", run.platform, run.id, run.flow_id, run.url)
+        self.log.info("Following %s run %s of flow %s: %s", run.platform, run.id, run.flow_id, run.url)
         if hook.platform.synchronous and self.deferrable:
-            self.log.info(
-                "%s has no asynchronous runs: the run happened in the worker, nothing to defer.", run.platform
-            )
+            self.log.info("%s has no asynchronous runs: the run ran in the worker, not deferred.", hook.platform.label)
         result = self.wait_for_run(hook, run, deadline) if self.wait_for_completion else run.to_xcom()
-        return place_outputs(run.outputs, result, self.output_path, self.max_xcom_output_bytes)
+        final = self._run or run  # the settled run, which may carry outputs a re-attached run did not yet
+        outputs = final.outputs if final.outputs is not None else run.outputs
+        return place_outputs(outputs, result, target, self.max_xcom_output_bytes)
 
     def _start_once(self, hook: FlowRunsHook, request: StartRequest, context: Context) -> FlowRun:
         """Start the run, unless this task instance already did: never bill a document twice by accident.
 
-        On a retry (a failed try or a crashed worker) the run an earlier try started is found by the
-        task key stored on it, and followed instead of starting another, unless it failed or was
-        cancelled. A start call that failed in a way the platform may still have accepted (a timeout,
-        a dropped connection, a 5xx, an unreadable answer) is looked up the same way, never repeated.
+        On a retry (a failed try or a crashed worker) the run an earlier try started is found by the task
+        key stored on it and followed, whatever its state, so the task ends as its one run ended. A start
+        call that failed in a way the platform may still have accepted (a timeout, a dropped connection,
+        a 5xx, an unreadable answer) is looked up the same way; only when no run is found is it sent again.
         """
         key = request.task_key or task_key(context)
         since = _lookup_window_start(context)
         if self.reattach and _try_number(context) > 1:
             earlier = hook.find_run_for_task(request.flow_id, key, since)
-            if earlier is not None and earlier.state not in (RunState.FAILED, RunState.CANCELLED):
+            if earlier is not None:
                 self.log.info("Re-attaching to %s run %s started by an earlier try.", earlier.platform, earlier.id)
                 return earlier
-        try:
-            return hook.start_run(request)
-        except (FlowRunsApiError, FlowRunsResponseError) as exc:
-            if not may_have_been_accepted(exc):
-                raise
-            self.log.warning(
-                "Starting the run failed in a way the platform may have accepted (%s); looking for it.", exc
-            )
-            found = hook.find_run_for_task(request.flow_id, key, since)
-            if found is None:
-                raise
-            self.log.info("The platform had accepted the run: following %s run %s.", found.platform, found.id)
-            return found
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                return hook.start_run(request)
+            except (FlowRunsApiError, FlowRunsResponseError) as exc:
+                if not may_have_been_accepted(exc):
+                    raise
+                found = hook.find_run_for_task(request.flow_id, key, since)
+                if found is not None:
+                    self.log.info("The platform had accepted the run despite %s: following run %s.", exc, found.id)
+                    return found
+                if attempt == START_ATTEMPTS:
+                    raise
+                self.log.warning("Starting the run failed (%s) and no run was created; starting it again.", exc)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def start_request(self) -> StartRequest:
         """Check every argument that can be checked without the network, so bad input starts nothing."""
@@ -186,26 +191,6 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         """The task was killed while waiting in the worker: cancel the run where the platform can."""
         if self._run is not None:
             FlowRunsHook(self.flowruns_conn_id).cancel_run(self._run.flow_id, self._run.id)
-
-
-def place_outputs(
-    outputs: Any, result: dict[str, Any], output_path: str | ObjectStoragePath | None, limit: int
-) -> dict[str, Any]:
-    """Small outputs ride in XCom; larger ones go to ``output_path`` and XCom holds where."""
-    if outputs is None:
-        return result
-    encoded = json.dumps(outputs)
-    if len(encoded.encode()) <= limit:
-        return {**result, "outputs": outputs}
-    if not output_path or not str(output_path).strip():
-        raise FlowRunsConfigError(
-            f"The run's outputs are {len(encoded.encode())} bytes, over max_xcom_output_bytes={limit}, and no "
-            "output_path is set. Set output_path (the run is kept: a retry re-attaches to it) or raise the limit."
-        )
-    target = ObjectStoragePath(output_path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(encoded)
-    return {**result, "output_path": str(target)}
 
 
 def may_have_been_accepted(exc: FlowRunsApiError | FlowRunsResponseError) -> bool:

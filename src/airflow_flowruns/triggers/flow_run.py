@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -60,6 +61,9 @@ class FlowRunTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         last: FlowRun | None = None
+        # The task checked the run just before deferring; a random first wait spreads the polls of
+        # triggers that start together (a backfill, a triggerer restart) across the interval.
+        await asyncio.sleep(min(random.uniform(0, self.poll_interval), max(0.0, self.deadline - time.time())))
         while True:
             try:
                 last = await self.poll()
