@@ -4,9 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 SDK_INSTALLED := .venv-sdk/.installed
-LINTED := $(wildcard src tests example_dags benchmarks scripts)
+LINTED := $(wildcard src tests example_dags benchmarks scripts e2e)
 
-.PHONY: install demo test lint format bench lock clean
+.PHONY: install demo test e2e lint format bench lock clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,16 @@ lint: $(INSTALLED)
 
 test: lint $(SDK_INSTALLED)
 	$(BIN)/python -m pytest
+
+# A real Airflow (SQLite, one process per component) over the emulator in fault mode: 200 mapped tasks,
+# a killed triggerer and worker, then runs, task states and secrets checked. About 8 minutes; see e2e/run.py.
+e2e: $(INSTALLED)
+	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m e2e
+
+# The three benchmarks with their baselines (about 20 minutes); flags: make bench BENCH_ARGS="--sizes 1000".
+bench: $(INSTALLED)
+	$(BIN)/python -m pip install --quiet matplotlib
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 format: $(INSTALLED)
 	$(BIN)/ruff check --fix $(LINTED)
