@@ -110,3 +110,14 @@ def test_an_unreadable_answer_with_no_run_behind_it_is_raised(
     with pytest.raises(FlowRunsResponseError, match="HTML page"):
         operator(tableflow_conn, pdfs).execute(context(mocker))
     assert emulator.runs() == []
+
+
+def test_a_call_before_the_start_that_fails_is_not_looked_up(
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+) -> None:
+    """Only the start call can have started a run; a failed flow check before it cannot."""
+    emulator.fault("/flows", 503, '{"detail": "down"}', method="GET", count=10)
+    with pytest.raises(FlowRunsApiError, match="'list flows' failed \\(HTTP 503\\)"):
+        operator(tableflow_conn, pdfs).execute(context(mocker))
+    paths = [r["path"] for r in emulator.requests()]
+    assert "/flows/runs" not in paths and START not in paths

@@ -12,6 +12,10 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 class FlowRunsError(AirflowException):
     """Base class: Airflow retries the task according to its ``retries``."""
 
+    outcome_unknown: bool = False
+    """Set on the error of a call that changes state (a start) when the platform may still have done it:
+    a timeout or a dropped connection after the request went out, a 5xx, an unreadable answer."""
+
 
 class FlowRunsConfigError(FlowRunsError, AirflowFailException):
     """The task was given something that can never work (bad file, bad parameter, wrong connection).

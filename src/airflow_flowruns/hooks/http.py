@@ -198,13 +198,26 @@ def _retry_policy(platform: Platform, options: HttpOptions, call: ApiCall) -> di
 
 
 def _unreachable(platform: Platform, call: ApiCall, exc: httpx.TransportError) -> FlowRunsApiError:
-    return FlowRunsApiError(
+    error = FlowRunsApiError(
         platform=platform.label,
         call=call.name,
         status=None,
         detail=f"{type(exc).__name__}: {exc or 'connection failed'}",
         retryable=True,
     )
+    error.outcome_unknown = not call.idempotent and not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+    return error
+
+
+def _mark_outcome(call: ApiCall, exc: FlowRunsApiError | FlowRunsResponseError) -> None:
+    """Mark the last error of a call that changes state when the platform may have done it anyway.
+
+    Only the call itself can tell: an upload or a check that failed before the start call was sent
+    cannot have started a run, whatever the error.
+    """
+    if not call.idempotent:
+        status = getattr(exc, "status", None)
+        exc.outcome_unknown = isinstance(exc, FlowRunsResponseError) or status is None or status >= 500
 
 
 def _decode_and_pace(scheduler: RequestScheduler, platform: Platform, call: ApiCall, response: httpx.Response) -> Any:
@@ -249,6 +262,9 @@ class FlowRunsClient:
                     return self._send(call)
         except httpx.TransportError as exc:
             raise _unreachable(self.platform, call, exc) from exc
+        except (FlowRunsApiError, FlowRunsResponseError) as exc:
+            _mark_outcome(call, exc)
+            raise
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     def get_run(self, flow_id: str | None, run_id: str) -> FlowRun:
@@ -326,6 +342,9 @@ class AsyncFlowRunsClient:
                     return _decode_and_pace(self._scheduler, self.platform, call, response)
         except httpx.TransportError as exc:
             raise _unreachable(self.platform, call, exc) from exc
+        except (FlowRunsApiError, FlowRunsResponseError) as exc:
+            _mark_outcome(call, exc)
+            raise
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     async def get_run(self, flow_id: str | None, run_id: str) -> FlowRun:

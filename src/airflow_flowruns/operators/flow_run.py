@@ -154,7 +154,7 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
             try:
                 return hook.start_run(request)
             except (FlowRunsApiError, FlowRunsResponseError) as exc:
-                if not may_have_been_accepted(exc):
+                if not exc.outcome_unknown:
                     raise
                 found = hook.find_run_for_task(request.flow_id, key, since)
                 if found is not None:
@@ -191,13 +191,6 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         """The task was killed while waiting in the worker: cancel the run where the platform can."""
         if self._run is not None:
             FlowRunsHook(self.flowruns_conn_id).cancel_run(self._run.flow_id, self._run.id)
-
-
-def may_have_been_accepted(exc: FlowRunsApiError | FlowRunsResponseError) -> bool:
-    """Whether a failed start call may nonetheless have started a run on the platform."""
-    if isinstance(exc, FlowRunsResponseError):
-        return True
-    return exc.status is None or exc.status >= 500
 
 
 def _try_number(context: Context) -> int:
