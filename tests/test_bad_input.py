@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from airflow_flowruns.emulator.config import (
+    EXTEND_INVOICE_WORKFLOW,
+    NOXUS_DOCUMENT_WORKFLOW,
+    STACKAI_FLOW,
+)
 from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError
 from airflow_flowruns.operators.flow_run import FlowRunOperator
-from conftest import Emulator, set_connection
+from airflow_flowruns.sensors.flow_run import FlowRunSensor
+from conftest import API_KEY, Emulator, set_connection
 from helpers import RECONCILIATION_FLOW
 
 SMALL_FILE_FLOW = "sm4llFileFlow000"
@@ -126,3 +133,165 @@ def test_bad_connection_starts_nothing(
     with pytest.raises(error, match=message):
         op.execute({"ti": mocker.MagicMock()})
     assert emulator.runs() == []
+
+
+@dataclass(frozen=True)
+class PlatformCase:
+    """A bad input on one platform: the task's arguments, what the emulator answers, the error expected."""
+
+    platform: str
+    kwargs: Callable[[Path], dict[str, Any]]
+    message: str
+    fault: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def extend_file(**kwargs: Any) -> Callable[[Path], dict[str, Any]]:
+    return lambda pdf: {"flow_id": EXTEND_INVOICE_WORKFLOW, "files": {"file": pdf}, **kwargs}
+
+
+def noxus_file(**kwargs: Any) -> Callable[[Path], dict[str, Any]]:
+    return lambda pdf: {"flow_id": NOXUS_DOCUMENT_WORKFLOW, "files": {"document": pdf}, **kwargs}
+
+
+def tableflow_file(**kwargs: Any) -> Callable[[Path], dict[str, Any]]:
+    return lambda pdf: {"flow_id": SMALL_FILE_FLOW, "files": {"document": pdf}, **kwargs}
+
+
+def html(title: str) -> str:
+    return f"<html><head><title>{title}</title></head><body>{title}</body></html>"
+
+
+PLATFORM_CASES: dict[str, PlatformCase] = {
+    "extend: two files in one run": PlatformCase(
+        "extend", lambda pdf: {"flow_id": EXTEND_INVOICE_WORKFLOW, "files": {"file": [pdf, pdf]}}, "gives 2.*expand"
+    ),
+    "extend: a field other than file": PlatformCase(
+        "extend", lambda pdf: {"flow_id": EXTEND_INVOICE_WORKFLOW, "files": {"invoice": pdf}}, "not 'invoice'"
+    ),
+    "extend: oversize metadata": PlatformCase(
+        "extend", extend_file(metadata={"notes": "x" * 11_000}), "Extend accepts at most 10240"
+    ),
+    "extend: an argument it has no place for": PlatformCase(
+        "extend", extend_file(file_guidance={"file": "read carefully"}), "take no file_guidance"
+    ),
+    "extend: unknown workflow": PlatformCase(
+        "extend", lambda pdf: {"flow_id": "workflow_nope", "files": {"file": pdf}}, "HTTP 404.*workflow_nope"
+    ),
+    "extend: 402 usage blocked": PlatformCase(
+        "extend",
+        extend_file(),
+        "HTTP 402.*USAGE_BLOCKED: Credits exhausted",
+        fault={
+            "path": "/files/upload",
+            "status": 402,
+            "body": '{"code": "USAGE_BLOCKED", "message": "Credits exhausted", "retryable": false}',
+        },
+    ),
+    "extend: 413 file too large": PlatformCase(
+        "extend",
+        extend_file(),
+        "HTTP 413.*larger than the platform accepts",
+        fault={"path": "/files/upload", "status": 413, "body": '{"code": "FILE_TOO_LARGE", "message": "Too big"}'},
+    ),
+    "extend: malformed JSON": PlatformCase(
+        "extend",
+        extend_file(),
+        "not valid JSON.*host",
+        fault={"path": "/files/upload", "status": 200, "body": '{"id": '},
+    ),
+    "noxus: bad key (401)": PlatformCase("noxus", noxus_file(), "HTTP 401.*Check the API key", extra={"password": "x"}),
+    "noxus: HTML page": PlatformCase(
+        "noxus",
+        noxus_file(),
+        "HTML page titled 'Proxy login'",
+        fault={"path": "/v1/workflows/", "status": 200, "body": html("Proxy login"), "content_type": "text/html"},
+    ),
+    "noxus: label in files and inputs": PlatformCase(
+        "noxus", noxus_file(inputs={"document": "x"}), "'document' given both in files and in inputs"
+    ),
+    "noxus: unknown workflow": PlatformCase(
+        "noxus", lambda pdf: {"flow_id": "no-such-workflow", "files": {"document": pdf}}, "HTTP 404"
+    ),
+    "tableflow: forbidden (403)": PlatformCase(
+        "tableflow",
+        tableflow_file(),
+        "HTTP 403.*Key lacks the flows scope",
+        fault={"path": "/flows", "method": "GET", "status": 403, "body": '{"detail": "Key lacks the flows scope"}'},
+    ),
+    "tableflow: 422 with the platform's detail": PlatformCase(
+        "tableflow",
+        tableflow_file(),
+        "HTTP 422.*document: unreadable PDF",
+        fault={
+            "path": f"/flows/{SMALL_FILE_FLOW}/run",
+            "status": 422,
+            "body": '{"detail": [{"loc": ["body", "document"], "msg": "unreadable PDF", "type": "value_error"}]}',
+        },
+    ),
+    "tableflow: HTML error page (502)": PlatformCase(
+        "tableflow",
+        tableflow_file(),
+        "HTML page titled '502 Bad Gateway'",
+        fault={
+            "path": "/flows",
+            "method": "GET",
+            "status": 502,
+            "body": html("502 Bad Gateway"),
+            "content_type": "text/html",
+            "count": 10,
+        },
+    ),
+    "stackai: no org_id": PlatformCase(
+        "stackai", lambda pdf: {"flow_id": STACKAI_FLOW, "files": {"doc-0": pdf}}, "has no org_id"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", PLATFORM_CASES, ids=list(PLATFORM_CASES))
+def test_bad_input_on_each_platform_starts_nothing(
+    case: str, emulator: Emulator, pdf: Path, monkeypatch: pytest.MonkeyPatch, mocker
+) -> None:
+    spec = PLATFORM_CASES[case]
+    conn_id = set_connection(monkeypatch, f"bad_{spec.platform}", spec.platform, emulator.url, **spec.extra)
+    if spec.fault:
+        fault = {"count": 5, **spec.fault}
+        emulator.fault(fault.pop("path"), fault.pop("status"), fault.pop("body"), **fault)
+    op = FlowRunOperator(task_id="t", flowruns_conn_id=conn_id, deferrable=False, **spec.kwargs(pdf))
+    context = {"ti": mocker.MagicMock(dag_id="d", task_id="t", run_id="r", map_index=-1, try_number=1)}
+    with pytest.raises(FlowRunsError, match=spec.message) as err:
+        op.execute(context)
+    assert API_KEY not in str(err.value)
+    assert emulator.runs() == []
+
+
+@pytest.mark.parametrize(
+    ("run_id", "message"),
+    [("run_does_not_exist", "HTTP 404.*run_does_not_exist"), ("  ", "run_id is empty")],
+)
+def test_sensor_on_a_run_that_is_not_there_fails_clearly(
+    run_id: str, message: str, tableflow_conn: str, emulator: Emulator, mocker
+) -> None:
+    sensor = FlowRunSensor(task_id="s", flowruns_conn_id=tableflow_conn, run_id=run_id, deferrable=False)
+    with pytest.raises(FlowRunsError, match=message):
+        sensor.execute({"ti": mocker.MagicMock()})
+    assert emulator.runs() == []
+
+
+def test_unknown_status_string_names_it_and_the_known_ones(
+    tableflow_conn: str, emulator: Emulator, pdf: Path, mocker
+) -> None:
+    op = FlowRunOperator(
+        task_id="t",
+        flowruns_conn_id=tableflow_conn,
+        flow_id=SMALL_FILE_FLOW,
+        files={"document": pdf},
+        wait_for_completion=False,
+        deferrable=False,
+    )
+    run_id = op.execute({"ti": mocker.MagicMock(try_number=1)})["id"]
+    emulator.set_status(run_id, "exploded")
+    sensor = FlowRunSensor(task_id="s", flowruns_conn_id=tableflow_conn, run_id=run_id, deferrable=False)
+    with pytest.raises(FlowRunsError, match="run status 'exploded'.*does not know.*completed"):
+        sensor.execute({"ti": mocker.MagicMock()})
+    assert len(emulator.runs()) == 1
