@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -178,3 +179,42 @@ def test_test_connection(tableflow_conn: str, emulator: Emulator, monkeypatch: p
     set_connection(monkeypatch, "tf_wrong", "tableflow", emulator.url, password="nope")
     ok, message = FlowRunsHook("tf_wrong").test_connection()
     assert not ok and "401" in message
+
+
+@pytest.mark.parametrize(
+    ("faults", "status", "requests", "outcome"),
+    [
+        (0, 503, 1, "processing"),
+        (2, 503, 3, "processing"),  # max_retries=2: the third attempt succeeds
+        (3, 503, 3, "HTTP 503"),  # and a fourth is never made
+        (1, 404, 1, "HTTP 404"),  # not retryable: one request only
+    ],
+)
+def test_async_client_retries_exactly_as_configured(
+    faults: int,
+    status: int,
+    requests: int,
+    outcome: str,
+    tableflow_conn: str,
+    emulator: Emulator,
+    pdfs: dict[str, Path],
+) -> None:
+    """The triggerer's client tries once before involving tenacity; attempts must still add up."""
+    run_id = start(FlowRunsHook(tableflow_conn), pdfs)
+    path = f"/flows/runs/{run_id}"
+    if faults:
+        emulator.fault(path, status, '{"detail": "injected"}', method="GET", count=faults)
+    emulator.control.delete("/requests").raise_for_status()
+
+    async def poll() -> str:
+        try:
+            client = await FlowRunsHook.get_async_client(tableflow_conn)
+            try:
+                return (await client.get_run(None, run_id)).status
+            except FlowRunsApiError as exc:
+                return str(exc)
+        finally:
+            await FlowRunsHook.close_async_clients()
+
+    assert outcome in asyncio.run(poll())
+    assert [r["path"] for r in emulator.requests()].count(path) == requests

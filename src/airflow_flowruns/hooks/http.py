@@ -43,6 +43,10 @@ from airflow_flowruns.platforms.base import ApiCall, FlowRun, Platform, RunQuery
 log = logging.getLogger(__name__)
 
 _NO_JSON = object()
+KEEPALIVE_SECONDS = 50.0
+"""How long an idle connection is kept: past the default 30 s poll interval, so a trigger's next poll
+finds it open, and under the 60 s idle timeout of common load balancers, so the server never closes it
+first."""
 
 
 @dataclass(frozen=True)
@@ -253,6 +257,7 @@ class FlowRunsClient:
             auth=platform.auth(),
             timeout=options.timeout,
             verify=options.ssl_context(),
+            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS),
         )
 
     def call(self, call: ApiCall) -> Any:
@@ -319,33 +324,54 @@ class AsyncFlowRunsClient:
             timeout=options.timeout,
             transport=AiohttpTransport(
                 verify=options.ssl_context(),
-                limits=httpx.Limits(max_connections=slots, max_keepalive_connections=slots),
+                limits=httpx.Limits(
+                    max_connections=slots, max_keepalive_connections=slots, keepalive_expiry=KEEPALIVE_SECONDS
+                ),
             ),
         )
 
     async def call(self, call: ApiCall) -> Any:
+        """One attempt first, and tenacity only once that failed.
+
+        Tenacity's per-call state forms reference cycles that only the garbage collector frees; made for
+        every poll of thousands of triggers, it was a third of the triggerer's CPU (full collections,
+        see benchmarks/README.md). A first failure is handed to tenacity as its first attempt, so
+        attempts, waits and logging are exactly those of a call retried from the start.
+        """
         if call.files:
             raise ValueError("uploads run in the worker, never in the triggerer")
         try:
+            try:
+                return await self._attempt(call)
+            except Exception as exc:
+                if not _is_retryable(call)(exc):
+                    raise
+                first_failure: Exception | None = exc
             async for attempt in AsyncRetrying(**_retry_policy(self.platform, self.options, call)):
                 with attempt:
-                    async with self._slots:
-                        await self._scheduler.await_turn()
-                        response = await self._http.request(
-                            call.method,
-                            call.path,
-                            params=call.params,
-                            json=call.json,
-                            data=call.data,
-                            timeout=call.timeout if call.timeout is not None else httpx.USE_CLIENT_DEFAULT,
-                        )
-                    return _decode_and_pace(self._scheduler, self.platform, call, response)
+                    if first_failure is not None:
+                        failure, first_failure = first_failure, None
+                        raise failure
+                    return await self._attempt(call)
         except httpx.TransportError as exc:
             raise _unreachable(self.platform, call, exc) from exc
         except (FlowRunsApiError, FlowRunsResponseError) as exc:
             _mark_outcome(call, exc)
             raise
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    async def _attempt(self, call: ApiCall) -> Any:
+        async with self._slots:
+            await self._scheduler.await_turn()
+            response = await self._http.request(
+                call.method,
+                call.path,
+                params=call.params,
+                json=call.json,
+                data=call.data,
+                timeout=call.timeout if call.timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+        return _decode_and_pace(self._scheduler, self.platform, call, response)
 
     async def get_run(self, flow_id: str | None, run_id: str) -> FlowRun:
         call = self.platform.get_run_call(flow_id, run_id)
