@@ -206,6 +206,26 @@ def test_deferred_wait_finds_the_run_through_the_listing_from_the_triggerer(
     assert [r["path"] for r in emulator.requests()] == [RUNS_PATH, RUNS_PATH]
 
 
+def test_the_triggerer_follows_a_run_through_the_oauth_flow(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An auth flow takes the AsyncClient's own path in the triggerer, not the direct one of header keys."""
+    conn = oauth_connection(monkeypatch, "stackai_oauth_trigger", emulator.url, "analyst-password")
+    ids = seed(emulator, 2)
+    emulator.set_status(ids[0], "COMPLETED")
+    trigger = FlowRunTrigger(
+        conn_id=conn,
+        platform="stackai",
+        flow_id=STACKAI_FLOW,
+        run_id=ids[0],
+        deadline=time.time() + 30,
+        poll_interval=0.05,
+    )
+    event = run_trigger(trigger)
+    assert (event["outcome"], event["run"]["state"]) == ("settled", "succeeded")
+    assert [r["path"] for r in emulator.requests()] == ["/oauth/token", RUNS_PATH]
+
+
 def test_sensor_on_an_unknown_run_or_without_flow_id_says_so(stackai_conn: str, emulator: Emulator) -> None:
     seed(emulator, 3)
     sensor = FlowRunSensor(task_id="s", flowruns_conn_id=stackai_conn, run_id="nope", flow_id=STACKAI_FLOW)

@@ -20,8 +20,10 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Self
 
+import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp.transport import map_aiohttp_exceptions
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -231,6 +233,11 @@ def _decode_and_pace(scheduler: RequestScheduler, platform: Platform, call: ApiC
     return decode(platform, call, response)
 
 
+def _aiohttp_timeout(timeout: httpx.Timeout) -> aiohttp.ClientTimeout:
+    """httpx's timeouts in aiohttp's terms, mapped as the httpx-aiohttp transport maps them."""
+    return aiohttp.ClientTimeout(sock_connect=timeout.connect, sock_read=timeout.read, connect=timeout.pool)
+
+
 def _found(platform: Platform, run_id: str, run: FlowRun | None) -> FlowRun:
     """A run looked up by listing, for platforms with no call that reads one run."""
     if run is None:
@@ -317,18 +324,28 @@ class AsyncFlowRunsClient:
         self._scheduler = scheduler_for(platform.settings.conn_id, options.max_requests_per_second)
         slots = options.max_concurrent_requests
         self._slots = asyncio.Semaphore(slots)
+        self._ssl = httpx.create_ssl_context(verify=options.ssl_context())
+        self._session: aiohttp.ClientSession | None = None
         self._http = httpx.AsyncClient(
             base_url=platform.settings.base_url,
             headers=platform.headers(),
             auth=platform.auth(),
             timeout=options.timeout,
-            transport=AiohttpTransport(
-                verify=options.ssl_context(),
-                limits=httpx.Limits(
-                    max_connections=slots, max_keepalive_connections=slots, keepalive_expiry=KEEPALIVE_SECONDS
-                ),
-            ),
+            transport=AiohttpTransport(client=self._aiohttp_session),
         )
+        self._base_url = str(self._http.base_url).rstrip("/") + "/"
+        self._headers = dict(self._http.headers)
+        self._timeout = _aiohttp_timeout(self._http.timeout)
+        self._direct = self._http.auth is None
+
+    def _aiohttp_session(self) -> aiohttp.ClientSession:
+        """One connection pool, made in the client's event loop, for both ways a request is sent."""
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.options.max_concurrent_requests, ssl=self._ssl, keepalive_timeout=KEEPALIVE_SECONDS
+            )
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
 
     async def call(self, call: ApiCall) -> Any:
         """One attempt first, and tenacity only once that failed.
@@ -363,15 +380,42 @@ class AsyncFlowRunsClient:
     async def _attempt(self, call: ApiCall) -> Any:
         async with self._slots:
             await self._scheduler.await_turn()
-            response = await self._http.request(
+            response = await (self._send_direct(call) if self._direct else self._send(call))
+        return _decode_and_pace(self._scheduler, self.platform, call, response)
+
+    async def _send(self, call: ApiCall) -> httpx.Response:
+        return await self._http.request(
+            call.method,
+            call.path,
+            params=call.params,
+            json=call.json,
+            data=call.data,
+            timeout=call.timeout if call.timeout is not None else httpx.USE_CLIENT_DEFAULT,
+        )
+
+    async def _send_direct(self, call: ApiCall) -> httpx.Response:
+        """The same request on the same pool, sent by aiohttp itself; the answer comes back as an httpx.Response.
+
+        Going through ``AsyncClient`` costs more than the request: it parses and merges the URL, builds
+        a request model, runs the cookie jar and the auth and redirect machinery and streams the body
+        through two layers, on every poll. None of it applies where the key is a header, so those
+        requests skip it; an auth flow (StackAI's OAuth) goes through ``_send``.
+        """
+        timeout = self._timeout if call.timeout is None else _aiohttp_timeout(httpx.Timeout(call.timeout))
+        with map_aiohttp_exceptions():
+            async with self._aiohttp_session().request(
                 call.method,
-                call.path,
+                self._base_url + call.path.lstrip("/"),
                 params=call.params,
                 json=call.json,
                 data=call.data,
-                timeout=call.timeout if call.timeout is not None else httpx.USE_CLIENT_DEFAULT,
-            )
-        return _decode_and_pace(self._scheduler, self.platform, call, response)
+                headers=self._headers,
+                timeout=timeout,
+                allow_redirects=False,
+                auto_decompress=False,  # httpx.Response decodes, as it does for the transport
+            ) as answer:
+                body = await answer.read()
+        return httpx.Response(answer.status, headers=answer.raw_headers, content=body)
 
     async def get_run(self, flow_id: str | None, run_id: str) -> FlowRun:
         call = self.platform.get_run_call(flow_id, run_id)
@@ -393,3 +437,5 @@ class AsyncFlowRunsClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
