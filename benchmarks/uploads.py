@@ -51,11 +51,11 @@ def _measure(args: list[str]) -> dict[str, Any]:
 
 def run(emulator: Emulator, size_mib: int, folder: Path) -> list[dict[str, Any]]:
     path = folder / "scan.pdf"
+    header, chunk = b"%PDF-1.4\n", os.urandom(1024 * 1024)
     with path.open("wb") as f:  # real bytes, not a sparse file, so both clients read the same disk data
-        chunk = os.urandom(1024 * 1024)
-        f.write(b"%PDF-1.4\n")
-        for _ in range(size_mib):
-            f.write(chunk)
+        f.write(header)  # exactly size_mib MiB in all: the large-file flow accepts up to 1 GiB
+        for index in range(size_mib):
+            f.write(chunk if index < size_mib - 1 else chunk[len(header) :])
     emulator.connect("bench_upload", timeout=600)
     rows = []
     provider = _measure([PROVIDER_UPLOAD, str(path), TABLEFLOW_LARGE_FILE_FLOW])
