@@ -187,21 +187,25 @@ def test_sensor_follows_a_run_through_the_listing(
         assert sensor.poke({}).xcom_value["state"] == outcome
 
 
+def follow_in_triggerer(conn_id: str, run_id: str) -> dict[str, Any]:
+    trigger = FlowRunTrigger(
+        conn_id=conn_id,
+        platform="stackai",
+        flow_id=STACKAI_FLOW,
+        run_id=run_id,
+        deadline=time.time() + 30,
+        poll_interval=0.05,
+    )
+    return run_trigger(trigger)
+
+
 @pytest.mark.parametrize(("raw", "state"), [("COMPLETED", "succeeded"), ("PAUSED", "needs_review")])
 def test_deferred_wait_finds_the_run_through_the_listing_from_the_triggerer(
     stackai_conn: str, emulator: Emulator, raw: str, state: str
 ) -> None:
     ids = seed(emulator, 150)
     emulator.set_status(ids[0], raw)  # the oldest: on the second page
-    trigger = FlowRunTrigger(
-        conn_id=stackai_conn,
-        platform="stackai",
-        flow_id=STACKAI_FLOW,
-        run_id=ids[0],
-        deadline=time.time() + 30,
-        poll_interval=0.05,
-    )
-    event = run_trigger(trigger)
+    event = follow_in_triggerer(stackai_conn, ids[0])
     assert (event["outcome"], event["run"]["id"], event["run"]["state"]) == ("settled", ids[0], state)
     assert [r["path"] for r in emulator.requests()] == [RUNS_PATH, RUNS_PATH]
 
@@ -213,15 +217,7 @@ def test_the_triggerer_follows_a_run_through_the_oauth_flow(
     conn = oauth_connection(monkeypatch, "stackai_oauth_trigger", emulator.url, "analyst-password")
     ids = seed(emulator, 2)
     emulator.set_status(ids[0], "COMPLETED")
-    trigger = FlowRunTrigger(
-        conn_id=conn,
-        platform="stackai",
-        flow_id=STACKAI_FLOW,
-        run_id=ids[0],
-        deadline=time.time() + 30,
-        poll_interval=0.05,
-    )
-    event = run_trigger(trigger)
+    event = follow_in_triggerer(conn, ids[0])
     assert (event["outcome"], event["run"]["state"]) == ("settled", "succeeded")
     assert [r["path"] for r in emulator.requests()] == ["/oauth/token", RUNS_PATH]
 
