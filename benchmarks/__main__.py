@@ -48,7 +48,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
     except ImportError:
         return None
     fig, (cpu, lag) = plt.subplots(1, 2, figsize=(10, 4))
-    for kind in ("shared", "session-per-poll"):
+    for kind in trigger_density.TRIGGERS:
         mine = sorted((r for r in rows if r["trigger"] == kind), key=lambda r: r["n"])
         cpu.plot([r["n"] for r in mine], [r["cpu_ms_per_1000_polls"] / 1000 for r in mine], marker="o", label=kind)
         lag.plot([r["n"] for r in mine], [r["loop_lag_p99_ms"] for r in mine], marker="o", label=kind)
