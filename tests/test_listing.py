@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from airflow_flowruns.emulator.config import TABLEFLOW_REVIEW_FLOW
+from airflow_flowruns.emulator.config import (
+    EXTEND_INVOICE_WORKFLOW,
+    NOXUS_DOCUMENT_WORKFLOW,
+    STACKAI_FLOW,
+    STACKAI_ORG,
+    TABLEFLOW_REVIEW_FLOW,
+)
 from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.platforms import RunState
-from conftest import Emulator
+from conftest import Emulator, set_connection
 from helpers import RECONCILIATION_FLOW
 
 DAY = datetime(2026, 3, 1, tzinfo=UTC)
@@ -97,3 +104,40 @@ def test_async_twin_lists_the_same(tableflow_conn: str, emulator: Emulator) -> N
 def test_unknown_state_is_refused(tableflow_conn: str) -> None:
     with pytest.raises(FlowRunsConfigError, match="'done' is not a valid RunState"):
         list(FlowRunsHook(tableflow_conn).list_runs(states=["done"]))
+
+
+SCALE_FLOWS = {
+    "tableflow": (RECONCILIATION_FLOW, {}),
+    "extend": (EXTEND_INVOICE_WORKFLOW, {}),
+    "noxus": (NOXUS_DOCUMENT_WORKFLOW, {}),
+    "stackai": (STACKAI_FLOW, {"org_id": STACKAI_ORG}),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("platform", SCALE_FLOWS)
+def test_ten_thousand_runs_page_by_page_in_flat_memory(
+    platform: str, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paging at scale: every run once, one request per page, and only a page held at a time."""
+    flow_id, extra = SCALE_FLOWS[platform]
+    conn_id = set_connection(monkeypatch, f"scale_{platform}", platform, emulator.url, **extra)
+    body = {"platform": platform, "flow_id": flow_id, "count": 10_000, "scenario": {"processing_seconds": 0}}
+    seeded = set(emulator.control.post("/seed", json=body, timeout=120).json()["ids"])
+    emulator.control.delete("/requests").raise_for_status()
+    seen: set[str] = set()
+    held: list[int] = []  # memory traced after each 1,000 runs (between pages: the emulator is idle then)
+    tracemalloc.start()
+    try:
+        for run in FlowRunsHook(conn_id).list_runs(flow_id=flow_id, page_size=100):
+            assert run.id not in seen
+            seen.add(run.id)
+            if len(seen) % 1000 == 0:
+                held.append(tracemalloc.get_traced_memory()[0])
+    finally:
+        tracemalloc.stop()
+    assert seen == seeded
+    # StackAI's listing has no total: only a short (here empty) page ends it.
+    assert len(emulator.requests()) == (101 if platform == "stackai" else 100)
+    growth = max(held) - held[0]  # the ids seen (under 1 MiB) and the request log; never the runs themselves
+    assert growth < 4 * 2**20, f"{growth / 2**20:.1f} MiB more held after 10,000 runs than after 1,000"
