@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
-import json
-import os
 import random
 import ssl
 import time
@@ -22,6 +20,7 @@ import aiohttp
 
 from airflow_flowruns.emulator.config import TABLEFLOW_RECONCILIATION_FLOW
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.hooks.http import HttpOptions
 from airflow_flowruns.platforms import FlowRun
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from benchmarks.common import Emulator
@@ -42,7 +41,7 @@ class SessionPerPollTrigger(FlowRunTrigger):
         call = shared.platform.get_run_call(self.flow_id, self.run_id)
         assert call is not None
         url = shared.platform.settings.base_url.rstrip("/") + call.path
-        connector = aiohttp.TCPConnector(ssl=_tls_context(self.conn_id))
+        connector = aiohttp.TCPConnector(ssl=_tls_context(shared.options))
         session = aiohttp.ClientSession(connector=connector, headers=shared.platform.headers())
         async with session, session.get(url) as response:
             response.raise_for_status()
@@ -75,9 +74,8 @@ TRIGGERS: dict[str, type[FlowRunTrigger]] = {
 
 
 @functools.cache
-def _tls_context(conn_id: str) -> ssl.SSLContext:
-    verify = json.loads(os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"])["extra"]["verify"]
-    return ssl.create_default_context(cafile=verify)
+def _tls_context(options: HttpOptions) -> ssl.SSLContext | bool:
+    return options.ssl_context()
 
 
 def _rss_bytes() -> int:
@@ -122,9 +120,10 @@ def run_one(emulator: Emulator, kind: str, n: int, poll_interval: float, window:
     )
     cls = TRIGGERS[kind]
     deadline = time.time() + poll_interval + window + 10 * poll_interval
-    NoHttpTrigger.body = FlowRunsHook(conn_id).get_run(None, ids[0]).raw
-    NoHttpTrigger.finish_times = {i: time.time() + poll_interval + random.uniform(0, window) for i in ids}
-    NoHttpTrigger.polls = 0
+    if cls is NoHttpTrigger:
+        NoHttpTrigger.body = FlowRunsHook(conn_id).get_run(None, ids[0]).raw
+        NoHttpTrigger.finish_times = {i: time.time() + poll_interval + random.uniform(0, window) for i in ids}
+        NoHttpTrigger.polls = 0
     gc.collect()
     rss_before = _rss_bytes()
     before = emulator.stats()

@@ -99,6 +99,12 @@ def set_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, conn_type: str
 
 
 @pytest.fixture
+def context(mocker) -> dict[str, Any]:
+    """A task instance's context as the operator reads it: first try, unmapped."""
+    return {"ti": mocker.MagicMock(dag_id="d", task_id="t", run_id="r", map_index=-1, try_number=1)}
+
+
+@pytest.fixture
 def tableflow_conn(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> str:
     return set_connection(monkeypatch, "tableflow_test", "tableflow", emulator.url)
 

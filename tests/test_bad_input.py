@@ -250,7 +250,7 @@ PLATFORM_CASES: dict[str, PlatformCase] = {
 
 @pytest.mark.parametrize("case", PLATFORM_CASES, ids=list(PLATFORM_CASES))
 def test_bad_input_on_each_platform_starts_nothing(
-    case: str, emulator: Emulator, pdf: Path, monkeypatch: pytest.MonkeyPatch, mocker
+    case: str, emulator: Emulator, pdf: Path, monkeypatch: pytest.MonkeyPatch, context: dict[str, Any]
 ) -> None:
     spec = PLATFORM_CASES[case]
     conn_id = set_connection(monkeypatch, f"bad_{spec.platform}", spec.platform, emulator.url, **spec.extra)
@@ -258,7 +258,6 @@ def test_bad_input_on_each_platform_starts_nothing(
         fault = {"count": 5, **spec.fault}
         emulator.fault(fault.pop("path"), fault.pop("status"), fault.pop("body"), **fault)
     op = FlowRunOperator(task_id="t", flowruns_conn_id=conn_id, deferrable=False, **spec.kwargs(pdf))
-    context = {"ti": mocker.MagicMock(dag_id="d", task_id="t", run_id="r", map_index=-1, try_number=1)}
     with pytest.raises(FlowRunsError, match=spec.message) as err:
         op.execute(context)
     assert API_KEY not in str(err.value)

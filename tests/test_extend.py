@@ -32,11 +32,6 @@ def extend_conn(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> str:
     return set_connection(monkeypatch, "extend_test", "extend", emulator.url)
 
 
-@pytest.fixture
-def context(mocker) -> dict[str, Any]:
-    return {"ti": mocker.MagicMock(dag_id="d", task_id="t", run_id="r", map_index=-1, try_number=1)}
-
-
 def task(conn_id: str, pdf: Path, workflow: str = EXTEND_INVOICE_WORKFLOW, **kwargs: Any) -> FlowRunOperator:
     return FlowRunOperator(
         task_id="t",

@@ -25,11 +25,6 @@ def noxus_conn(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> str:
     return set_connection(monkeypatch, "noxus_test", "noxus", emulator.url)
 
 
-@pytest.fixture
-def context(mocker) -> dict[str, Any]:
-    return {"ti": mocker.MagicMock(dag_id="d", task_id="t", run_id="r", map_index=-1, try_number=1)}
-
-
 def task(conn_id: str, pdf: Path, workflow: str = NOXUS_DOCUMENT_WORKFLOW, **kwargs: Any) -> FlowRunOperator:
     args = {"flow_id": workflow, "files": {"document": pdf}, "inputs": {"instructions": "Summarize"}, **kwargs}
     return FlowRunOperator(task_id="t", flowruns_conn_id=conn_id, poll_interval=0.05, **args)

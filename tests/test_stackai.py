@@ -39,11 +39,6 @@ def stackai_conn(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> str:
     )
 
 
-@pytest.fixture
-def context(mocker) -> dict[str, Any]:
-    return {"ti": mocker.MagicMock(dag_id="d", task_id="t", run_id="r", map_index=-1, try_number=1)}
-
-
 def task(conn_id: str, pdf: Path, flow: str = STACKAI_FLOW, **kwargs: Any) -> FlowRunOperator:
     args = {"flow_id": flow, "files": {"doc-0": pdf}, "inputs": {"in-0": "Check the renewal clause"}, **kwargs}
     return FlowRunOperator(task_id="t", flowruns_conn_id=conn_id, **args)
