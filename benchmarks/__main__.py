@@ -20,6 +20,7 @@ DENSITY_COLUMNS = [
     "trigger",
     "n",
     "events",
+    "polls_per_run",
     "requests_per_run",
     "cpu_ms_per_1000_polls",
     "cores",

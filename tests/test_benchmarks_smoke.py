@@ -17,19 +17,23 @@ def tls_emulator() -> Iterator[Emulator]:
 
 
 @pytest.mark.slow
-def test_trigger_density_delivers_every_event_for_both_triggers(tls_emulator: Emulator) -> None:
-    rows = trigger_density.run(tls_emulator, [15], poll_interval=0.3, window=0.5)
+def test_trigger_density_delivers_every_event_for_every_trigger(tls_emulator: Emulator) -> None:
+    rows = trigger_density.run(tls_emulator, [30], poll_interval=0.3, window=0.5)
     assert [(r["trigger"], r["n"], r["events"]) for r in rows] == [
-        ("shared", 15, 15),
-        ("session-per-poll", 15, 15),
-        ("no-http", 15, 15),
+        ("shared", 30, 30),
+        ("one-read-per-poll", 30, 30),
+        ("session-per-poll", 30, 30),
+        ("no-http", 30, 30),
     ]
-    shared, baseline, floor = rows
+    shared, one_read, baseline, floor = rows
     assert floor["tcp_connections"] == 0
     assert shared["tcp_connections"] <= trigger_density.POOL_SLOTS
+    assert one_read["tcp_connections"] <= trigger_density.POOL_SLOTS
     assert baseline["tcp_connections"] >= baseline["polls"], "the baseline opens a connection per poll"
+    assert one_read["requests_per_run"] == one_read["polls_per_run"], "one request per poll"
+    assert shared["requests_per_run"] < shared["polls_per_run"], "the listing answers several polls at once"
     assert all(r["polls"] >= r["n"] and r["detect_p99_s"] >= 0 for r in rows)
-    assert trigger_density.ratios(rows)[0]["n"] == 15
+    assert trigger_density.ratios(rows)[0]["n"] == 30
 
 
 @pytest.mark.slow

@@ -77,12 +77,9 @@ class FlowRunsHook(BaseHook):
     conn_type = "flowruns"
     hook_name = "Flow runs"
 
-    _async_clients: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, AsyncFlowRunsClient]]] = (
-        weakref.WeakKeyDictionary()
-    )
-    _async_locks: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]] = (
-        weakref.WeakKeyDictionary()
-    )
+    _async_clients: ClassVar[
+        weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Task[AsyncFlowRunsClient]]]
+    ] = weakref.WeakKeyDictionary()
 
     def __init__(self, flowruns_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -198,22 +195,38 @@ class FlowRunsHook(BaseHook):
 
     @classmethod
     async def get_async_client(cls, conn_id: str) -> AsyncFlowRunsClient:
-        """The async client shared by every trigger on ``conn_id`` in the running event loop."""
+        """The async client shared by every trigger on ``conn_id`` in the running event loop.
+
+        Triggers that ask while it is being made all wait on the one task making it, so they resume
+        together (their polls still answered as one batch), not one by one as waiters on a lock would.
+        A failed attempt is forgotten, so a connection fixed later is picked up.
+        """
         loop = asyncio.get_running_loop()
-        clients = cls._async_clients.setdefault(loop, {})
-        if conn_id not in clients:
-            async with cls._async_locks.setdefault(loop, asyncio.Lock()):
-                if conn_id not in clients:
-                    conn = await cls.aget_connection(conn_id)
-                    # Building the TLS context reads the CA bundle from disk: keep that off the event loop.
-                    clients[conn_id] = await asyncio.to_thread(AsyncFlowRunsClient, *platform_from_connection(conn))
-        return clients[conn_id]
+        making = cls._async_clients.setdefault(loop, {})
+        task = making.get(conn_id)
+        if task is None:
+            task = making[conn_id] = loop.create_task(cls._make_async_client(conn_id))
+            task.add_done_callback(lambda done: _failed(done) and making.pop(conn_id, None))
+        if task.done():
+            return task.result()
+        return await asyncio.shield(task)
+
+    @classmethod
+    async def _make_async_client(cls, conn_id: str) -> AsyncFlowRunsClient:
+        conn = await cls.aget_connection(conn_id)
+        # Building the TLS context reads the CA bundle from disk: keep that off the event loop.
+        return await asyncio.to_thread(AsyncFlowRunsClient, *platform_from_connection(conn))
 
     @classmethod
     async def close_async_clients(cls) -> None:
         """Close the running loop's shared clients, for programs that end their event loop themselves."""
-        for client in cls._async_clients.pop(asyncio.get_running_loop(), {}).values():
-            await client.aclose()
+        for task in cls._async_clients.pop(asyncio.get_running_loop(), {}).values():
+            if task.done() and not _failed(task):
+                await task.result().aclose()
+
+
+def _failed(task: asyncio.Task[Any]) -> bool:
+    return task.cancelled() or task.exception() is not None
 
 
 @has_connection_form

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import logging
 import re
 import ssl
@@ -39,6 +40,7 @@ from airflow_flowruns.exceptions import (
     FlowRunsConfigError,
     FlowRunsResponseError,
 )
+from airflow_flowruns.hooks.batching import ListingBatcher
 from airflow_flowruns.hooks.ratelimit import RequestScheduler, scheduler_for
 from airflow_flowruns.platforms.base import ApiCall, FlowRun, Platform, RunQuery
 
@@ -337,6 +339,7 @@ class AsyncFlowRunsClient:
         self._headers = dict(self._http.headers)
         self._timeout = _aiohttp_timeout(self._http.timeout)
         self._direct = self._http.auth is None
+        self._batchers: dict[str | None, ListingBatcher] = {}
 
     def _aiohttp_session(self) -> aiohttp.ClientSession:
         """One connection pool, made in the client's event loop, for both ways a request is sent."""
@@ -418,6 +421,20 @@ class AsyncFlowRunsClient:
         return httpx.Response(answer.status, headers=answer.raw_headers, content=body)
 
     async def get_run(self, flow_id: str | None, run_id: str) -> FlowRun:
+        """The run as it is now; polls made together for runs of one flow share one listing where the
+        platform has one that fits (``Platform.poll_listing``)."""
+        batcher = self._batchers.get(flow_id)
+        if batcher is None:
+            query = self.platform.poll_listing(flow_id)
+            if query is None:
+                return await self.read_run(flow_id, run_id)
+            batcher = self._batchers[flow_id] = ListingBatcher(
+                self.platform, query, self.call, functools.partial(self.read_run, flow_id)
+            )
+        return await batcher.get_run(run_id)
+
+    async def read_run(self, flow_id: str | None, run_id: str) -> FlowRun:
+        """The run, read on its own."""
         call = self.platform.get_run_call(flow_id, run_id)
         if call is None:
             found = None

@@ -159,11 +159,16 @@ class RunQuery:
     """Runs per request; None: the platform module's default."""
     run_id: str | None = None
     """One run, for platforms that find runs only by listing them (see ``Platform.run_lookup``)."""
+    run_ids: frozenset[str] | None = None
+    """Only these runs: the polls one listing answers (see ``Platform.poll_listing``). Platforms that
+    support it leave the other runs of a page unparsed."""
     user_id: str | None = None
     """The platform's end-user id, where runs carry one (StackAI); filtered by the API, not by :meth:`matches`."""
 
     def matches(self, run: FlowRun) -> bool:
         if self.run_id is not None and run.id != self.run_id:
+            return False
+        if self.run_ids is not None and run.id not in self.run_ids:
             return False
         if self.flow_id is not None and run.flow_id not in (None, self.flow_id):
             return False
@@ -302,6 +307,15 @@ class Platform(ABC):
     def run_lookup(self, flow_id: str | None, run_id: str) -> RunQuery:
         """How to find one run in the listing, for platforms whose ``get_run_call`` is None."""
         return RunQuery(flow_id=flow_id, run_id=run_id)
+
+    @classmethod
+    def poll_listing(cls, flow_id: str | None) -> RunQuery | None:
+        """The listing that answers the polls of many runs of one flow with one request per page, or None.
+
+        Only where a listing item is the whole run (the same object one read returns) and the listing is
+        newest first, so the runs being waited on are on its first pages. None: every poll reads its run.
+        """
+        return None
 
     @abstractmethod
     def parse_run(self, body: Any, flow_id: str | None = None) -> FlowRun: ...

@@ -7,6 +7,8 @@ Unconfirmed wire facts, decided here and nowhere else (see the README's TableFlo
 * There is no documented dashboard link, so the run's URL is the API resource of the run
   (``{base_url}/flows/runs/{run_id}``); the connection extra ``run_url_template`` overrides it.
 * File types are checked by file extension, with ``image`` meaning the extensions in ``_TYPE_EXTENSIONS``.
+* The listing's items are whole Run objects, as a read returns them, so ``poll_listing`` lets one
+  listing page answer the triggerer's polls of many runs.
 """
 
 from __future__ import annotations
@@ -164,11 +166,19 @@ class TableFlow(Platform):
             params["status"] = raw[0]
         return ApiCall("list runs", "GET", "/flows/runs", params=params)
 
+    @classmethod
+    def poll_listing(cls, flow_id: str | None) -> RunQuery | None:
+        """Listing items are whole Run objects, newest first (the flow's, or the workspace's without a
+        flow id): one page answers up to 1,000 polls."""
+        return RunQuery(flow_id=flow_id, page_size=MAX_PAGE_SIZE)
+
     def parse_runs_page(self, body: Any, call: ApiCall, query: RunQuery) -> RunsPage:
         page = self.parse_model(RunsListing, body, "run listing")
-        runs = [self.parse_run(item) for item in page.flow_runs]
+        items = page.flow_runs
+        wanted = query.run_ids
+        runs = [self.parse_run(item) for item in items if wanted is None or item.get("id") in wanted]
         next_offset = page.pagination.next_offset
-        if next_offset is None or not runs or query.is_before_window(runs[-1]):
+        if next_offset is None or not items or (runs and query.is_before_window(runs[-1])):
             return RunsPage(runs, None)
         return RunsPage(runs, replace(call, params={**(call.params or {}), "offset": next_offset}))
 

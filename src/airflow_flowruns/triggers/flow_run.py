@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,8 +14,51 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_flowruns.exceptions import FlowRunsError, is_transient
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.platforms import FlowRun
+from airflow_flowruns.platforms import PLATFORMS, FlowRun
 from airflow_flowruns.waiting import OnReview, is_settled
+
+TICKS_PER_INTERVAL = 10
+
+
+class PollClock:
+    """Wakes every trigger of one event loop whose next poll falls in the same tick at once.
+
+    Each wake-up of an event loop is a trip through its selector, and that trip, not the Python code
+    around it, is most of what an idle trigger costs: thousands of triggers sleeping to their own
+    instants make one trip per poll. Waking on tick boundaries they share makes one trip per tick,
+    sends that tick's polls out together over connections already open, and lets the client answer
+    the polls of one flow with one listing (see ``AsyncFlowRunsClient.get_run``).
+    """
+
+    _clocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PollClock] = weakref.WeakKeyDictionary()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._ticks: dict[tuple[float, int], asyncio.Event] = {}
+
+    @classmethod
+    def of_running_loop(cls) -> PollClock:
+        loop = asyncio.get_running_loop()
+        clock = cls._clocks.get(loop)
+        if clock is None:
+            clock = cls._clocks[loop] = cls(loop)
+        return clock
+
+    def next_tick(self, when: float, tick: float) -> float:
+        """The first tick boundary at or after ``when`` (loop time), shared by every caller with this ``tick``."""
+        return math.ceil(when / tick - 1e-6) * tick
+
+    async def sleep_until(self, when: float, tick: float) -> None:
+        """Sleep until ``next_tick(when, tick)``, waking with every other trigger due on that tick."""
+        key = (tick, math.ceil(when / tick - 1e-6))
+        due = self._ticks.get(key)
+        if due is None:
+            due = self._ticks[key] = asyncio.Event()
+            self._loop.call_at(key[1] * tick, self._fire, key)
+        await due.wait()
+
+    def _fire(self, key: tuple[float, int]) -> None:
+        self._ticks.pop(key).set()
 
 
 class FlowRunTrigger(BaseTrigger):
@@ -60,11 +105,29 @@ class FlowRunTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll at a fixed rate on the loop's shared ticks until the run settles or the deadline passes.
+
+        A tick is a tenth of the poll interval. Where the platform answers many polls with one listing
+        (``Platform.poll_listing``), every trigger of a flow polls on the same ticks, one interval apart, so
+        one listing per interval answers them all. Elsewhere the first poll is on a random tick within one
+        interval, so triggers that start together (a backfill, a triggerer restart) spread their requests;
+        the task checked the run just before deferring. Later polls follow one interval apart whatever a
+        poll took, so a change is seen within the interval plus the time to answer the poll.
+        """
+        clock = PollClock.of_running_loop()
+        tick = self.poll_interval / TICKS_PER_INTERVAL
+        loop = asyncio.get_running_loop()
+        if PLATFORMS[self.platform].poll_listing(self.flow_id) is not None:
+            due = clock.next_tick(loop.time(), self.poll_interval)
+        else:
+            due = clock.next_tick(loop.time() + random.uniform(0, self.poll_interval), tick)
         last: FlowRun | None = None
-        # The task checked the run just before deferring; a random first wait spreads the polls of
-        # triggers that start together (a backfill, a triggerer restart) across the interval.
-        await asyncio.sleep(min(random.uniform(0, self.poll_interval), max(0.0, self.deadline - time.time())))
         while True:
+            remaining = self.deadline - time.time()
+            if due - loop.time() < remaining:
+                await clock.sleep_until(due, tick)
+            else:
+                await asyncio.sleep(max(0.0, remaining))
             try:
                 last = await self.poll()
             except FlowRunsError as exc:
@@ -77,11 +140,10 @@ class FlowRunTrigger(BaseTrigger):
             if last is not None and is_settled(last, self.on_review):
                 yield self._event("settled", run=last.to_xcom())
                 return
-            remaining = self.deadline - time.time()
-            if remaining <= 0:
+            if self.deadline <= time.time():
                 yield self._event("timeout", run=last.to_xcom() if last else None)
                 return
-            await asyncio.sleep(min(self.poll_interval, remaining))
+            due = max(due + self.poll_interval, clock.next_tick(loop.time(), tick))
 
     async def poll(self) -> FlowRun:
         """Read the run once, on the client every trigger on this connection shares."""

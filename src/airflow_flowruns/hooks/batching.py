@@ -1,0 +1,113 @@
+"""Answering the polls of many runs of one flow with one listing, in the triggerer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+from airflow_flowruns.exceptions import FlowRunsError, is_transient
+from airflow_flowruns.platforms import ApiCall, FlowRun, Platform, RunQuery
+
+log = logging.getLogger(__name__)
+
+BATCH_MIN_RUNS = 20
+"""Fewer polls than this in one turn of the event loop read their runs one by one: a page of the
+listing costs more than a few single reads."""
+MAX_PAGES_PER_BATCH = 20
+"""A batch reads at most this many pages; runs not on them (older than every run on those pages) are
+read one by one, so a flow with a long history never makes a poll walk it."""
+
+ReadRun = Callable[[str], Awaitable[FlowRun]]
+Call = Callable[[ApiCall], Awaitable[Any]]
+
+
+class ListingBatcher:
+    """Collects the polls made for runs of one flow in one turn of the event loop and answers them together.
+
+    The triggers due on a tick wake in the same turn (see ``PollClock``), so their polls arrive together;
+    the platform's poll listing (newest first, its largest pages) reads them all in one request per
+    page instead of one per run. A run the listing did not show, or every run when the listing fails,
+    is read on its own, so a poll gets the same answer it would have got alone.
+    """
+
+    def __init__(self, platform: Platform, query: RunQuery, call: Call, read_run: ReadRun) -> None:
+        self._platform = platform
+        self._query = query
+        self._call = call
+        self._read_run = read_run
+        self._waiting: dict[str, list[asyncio.Future[FlowRun]]] = {}
+        self._answering: set[asyncio.Task[None]] = set()
+        self._listing_refused = False
+
+    async def get_run(self, run_id: str) -> FlowRun:
+        loop = asyncio.get_running_loop()
+        if not self._waiting:
+            loop.call_soon(self._answer_waiting)
+        future: asyncio.Future[FlowRun] = loop.create_future()
+        self._waiting.setdefault(run_id, []).append(future)
+        return await future
+
+    def _answer_waiting(self) -> None:
+        waiting, self._waiting = self._waiting, {}
+        task = asyncio.get_running_loop().create_task(self._answer(waiting))
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+
+    async def _answer(self, waiting: dict[str, list[asyncio.Future[FlowRun]]]) -> None:
+        try:
+            if len(waiting) >= BATCH_MIN_RUNS and not self._listing_refused:
+                await self._answer_from_listing(waiting)
+            await asyncio.gather(*(self._answer_alone(run_id, futures) for run_id, futures in waiting.items()))
+        except BaseException as exc:  # a cancelled triggerer: no poll may wait forever
+            for futures in waiting.values():
+                _settle(futures, error=exc)
+            raise
+
+    async def _answer_from_listing(self, waiting: dict[str, list[asyncio.Future[FlowRun]]]) -> None:
+        """Answer, and remove from ``waiting``, every run found on the first pages of the listing."""
+        query = replace(self._query, run_ids=frozenset(waiting))
+        call: ApiCall | None = self._platform.list_runs_call(query)
+        pages = 0
+        try:
+            while call is not None and waiting and pages < MAX_PAGES_PER_BATCH:
+                page = self._platform.parse_runs_page(await self._call(call), call, query)
+                pages += 1
+                for run in page.runs:
+                    _settle(waiting.pop(run.id, []), run=run)
+                call = page.next_call
+        except FlowRunsError as exc:
+            if not is_transient(exc):
+                # A key allowed to read runs but not to list them: stop trying, every poll reads its run.
+                self._listing_refused = True
+            log.warning(
+                "Listing %s runs to answer %d polls failed (%s); reading those runs one by one.",
+                self._platform.label,
+                len(waiting),
+                exc,
+            )
+
+    async def _answer_alone(self, run_id: str, futures: list[asyncio.Future[FlowRun]]) -> None:
+        try:
+            run = await self._read_run(run_id)
+        except Exception as exc:
+            _settle(futures, error=exc)
+        else:
+            _settle(futures, run=run)
+
+
+def _settle(
+    futures: list[asyncio.Future[FlowRun]], run: FlowRun | None = None, error: BaseException | None = None
+) -> None:
+    for future in futures:
+        if future.done():  # its trigger was cancelled while waiting
+            continue
+        if isinstance(error, asyncio.CancelledError):
+            future.cancel()
+        elif error is not None:
+            future.set_exception(error)
+        else:
+            assert run is not None
+            future.set_result(run)

@@ -1,0 +1,153 @@
+"""Polls of many runs of one flow answered by one listing, over real HTTP; the client made once per loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+from airflow.triggers.base import TriggerEvent
+
+from airflow_flowruns.hooks import batching
+from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.hooks.http import AsyncFlowRunsClient
+from airflow_flowruns.triggers.flow_run import FlowRunTrigger
+from conftest import Emulator, set_connection
+from helpers import RECONCILIATION_FLOW, collect_events
+
+RUNS = 3 * batching.BATCH_MIN_RUNS
+
+
+def seed(
+    emulator: Emulator, count: int, age: float, processing: float, jitter: float = 0.0, span: float = 1.0
+) -> list[str]:
+    """``count`` runs created ``age`` seconds ago (over ``span`` seconds), finishing ``processing`` (plus up to
+    ``jitter``) seconds after their creation is ``age`` old."""
+    created_from = time.time() - age
+    body = {
+        "platform": "tableflow",
+        "flow_id": RECONCILIATION_FLOW,
+        "count": count,
+        "created_from": created_from,
+        "created_to": created_from + span,
+        "scenario": {"processing_seconds": age + processing, "processing_jitter_seconds": jitter},
+    }
+    return emulator.control.post("/seed", json=body).json()["ids"]
+
+
+def follow(conn_id: str, ids: list[str], poll_interval: float = 0.4) -> list[dict[str, Any]]:
+    triggers = [
+        FlowRunTrigger(
+            conn_id=conn_id,
+            platform="tableflow",
+            flow_id=RECONCILIATION_FLOW,
+            run_id=run_id,
+            deadline=time.time() + 60,
+            poll_interval=poll_interval,
+        )
+        for run_id in ids
+    ]
+
+    async def all_of_them() -> list[list[TriggerEvent]]:
+        try:
+            return list(await asyncio.gather(*(collect_events(t) for t in triggers)))
+        finally:
+            await FlowRunsHook.close_async_clients()
+
+    events = asyncio.run(all_of_them())
+    assert all(len(each) == 1 for each in events)
+    return [each[0].payload for each in events]
+
+
+def calls(emulator: Emulator) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(listing requests, single-run reads) the emulator received."""
+    requests = emulator.requests()
+    return (
+        [r for r in requests if r["path"] == "/flows/runs"],
+        [r for r in requests if r["path"].startswith("/flows/runs/")],
+    )
+
+
+def check_events(emulator: Emulator, ids: list[str], payloads: list[dict[str, Any]]) -> None:
+    """Each trigger ended with its own run, in the state the emulator holds for it."""
+    final = {run["id"]: run["status"] for run in emulator.runs()}
+    assert [p["run_id"] for p in payloads] == ids
+    for payload in payloads:
+        assert payload["outcome"] == "settled"
+        assert payload["run"]["id"] == payload["run_id"]
+        assert payload["run"]["status"] == final[payload["run_id"]] == "completed"
+
+
+def test_polls_of_one_flow_share_one_listing(tableflow_conn: str, emulator: Emulator) -> None:
+    # They finish together, so no poll is ever one of fewer than BATCH_MIN_RUNS (those read their runs).
+    ids = seed(emulator, RUNS, age=60, processing=1.0, span=0)
+    emulator.control.delete("/requests")
+    payloads = follow(tableflow_conn, ids)
+    check_events(emulator, ids, payloads)
+    listings, reads = calls(emulator)
+    assert reads == [], "every poll was answered by the listing"
+    # All the triggers poll on the same ticks: one listing request per tick answers all of them.
+    assert 2 <= len(listings) < RUNS / 4
+    query = parse_qs(listings[0]["query"])
+    assert query["flow_id"] == [RECONCILIATION_FLOW] and query["limit"] == ["1000"]
+
+
+def test_runs_past_the_pages_read_are_read_alone(
+    tableflow_conn: str, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batching, "MAX_PAGES_PER_BATCH", 1)
+    ids = seed(emulator, RUNS, age=7200, processing=0.6, jitter=1.0)
+    seed(emulator, 1000, age=120, processing=-120)  # newer runs fill the first page
+    emulator.control.delete("/requests")
+    payloads = follow(tableflow_conn, ids)
+    check_events(emulator, ids, payloads)
+    listings, reads = calls(emulator)
+    assert listings and all(parse_qs(r["query"])["offset"] == ["0"] for r in listings)
+    assert {r["path"].rsplit("/", 1)[-1] for r in reads} == set(ids)
+
+
+def test_a_refused_listing_falls_back_to_reading_each_run(tableflow_conn: str, emulator: Emulator) -> None:
+    ids = seed(emulator, RUNS, age=60, processing=0.6, jitter=1.0)
+    emulator.control.delete("/requests")
+    emulator.fault("/flows/runs", 403, json.dumps({"error": "Forbidden", "message": "missing scope runs:list"}))
+    payloads = follow(tableflow_conn, ids)
+    check_events(emulator, ids, payloads)
+    listings, reads = calls(emulator)
+    assert len(listings) == 1, "a listing the key may not use is not asked for again"
+    assert listings[0]["status"] == 403
+    assert {r["path"].rsplit("/", 1)[-1] for r in reads} == set(ids)
+
+
+def test_a_few_polls_read_their_runs(tableflow_conn: str, emulator: Emulator) -> None:
+    count = batching.BATCH_MIN_RUNS - 1
+    ids = seed(emulator, count, age=60, processing=0.3)
+    emulator.control.delete("/requests")
+    payloads = follow(tableflow_conn, ids)
+    check_events(emulator, ids, payloads)
+    listings, reads = calls(emulator)
+    assert listings == [] and len(reads) >= count
+
+
+def test_triggers_starting_together_share_one_client(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, mocker: Any
+) -> None:
+    """Fifty triggers asking at once get one client; a failed attempt is forgotten once the connection exists."""
+    made = mocker.spy(AsyncFlowRunsClient, "__init__")
+
+    async def fifty() -> set[int]:
+        return {id(c) for c in await asyncio.gather(*(FlowRunsHook.get_async_client("late_conn") for _ in range(50)))}
+
+    async def scenario() -> set[int]:
+        try:
+            with pytest.raises(Exception, match="late_conn"):
+                await fifty()
+            set_connection(monkeypatch, "late_conn", "tableflow", emulator.url)
+            return await fifty()
+        finally:
+            await FlowRunsHook.close_async_clients()
+
+    assert len(asyncio.run(scenario())) == 1
+    assert made.call_count == 1
