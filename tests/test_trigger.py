@@ -13,7 +13,7 @@ from airflow.sdk.module_loading import import_string
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.hooks.http import AsyncFlowRunsClient
 from airflow_flowruns.platforms import StartRequest
-from airflow_flowruns.triggers.flow_run import FlowRunTrigger
+from airflow_flowruns.triggers.flow_run import FlowRunTrigger, PollClock
 from conftest import API_KEY, Emulator
 from helpers import RECONCILIATION_FLOW, collect_events, run_trigger
 
@@ -142,3 +142,27 @@ def test_triggers_on_one_connection_share_one_client_per_event_loop(
     assert made.call_count == 1
     asyncio.run(follow_all())
     assert made.call_count == 2, "a new event loop gets its own client"
+
+
+def test_poll_clock_wakes_everything_due_in_one_tick_together() -> None:
+    """Sleepers due anywhere in one tick all wake at that tick's end: never before they are due, and not at
+    their own instants."""
+    tick = 0.2
+
+    async def scenario() -> list[tuple[float, float, float]]:
+        clock = PollClock.of_running_loop()
+        loop = asyncio.get_running_loop()
+        start = clock.next_tick(loop.time(), tick) + tick
+        woke: list[tuple[float, float, float]] = []
+
+        async def sleeper(when: float) -> None:
+            await clock.sleep_until(when, tick)
+            woke.append((when, clock.next_tick(when, tick), loop.time()))
+
+        await asyncio.gather(*(sleeper(start + offset) for offset in (0.01, 0.1, 0.19, 0.25)))
+        return woke
+
+    woke = asyncio.run(scenario())
+    assert len({boundary for _, boundary, _ in woke}) == 2, "three share the first tick, one is in the next"
+    for when, boundary, at in woke:
+        assert when <= boundary <= at < boundary + 0.1, (when, boundary, at)

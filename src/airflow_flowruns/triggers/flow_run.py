@@ -117,7 +117,8 @@ class FlowRunTrigger(BaseTrigger):
         clock = PollClock.of_running_loop()
         tick = self.poll_interval / TICKS_PER_INTERVAL
         loop = asyncio.get_running_loop()
-        if PLATFORMS[self.platform].poll_listing(self.flow_id) is not None:
+        platform = PLATFORMS.get(self.platform)
+        if platform is not None and platform.poll_listing(self.flow_id) is not None:
             due = clock.next_tick(loop.time(), self.poll_interval)
         else:
             due = clock.next_tick(loop.time() + random.uniform(0, self.poll_interval), tick)
@@ -143,7 +144,8 @@ class FlowRunTrigger(BaseTrigger):
             if self.deadline <= time.time():
                 yield self._event("timeout", run=last.to_xcom() if last else None)
                 return
-            due = max(due + self.poll_interval, clock.next_tick(loop.time(), tick))
+            # One interval on; a poll that took longer skips whole intervals, keeping the trigger on its ticks.
+            due += self.poll_interval * max(1, math.ceil((loop.time() - due) / self.poll_interval))
 
     async def poll(self) -> FlowRun:
         """Read the run once, on the client every trigger on this connection shares."""
