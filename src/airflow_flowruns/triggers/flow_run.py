@@ -44,13 +44,19 @@ class PollClock:
             clock = cls._clocks[loop] = cls(loop)
         return clock
 
+    @staticmethod
+    def _tick_index(when: float, tick: float) -> int:
+        """Which tick boundary is the first at or after ``when``; the tolerance absorbs float error in sums
+        of intervals, so ``due + interval`` stays on the boundary it is meant to be on."""
+        return math.ceil(when / tick - 1e-6)
+
     def next_tick(self, when: float, tick: float) -> float:
         """The first tick boundary at or after ``when`` (loop time), shared by every caller with this ``tick``."""
-        return math.ceil(when / tick - 1e-6) * tick
+        return self._tick_index(when, tick) * tick
 
     async def sleep_until(self, when: float, tick: float) -> None:
         """Sleep until ``next_tick(when, tick)``, waking with every other trigger due on that tick."""
-        key = (tick, math.ceil(when / tick - 1e-6))
+        key = (tick, self._tick_index(when, tick))
         due = self._ticks.get(key)
         if due is None:
             due = self._ticks[key] = asyncio.Event()
@@ -117,8 +123,7 @@ class FlowRunTrigger(BaseTrigger):
         clock = PollClock.of_running_loop()
         tick = self.poll_interval / TICKS_PER_INTERVAL
         loop = asyncio.get_running_loop()
-        platform = PLATFORMS.get(self.platform)
-        if platform is not None and platform.poll_listing(self.flow_id) is not None:
+        if self.polls_by_listing():
             due = clock.next_tick(loop.time(), self.poll_interval)
         else:
             due = clock.next_tick(loop.time() + random.uniform(0, self.poll_interval), tick)
@@ -146,6 +151,12 @@ class FlowRunTrigger(BaseTrigger):
                 return
             # One interval on; a poll that took longer skips whole intervals, keeping the trigger on its ticks.
             due += self.poll_interval * max(1, math.ceil((loop.time() - due) / self.poll_interval))
+
+    def polls_by_listing(self) -> bool:
+        """Whether ``poll()`` is answered by the shared client's listing (``Platform.poll_listing``): then
+        triggers of a flow poll in step, so one listing answers them all; otherwise they spread out."""
+        platform = PLATFORMS.get(self.platform)
+        return platform is not None and platform.poll_listing(self.flow_id) is not None
 
     async def poll(self) -> FlowRun:
         """Read the run once, on the client every trigger on this connection shares."""
