@@ -41,7 +41,15 @@ class ProviderTrigger(FlowRunTrigger):
         return await super().poll()
 
 
-class OneReadPerPollTrigger(ProviderTrigger):
+class ReadsAloneTrigger(ProviderTrigger):
+    """A trigger whose polls each read their own run: it spreads its first poll over the interval, as the
+    provider's trigger does on platforms without a poll listing, instead of polling in step."""
+
+    def polls_by_listing(self) -> bool:
+        return False
+
+
+class OneReadPerPollTrigger(ReadsAloneTrigger):
     """The provider's trigger with the listing batcher left out: every poll reads its run on the shared client."""
 
     async def read(self) -> FlowRun:
@@ -49,7 +57,7 @@ class OneReadPerPollTrigger(ProviderTrigger):
         return await client.read_run(self.flow_id, self.run_id)
 
 
-class SessionPerPollTrigger(ProviderTrigger):
+class SessionPerPollTrigger(ReadsAloneTrigger):
     """The baseline: a new aiohttp session, so a new connection and TLS handshake, for every poll.
 
     That is what the dbt Cloud and Fivetran async hooks do. The TLS context is made once per connection,
@@ -69,7 +77,7 @@ class SessionPerPollTrigger(ProviderTrigger):
             return shared.platform.parse_run(await response.json(), self.flow_id)
 
 
-class NoHttpTrigger(ProviderTrigger):
+class NoHttpTrigger(ReadsAloneTrigger):
     """The floor: the same trigger, event loop and parsing, with each answer made in memory.
 
     Its CPU per poll is what a poll costs when the network costs nothing; what the other triggers
