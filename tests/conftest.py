@@ -42,6 +42,10 @@ class Emulator:
     def requests(self) -> list[dict[str, Any]]:
         return self.control.get("/requests").json()
 
+    def clear_requests(self) -> None:
+        """Forget the requests logged so far, so a test counts only its own."""
+        self.control.delete("/requests").raise_for_status()
+
     def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
         body = {"status": status, "error": error, "message": error}
         self.control.post(f"/runs/{run_id}/status", json=body).raise_for_status()

@@ -84,7 +84,7 @@ def check_events(emulator: Emulator, ids: list[str], payloads: list[dict[str, An
 def test_polls_of_one_flow_share_one_listing(tableflow_conn: str, emulator: Emulator) -> None:
     # They finish together, so no poll is ever one of fewer than BATCH_MIN_RUNS (those read their runs).
     ids = seed(emulator, RUNS, age=60, processing=1.0, span=0)
-    emulator.control.delete("/requests")
+    emulator.clear_requests()
     payloads = follow(tableflow_conn, ids)
     check_events(emulator, ids, payloads)
     listings, reads = calls(emulator)
@@ -101,7 +101,7 @@ def test_runs_past_the_pages_read_are_read_alone(
     monkeypatch.setattr(batching, "MAX_PAGES_PER_BATCH", 1)
     ids = seed(emulator, RUNS, age=7200, processing=0.6, jitter=1.0)
     seed(emulator, 1000, age=120, processing=-120)  # newer runs fill the first page
-    emulator.control.delete("/requests")
+    emulator.clear_requests()
     payloads = follow(tableflow_conn, ids)
     check_events(emulator, ids, payloads)
     listings, reads = calls(emulator)
@@ -111,7 +111,7 @@ def test_runs_past_the_pages_read_are_read_alone(
 
 def test_a_refused_listing_falls_back_to_reading_each_run(tableflow_conn: str, emulator: Emulator) -> None:
     ids = seed(emulator, RUNS, age=60, processing=0.6, jitter=1.0)
-    emulator.control.delete("/requests")
+    emulator.clear_requests()
     emulator.fault("/flows/runs", 403, json.dumps({"error": "Forbidden", "message": "missing scope runs:list"}))
     payloads = follow(tableflow_conn, ids)
     check_events(emulator, ids, payloads)
@@ -124,7 +124,7 @@ def test_a_refused_listing_falls_back_to_reading_each_run(tableflow_conn: str, e
 def test_a_few_polls_read_their_runs(tableflow_conn: str, emulator: Emulator) -> None:
     count = batching.BATCH_MIN_RUNS - 1
     ids = seed(emulator, count, age=60, processing=0.3)
-    emulator.control.delete("/requests")
+    emulator.clear_requests()
     payloads = follow(tableflow_conn, ids)
     check_events(emulator, ids, payloads)
     listings, reads = calls(emulator)

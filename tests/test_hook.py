@@ -204,7 +204,7 @@ def test_async_client_retries_exactly_as_configured(
     path = f"/flows/runs/{run_id}"
     if faults:
         emulator.fault(path, status, '{"detail": "injected"}', method="GET", count=faults)
-    emulator.control.delete("/requests").raise_for_status()
+    emulator.clear_requests()
 
     async def poll() -> str:
         try:

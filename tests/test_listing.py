@@ -124,7 +124,7 @@ def test_ten_thousand_runs_page_by_page_in_flat_memory(
     conn_id = set_connection(monkeypatch, f"scale_{platform}", platform, emulator.url, **extra)
     body = {"platform": platform, "flow_id": flow_id, "count": 10_000, "scenario": {"processing_seconds": 0}}
     seeded = set(emulator.control.post("/seed", json=body, timeout=120).json()["ids"])
-    emulator.control.delete("/requests").raise_for_status()
+    emulator.clear_requests()
     seen: set[str] = set()
     held: list[int] = []  # memory traced after each 1,000 runs (between pages: the emulator is idle then)
     tracemalloc.start()

@@ -41,7 +41,7 @@ def test_many_triggers_on_one_limited_connection_all_finish_without_stampeding(
         for _ in range(3)
     ]
     rate_limit(emulator, 10)
-    emulator.control.delete("/requests")
+    emulator.clear_requests()
 
     async def poll_all() -> list[str]:
         client = await FlowRunsHook.get_async_client(conn)

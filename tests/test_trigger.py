@@ -112,7 +112,7 @@ def test_timeout_is_reported_only_after_one_last_check(
 ) -> None:
     emulator.scenario(RECONCILIATION_FLOW, processing_seconds=60)
     run_id = started_run(tableflow_conn, pdfs)
-    emulator.control.delete("/requests")
+    emulator.clear_requests()
     event = run_trigger(trigger_for(tableflow_conn, run_id, deadline=time.time() - 1))
     assert event["outcome"] == "timeout" and event["run"]["status"] == "processing"
     assert len(emulator.requests()) == 1, "the status is checked once more before a timeout"
