@@ -48,6 +48,7 @@ from e2e.stack import BIN, AirflowApi, E2EError, Stack, wait_for
 HERE = Path(__file__).resolve().parent
 DAG_FILE = HERE / "dags" / "flowruns_e2e.py"
 DAG_ID, TASK_ID, RUN_ID = "flowruns_e2e", "flow_run", "e2e"
+HAND_OFF_SETTLE_SECONDS = 3.0
 OUTCOMES = {"completed": 2, "failed": 1, "review": 1}
 """Random outcomes and their weights. Under on_review="succeed" a run in review makes a successful task."""
 EXPECTED_TASK_STATE = {"completed": "success", "review": "success", "failed": "failed"}
@@ -169,7 +170,22 @@ class WorkerKiller(threading.Thread):
         except psutil.NoSuchProcess:
             self.missed["task process gone"] += 1
             return
-        self.kill = WorkerKill(index, run["id"], [task.pid, supervisor.pid], time.monotonic() - spotted)
+        killed_after = time.monotonic() - spotted
+        if not self._killed_before_hand_off(index, task.pid):
+            self.missed["deferral recorded before the kill"] += 1
+            return
+        self.kill = WorkerKill(index, run["id"], [task.pid, supervisor.pid], killed_after)
+
+    def _killed_before_hand_off(self, index: int, task_pid: int) -> bool:
+        """Whether the killed try is still ``running`` in Airflow, under the killed process.
+
+        The supervisor may have told the API server the task deferred in the milliseconds between the run
+        appearing and the kill; such a task resumes from its trigger in the same try and is no test of
+        the retry. A request the supervisor had in flight when killed is answered within this wait.
+        """
+        time.sleep(HAND_OFF_SETTLE_SECONDS)
+        ti = self.api.call("GET", f"/dags/{DAG_ID}/dagRuns/{RUN_ID}/taskInstances/{TASK_ID}/{index}")
+        return ti["state"] == "running" and ti["try_number"] == 1 and ti["pid"] == task_pid
 
     def _processes(self) -> list[psutil.Process]:
         try:
