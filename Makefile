@@ -28,7 +28,7 @@ demo: $(INSTALLED)
 lint: $(INSTALLED)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
-	$(BIN)/mypy src/airflow_flowruns
+	$(BIN)/mypy src/airflow_flowruns benchmarks e2e
 
 test: lint $(SDK_INSTALLED)
 	$(BIN)/python -m pytest

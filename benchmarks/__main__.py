@@ -1,7 +1,7 @@
 """`make bench`: the three benchmarks, each against a baseline measured in the same run.
 
 python -m benchmarks [--sizes 1000,5000,10000] [--poll-interval 30] [--window 60] [--upload-mib 1024]
-                     [--economy-runs 1000] [--only density,uploads,economy]
+                     [--upload-rounds 3] [--economy-runs 1000] [--only density,uploads,economy]
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--poll-interval", type=float, default=30.0)
     parser.add_argument("--window", type=float, default=60.0, help="runs finish at random times in this window")
     parser.add_argument("--upload-mib", type=int, default=1024)
+    parser.add_argument("--upload-rounds", type=int, default=uploads.ROUNDS, help="uploads per client, taking turns")
     parser.add_argument("--economy-runs", type=int, default=1000)
     parser.add_argument("--economy-limit", type=float, default=5.0)
     parser.add_argument("--only", default="density,uploads,economy")
@@ -86,9 +87,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"plot: {picture or 'matplotlib not installed'}")
         if "uploads" in chosen:
             with tempfile.TemporaryDirectory(prefix="flowruns-bench-upload-") as tmp:
-                rows = uploads.run(emu, args.upload_mib, Path(tmp))
-            print("\n2. uploads\n" + table(rows, ["client", "size_mib", "wall_s", "mib_per_s", "rss_growth_mib"]))
-            write_result("uploads", {"machine": machine(), "rows": rows})
+                rows = uploads.run(emu, args.upload_mib, Path(tmp), args.upload_rounds)
+            columns = ["client", "size_mib", "rounds", "wall_s", "mib_per_s", "rss_growth_mib"]
+            print("\n2. uploads (medians over the rounds)\n" + table(rows, columns))
+            ratio = uploads.throughput_ratio(rows)
+            if ratio is not None:
+                print(f"provider / curl throughput: {ratio:.2f}x")
+            write_result("uploads", {"machine": machine(), "rows": rows, "provider_over_curl": ratio})
         if "economy" in chosen:
             row = request_economy.run(emu, args.economy_runs, args.economy_limit, poll_interval=5.0)
             print("\n3. request economy\n" + table([row], list(row)))

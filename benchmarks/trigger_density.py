@@ -14,6 +14,7 @@ import gc
 import random
 import ssl
 import time
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import aiohttp
@@ -118,7 +119,7 @@ async def _follow(trigger: FlowRunTrigger, fired: dict[str, float]) -> None:
         return
 
 
-async def _workload(triggers: list[FlowRunTrigger], heartbeat: float = 0.1) -> dict[str, Any]:
+async def _workload(triggers: Sequence[FlowRunTrigger], heartbeat: float = 0.1) -> dict[str, Any]:
     fired: dict[str, float] = {}
     lags: list[float] = []
     peak_rss = _rss_bytes()

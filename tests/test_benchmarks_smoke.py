@@ -38,9 +38,11 @@ def test_trigger_density_delivers_every_event_for_every_trigger(tls_emulator: Em
 
 @pytest.mark.slow
 def test_uploads_compare_the_provider_with_curl(tls_emulator: Emulator, tmp_path: Path) -> None:
-    rows = uploads.run(tls_emulator, 2, tmp_path)
+    rows = uploads.run(tls_emulator, 2, tmp_path, rounds=2)
     assert rows[0]["client"] == "provider" and rows[0]["size_mib"] == 2
-    assert all(row["mib_per_s"] > 0 for row in rows)
+    assert all(row["rounds"] == 2 and len(row["mib_per_s_each"]) == 2 and row["mib_per_s"] > 0 for row in rows)
+    ratio = uploads.throughput_ratio(rows)
+    assert ratio is None if len(rows) == 1 else ratio == rows[0]["mib_per_s"] / rows[1]["mib_per_s"]
     assert not list(tmp_path.iterdir()), "the test file is removed"
 
 
