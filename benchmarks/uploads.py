@@ -108,13 +108,14 @@ def _curl_command(curl: str, emulator: Emulator, path: Path) -> list[str]:
 def _summary(client: str, uploads: list[dict[str, Any]], size: int) -> dict[str, Any]:
     """Median throughput over the rounds; the largest RSS growth of any round."""
     size_mib = size / 2**20
+    each = [size_mib / upload["wall_s"] for upload in uploads]
     return {
         "client": client,
         "size_mib": size_mib,
         "rounds": len(uploads),
         "wall_s": statistics.median(upload["wall_s"] for upload in uploads),
-        "mib_per_s": statistics.median(size_mib / upload["wall_s"] for upload in uploads),
-        "mib_per_s_each": [size_mib / upload["wall_s"] for upload in uploads],
+        "mib_per_s": statistics.median(each),
+        "mib_per_s_each": each,
         "rss_growth_mib": max((u["rss_peak_kib"] - u["rss_before_kib"]) / 1024 for u in uploads),
     }
 
