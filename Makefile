@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 SDK_INSTALLED := .venv-sdk/.installed
-LINTED := $(wildcard src tests example_dags benchmarks scripts e2e)
+LINTED := $(wildcard airflow_flowruns tests example_dags benchmarks scripts e2e)
 
 .PHONY: install demo test e2e lint format bench lock clean
 
@@ -28,7 +28,7 @@ demo: $(INSTALLED)
 lint: $(INSTALLED)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
-	$(BIN)/mypy src/airflow_flowruns benchmarks e2e
+	$(BIN)/mypy airflow_flowruns benchmarks e2e
 
 test: lint $(SDK_INSTALLED)
 	$(BIN)/python -m pytest

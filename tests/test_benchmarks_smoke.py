@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from benchmarks import request_economy, trigger_density, uploads
 from benchmarks.common import Emulator, emulator
 
