@@ -1,0 +1,168 @@
+"""The triggerer's client, shared by every trigger on one connection in one event loop.
+
+It runs httpx on aiohttp's transport: measured on loopback HTTPS it costs a fraction of httpx's own
+pool per poll and does not degrade with hundreds of polls in flight. A semaphore bounds the polls in
+flight per connection, so a triggerer holding thousands of triggers sends at most
+``max_concurrent_requests`` requests at once and opens at most that many TCP connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import httpx
+from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp.transport import map_aiohttp_exceptions
+from tenacity import AsyncRetrying
+
+from airflow_flowruns.hooks.batching import ListingBatcher
+from airflow_flowruns.hooks.http.errors import found, translated_errors
+from airflow_flowruns.hooks.http.options import KEEPALIVE_SECONDS, HttpOptions
+from airflow_flowruns.hooks.http.retry import decode_and_pace, is_retryable, retry_policy
+from airflow_flowruns.hooks.ratelimit import scheduler_for
+from airflow_flowruns.platforms.base import ApiCall, FlowRun, Platform, RunQuery
+
+
+def _aiohttp_timeout(timeout: httpx.Timeout) -> aiohttp.ClientTimeout:
+    """httpx's timeouts in aiohttp's terms, mapped as the httpx-aiohttp transport maps them."""
+    return aiohttp.ClientTimeout(sock_connect=timeout.connect, sock_read=timeout.read, connect=timeout.pool)
+
+
+class AsyncFlowRunsClient:
+    """Client for the triggerer, shared by every trigger on one connection in one event loop."""
+
+    def __init__(self, platform: Platform, options: HttpOptions) -> None:
+        self.platform = platform
+        self.options = options
+        self._scheduler = scheduler_for(platform.settings.conn_id, options.max_requests_per_second)
+        slots = options.max_concurrent_requests
+        self._slots = asyncio.Semaphore(slots)
+        self._ssl = httpx.create_ssl_context(verify=options.ssl_context())
+        self._session: aiohttp.ClientSession | None = None
+        self._http = httpx.AsyncClient(
+            base_url=platform.settings.base_url,
+            headers=platform.headers(),
+            auth=platform.auth(),
+            timeout=options.timeout,
+            transport=AiohttpTransport(client=self._aiohttp_session),
+        )
+        self._base_url = str(self._http.base_url).rstrip("/") + "/"
+        self._headers = dict(self._http.headers)
+        self._timeout = _aiohttp_timeout(self._http.timeout)
+        self._direct = self._http.auth is None
+        self._batchers: dict[str | None, ListingBatcher] = {}
+
+    def _aiohttp_session(self) -> aiohttp.ClientSession:
+        """One connection pool, made in the client's event loop, for both ways a request is sent."""
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.options.max_concurrent_requests, ssl=self._ssl, keepalive_timeout=KEEPALIVE_SECONDS
+            )
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    async def call(self, call: ApiCall) -> Any:
+        """One attempt first, and tenacity only once that failed.
+
+        Tenacity's per-call state forms reference cycles that only the garbage collector frees; made for
+        every poll of thousands of triggers, it was a third of the triggerer's CPU (full collections,
+        see benchmarks/README.md). A first failure is handed to tenacity as its first attempt, so
+        attempts, waits and logging are exactly those of a call retried from the start.
+        """
+        if call.files:
+            raise ValueError("uploads run in the worker, never in the triggerer")
+        with translated_errors(self.platform, call):
+            try:
+                return await self._attempt(call)
+            except Exception as exc:
+                if not is_retryable(call)(exc):
+                    raise
+                first_failure: Exception | None = exc
+            async for attempt in AsyncRetrying(**retry_policy(self.platform, self.options, call)):
+                with attempt:
+                    if first_failure is not None:
+                        failure, first_failure = first_failure, None
+                        raise failure
+                    return await self._attempt(call)
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    async def _attempt(self, call: ApiCall) -> Any:
+        async with self._slots:
+            await self._scheduler.await_turn()
+            response = await (self._send_direct(call) if self._direct else self._send(call))
+        return decode_and_pace(self._scheduler, self.platform, call, response)
+
+    async def _send(self, call: ApiCall) -> httpx.Response:
+        return await self._http.request(
+            call.method,
+            call.path,
+            params=call.params,
+            json=call.json,
+            data=call.data,
+            timeout=call.timeout if call.timeout is not None else httpx.USE_CLIENT_DEFAULT,
+        )
+
+    async def _send_direct(self, call: ApiCall) -> httpx.Response:
+        """The same request on the same pool, sent by aiohttp itself; the answer comes back as an httpx.Response.
+
+        Going through ``AsyncClient`` costs more than the request: it parses and merges the URL, builds
+        a request model, runs the cookie jar and the auth and redirect machinery and streams the body
+        through two layers, on every poll. None of it applies where the key is a header, so those
+        requests skip it; an auth flow (StackAI's OAuth) goes through ``_send``.
+        """
+        timeout = self._timeout if call.timeout is None else _aiohttp_timeout(httpx.Timeout(call.timeout))
+        with map_aiohttp_exceptions():
+            async with self._aiohttp_session().request(
+                call.method,
+                self._base_url + call.path.lstrip("/"),
+                params=call.params,
+                json=call.json,
+                data=call.data,
+                headers=self._headers,
+                timeout=timeout,
+                allow_redirects=False,
+                auto_decompress=False,  # httpx.Response decodes, as it does for the transport
+            ) as answer:
+                body = await answer.read()
+        return httpx.Response(answer.status, headers=answer.raw_headers, content=body)
+
+    async def get_run(self, flow_id: str | None, run_id: str) -> FlowRun:
+        """The run as it is now; polls made together for runs of one flow share one listing where the
+        platform has one that fits (``Platform.poll_listing``)."""
+        batcher = self._batchers.get(flow_id)
+        if batcher is None:
+            query = self.platform.poll_listing(flow_id)
+            if query is None:
+                return await self.read_run(flow_id, run_id)
+            batcher = self._batchers[flow_id] = ListingBatcher(
+                self.platform, query, self.call, functools.partial(self.read_run, flow_id)
+            )
+        return await batcher.get_run(run_id)
+
+    async def read_run(self, flow_id: str | None, run_id: str) -> FlowRun:
+        """The run, read on its own."""
+        call = self.platform.get_run_call(flow_id, run_id)
+        if call is None:
+            first: FlowRun | None = None
+            async for run in self.iter_runs(self.platform.run_lookup(flow_id, run_id)):
+                first = run
+                break
+            return found(self.platform, run_id, first)
+        return self.platform.parse_run(await self.call(call), flow_id)
+
+    async def iter_runs(self, query: RunQuery) -> AsyncIterator[FlowRun]:
+        call: ApiCall | None = self.platform.list_runs_call(query)
+        while call is not None:
+            page = self.platform.parse_runs_page(await self.call(call), call, query)
+            for run in filter(query.matches, page.runs):
+                yield run
+            call = page.next_call
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
