@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 SDK_INSTALLED := .venv-sdk/.installed
 LINTED := $(wildcard airflow_flowruns tests example_dags benchmarks scripts e2e)
 
-.PHONY: install demo test e2e lint format bench lock clean
+.PHONY: install demo test e2e e2e-distributed lint format bench lock clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ test: lint $(SDK_INSTALLED)
 # a killed triggerer and worker, then runs, task states and secrets checked. About 8 minutes; see e2e/run.py.
 e2e: $(INSTALLED)
 	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m e2e
+
+# A production-shaped Airflow on one machine: PostgreSQL and Redis (Debian's packages, installed when missing),
+# the CeleryExecutor with two workers, two triggerers alive at once, 300 documents on TableFlow, Extend and
+# Noxus; kills a triggerer and a worker and restarts Redis, then checks. Flags: E2E_DISTRIBUTED_ARGS="--files 150".
+e2e-distributed: $(INSTALLED)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -r e2e/distributed/requirements.txt
+	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m e2e.distributed $(E2E_DISTRIBUTED_ARGS)
 
 # The three benchmarks with their baselines (about 20 minutes); flags: make bench BENCH_ARGS="--sizes 1000".
 bench: $(INSTALLED)

@@ -59,7 +59,6 @@ def scan_sqlite(findings: Findings, db: Path, *, fernet_key: str | None = None, 
     With ``fernet_key``, trigger kwargs are decrypted first; the connection table stays encrypted,
     since keeping the key there, encrypted, is its job.
     """
-    fernet = Fernet(fernet_key.encode()) if fernet_key else None
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
         names = list(tables) or [
             name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
@@ -67,14 +66,26 @@ def scan_sqlite(findings: Findings, db: Path, *, fernet_key: str | None = None, 
         for table in names:
             cursor = conn.execute(f'SELECT * FROM "{table}"')
             columns = [d[0] for d in cursor.description]
-            for row in cursor:
-                for column, value in zip(columns, row, strict=True):
-                    if isinstance(value, str | bytes):
-                        where = f"{db.name}:{table}.{column}"
-                        findings.text(where, value, "db values")
-                        _inflated(findings, where, value)
-                        if fernet is not None and table == "trigger" and column == "kwargs":
-                            findings.text(f"{where} (decrypted)", _decrypt(fernet, value), "trigger kwargs")
+            scan_rows(findings, f"{db.name}:{table}", columns, cursor, fernet_key=fernet_key)
+
+
+def scan_rows(
+    findings: Findings, where: str, columns: list[str], rows: Iterable[Iterable[Any]], *, fernet_key: str | None = None
+) -> None:
+    """The text and bytes values of rows read from any database (``where`` is ``db:table``).
+
+    With ``fernet_key``, a ``trigger`` table's kwargs are also decrypted and read.
+    """
+    fernet = Fernet(fernet_key.encode()) if fernet_key and where.endswith(":trigger") else None
+    for row in rows:
+        for column, value in zip(columns, row, strict=True):
+            data = bytes(value) if isinstance(value, memoryview) else value
+            if isinstance(data, str | bytes):
+                place = f"{where}.{column}"
+                findings.text(place, data, "db values")
+                _inflated(findings, place, data)
+                if fernet is not None and column == "kwargs":
+                    findings.text(f"{place} (decrypted)", _decrypt(fernet, data), "trigger kwargs")
 
 
 def scan_json(findings: Findings, where: str, values: Iterable[Any], kind: str) -> None:

@@ -106,11 +106,12 @@ class Stack:
         if done.returncode != 0:
             raise E2EError(f"{' '.join(argv)} failed:\n{self.tail(name)}")
 
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def start(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start ``argv`` in a session of its own; ``env`` adds to (or overrides) the stack's environment."""
         with open(self.procs / f"{name}.log", "ab") as out:
             proc = subprocess.Popen(
                 argv,
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -120,8 +121,8 @@ class Stack:
         self._sessions.add(proc.pid)
         return proc
 
-    def airflow(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        return self.start(name, [str(BIN / "airflow"), *args])
+    def airflow(self, name: str, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        return self.start(name, [str(BIN / "airflow"), *args], env)
 
     def kill(self, name: str) -> list[int]:
         """SIGKILL a component and everything under it at once, as a lost machine would stop."""
