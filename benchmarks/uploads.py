@@ -101,7 +101,7 @@ def _curl_command(curl: str, emulator: Emulator, path: Path) -> list[str]:
         f"Authorization: Bearer {API_KEY}",
         "-F",
         f"document=@{path};type=application/pdf",
-        f"{emulator.url}/flows/{TABLEFLOW_LARGE_FILE_FLOW}/run",
+        f"{emulator.url}/v2/flows/{TABLEFLOW_LARGE_FILE_FLOW}/run",
     ]
 
 

@@ -217,14 +217,14 @@ PLATFORM_CASES: dict[str, PlatformCase] = {
         "tableflow",
         tableflow_file(),
         "HTTP 403.*Key lacks the flows scope",
-        fault={"path": "/flows", "method": "GET", "status": 403, "body": '{"detail": "Key lacks the flows scope"}'},
+        fault={"path": "/v2/flows", "method": "GET", "status": 403, "body": '{"detail": "Key lacks the flows scope"}'},
     ),
     "tableflow: 422 with the platform's detail": PlatformCase(
         "tableflow",
         tableflow_file(),
         "HTTP 422.*document: unreadable PDF",
         fault={
-            "path": f"/flows/{SMALL_FILE_FLOW}/run",
+            "path": f"/v2/flows/{SMALL_FILE_FLOW}/run",
             "status": 422,
             "body": '{"detail": [{"loc": ["body", "document"], "msg": "unreadable PDF", "type": "value_error"}]}',
         },
@@ -234,7 +234,7 @@ PLATFORM_CASES: dict[str, PlatformCase] = {
         tableflow_file(),
         "HTML page titled '502 Bad Gateway'",
         fault={
-            "path": "/flows",
+            "path": "/v2/flows",
             "method": "GET",
             "status": 502,
             "body": html("502 Bad Gateway"),

@@ -66,8 +66,8 @@ def calls(emulator: Emulator) -> tuple[list[dict[str, Any]], list[dict[str, Any]
     """(listing requests, single-run reads) the emulator received."""
     requests = emulator.requests()
     return (
-        [r for r in requests if r["path"] == "/flows/runs"],
-        [r for r in requests if r["path"].startswith("/flows/runs/")],
+        [r for r in requests if r["path"] == "/v2/flows/runs"],
+        [r for r in requests if r["path"].startswith("/v2/flows/runs/")],
     )
 
 
@@ -112,7 +112,7 @@ def test_runs_past_the_pages_read_are_read_alone(
 def test_a_refused_listing_falls_back_to_reading_each_run(tableflow_conn: str, emulator: Emulator) -> None:
     ids = seed(emulator, RUNS, age=60, processing=0.6, jitter=1.0)
     emulator.clear_requests()
-    emulator.fault("/flows/runs", 403, json.dumps({"error": "Forbidden", "message": "missing scope runs:list"}))
+    emulator.fault("/v2/flows/runs", 403, json.dumps({"error": "Forbidden", "message": "missing scope runs:list"}))
     payloads = follow(tableflow_conn, ids)
     check_events(emulator, ids, payloads)
     listings, reads = calls(emulator)

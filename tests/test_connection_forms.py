@@ -136,7 +136,7 @@ def test_connection_test_per_platform_succeeds_and_names_a_bad_key(
 
     ok, message = Connection.get_connection_from_secrets("ui_ok").test_connection()
     assert ok, message
-    assert message == f"Connected to {PLATFORMS[conn_type].label} at {emulator.url}."
+    assert message == f"Connected to {PLATFORMS[conn_type].label} at {emulator.url}{PLATFORMS[conn_type].base_path}."
     ok, message = Connection.get_connection_from_secrets("ui_bad").test_connection()
     assert not ok
     assert message.startswith(f"{PLATFORMS[conn_type].label} API call") and "(HTTP 401)" in message, message
@@ -163,4 +163,4 @@ def test_airflow_connections_test_succeeds_and_names_a_bad_key(airflow_home: Pat
     assert "TableFlow API call 'list flows' failed (HTTP 401)" in bad.stdout
     assert "Check the API key in the connection's password field" in bad.stdout
     assert "not-the-key" not in bad.stdout + bad.stderr
-    assert [r["status"] for r in emulator.requests() if r["path"].endswith("/flows")] == [200, 401]
+    assert [r["status"] for r in emulator.requests() if r["path"].endswith("/v2/flows")] == [200, 401]

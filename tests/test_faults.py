@@ -22,7 +22,7 @@ def fault_mode(emulator: Emulator, **mode: Any) -> None:
 def test_fault_mode_answers_a_share_of_requests_and_counts_them(emulator: Emulator) -> None:
     fault_mode(emulator, rate=0.5, kinds=["500", "429_retry_after", "html"], seed=7)
     with httpx.Client(base_url=emulator.url, headers={"Authorization": f"Bearer {API_KEY}"}) as client:
-        statuses = Counter(client.get("/flows").status_code for _ in range(60))
+        statuses = Counter(client.get("/v2/flows").status_code for _ in range(60))
     stats = emulator.control.get("/stats").json()
     assert 10 < sum(stats["faults"].values()) < 50
     assert statuses[200] == 60 - sum(stats["faults"].values())
@@ -35,7 +35,7 @@ def test_a_dropped_connection_cuts_the_body_short(emulator: Emulator) -> None:
     fault_mode(emulator, rate=1.0, kinds=["drop"])
     with httpx.Client(base_url=emulator.url, headers={"Authorization": f"Bearer {API_KEY}"}) as client:
         try:
-            client.get("/flows")
+            client.get("/v2/flows")
         except httpx.TransportError:
             pass
         else:
@@ -46,11 +46,11 @@ def test_a_stall_outlasts_the_client_timeout_and_is_retried(
     tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker, monkeypatch
 ) -> None:
     set_connection(monkeypatch, "tf_stall", "tableflow", emulator.url, timeout=0.3)
-    emulator.fault("/flows", 0, method="GET", kind="stall")
+    emulator.fault("/v2/flows", 0, method="GET", kind="stall")
     emulator.control.put("/fault-mode", json={"rate": 0, "stall_seconds": 1.0}).raise_for_status()
     assert FlowRunsHook("tf_stall").test_connection()[0]
     deadline = time.monotonic() + 10  # the stalled request is logged when its late answer goes out
-    while len(logged := [r["fault"] for r in emulator.requests() if r["path"] == "/flows"]) < 2:
+    while len(logged := [r["fault"] for r in emulator.requests() if r["path"] == "/v2/flows"]) < 2:
         assert time.monotonic() < deadline, logged
         time.sleep(0.05)
     assert sorted(logged, key=str) == [None, "stall"]

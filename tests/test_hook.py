@@ -34,7 +34,7 @@ def test_get_run_is_normalized_and_keeps_raw(tableflow_conn: str, emulator: Emul
     assert (run.platform, run.state, run.status) == ("tableflow", RunState.RUNNING, "processing")
     assert run.flow_id == RECONCILIATION_FLOW
     assert run.raw["id"] == run_id and "status_history" in run.raw
-    assert run.url == f"{emulator.url}/flows/runs/{run_id}"
+    assert run.url == f"{emulator.url}/v2/flows/runs/{run_id}"
     assert "raw" not in run.to_xcom()
     json.dumps(run.to_xcom())
 
@@ -75,7 +75,7 @@ def test_422_carries_the_platforms_detail(tableflow_conn: str, pdf: Path) -> Non
 def test_429_with_retry_after_is_retried(tableflow_conn: str, emulator: Emulator, mocker) -> None:
     sleeps = mocker.patch("tenacity.nap.time.sleep")
     emulator.fault(
-        "/flows", 429, '{"error": "Too Many Requests", "message": "slow down"}', headers={"Retry-After": "0.03"}
+        "/v2/flows", 429, '{"error": "Too Many Requests", "message": "slow down"}', headers={"Retry-After": "0.03"}
     )
     assert FlowRunsHook(tableflow_conn).test_connection()[0]
     assert [r["status"] for r in emulator.requests()] == [429, 200]
@@ -83,7 +83,7 @@ def test_429_with_retry_after_is_retried(tableflow_conn: str, emulator: Emulator
 
 
 def test_500_is_retried_then_surfaces_with_status_and_message(tableflow_conn: str, emulator: Emulator) -> None:
-    emulator.fault("/flows/runs/", 500, '{"error": "Internal Server Error", "message": "database down"}', count=10)
+    emulator.fault("/v2/flows/runs/", 500, '{"error": "Internal Server Error", "message": "database down"}', count=10)
     with pytest.raises(FlowRunsApiError) as err:
         FlowRunsHook(tableflow_conn).get_run(None, "abc")
     assert err.value.status == 500 and "database down" in str(err.value)
@@ -91,7 +91,7 @@ def test_500_is_retried_then_surfaces_with_status_and_message(tableflow_conn: st
 
 
 def test_start_run_is_not_retried_after_a_5xx(tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path]) -> None:
-    emulator.fault(f"/flows/{RECONCILIATION_FLOW}/run", 503, '{"error": "Unavailable", "message": "busy"}')
+    emulator.fault(f"/v2/flows/{RECONCILIATION_FLOW}/run", 503, '{"error": "Unavailable", "message": "busy"}')
     with pytest.raises(FlowRunsApiError) as err:
         start(FlowRunsHook(tableflow_conn), pdfs)
     assert err.value.status == 503
@@ -99,7 +99,7 @@ def test_start_run_is_not_retried_after_a_5xx(tableflow_conn: str, emulator: Emu
 
 
 def test_start_run_is_retried_after_a_429(tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path]) -> None:
-    emulator.fault(f"/flows/{RECONCILIATION_FLOW}/run", 429, '{"error": "Too Many Requests", "message": "x"}')
+    emulator.fault(f"/v2/flows/{RECONCILIATION_FLOW}/run", 429, '{"error": "Too Many Requests", "message": "x"}')
     start(FlowRunsHook(tableflow_conn), pdfs)
     assert [r["status"] for r in emulator.requests() if r["method"] == "POST"] == [429, 200]
     assert len(emulator.runs()) == 1
@@ -107,7 +107,7 @@ def test_start_run_is_retried_after_a_429(tableflow_conn: str, emulator: Emulato
 
 def test_html_error_page_is_named(tableflow_conn: str, emulator: Emulator) -> None:
     emulator.fault(
-        "/flows/runs/",
+        "/v2/flows/runs/",
         502,
         "<html><head><title>502 Bad Gateway</title></head></html>",
         content_type="text/html",
@@ -120,13 +120,13 @@ def test_html_error_page_is_named(tableflow_conn: str, emulator: Emulator) -> No
 
 
 def test_html_with_200_is_a_response_error(tableflow_conn: str, emulator: Emulator) -> None:
-    emulator.fault("/flows/runs/", 200, "<html><title>Sign in</title></html>", content_type="text/html", count=10)
+    emulator.fault("/v2/flows/runs/", 200, "<html><title>Sign in</title></html>", content_type="text/html", count=10)
     with pytest.raises(FlowRunsResponseError, match="HTML page titled 'Sign in'.*connection's host"):
         FlowRunsHook(tableflow_conn).get_run(None, "abc")
 
 
 def test_malformed_json_is_a_response_error(tableflow_conn: str, emulator: Emulator) -> None:
-    emulator.fault("/flows/runs/", 200, '{"id": "abc", "status": ', count=10)
+    emulator.fault("/v2/flows/runs/", 200, '{"id": "abc", "status": ', count=10)
     with pytest.raises(FlowRunsResponseError, match="not valid JSON") as err:
         FlowRunsHook(tableflow_conn).get_run(None, "abc")
     assert err.value.retryable
@@ -134,7 +134,7 @@ def test_malformed_json_is_a_response_error(tableflow_conn: str, emulator: Emula
 
 
 def test_json_of_the_wrong_shape_is_a_response_error(tableflow_conn: str, emulator: Emulator) -> None:
-    emulator.fault("/flows/runs/", 200, '{"unexpected": true}')
+    emulator.fault("/v2/flows/runs/", 200, '{"unexpected": true}')
     with pytest.raises(FlowRunsResponseError, match="run this provider cannot read"):
         FlowRunsHook(tableflow_conn).get_run(None, "abc")
 
@@ -201,7 +201,7 @@ def test_async_client_retries_exactly_as_configured(
 ) -> None:
     """The triggerer's client tries once before involving tenacity; attempts must still add up."""
     run_id = start(FlowRunsHook(tableflow_conn), pdfs)
-    path = f"/flows/runs/{run_id}"
+    path = f"/v2/flows/runs/{run_id}"
     if faults:
         emulator.fault(path, status, '{"detail": "injected"}', method="GET", count=faults)
     emulator.clear_requests()

@@ -44,7 +44,7 @@ def seed(
 
 
 def list_requests(emulator: Emulator) -> list[dict[str, object]]:
-    return [r for r in emulator.requests() if r["path"] == "/flows/runs"]
+    return [r for r in emulator.requests() if r["path"] == "/v2/flows/runs"]
 
 
 @pytest.mark.parametrize(("count", "pages"), [(0, 1), (1, 1), (100, 1), (101, 2), (250, 3)])

@@ -12,7 +12,7 @@ from airflow_flowruns.operators.flow_run import FlowRunOperator
 from conftest import Emulator
 from helpers import RECONCILIATION_FLOW
 
-START = f"/flows/{RECONCILIATION_FLOW}/run"
+START = f"/v2/flows/{RECONCILIATION_FLOW}/run"
 
 
 def context(mocker, try_number: int = 1, task_id: str = "reconcile") -> dict[str, Any]:
@@ -83,7 +83,7 @@ def test_a_start_refused_with_5xx_is_looked_up_then_sent_again(
     (run,) = emulator.runs()
     assert result["id"] == run["id"]
     paths = [r["path"] for r in emulator.requests()]
-    assert paths == ["/flows", START, "/flows/runs", "/flows", START], "looked up, nothing there, sent again"
+    assert paths == ["/v2/flows", START, "/v2/flows/runs", "/v2/flows", START], "looked up, nothing there, sent again"
 
 
 def test_a_start_that_keeps_failing_gives_up_after_three_attempts(
@@ -100,7 +100,7 @@ def test_a_4xx_start_is_not_looked_up(tableflow_conn: str, emulator: Emulator, p
     emulator.fault(START, 422, '{"error": "Unprocessable", "message": "bad"}', method="POST")
     with pytest.raises(FlowRunsApiError, match="HTTP 422"):
         operator(tableflow_conn, pdfs).execute(context(mocker))
-    assert "/flows/runs" not in [r["path"] for r in emulator.requests()]
+    assert "/v2/flows/runs" not in [r["path"] for r in emulator.requests()]
 
 
 def test_an_unreadable_answer_with_no_run_behind_it_is_raised(
@@ -116,8 +116,8 @@ def test_a_call_before_the_start_that_fails_is_not_looked_up(
     tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
 ) -> None:
     """Only the start call can have started a run; a failed flow check before it cannot."""
-    emulator.fault("/flows", 503, '{"detail": "down"}', method="GET", count=10)
+    emulator.fault("/v2/flows", 503, '{"detail": "down"}', method="GET", count=10)
     with pytest.raises(FlowRunsApiError, match="'list flows' failed \\(HTTP 503\\)"):
         operator(tableflow_conn, pdfs).execute(context(mocker))
     paths = [r["path"] for r in emulator.requests()]
-    assert "/flows/runs" not in paths and START not in paths
+    assert "/v2/flows/runs" not in paths and START not in paths

@@ -150,7 +150,7 @@ def test_review_wait_waits_for_the_final_state(
     op = one_document(TABLEFLOW_REVIEW_FLOW, tableflow_conn, pdf, deferrable=True, on_review="wait")
     result = finish_task(op, context)
     assert result["state"] == "succeeded"
-    history = httpx.get(f"{emulator.url}/flows/runs/{result['id']}", headers={"Authorization": f"Bearer {API_KEY}"})
+    history = httpx.get(f"{emulator.url}/v2/flows/runs/{result['id']}", headers={"Authorization": f"Bearer {API_KEY}"})
     statuses = [h["status"] for h in history.json()["status_history"]]
     assert statuses[:2] == ["processing", "review"]
 

@@ -70,8 +70,8 @@ def test_no_key_is_kept_through_retries_and_failures(
     (data / "doc.pdf").write_bytes(pdfs["inv"].read_bytes())
     emulator.reset()
     # TableFlow succeeds through a refused start and a failed poll, both retried with a logged warning.
-    emulator.fault(f"/flows/{TABLEFLOW_RECONCILIATION_FLOW}/run", 429, headers={"Retry-After": "0"})
-    emulator.fault("/flows/runs/", 503, '{"error": "Unavailable", "message": "try again"}')
+    emulator.fault(f"/v2/flows/{TABLEFLOW_RECONCILIATION_FLOW}/run", 429, headers={"Retry-After": "0"})
+    emulator.fault("/v2/flows/runs/", 503, '{"error": "Unavailable", "message": "try again"}')
     # Extend's run fails, so its error text goes through the operator's exception and the task log.
     emulator.scenario(EXTEND_INVOICE_WORKFLOW, "extend", outcome="failed", error="OCR_FAILED: unreadable")
     outputs = [run_example(airflow_home, emulator, data, platform) for platform in EXAMPLE_DAGS]

@@ -87,7 +87,7 @@ def test_transient_errors_do_not_end_the_trigger(
 ) -> None:
     emulator.scenario(RECONCILIATION_FLOW, processing_seconds=0.1)
     run_id = started_run(tableflow_conn, pdfs)
-    emulator.fault("/flows/runs/", 503, '{"error": "Unavailable", "message": "maintenance"}', count=6)
+    emulator.fault("/v2/flows/runs/", 503, '{"error": "Unavailable", "message": "maintenance"}', count=6)
     event = run_trigger(trigger_for(tableflow_conn, run_id))
     assert event["outcome"] == "settled" and event["run"]["status"] == "completed"
     assert sum(r["status"] == 503 for r in emulator.requests()) == 6

@@ -1,14 +1,14 @@
-"""TableFlow v2 routes, mounted at the root: the connection's host is the API base URL.
+"""TableFlow v2 routes, served under ``/v2`` as the real API is (``https://api.tableflow.com/v2``).
 
-Where the vendor documentation is silent the emulator stays with documented shapes; unconfirmed
-choices: ``created_at``/``updated_at`` are ISO 8601 UTC strings, a missing required file is a 422, an
-oversize file a 413, and error bodies are ``{"error": title, "message": detail}`` for every status.
+Shapes follow the reference pages (``tableflow-run-flow.txt``, ``tableflow-list-flow-runs.txt``): times,
+``created_at`` and ``updated_at`` included, are unix seconds. Where the pages are silent, unconfirmed
+choices: a missing required file is a 422, an oversize file a 413, and error bodies are
+``{"error": title, "message": detail}`` for every status.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -19,7 +19,8 @@ from airflow_flowruns.emulator.errors import ApiError
 from airflow_flowruns.emulator.state import EmulatedRun, EmulatorState, new_id
 
 PLATFORM = "tableflow"
-PATH_PREFIXES = ("/flows",)
+BASE_PATH = "/v2"
+PATH_PREFIXES = (f"{BASE_PATH}/flows",)
 STATUSES = {
     "queued": "processing",
     "running": "processing",
@@ -30,7 +31,7 @@ STATUSES = {
 FINAL = {"completed", "failed"}
 _EXTENSIONS = {"pdf": {".pdf"}, "image": {".png", ".jpg", ".jpeg", ".gif", ".tif", ".tiff", ".bmp", ".webp", ".heic"}}
 
-router = APIRouter()
+router = APIRouter(prefix=BASE_PATH)
 
 
 def scenarios(config: EmulatorConfig) -> list[tuple[str, Scenario]]:
@@ -56,10 +57,6 @@ def authorize(request: Request) -> None:
 def _state(request: Request) -> EmulatorState:
     authorize(request)
     return request.app.state.emulator
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _flows(request: Request) -> dict[str, TableFlowFlow]:
@@ -99,8 +96,8 @@ def run_object(run: EmulatedRun) -> dict[str, Any]:
         }
         if status == "completed"
         else {},
-        "created_at": _iso(run.created),
-        "updated_at": _iso(history[-1].time),
+        "created_at": int(run.created),
+        "updated_at": int(history[-1].time),
     }
 
 

@@ -46,7 +46,7 @@ def platform_from_connection(conn: Connection) -> tuple[Platform, HttpOptions]:
     settings = ConnectionSettings(
         conn_id=conn.conn_id,
         api_key=conn.password or "",
-        base_url=base_url_from(conn.host, conn.port, conn.schema, cls.default_base_url),
+        base_url=base_url_from(conn.conn_id, conn.host, conn.port, conn.schema, cls),
         extras=extras,
         login=conn.login or None,
     )

@@ -249,6 +249,8 @@ class Platform(ABC):
     label: ClassVar[str]
     """Human name used in messages, e.g. ``TableFlow``."""
     default_base_url: ClassVar[str]
+    base_path: ClassVar[str] = ""
+    """The path every call of the API lives under (TableFlow: ``/v2``), added to a host typed without it."""
     can_cancel: ClassVar[bool] = False
     synchronous: ClassVar[bool] = False
     """The start call returns when the run has finished: nothing to wait for, nothing to defer."""
@@ -382,16 +384,36 @@ def _first_error(exc: ValueError) -> str:
     return str(exc)
 
 
-def base_url_from(host: str | None, port: int | None, schema: str | None, default: str) -> str:
-    """The API base URL from a connection's host: a full URL, a bare host name, or nothing."""
-    if not host:
-        return default
+def base_url_from(
+    conn_id: str, host: str | None, port: int | None, schema: str | None, platform: type[Platform]
+) -> str:
+    """The API base URL from a connection's host, however the user typed it.
+
+    A bare host name (``api.tableflow.com``), a URL with or without scheme, with or without the API's base
+    path (``platform.base_path``, e.g. ``/v2``) and with or without a trailing slash all reach the same
+    base URL. A host carrying ``user:password@`` is refused: the key belongs in the password field, and a
+    password in the host would end up in every URL the client logs.
+    """
+    if not host or not host.strip():
+        return platform.default_base_url
+    host = host.strip()
     if "://" not in host:
         host = f"{schema or 'https'}://{host}"
     parts = urlsplit(host)
-    if port and not parts.port:
-        host = f"{parts.scheme}://{parts.hostname}:{port}{parts.path}"
-    return host.rstrip("/")
+    if "@" in parts.netloc:
+        raise FlowRunsConfigError(
+            f"Connection {conn_id!r} has a user name or password in its host (user:password@host). Put the "
+            f"{platform.label} API key in the connection's password field and only the host name in host."
+        )
+    if not parts.hostname:
+        raise FlowRunsConfigError(
+            f"Connection {conn_id!r} has a host without a host name; use e.g. {platform.default_base_url}."
+        )
+    netloc = parts.netloc if parts.port or not port else f"{parts.netloc}:{port}"
+    path = parts.path.rstrip("/")
+    if platform.base_path and not path.endswith(platform.base_path):
+        path += platform.base_path
+    return f"{parts.scheme}://{netloc}{path}"
 
 
 def require_json_object(value: Any, what: str) -> dict[str, Any]:

@@ -126,6 +126,7 @@ class TableFlow(Platform):
     name = "tableflow"
     label = "TableFlow"
     default_base_url = "https://api.tableflow.com/v2"
+    base_path = "/v2"
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.api_key}"}
