@@ -26,6 +26,20 @@ API_VERSIONS = {"2026-02-09", "2025-04-21", "2024-12-23"}
 FINAL = {"PROCESSED", "FAILED", "REJECTED", "CANCELLED"}
 CANCELLABLE = {"PENDING", "PROCESSING"}
 METADATA_LIMIT_BYTES = 10 * 1024
+_FILE_TYPES = {
+    "pdf": "PDF",
+    "csv": "CSV",
+    "png": "IMG",
+    "jpg": "IMG",
+    "jpeg": "IMG",
+    "txt": "TXT",
+    "docx": "DOCX",
+    "xlsx": "EXCEL",
+    "xml": "XML",
+    "html": "HTML",
+}
+PACKAGE_FILES = (2, 50)
+"""How many files a ``package`` run takes (the SDK's ``WorkflowRunPackageParams``)."""
 _CODES = {
     400: "INVALID_REQUEST",
     401: "UNAUTHORIZED",
@@ -77,15 +91,21 @@ def _workflow(request: Request, workflow_id: str) -> ExtendWorkflow:
 
 
 def run_object(request: Request, run: EmulatedRun, *, summary: bool = False) -> dict[str, Any]:
+    """The ``WorkflowRun`` a read returns, or the ``WorkflowRunSummary`` a listing returns (``summary``).
+
+    Field for field as the ``extend-ai`` SDK models them: a summary has no ``metadata``, ``failureReason``,
+    ``failureMessage``, ``reviewed`` or ``stepRuns``; a full run has no ``createdAt``/``updatedAt``.
+    """
     history = run.history()
     last = history[-1]
     status = last.status
     workflow = _workflow(request, run.flow_id)
     started = next((e.time for e in history if e.status != "PENDING"), None)
     reviewed = run.record.get("reviewed", False)
-    data: dict[str, Any] = {
+    common: dict[str, Any] = {
         "object": "workflow_run",
         "id": run.id,
+        "status": status,
         "workflow": {
             "object": "workflow",
             "id": workflow.id,
@@ -101,23 +121,32 @@ def run_object(request: Request, run: EmulatedRun, *, summary: bool = False) -> 
             "createdAt": "2026-01-05T09:00:00Z",
         },
         "dashboardUrl": f"https://dashboard.extend.ai/workflows/runs/{run.id}",
-        "status": status,
-        "metadata": run.record.get("metadata") or {},
         "batchId": None,
         "files": run.record.get("files", []),
-        "failureReason": "PROCESSING_ERROR" if status == "FAILED" else None,
-        "failureMessage": run.error if status == "FAILED" else None,
         "initialRunAt": _iso(run.created),
-        "reviewed": reviewed,
         "reviewedByUser": "reviewer@example.com" if reviewed else None,
         "reviewedAt": _iso(last.time) if reviewed else None,
         "rejectionNote": last.message if status == "REJECTED" else None,
         "startTime": _iso(started),
         "endTime": _iso(last.time) if status in FINAL else None,
+        "usage": {"credits": 1},
     }
     if summary:
-        return {**data, "createdAt": _iso(run.created), "updatedAt": _iso(last.time)}
-    return {**data, "stepRuns": [], "usage": {"credits": 1}}
+        return {**common, "createdAt": _iso(run.created), "updatedAt": _iso(last.time)}
+    return {
+        **common,
+        "metadata": run.record.get("metadata") or {},
+        "failureReason": "PROCESSING_ERROR" if status == "FAILED" else None,
+        "failureMessage": run.error if status == "FAILED" else None,
+        "reviewed": reviewed,
+        "stepRuns": [],
+    }
+
+
+def _file_type(name: str) -> str | None:
+    """The SDK's ``FileType`` of a file name, by extension, as Extend derives it."""
+    suffix = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    return _FILE_TYPES.get(suffix)
 
 
 @router.post("/files/upload")
@@ -127,7 +156,7 @@ async def upload_file(request: Request) -> dict[str, Any]:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise ApiError(400, "Bad Request", "Multipart part 'file' is required")
-        name, size, content_type = upload.filename or "file", upload.size or 0, upload.content_type
+        name, size = upload.filename or "file", upload.size or 0
     if size == 0:
         raise ApiError(400, "Bad Request", f"File {name} is empty")
     now = _iso(datetime.now(UTC).timestamp())
@@ -136,7 +165,7 @@ async def upload_file(request: Request) -> dict[str, Any]:
         "object": "file",
         "id": file_id,
         "name": name,
-        "type": content_type,
+        "type": _file_type(name),
         "metadata": {},
         "createdAt": now,
         "updatedAt": now,
@@ -157,23 +186,70 @@ async def create_run(request: Request) -> dict[str, Any]:
     if not isinstance(workflow_ref, dict) or not isinstance(workflow_ref.get("id"), str):
         raise ApiError(400, "Bad Request", "workflow.id is required")
     workflow = _workflow(request, workflow_ref["id"])
-    file_ref = body.get("file")
-    if not isinstance(file_ref, dict) or len({"url", "id", "text"} & set(file_ref)) != 1:
-        raise ApiError(400, "Bad Request", "file must have exactly one of url, id, text")
-    if "id" in file_ref and file_ref["id"] not in state.uploads:
-        raise ApiError(404, "Not Found", f"File {file_ref['id']} not found")
     metadata = body.get("metadata") or {}
     if not isinstance(metadata, dict) or len(json.dumps(metadata).encode()) > METADATA_LIMIT_BYTES:
         raise ApiError(400, "Bad Request", "metadata must be an object of at most 10 KB")
-    upload = state.uploads.get(file_ref.get("id", ""), {"id": None, "name": file_ref.get("name", "document")})
+    refs = _file_refs(state, body)
+    files = [_file_summary(state, ref) for ref in refs]
     record = {
         "metadata": metadata,
         "version": workflow_ref.get("version"),
-        "files": [{"object": "file", "id": upload["id"], "name": upload["name"]}],
-        "uploads": [{"field": "file", "filename": upload["name"], "size": upload.get("size")}],
+        "files": files,
+        "uploads": [
+            {"field": "file", "filename": f["name"], "size": state.uploads.get(f["id"], {}).get("size")} for f in files
+        ],
     }
     run = EmulatedRun(PLATFORM, new_run_id(), workflow.id, state.scenarios[(PLATFORM, workflow.id)], STATUSES, record)
     return run_object(request, state.add_run(run))
+
+
+def _file_refs(state: EmulatorState, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Exactly one of ``file`` (one of url, id, text) or ``package`` (2-50 files by url or id, no outputs)."""
+    if ("file" in body) == ("package" in body):
+        raise ApiError(400, "Bad Request", "Exactly one of file or package must be provided")
+    if "file" in body:
+        ref = body["file"]
+        if not isinstance(ref, dict) or len({"url", "id", "text"} & set(ref)) != 1:
+            raise ApiError(400, "Bad Request", "file must have exactly one of url, id, text")
+        return _known_files(state, [ref])
+    package = body["package"]
+    refs: Any = package.get("files") if isinstance(package, dict) else None
+    low, high = PACKAGE_FILES
+    if not isinstance(refs, list) or not low <= len(refs) <= high:
+        raise ApiError(400, "Bad Request", f"package.files must list {low} to {high} files")
+    if body.get("outputs"):
+        raise ApiError(400, "Bad Request", "outputs are not supported on package runs")
+    if any(not isinstance(r, dict) or len({"url", "id"} & set(r)) != 1 for r in refs):
+        raise ApiError(400, "Bad Request", "each package file must have exactly one of url, id")
+    keys = [(k, r[k]) for r in refs for k in ("url", "id") if k in r]
+    if len(set(keys)) != len(keys):
+        raise ApiError(400, "Bad Request", "package.files contains the same file twice")
+    return _known_files(state, refs)
+
+
+def _known_files(state: EmulatorState, refs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for ref in refs:
+        if "id" in ref and ref["id"] not in state.uploads:
+            raise ApiError(404, "Not Found", f"File {ref['id']} not found")
+    return refs
+
+
+def _file_summary(state: EmulatorState, ref: dict[str, Any]) -> dict[str, Any]:
+    """The ``FileSummary`` a run lists for one of its files."""
+    upload = state.uploads.get(ref.get("id", ""))
+    if upload is None:
+        now = _iso(datetime.now(UTC).timestamp())
+        name = ref.get("name") or str(ref.get("url", "document")).rsplit("/", 1)[-1]
+        upload = {"id": f"file_{new_id(20)}", "name": name, "createdAt": now, "updatedAt": now}
+    return {
+        "object": "file",
+        "id": upload["id"],
+        "name": upload["name"],
+        "type": _file_type(upload["name"]),
+        "metadata": {},
+        "createdAt": upload["createdAt"],
+        "updatedAt": upload["updatedAt"],
+    }
 
 
 def _run(request: Request, state: EmulatorState, run_id: str) -> EmulatedRun:

@@ -20,7 +20,8 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-FaultKind = Literal["429", "429_retry_after", "500", "502", "503", "html", "drop", "stall", "malformed"]
+FaultKind = Literal["429", "429_retry_after", "500", "502", "503", "html", "drop", "stall", "malformed", "500_after"]
+"""``500_after``: the route runs (a start makes its run), then a 500 answers; only as a scripted fault."""
 ALL_KINDS: tuple[FaultKind, ...] = ("429", "429_retry_after", "500", "502", "503", "html", "drop", "stall", "malformed")
 _BEFORE = {"429": 429, "429_retry_after": 429, "500": 500, "502": 502, "503": 503}
 _HTML = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
@@ -85,6 +86,8 @@ class FaultInjector:
         if kind == "html":
             return Response(_HTML, 502, media_type="text/html")
         handled = await call_next(request)
+        if kind == "500_after":
+            return JSONResponse(error_body(500, "Server Error", "injected fault 500_after"), 500)
         body = b"".join([chunk async for chunk in handled.body_iterator])  # type: ignore[attr-defined]
         if kind == "stall":
             await asyncio.sleep(self.mode.stall_seconds)

@@ -23,6 +23,8 @@ STATUSES = {
     "failed": "failed",
 }
 FINAL = {"completed", "failed", "stopped"}
+GROUP_ID = "0b9a1f4e-0000-4000-8000-00000000a001"
+"""The workspace (group) every emulated run belongs to; a UUID like the reference page's ids."""
 _PROGRESS = {"queued": 0, "running": 50, "awaiting_human_feedback": 80}
 
 router = APIRouter()
@@ -60,37 +62,44 @@ def _workflow(request: Request, workflow_id: str) -> NoxusWorkflow:
     raise ApiError(404, "Not Found", f"Workflow {workflow_id} not found")
 
 
-def run_object(request: Request, run: EmulatedRun, *, with_workflow: bool = False) -> dict[str, Any]:
+def run_object(
+    request: Request, run: EmulatedRun, *, listed: bool = False, with_workflow: bool = False
+) -> dict[str, Any]:
+    """A run as the ``noxus-sdk`` ``Run`` model has it (start, read, stop, a workflow's listing).
+
+    ``listed``: an item of the workspace listing ``GET /v1/runs``, as its reference page shows it (no
+    ``output`` or ``progress_details``; ``definitions``, ``source`` and the embedded ``workflow`` instead).
+    ``with_workflow``: ``GET /v1/runs/{id}``, the run with its embedded workflow. No ``started_at``:
+    neither the SDK model nor the reference page has one.
+    """
     history = run.history()
     status = history[-1].status
-    started = next((e.time for e in history if e.status != "queued"), None)
-    logs = [
-        {"level": "error" if e.error else "info", "message": e.error or e.message, "timestamp": _iso(e.time)}
-        for e in history
-    ]
     data: dict[str, Any] = {
         "id": run.id,
-        "group_id": "group_emulator",
+        "group_id": GROUP_ID,
         "workflow_id": run.flow_id,
         "input": run.record.get("input", {}),
-        "output": {"summary": f"Processed {len(run.record.get('uploads', []))} file(s)"}
-        if status == "completed"
-        else None,
         "node_ids": [],
         "status": status,
         "progress": 100 if status in FINAL else _PROGRESS.get(status, 0),
-        "definitions": {},
         "created_at": _iso(run.created),
-        "started_at": _iso(started),
         "finished_at": _iso(history[-1].time) if status in FINAL else None,
-        "source": "api",
-        "progress_details": {"executed_nodes": [], "running_nodes": [], "run_logs": logs},
     }
+    if not listed:
+        logs = [
+            {"level": "error" if e.error else "info", "message": e.error or e.message, "timestamp": _iso(e.time)}
+            for e in history
+        ]
+        data["progress_details"] = {"executed_nodes": [], "running_nodes": [], "run_logs": logs}
+        done = status == "completed"
+        data["output"] = {"summary": f"Processed {len(run.record.get('uploads', []))} file(s)"} if done else None
+    if listed or with_workflow:
+        data.update(definitions={}, source="api")
     if with_workflow:
         workflow = _workflow(request, run.flow_id)
         data["workflow"] = {
             "id": workflow.id,
-            "group_id": "group_emulator",
+            "group_id": GROUP_ID,
             "name": workflow.name,
             "type": "flow",
             "definition": {},
@@ -206,20 +215,22 @@ def stop_run(request: Request, run_id: str) -> dict[str, Any]:
     return run_object(request, run)
 
 
-def _page(request: Request, runs: list[EmulatedRun]) -> dict[str, Any]:
+def _page(request: Request, runs: list[EmulatedRun], *, listed: bool = False) -> dict[str, Any]:
     try:
         page, size = int(request.query_params.get("page", 1)), int(request.query_params.get("size", 50))
     except ValueError:
         raise ApiError(422, "Unprocessable Entity", "Input should be a valid integer", loc=["query"]) from None
     if page < 1 or not 1 <= size <= 100:
         raise ApiError(422, "Unprocessable Entity", "page must be >= 1 and size between 1 and 100", loc=["query"])
-    items = [run_object(request, run) for run in runs[(page - 1) * size : page * size]]
+    items = [
+        run_object(request, run, listed=listed, with_workflow=listed) for run in runs[(page - 1) * size : page * size]
+    ]
     return {"items": items, "total": len(runs), "page": page, "size": size, "pages": max(1, -(-len(runs) // size))}
 
 
 @router.get("/v1/runs")
 def list_runs(request: Request) -> dict[str, Any]:
-    return _page(request, _state(request).runs_of(PLATFORM))
+    return _page(request, _state(request).runs_of(PLATFORM), listed=True)
 
 
 @router.get("/v1/workflows/{workflow_id}/runs")

@@ -178,11 +178,36 @@ class FlowRunsHook(BaseHook):
             yield run
 
     def find_run_for_task(
-        self, flow_id: str | None, task_key: str, created_after: datetime | None = None
+        self,
+        flow_id: str | None,
+        task_key: str,
+        created_after: datetime | None = None,
+        newer_than: str | None = None,
     ) -> FlowRun | None:
-        """The newest run this task instance started, found by the task key stored on it."""
-        for run in self.list_runs(flow_id=flow_id, created_after=created_after):
-            if self.platform.task_key_of(run) == task_key:
+        """The newest run this task instance started, found by the task key stored on it.
+
+        Where listing items carry no metadata (Extend's ``WorkflowRunSummary``), each candidate in the
+        window is read in full, newest first, at most ``Platform.lookup_reads`` of them. ``newer_than``:
+        stop at that run (an earlier try's), so only a run started after it is found.
+        """
+        platform = self.platform
+        reads = 0
+        for listed in self.list_runs(flow_id=flow_id, created_after=created_after):
+            if listed.id == newer_than:
+                return None
+            run = listed
+            if not platform.listing_has_metadata:
+                if reads == platform.lookup_reads:
+                    self.log.warning(
+                        "Stopped looking for the run of task key %s after reading %d runs of flow %s.",
+                        task_key,
+                        reads,
+                        flow_id,
+                    )
+                    return None
+                reads += 1
+                run = self.get_run(flow_id, listed.id)
+            if platform.task_key_of(run) == task_key:
                 return run
         return None
 

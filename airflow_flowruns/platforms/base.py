@@ -252,6 +252,10 @@ class Platform(ABC):
     base_path: ClassVar[str] = ""
     """The path every call of the API lives under (TableFlow: ``/v2``), added to a host typed without it."""
     can_cancel: ClassVar[bool] = False
+    listing_has_metadata: ClassVar[bool] = True
+    """Listing items carry the run's metadata; False: finding a run by its task key reads each run in full."""
+    lookup_reads: ClassVar[int] = 50
+    """Where ``listing_has_metadata`` is False: the most runs one task key lookup reads in full."""
     synchronous: ClassVar[bool] = False
     """The start call returns when the run has finished: nothing to wait for, nothing to defer."""
 

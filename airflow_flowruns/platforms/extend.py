@@ -8,6 +8,10 @@ Unconfirmed wire facts, decided here and nowhere else (see the README's Extend s
 * Responses are read in the 2026-02-09 unwrapped form and in the older ``{"success", "workflowRun"}`` /
   ``workflowRuns`` wrapped forms, whose dashboard link is named ``url``.
 * Listing sorts by ``createdAt`` descending so paging can stop once past a date window.
+* List items are ``WorkflowRunSummary`` objects (extend-ai SDK): no ``metadata``, ``failureReason``,
+  ``failureMessage``, ``reviewed`` or ``stepRuns``. A run parsed from one has empty metadata and, when
+  ``FAILED``, no error text (a rejection note it has); whatever needs them reads the full run
+  (``listing_has_metadata``). A full ``WorkflowRun`` has no ``createdAt``: ``initialRunAt`` is used.
 """
 
 from __future__ import annotations
@@ -70,6 +74,11 @@ class WorkflowRun(BaseModel):
     startTime: datetime | None = None
     endTime: datetime | None = None
 
+    @property
+    def is_summary(self) -> bool:
+        """A list item (``WorkflowRunSummary``): only it has ``createdAt``; a full run has ``stepRuns``."""
+        return self.createdAt is not None and "stepRuns" not in (self.model_extra or {})
+
 
 class RunsListing(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -83,6 +92,8 @@ class Extend(Platform):
     label = "Extend"
     default_base_url = "https://api.extend.ai"
     can_cancel = True
+    listing_has_metadata = False
+    """List items are ``WorkflowRunSummary`` objects: no metadata, no failure reason (extend-ai SDK)."""
 
     def headers(self) -> dict[str, str]:
         headers = {
@@ -201,8 +212,11 @@ class Extend(Platform):
         )
 
 
-def _failure_text(run: WorkflowRun) -> str:
+def _failure_text(run: WorkflowRun) -> str | None:
+    """Why a run failed; None for a failed list item, which has no failure fields (only the full run does)."""
     if run.status == "REJECTED":
         return f"rejected in review: {run.rejectionNote}" if run.rejectionNote else "rejected in review"
+    if run.is_summary:
+        return None
     parts = [text for text in (run.failureReason, run.failureMessage) if text]
     return ": ".join(parts) or "Extend reported the run as failed without a reason."

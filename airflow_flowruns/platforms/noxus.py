@@ -8,8 +8,9 @@ Unconfirmed wire facts, decided here and nowhere else (see the README's Noxus se
   else the last log message.
 * Noxus documents no dashboard link: the run URL is the run's API resource, overridable with the
   connection extra ``run_url_template`` (fields ``base_url``, ``run_id``, ``flow_id``).
-* Noxus runs keep no free-form metadata, so ``metadata`` is refused and a retried task cannot find the
-  run an earlier try started: the task starts a new one (set ``retries`` with that in mind).
+* Noxus runs keep no free-form metadata, so ``metadata`` is refused and no run can be found by its task
+  key: a retry finds the earlier try's run only through the task's state store (Airflow 3.3+).
+* The SDK's ``Run`` model has no ``started_at``: a run's start time and duration are not known.
 * The listing's order is not documented, so paging never stops early on a date window.
 * ``flow_version`` is sent as ``workflow_version_id``.
 """
@@ -64,7 +65,6 @@ class Run(BaseModel):
     workflow_id: str | None = None
     status: str
     created_at: datetime | None = None
-    started_at: datetime | None = None
     finished_at: datetime | None = None
     progress_details: ProgressDetails | None = None
 
@@ -111,9 +111,7 @@ class Noxus(Platform):
             error=_failure_text(run) if state is RunState.FAILED else None,
             url=template.format(base_url=self.settings.base_url, run_id=run.id, flow_id=workflow_id),
             created_at=run.created_at,
-            started_at=run.started_at,
             ended_at=ended,
-            duration_ms=int((ended - run.started_at).total_seconds() * 1000) if ended and run.started_at else None,
             raw=body,
         )
 
