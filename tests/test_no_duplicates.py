@@ -48,16 +48,6 @@ def test_other_task_instances_start_their_own_runs(
     assert len(emulator.runs()) == 2
 
 
-def test_a_retry_after_a_failed_run_follows_that_run(
-    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
-) -> None:
-    first = operator(tableflow_conn, pdfs).execute(context(mocker))
-    emulator.set_status(first["id"], "failed", error="bad scan")
-    second = operator(tableflow_conn, pdfs).execute(context(mocker, try_number=2))
-    assert (second["id"], second["state"]) == (first["id"], "failed")
-    assert len(emulator.runs()) == 1, "the task ends as its one run ended"
-
-
 def test_reattach_can_be_turned_off(tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker) -> None:
     operator(tableflow_conn, pdfs).execute(context(mocker))
     operator(tableflow_conn, pdfs, reattach=False).execute(context(mocker, try_number=2))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath, conf
@@ -15,6 +15,7 @@ from airflow_flowruns.files import FileArgument, collect_files
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.links import FLOW_RUN_ID_KEY, FLOW_RUN_URL_KEY, FlowRunLink
 from airflow_flowruns.operators._outputs import check_output_limit, output_target, place_outputs
+from airflow_flowruns.operators._reattach import RESTART_STATES, earlier_run, lookup_window_start, save_run
 from airflow_flowruns.operators._waiting import FlowRunWaitMixin
 from airflow_flowruns.platforms import FlowRun, StartRequest
 from airflow_flowruns.platforms.base import require_json_object, require_text
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
 DEFAULT_TIMEOUT = 24 * 60 * 60
 DEFAULT_MAX_XCOM_OUTPUT_BYTES = 64 * 1024
+PREVIOUS_RUN_ID_KEY = "previous_flow_run_id"
+"""XCom key naming the failed or cancelled run of an earlier try that this try's fresh run replaces."""
 START_ATTEMPTS = 3
 """Start calls sent for one try when each failed ambiguously and the lookup found no run behind it."""
 
@@ -54,8 +57,9 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         ``max_xcom_output_bytes``: an ``ObjectStoragePath`` or URI (templated); XCom then holds the path.
         Larger outputs without it fail the task; the run is kept and a retry re-attaches to it.
     :param max_xcom_output_bytes: the largest outputs (as JSON) returned in XCom under ``outputs``.
-    :param reattach: on a retry, follow the run an earlier try of this task instance started, whatever its
-        state, instead of starting another (``False``: every try starts a fresh run).
+    :param reattach: on a retry or a cleared task, follow the run an earlier try of this task instance
+        started while it is queued, running, waiting for review or succeeded, and start a fresh run only when
+        it failed or was cancelled (``False``: every try starts a fresh run).
     """
 
     template_fields: Sequence[str] = (
@@ -136,27 +140,48 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         return place_outputs(outputs, result, target, self.max_xcom_output_bytes)
 
     def _start_once(self, hook: FlowRunsHook, request: StartRequest, context: Context) -> FlowRun:
-        """Start the run, unless this task instance already did: never bill a document twice by accident.
+        """Start the run, unless this task instance already has one to follow: never bill a document twice.
 
-        On a retry (a failed try or a crashed worker) the run an earlier try started is found by the task
-        key stored on it and followed, whatever its state, so the task ends as its one run ended. A start
-        call that failed in a way the platform may still have accepted (a timeout, a dropped connection,
-        a 5xx, an unreadable answer) is looked up the same way; only when no run is found is it sent again.
+        A retry or a cleared task follows the run an earlier try started while it is queued, running,
+        waiting for review or succeeded, and starts a fresh run when it failed or was cancelled, naming the
+        earlier run in the log and in XCom (``previous_flow_run_id``); see :mod:`._reattach`. A start call
+        that failed in a way the platform may still have accepted (a timeout, a dropped connection, a 5xx,
+        an unreadable answer) is looked up by the task key; only when no run newer than the earlier one is
+        found is it sent again.
         """
         key = request.task_key or task_key(context)
-        since = _lookup_window_start(context)
-        if self.reattach and _try_number(context) > 1:
-            earlier = hook.find_run_for_task(request.flow_id, key, since)
-            if earlier is not None:
-                self.log.info("Re-attaching to %s run %s started by an earlier try.", earlier.platform, earlier.id)
-                return earlier
+        earlier = earlier_run(hook, request.flow_id, key, context) if self.reattach else None
+        if earlier is not None and earlier.state not in RESTART_STATES:
+            self.log.info(
+                "Re-attaching to %s run %s (%s) started by an earlier try.",
+                earlier.platform,
+                earlier.id,
+                earlier.status,
+            )
+            return earlier
+        if earlier is not None:
+            self.log.warning(
+                "The earlier %s run %s of this task ended %s (%s); starting a fresh run.",
+                earlier.platform,
+                earlier.id,
+                earlier.status,
+                earlier.error or "no reason given",
+            )
+            context["ti"].xcom_push(key=PREVIOUS_RUN_ID_KEY, value=earlier.id)
+        run = self._start(hook, request, key, lookup_window_start(context), earlier.id if earlier else None)
+        save_run(context, run)
+        return run
+
+    def _start(
+        self, hook: FlowRunsHook, request: StartRequest, key: str, since: datetime | None, earlier_id: str | None
+    ) -> FlowRun:
         for attempt in range(1, START_ATTEMPTS + 1):
             try:
                 return hook.start_run(request)
             except (FlowRunsApiError, FlowRunsResponseError) as exc:
                 if not exc.outcome_unknown:
                     raise
-                found = hook.find_run_for_task(request.flow_id, key, since)
+                found = hook.find_run_for_task(request.flow_id, key, since, newer_than=earlier_id)
                 if found is not None:
                     self.log.info("The platform had accepted the run despite %s: following run %s.", exc, found.id)
                     return found
@@ -191,18 +216,6 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         """The task was killed while waiting in the worker: cancel the run where the platform can."""
         if self._run is not None:
             FlowRunsHook(self.flowruns_conn_id).cancel_run(self._run.flow_id, self._run.id)
-
-
-def _try_number(context: Context) -> int:
-    number = getattr(context["ti"], "try_number", 1)
-    return number if isinstance(number, int) else 1
-
-
-def _lookup_window_start(context: Context) -> datetime | None:
-    """Runs of this task instance cannot predate its DAG run; an hour of margin absorbs clock skew."""
-    dag_run = context.get("dag_run")
-    started = getattr(dag_run, "start_date", None)
-    return started - timedelta(hours=1) if isinstance(started, datetime) else None
 
 
 def task_key(context: Context) -> str:

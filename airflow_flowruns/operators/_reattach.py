@@ -1,0 +1,74 @@
+"""Never a second run: which run an earlier try of this task instance started, and whether to follow it.
+
+Airflow 3.3's ``ResumableJobMixin`` convention: on a retry (or a cleared task) follow the earlier run while
+it is queued, running, waiting for review or succeeded; start a fresh one when it failed or was cancelled.
+The earlier run is found first in the task's state store (Airflow 3.3+), where the run id is saved the
+moment the start call returns, and otherwise by the task key the platform keeps on the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow_flowruns.exceptions import FlowRunsApiError
+from airflow_flowruns.platforms import FlowRun, RunState
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_flowruns.hooks.flow_run import FlowRunsHook
+
+STATE_STORE_KEY = "flowruns_run"
+"""Key of the run (``{"id", "flow_id"}``) in the task's state store. Renaming it breaks retries in flight."""
+
+RESTART_STATES = frozenset({RunState.FAILED, RunState.CANCELLED})
+"""An earlier run in one of these states is re-run by a retry; in any other it is followed."""
+
+log = logging.getLogger(__name__)
+
+
+def state_store(context: Context) -> Any:
+    """The task's state store (Airflow 3.3+), or None where Airflow has none."""
+    return context.get("task_state_store")  # type: ignore[misc]
+
+
+def save_run(context: Context, run: FlowRun) -> None:
+    """Remember the run the moment it is started, so a crashed worker's retry finds it without a listing."""
+    store = state_store(context)
+    if store is not None:
+        store.set(STATE_STORE_KEY, {"id": run.id, "flow_id": run.flow_id})
+
+
+def earlier_run(hook: FlowRunsHook, flow_id: str, key: str, context: Context) -> FlowRun | None:
+    """The run an earlier try of this task instance started, in its current state, or None."""
+    store = state_store(context)
+    if store is None:
+        log.info("No task state store in the task context (Airflow < 3.3): earlier runs are found by task key only.")
+    else:
+        saved = store.get(STATE_STORE_KEY)
+        if isinstance(saved, dict) and isinstance(saved.get("id"), str):
+            try:
+                return hook.get_run(saved.get("flow_id") or flow_id, saved["id"])
+            except FlowRunsApiError as exc:
+                if exc.status != 404:
+                    raise
+                log.warning(
+                    "Run %s saved by an earlier try is gone (HTTP 404); looking it up by task key.", saved["id"]
+                )
+    if try_number(context) <= 1:
+        return None
+    return hook.find_run_for_task(flow_id, key, lookup_window_start(context))
+
+
+def try_number(context: Context) -> int:
+    number = getattr(context["ti"], "try_number", 1)
+    return number if isinstance(number, int) else 1
+
+
+def lookup_window_start(context: Context) -> datetime | None:
+    """Runs of this task instance cannot predate its DAG run; an hour of margin absorbs clock skew."""
+    dag_run = context.get("dag_run")
+    started = getattr(dag_run, "start_date", None)
+    return started - timedelta(hours=1) if isinstance(started, datetime) else None

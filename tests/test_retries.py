@@ -1,0 +1,209 @@
+"""Retries re-run failures, never live runs (Airflow 3.3's ``ResumableJobMixin`` convention), on every
+platform that runs asynchronously: TableFlow and Extend find an earlier run by its task key or the task's
+state store; Noxus, which keeps no metadata, through the state store only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_flowruns.emulator.config import EXTEND_INVOICE_WORKFLOW, NOXUS_DOCUMENT_WORKFLOW
+from airflow_flowruns.operators._reattach import STATE_STORE_KEY
+from airflow_flowruns.operators.flow_run import PREVIOUS_RUN_ID_KEY, FlowRunOperator
+from conftest import Emulator, set_connection
+from helpers import RECONCILIATION_FLOW
+
+
+class StateStore:
+    """The task's state store as Airflow 3.3 hands it to a task: per task instance, kept across tries."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: Any, **_: Any) -> None:
+        self.values[key] = value
+
+
+@dataclass(frozen=True)
+class Case:
+    platform: str
+    flow_id: str
+    file_key: str
+    live: str
+    failed: str
+    succeeded: str
+    review: str
+    cancelled: str | None
+    by_task_key: bool
+    """Finds an earlier run without a state store (the platform keeps the task key on the run)."""
+    inputs: dict[str, Any] | None = None
+
+
+CASES = {
+    "tableflow": Case("tableflow", RECONCILIATION_FLOW, "", "processing", "failed", "completed", "review", None, True),
+    "extend": Case(
+        "extend",
+        EXTEND_INVOICE_WORKFLOW,
+        "file",
+        "PROCESSING",
+        "FAILED",
+        "PROCESSED",
+        "NEEDS_REVIEW",
+        "CANCELLED",
+        True,
+    ),
+    "noxus": Case(
+        "noxus",
+        NOXUS_DOCUMENT_WORKFLOW,
+        "document",
+        "running",
+        "failed",
+        "completed",
+        "awaiting_human_feedback",
+        "stopped",
+        False,
+        {"instructions": "Summarize"},
+    ),
+}
+
+
+def operator(case: Case, conn_id: str, pdfs: dict[str, Path], **kwargs: Any) -> FlowRunOperator:
+    files: dict[str, Any] = (
+        {"purchase_order": pdfs["po"], "invoice": pdfs["inv"]}
+        if case.platform == "tableflow"
+        else {case.file_key: pdfs["a"]}
+    )
+    return FlowRunOperator(
+        task_id="extract",
+        flowruns_conn_id=conn_id,
+        flow_id=case.flow_id,
+        files=files,
+        inputs=case.inputs,
+        wait_for_completion=False,
+        **kwargs,
+    )
+
+
+def context(mocker, try_number: int, store: StateStore | None) -> dict[str, Any]:
+    ti = mocker.MagicMock(dag_id="docs", task_id="extract", run_id="manual__1", map_index=-1, try_number=try_number)
+    return {"ti": ti, "task_state_store": store} if store is not None else {"ti": ti}
+
+
+def pushed(ctx: dict[str, Any], key: str) -> list[Any]:
+    return [c.kwargs["value"] for c in ctx["ti"].xcom_push.call_args_list if c.kwargs.get("key") == key]
+
+
+@pytest.fixture(params=sorted(CASES))
+def case(request: pytest.FixtureRequest) -> Case:
+    return CASES[request.param]
+
+
+@pytest.fixture
+def conn(case: Case, emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> str:
+    return set_connection(monkeypatch, f"{case.platform}_retries", case.platform, emulator.url)
+
+
+@pytest.mark.parametrize("store", [True, False], ids=["state store", "no state store"])
+@pytest.mark.parametrize("earlier", ["live", "review", "succeeded"])
+def test_a_retry_follows_a_live_or_succeeded_run(
+    earlier: str, store: bool, case: Case, conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+) -> None:
+    if not store and not case.by_task_key:
+        pytest.skip("without a state store Noxus has nothing to find a run by (README: Never a second run)")
+    tasks = StateStore() if store else None
+    first = operator(case, conn, pdfs).execute(context(mocker, 1, tasks))
+    emulator.set_status(first["id"], getattr(case, earlier))
+    retry = context(mocker, 2, tasks)
+    second = operator(case, conn, pdfs).execute(retry)
+    assert second["id"] == first["id"]
+    assert [run["id"] for run in emulator.runs()] == [first["id"]], "no second run while the first is alive"
+    assert pushed(retry, PREVIOUS_RUN_ID_KEY) == []
+
+
+@pytest.mark.parametrize("store", [True, False], ids=["state store", "no state store"])
+@pytest.mark.parametrize("ending", ["failed", "cancelled"])
+def test_a_retry_after_a_failed_or_cancelled_run_starts_a_fresh_one(
+    ending: str, store: bool, case: Case, conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker, capsys
+) -> None:
+    status = getattr(case, ending)
+    if not store and not case.by_task_key:
+        pytest.skip("without a state store Noxus has nothing to find a run by (README: Never a second run)")
+    if status is None:
+        pytest.skip(f"{case.platform} runs cannot be cancelled")
+    tasks = StateStore() if store else None
+    first = operator(case, conn, pdfs).execute(context(mocker, 1, tasks))
+    emulator.set_status(first["id"], status, error="unreadable scan" if ending == "failed" else None)
+    retry = context(mocker, 2, tasks)
+    second = operator(case, conn, pdfs).execute(retry)
+    assert second["id"] != first["id"]
+    assert sorted(run["id"] for run in emulator.runs()) == sorted([first["id"], second["id"]])
+    assert pushed(retry, PREVIOUS_RUN_ID_KEY) == [first["id"]], "XCom names the run this one replaces"
+    assert f"earlier {case.platform} run {first['id']} of this task ended {status}" in capsys.readouterr().out
+    if tasks is not None:
+        assert tasks.values[STATE_STORE_KEY]["id"] == second["id"], "the store now names the fresh run"
+    third = operator(case, conn, pdfs).execute(context(mocker, 3, tasks))
+    assert third["id"] == second["id"], "a third try follows the fresh run, still alive"
+
+
+def test_the_run_id_is_saved_the_moment_the_start_returns(
+    case: Case, conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+) -> None:
+    tasks = StateStore()
+    first = operator(case, conn, pdfs).execute(context(mocker, 1, tasks))
+    assert tasks.values == {STATE_STORE_KEY: {"id": first["id"], "flow_id": case.flow_id}}
+
+
+def test_reattach_false_starts_fresh_on_every_try(
+    case: Case, conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+) -> None:
+    tasks = StateStore()
+    first = operator(case, conn, pdfs, reattach=False).execute(context(mocker, 1, tasks))
+    second = operator(case, conn, pdfs, reattach=False).execute(context(mocker, 2, tasks))
+    assert first["id"] != second["id"] and len(emulator.runs()) == 2
+
+
+def test_a_cleared_task_whose_saved_run_was_deleted_looks_it_up(
+    case: Case, conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+) -> None:
+    """A saved id the platform no longer knows (404) is not fatal: the task key lookup takes over."""
+    tasks = StateStore()
+    tasks.set(STATE_STORE_KEY, {"id": "gone", "flow_id": case.flow_id})
+    first = operator(case, conn, pdfs).execute(context(mocker, 2, tasks))
+    assert [run["id"] for run in emulator.runs()] == [first["id"]]
+
+
+START_PATHS = {
+    "tableflow": f"/v2/flows/{RECONCILIATION_FLOW}/run",
+    "extend": "/workflow_runs",
+    "noxus": f"/v1/workflows/{NOXUS_DOCUMENT_WORKFLOW}/runs",
+}
+
+
+@pytest.mark.parametrize("kind", ["500_after", "drop"])
+def test_an_ambiguous_start_is_looked_up_not_resent(
+    kind: str, case: Case, conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+) -> None:
+    """The platform made the run, then the answer was a 5xx or was lost: the run is followed, not made twice.
+
+    Extend's list items carry no metadata, so its lookup reads the candidates in full. Noxus keeps no task
+    key, and nothing can be saved in the state store before the start answers: there the start is sent
+    again, the gap the README's "Never a second run" names.
+    """
+    emulator.fault(START_PATHS[case.platform], 0, method="POST", kind=kind)
+    result = operator(case, conn, pdfs).execute(context(mocker, 1, StateStore()))
+    starts = [r for r in emulator.requests() if r["method"] == "POST" and r["path"] == START_PATHS[case.platform]]
+    if not case.by_task_key:
+        assert len(starts) == 2 and len(emulator.runs()) == 2
+        return
+    (run,) = emulator.runs()
+    assert result["id"] == run["id"] and len(starts) == 1
+    if case.platform == "extend":
+        paths = [r["path"] for r in emulator.requests()]
+        assert f"/workflow_runs/{run['id']}" in paths, "the metadata came from the full run, not the list item"
