@@ -9,6 +9,9 @@ Unconfirmed wire facts, decided here and nowhere else (see the README's TableFlo
 * File types are checked by file extension, with ``image`` meaning the extensions in ``_TYPE_EXTENSIONS``.
 * The listing's items are whole Run objects, as a read returns them, so ``poll_listing`` lets one
   listing page answer the triggerer's polls of many runs.
+* Runs are listed with the paged workspace listing ``GET /flows/runs`` (filter ``flow_id``), which keeps
+  memory bounded; the documented per-flow listing ``GET /flows/{flow_id}/runs`` answers every run of the
+  flow at once as a bare array, and that shape is read too (one page, no next).
 """
 
 from __future__ import annotations
@@ -174,6 +177,8 @@ class TableFlow(Platform):
         return RunQuery(flow_id=flow_id, page_size=MAX_PAGE_SIZE)
 
     def parse_runs_page(self, body: Any, call: ApiCall, query: RunQuery) -> RunsPage:
+        if isinstance(body, list):
+            body = {"flow_runs": body, "pagination": {"next_offset": None}}
         page = self.parse_model(RunsListing, body, "run listing")
         items = page.flow_runs
         wanted = query.run_ids

@@ -1,0 +1,319 @@
+"""The I/O-free platform layer on the vendors' own payloads (``tests/golden/``, each naming its source).
+
+No server: runs are parsed, listing pages read, list calls and start requests built, statuses mapped,
+exactly as each platform module does it for the hook and the triggerer.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_flowruns.platforms import (
+    PLATFORMS,
+    ApiCall,
+    ConnectionSettings,
+    Platform,
+    RunQuery,
+    RunsPage,
+    RunState,
+    StartRequest,
+    extend,
+    noxus,
+    stackai,
+    tableflow,
+)
+
+GOLDEN = Path(__file__).parent / "golden"
+EXTRAS: dict[str, dict[str, Any]] = {"stackai": {"org_id": "org_1"}}
+
+
+def golden(name: str) -> Any:
+    document = json.loads((GOLDEN / name).read_text())
+    assert document["source"], f"{name} must say where it came from"
+    return document["body"]
+
+
+def platform(name: str) -> Platform:
+    settings = ConnectionSettings("c", "key", PLATFORMS[name].default_base_url, EXTRAS.get(name, {}))
+    return PLATFORMS[name](settings)
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def listing_page(name: str, fixture: str, query: RunQuery) -> tuple[ApiCall, RunsPage]:
+    """The first list call a platform builds for ``query``, and the page it reads from the golden body."""
+    call = platform(name).list_runs_call(query)
+    return call, platform(name).parse_runs_page(golden(fixture), call, query)
+
+
+def unix(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+@pytest.mark.parametrize(
+    ("name", "fixture", "expected"),
+    [
+        (
+            "tableflow",
+            "tableflow_run_started.json",
+            {
+                "id": "Wp7kRnT2mX4vQ9bL",
+                "flow_id": "dk4g1tUg1uHLs8YU",
+                "state": RunState.RUNNING,
+                "status": "processing",
+                "error": None,
+                "metadata": {"customer_id": "12345", "order_number": "PO-2024-001"},
+                "created_at": unix(1682366228),
+                "started_at": unix(1682366228),
+                "ended_at": None,
+                "duration_ms": None,
+                "url": "https://api.tableflow.com/v2/flows/runs/Wp7kRnT2mX4vQ9bL",
+            },
+        ),
+        (
+            "extend",
+            "extend_workflow_run_failed.json",
+            {
+                "id": "workflow_run_8k9m-xyzAB_Pqrst-Nvw4",
+                "flow_id": "workflow_BMdfq_yWM3sT-ZzvCnA3f",
+                "state": RunState.FAILED,
+                "status": "FAILED",
+                "error": "PROCESSING_ERROR: The document could not be parsed",
+                "metadata": {"airflow_task_key": "af-0123456789abcdef01234567", "customer": "acme"},
+                "created_at": at("2026-02-10T08:00:01Z"),
+                "started_at": at("2026-02-10T08:00:02Z"),
+                "ended_at": at("2026-02-10T08:00:32Z"),
+                "duration_ms": 30000,
+                "url": "https://dashboard.extend.ai/workflows/runs/workflow_run_8k9m-xyzAB_Pqrst-Nvw4",
+            },
+        ),
+        (
+            "noxus",
+            "noxus_run_failed.json",
+            {
+                "id": "9d2f7c10-4b1e-4a55-9c1e-2f6a8b0d1e77",
+                "flow_id": "3c90c3cc-0d44-4b50-8888-8dd25736052a",
+                "state": RunState.FAILED,
+                "status": "failed",
+                "error": "Node 'Extract' failed: unreadable PDF",
+                "metadata": {},
+                "created_at": at("2026-02-10T08:00:00Z"),
+                "started_at": None,
+                "ended_at": at("2026-02-10T08:00:10Z"),
+                "duration_ms": None,
+            },
+        ),
+    ],
+)
+def test_a_run_is_parsed_from_the_vendors_payload(name: str, fixture: str, expected: dict[str, Any]) -> None:
+    run = platform(name).parse_run(golden(fixture))
+    assert {key: getattr(run, key) for key in expected} == expected
+    assert run.platform == name and run.raw == golden(fixture)
+
+
+def test_tableflow_per_flow_listing_is_a_bare_array_of_whole_runs() -> None:
+    _, page = listing_page("tableflow", "tableflow_flow_runs.json", RunQuery(flow_id="dk4g1tUg1uHLs8YU"))
+    assert [(r.id, r.state, r.error, r.duration_ms) for r in page.runs] == [
+        ("fr_abc123def456", RunState.SUCCEEDED, None, 30000),
+        (
+            "fr_def456ghi789",
+            RunState.FAILED,
+            "Extraction step 'Extract Invoice' failed: Template not found",
+            30000,
+        ),
+    ]
+    assert page.runs[1].metadata == {"customer_id": "54321"}
+    assert page.next_call is None, "the per-flow listing has no pages"
+
+
+def test_extend_listing_page_of_summaries_carries_no_metadata_and_no_failure_text() -> None:
+    call, page = listing_page("extend", "extend_runs_page.json", RunQuery(flow_id="workflow_BMdfq_yWM3sT-ZzvCnA3f"))
+    assert [(r.id, r.state, r.status) for r in page.runs] == [
+        ("workflow_run_newest0000000000000a", RunState.RUNNING, "PROCESSING"),
+        ("workflow_run_review00000000000000b", RunState.NEEDS_REVIEW, "NEEDS_REVIEW"),
+        ("workflow_run_rejected000000000000c", RunState.FAILED, "REJECTED"),
+        ("workflow_run_failed00000000000000d", RunState.FAILED, "FAILED"),
+    ]
+    assert all(r.metadata == {} for r in page.runs), "a summary has no metadata"
+    assert page.runs[2].error == "rejected in review: Totals do not match", "the summary has the rejection note"
+    assert page.runs[3].error is None, "but no failure reason: that is only on the full run"
+    assert page.runs[0].created_at == at("2026-02-10T09:00:00Z")
+    token = "xK9mLPqRtN3vS8wF5hB2cQ==:zWvUxYjM4nKpL7aDgE9HbTcR2mAyX3/Q+CNkfBSw1dZ="
+    assert page.next_call is not None and page.next_call.params == {**(call.params or {}), "nextPageToken": token}
+    assert not platform("extend").listing_has_metadata
+
+
+def test_noxus_workspace_page_reads_the_reference_example() -> None:
+    _, page = listing_page("noxus", "noxus_runs_page.json", RunQuery())
+    assert [(r.id, r.state, r.flow_id) for r in page.runs] == [
+        ("3c90c3cc-0d44-4b50-8888-8dd25736052a", RunState.QUEUED, "3c90c3cc-0d44-4b50-8888-8dd25736052a")
+    ]
+    assert page.next_call is None, "page 2 of 1 is the last"
+
+
+def test_stackai_listing_reads_the_documented_fields() -> None:
+    _, page = listing_page("stackai", "stackai_flow_runs.json", RunQuery(flow_id="flow_1"))
+    assert [(r.id, r.state, r.error) for r in page.runs] == [
+        ("5b0f3a52-7c1d-4e8a-9f2b-6d4c3e2a1b00", RunState.FAILED, "Node llm-0 timed out"),
+        ("5b0f3a52-7c1d-4e8a-9f2b-6d4c3e2a1b01", RunState.SUCCEEDED, None),
+    ]
+    assert platform("stackai").task_key_of(page.runs[0]) == "af-0123456789abcdef01234567"
+
+
+@pytest.mark.parametrize(
+    ("name", "query", "method", "path", "params"),
+    [
+        ("tableflow", RunQuery(), "GET", "/flows/runs", {"limit": 100, "offset": 0}),
+        (
+            "tableflow",
+            RunQuery(flow_id="f1", states=frozenset({RunState.FAILED}), page_size=5000),
+            "GET",
+            "/flows/runs",
+            {"limit": 1000, "offset": 0, "flow_id": "f1", "status": "failed"},
+        ),
+        (
+            "extend",
+            RunQuery(flow_id="workflow_1", states=frozenset({RunState.NEEDS_REVIEW})),
+            "GET",
+            "/workflow_runs",
+            {
+                "sortBy": "createdAt",
+                "sortDir": "desc",
+                "maxPageSize": 100,
+                "workflowId": "workflow_1",
+                "status": "NEEDS_REVIEW",
+            },
+        ),
+        (
+            "extend",
+            RunQuery(states=frozenset({RunState.FAILED})),
+            "GET",
+            "/workflow_runs",
+            {"sortBy": "createdAt", "sortDir": "desc", "maxPageSize": 100},
+        ),
+        ("noxus", RunQuery(flow_id="wf", page_size=500), "GET", "/v1/workflows/wf/runs", {"page": 1, "size": 100}),
+        ("noxus", RunQuery(), "GET", "/v1/runs", {"page": 1, "size": 100}),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_list_calls_send_what_each_api_filters_on(
+    name: str, query: RunQuery, method: str, path: str, params: dict[str, Any]
+) -> None:
+    call = platform(name).list_runs_call(query)
+    assert (call.method, call.path, dict(call.params or {})) == (method, path, params)
+
+
+@pytest.mark.parametrize(
+    ("module", "raw", "state"),
+    [
+        (tableflow, "processing", RunState.RUNNING),
+        (tableflow, "review", RunState.NEEDS_REVIEW),
+        (tableflow, "completed", RunState.SUCCEEDED),
+        (tableflow, "failed", RunState.FAILED),
+        (extend, "PENDING", RunState.QUEUED),
+        (extend, "PROCESSING", RunState.RUNNING),
+        (extend, "CANCELLING", RunState.RUNNING),
+        (extend, "NEEDS_REVIEW", RunState.NEEDS_REVIEW),
+        (extend, "PROCESSED", RunState.SUCCEEDED),
+        (extend, "FAILED", RunState.FAILED),
+        (extend, "REJECTED", RunState.FAILED),
+        (extend, "CANCELLED", RunState.CANCELLED),
+        (noxus, "queued", RunState.QUEUED),
+        (noxus, "running", RunState.RUNNING),
+        (noxus, "awaiting_human_feedback", RunState.NEEDS_REVIEW),
+        (noxus, "completed", RunState.SUCCEEDED),
+        (noxus, "failed", RunState.FAILED),
+        (noxus, "stopped", RunState.CANCELLED),
+        (stackai, "PENDING", RunState.QUEUED),
+        (stackai, "RESUMED", RunState.RUNNING),
+        (stackai, "PAUSED", RunState.NEEDS_REVIEW),
+        (stackai, "COMPLETED", RunState.SUCCEEDED),
+        (stackai, "FAILED", RunState.FAILED),
+        (stackai, "CANCELLED", RunState.CANCELLED),
+    ],
+)
+def test_every_documented_status_maps_to_one_state(module: Any, raw: str, state: RunState) -> None:
+    assert module.STATUSES[raw] is state
+
+
+DOCUMENTED = {
+    tableflow: {"processing", "review", "completed", "failed"},
+    extend: {"PENDING", "PROCESSING", "CANCELLING", "NEEDS_REVIEW", "PROCESSED", "FAILED", "REJECTED", "CANCELLED"},
+    noxus: {"queued", "running", "awaiting_human_feedback", "completed", "failed", "stopped"},
+    stackai: {"PENDING", "RESUMED", "PAUSED", "COMPLETED", "FAILED", "CANCELLED"},
+}
+
+
+@pytest.mark.parametrize("module", list(DOCUMENTED), ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_each_platform_maps_exactly_its_documented_statuses(module: Any) -> None:
+    assert set(module.STATUSES) == DOCUMENTED[module]
+
+
+class Recorder:
+    """The ``Api`` a start is written against: records each call and answers from a script."""
+
+    def __init__(self, answers: dict[str, Any]) -> None:
+        self.answers = answers
+        self.calls: list[ApiCall] = []
+
+    def call(self, call: ApiCall) -> Any:
+        self.calls.append(call)
+        return self.answers[call.name]
+
+
+def test_tableflow_start_request_is_the_documented_multipart_form(tmp_path: Path) -> None:
+    po, inv = tmp_path / "po.pdf", tmp_path / "invoice.pdf"
+    po.write_bytes(b"%PDF")
+    inv.write_bytes(b"%PDF")
+    flows = [
+        {
+            "id": "dk4g1tUg1uHLs8YU",
+            "active": True,
+            "file_input_config": {"file_fields": [{"key": "purchase_order", "required": True}, {"key": "invoice"}]},
+        }
+    ]
+    api = Recorder({"list flows": flows, "start run": golden("tableflow_run_started.json")})
+    request = StartRequest(
+        flow_id="dk4g1tUg1uHLs8YU",
+        files={"purchase_order": po, "invoice": inv},
+        run_name="PO-123 Reconciliation",
+        metadata={"customer_id": "12345"},
+        file_metadata={"purchase_order": {"po_number": "PO-123"}},
+        file_guidance={"purchase_order": "strip REV:0"},
+    )
+    run = platform("tableflow").start_run(api, request)
+    start = api.calls[-1]
+    assert (start.method, start.path, start.idempotent) == ("POST", "/flows/dk4g1tUg1uHLs8YU/run", False)
+    assert dict(start.data or {}) == {
+        "name": "PO-123 Reconciliation",
+        "metadata": '{"customer_id": "12345"}',
+        "purchase_order_metadata": '{"po_number": "PO-123"}',
+        "purchase_order_guidance": "strip REV:0",
+    }
+    assert [(f.field, f.filename) for f in start.files] == [("purchase_order", "po.pdf"), ("invoice", "invoice.pdf")]
+    assert run.id == "Wp7kRnT2mX4vQ9bL"
+
+
+def test_extend_start_uploads_then_sends_one_file_by_id(tmp_path: Path) -> None:
+    pdf = tmp_path / "invoice.pdf"
+    pdf.write_bytes(b"%PDF")
+    api = Recorder(
+        {"upload file": {"id": "file_xK9mLPqRtN3vS8wF5hB2cQ"}, "start run": golden("extend_workflow_run_failed.json")}
+    )
+    request = StartRequest(
+        flow_id="workflow_BMdfq_yWM3sT-ZzvCnA3f", files={"file": pdf}, flow_version="3", task_key="af-1"
+    )
+    platform("extend").start_run(api, request)
+    assert [c.path for c in api.calls] == ["/files/upload", "/workflow_runs"]
+    assert api.calls[-1].json == {
+        "workflow": {"id": "workflow_BMdfq_yWM3sT-ZzvCnA3f", "version": "3"},
+        "file": {"id": "file_xK9mLPqRtN3vS8wF5hB2cQ"},
+        "metadata": {"airflow_task_key": "af-1"},
+    }
