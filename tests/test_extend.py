@@ -207,13 +207,31 @@ def test_listing_follows_the_cursor(extend_conn: str, emulator: Emulator, count:
     assert len([r for r in emulator.requests() if r["path"] == "/workflow_runs"]) == pages
 
 
+def test_a_list_of_files_is_one_package_run(
+    extend_conn: str, emulator: Emulator, pdfs: dict[str, Path], context: dict[str, Any]
+) -> None:
+    """``files={"file": [a, b, c]}`` starts one run processing the three together (``package``)."""
+    paths = [pdfs["a"], pdfs["b"], pdfs["po"]]
+    FlowRunOperator(
+        task_id="t",
+        flowruns_conn_id=extend_conn,
+        flow_id=EXTEND_INVOICE_WORKFLOW,
+        files={"file": paths},
+        wait_for_completion=False,
+    ).execute(context)
+    (run,) = emulator.runs()
+    assert [f["name"] for f in run["files"]] == ["a.pdf", "b.pdf", "po.pdf"]
+    paths_called = [r["path"] for r in emulator.requests()]
+    assert paths_called == ["/files/upload"] * 3 + ["/workflow_runs"]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"flow_id": "workflow_nope"}, "HTTP 404.*Workflow workflow_nope not found"),
         ({"metadata": {"notes": "x" * 11_000}}, "Extend accepts at most 10240"),
         ({"files": {"file": "PDF", "second": "PDF"}}, "one file under the key 'file'"),
-        ({"files": {"file": ["PDF", "PDF"]}}, "exactly one file"),
+        ({"files": {"file": ["PDF"] * 51}}, "a package of 2 to 50 files.*this task gives 51"),
         ({"files": {"document": "PDF"}}, "one file under the key 'file', not 'document'"),
         ({"file_guidance": {"file": "x"}}, "Extend runs take no file_guidance"),
     ],

@@ -35,12 +35,13 @@ def run_sdk(script: str, emulator: Emulator, workflow: str, pdf: Path) -> dict[s
 @pytest.mark.slow
 def test_extend_sdk_parses_upload_create_retrieve_list_cancel(emulator: Emulator, pdf: Path) -> None:
     seen = run_sdk("extend_client.py", emulator, EXTEND_INVOICE_WORKFLOW, pdf)
-    (run,) = emulator.runs()
+    run, package = emulator.runs()
     assert seen["run_id"] == run["id"] and seen["retrieved"][0] == run["id"]
     assert seen["file_id"].startswith("file_") and seen["listed"] == [run["id"]]
     assert seen["cancelled"] == "CANCELLING"
     assert seen["types"] == ["File", "WorkflowRun", "WorkflowRun", "WorkflowRunsListResponse", "WorkflowRun"]
     assert run["metadata"] == {"k": "v"}
+    assert seen["package"] == [package["id"], ["doc.pdf", "second.pdf"]], "a package of two files is one run"
 
 
 @pytest.mark.slow

@@ -2,8 +2,9 @@
 
 Unconfirmed wire facts, decided here and nowhere else (see the README's Extend section):
 
-* A run takes exactly one file, given as ``files={"file": path}``; more files mean more runs, so the
-  operator is mapped over files instead (``.expand(files=...)``).
+* A run takes one file, ``files={"file": path}``, or a package of 2 to 50 files processed together as one
+  run, ``files={"file": [a, b, ...]}`` (sent as ``package``, the SDK's ``WorkflowRunPackageParams``);
+  independent files mean more runs, so the operator is mapped over them (``.expand(files=...)``).
 * The 10 KB metadata limit is measured on the UTF-8 JSON the provider sends, task key included.
 * Responses are read in the 2026-02-09 unwrapped form and in the older ``{"success", "workflowRun"}`` /
   ``workflowRuns`` wrapped forms, whose dashboard link is named ``url``.
@@ -28,6 +29,7 @@ from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsResponseErr
 from airflow_flowruns.platforms.base import (
     Api,
     ApiCall,
+    FilePath,
     FlowRun,
     Platform,
     RunQuery,
@@ -54,6 +56,8 @@ FILE_KEY = "file"
 METADATA_LIMIT_BYTES = 10 * 1024
 PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+PACKAGE_FILES = (2, 50)
+"""How many files one ``package`` run takes (the SDK's ``WorkflowRunPackageParams``)."""
 RETRYABLE_CODES = frozenset({"RATE_LIMIT_EXCEEDED", "INTERNAL_ERROR"})
 
 
@@ -180,11 +184,13 @@ class Extend(Platform):
                 f"Extend runs take one file under the key {FILE_KEY!r}, not {', '.join(map(repr, unknown))}: "
                 f'use files={{"{FILE_KEY}": path}}.'
             )
-        paths = list(request.iter_files())
-        if len(paths) != 1:
+        paths = [path for _, path in request.iter_files()]
+        low, high = PACKAGE_FILES
+        if not paths or len(paths) > high:
             raise FlowRunsConfigError(
-                f"An Extend run processes exactly one file, and this task gives {len(paths)}. Map the operator "
-                'over the files instead: FlowRunOperator.partial(...).expand(files=[{"file": p} for p in paths]).'
+                f"An Extend run processes one file, or a package of {low} to {high} files given as a list "
+                f'(files={{"{FILE_KEY}": [a, b, ...]}}), and this task gives {len(paths)}. For more files, map '
+                'the operator over them: FlowRunOperator.partial(...).expand(files=[{"file": p} for p in paths]).'
             )
         metadata = request.metadata_with_task_key()
         size = len(json.dumps(metadata).encode())
@@ -193,7 +199,17 @@ class Extend(Platform):
                 f"metadata is {size} bytes as JSON; Extend accepts at most {METADATA_LIMIT_BYTES}. "
                 "Keep large data out of the run metadata."
             )
-        _, path = paths[0]
+        file_ids = [{"id": self._upload(api, path)} for path in paths]
+        workflow: dict[str, Any] = {"id": request.flow_id}
+        if request.flow_version:
+            workflow["version"] = request.flow_version
+        files: dict[str, Any] = {"file": file_ids[0]} if len(file_ids) == 1 else {"package": {"files": file_ids}}
+        body = {"workflow": workflow, **files, "metadata": metadata}
+        return self.parse_run(
+            api.call(ApiCall("start run", "POST", "/workflow_runs", json=body, idempotent=False)), request.flow_id
+        )
+
+    def _upload(self, api: Api, path: FilePath) -> str:
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         uploaded = api.call(
             ApiCall("upload file", "POST", "/files/upload", files=[UploadFile("file", path, content_type)])
@@ -203,13 +219,7 @@ class Extend(Platform):
             raise FlowRunsResponseError(
                 "Extend answered the file upload without a file id; check the connection's host."
             )
-        workflow: dict[str, Any] = {"id": request.flow_id}
-        if request.flow_version:
-            workflow["version"] = request.flow_version
-        body = {"workflow": workflow, "file": {"id": file_id}, "metadata": metadata}
-        return self.parse_run(
-            api.call(ApiCall("start run", "POST", "/workflow_runs", json=body, idempotent=False)), request.flow_id
-        )
+        return str(file_id)
 
 
 def _failure_text(run: WorkflowRun) -> str | None:

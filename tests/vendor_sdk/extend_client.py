@@ -16,6 +16,10 @@ created = client.workflow_runs.create(workflow={"id": workflow_id}, file={"id": 
 retrieved = client.workflow_runs.retrieve(created.id)
 listed = client.workflow_runs.list(workflow_id=workflow_id, max_page_size=10)
 cancelled = client.workflow_runs.cancel(created.id)
+second = client.files.upload(file=("second.pdf", Path(path).read_bytes(), "application/pdf"))
+package = client.workflow_runs.create(
+    workflow={"id": workflow_id}, package={"files": [{"id": uploaded.id}, {"id": second.id}]}
+)
 print(
     json.dumps(
         {
@@ -24,6 +28,7 @@ print(
             "retrieved": [retrieved.id, retrieved.status, retrieved.dashboard_url],
             "listed": [run.id for run in listed.data],
             "cancelled": cancelled.status,
+            "package": [package.id, [f.name for f in package.files]],
             "types": [type(x).__name__ for x in (uploaded, created, retrieved, listed, cancelled)],
         }
     )
