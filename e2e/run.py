@@ -17,6 +17,7 @@ run and kept (its path printed) after a failed one.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import re
@@ -87,6 +88,27 @@ PROFILES: dict[str, Profile] = {
 def phases_of() -> dict[str, dict[str, str]]:
     """Raw status to emulator phase per platform: the emulator, not the provider, says how a run ended."""
     return {m.PLATFORM: {raw: phase for phase, raw in m.STATUSES.items()} for m in PLATFORM_MODULES}
+
+
+def retry_problems(found: list[dict[str, Any]], phase: Callable[[dict[str, Any]], str]) -> list[str]:
+    """What breaks "retries re-run failures, never live runs" among one task instance's runs.
+
+    Never two of its runs alive at once, never two succeeded (a run in review counts: under
+    ``on_review="succeed"`` it made the task succeed), and every run after the first was created after
+    the one before it had failed.
+    """
+    ordered = sorted(found, key=lambda run: run["created_at"])
+    problems = []
+    for before, after in itertools.pairwise(ordered):
+        ended = before["finished_at"]
+        if ended is None or ended > after["created_at"]:
+            problems.append(f"{after['id']} started while {before['id']} was alive")
+        elif phase(before) != "failed":
+            problems.append(f"{after['id']} started after {before['id']} ended {phase(before)}, not failed")
+    kept = [run["id"] for run in ordered if phase(run) in ("completed", "review")]
+    if len(kept) > 1:
+        problems.append(f"two succeeded runs: {kept}")
+    return problems
 
 
 # --- the worker kill -----------------------------------------------------------------------------
@@ -429,7 +451,8 @@ class E2E:
             (strays if index is None else by_index[index]).append(run)
         # The emulator lists runs in the order they were created: a task's last run is the one it ended on.
         several = {index: found for index, found in by_index.items() if len(found) > 1}
-        after_failure = [i for i, found in several.items() if all(phase(run) == "failed" for run in found[:-1])]
+        broken = {index: retry_problems(found, phase) for index, found in several.items()}
+        broken = {index: problems for index, problems in broken.items() if problems}
         mismatches, wrong_run = [], []
         for index, found in by_index.items():
             last = found[-1] if found else None
@@ -447,7 +470,7 @@ class E2E:
         out.figure(f"runs created on the emulator: {len(runs)} ({_counts(Counter(map(phase, runs)))})")
         out.figure(
             f"runs per task instance: exactly one {with_runs - len(several)}, none {len(plan) - with_runs}, "
-            f"more than one {len(several)} (of which a retry started anew after a failed run: {len(after_failure)}); "
+            f"more than one {len(several)} (a retry's fresh run after a failed one: {len(several) - len(broken)}); "
             f"runs no task instance started: {len(strays)}"
         )
         out.figure(
@@ -458,7 +481,11 @@ class E2E:
         out.figure(f"task instances that ran more than one try: {sum(1 for t in tries.values() if t > 1)}")
         out.require(len(tasks) == len(plan), f"{len(plan) - len(tasks)} task instances missing")
         out.require(with_runs == len(plan), f"task instances that started no run: {len(plan) - with_runs}")
-        out.require(not several, f"task instances with more than one run: {sorted(several)[:20]}")
+        out.require(
+            not broken,
+            "task instances with a run beside a live one, two succeeded runs or a run after one that had not "
+            f"failed: {sorted(broken.items())[:10]}",
+        )
         out.require(not strays, f"runs that no task instance started: {[r['id'] for r in strays][:10]}")
         out.require(not mismatches, f"task states that differ from their runs: {mismatches[:10]}")
         out.require(not wrong_run, f"tasks that follow another run: {wrong_run[:10]}")

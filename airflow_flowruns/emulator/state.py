@@ -131,6 +131,7 @@ class EmulatedRun:
             "id": self.id,
             "flow_id": self.flow_id,
             "status": self.status,
+            "created_at": self.created,
             "finished_at": self.finished_at(),
             **self.record,
         }
