@@ -120,7 +120,7 @@ def test_failed_and_rejected_runs_fail_the_task_with_the_reason(
 def test_review_policies(
     extend_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any], on_review: str, expected: str
 ) -> None:
-    emulator.scenario(EXTEND_REVIEW_WORKFLOW, "extend", processing_seconds=0.05, review=True, review_seconds=0.3)
+    emulator.scenario(EXTEND_REVIEW_WORKFLOW, "extend", processing_seconds=0.05, review=True, review_seconds=2.0)
     op = task(extend_conn, pdf, EXTEND_REVIEW_WORKFLOW, deferrable=True, on_review=on_review)
     if expected == "error":
         with pytest.raises(FlowRunFailedError, match="human review"):

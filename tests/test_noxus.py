@@ -103,7 +103,7 @@ def test_failure_reason_comes_from_the_run_logs(
 def test_review_policies(
     noxus_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any], on_review: str, expected: str
 ) -> None:
-    emulator.scenario(NOXUS_REVIEW_WORKFLOW, "noxus", processing_seconds=0.05, review=True, review_seconds=0.3)
+    emulator.scenario(NOXUS_REVIEW_WORKFLOW, "noxus", processing_seconds=0.05, review=True, review_seconds=2.0)
     op = task(noxus_conn, pdf, NOXUS_REVIEW_WORKFLOW, deferrable=True, on_review=on_review)
     if expected == "error":
         with pytest.raises(FlowRunFailedError, match="awaiting_human_feedback"):

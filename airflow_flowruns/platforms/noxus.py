@@ -12,6 +12,9 @@ Unconfirmed wire facts, decided here and nowhere else (see the README's Noxus se
   key: a retry finds the earlier try's run only through the task's state store (Airflow 3.3+).
 * The SDK's ``Run`` model has no ``started_at``: a run's start time and duration are not known.
 * The listing's order is not documented, so paging never stops early on a date window.
+* After an ambiguous start (a 5xx, timeout or lost answer), the run is the one whose ``input`` equals the
+  input just sent, on the first or last page of the workflow's runs: the uploaded files' ``uri``s are new,
+  so only this start can have made it. A start without files is sent again (nothing tells its run apart).
 * ``flow_version`` is sent as ``workflow_version_id``.
 """
 
@@ -24,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsResponseError
+from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError, FlowRunsResponseError
 from airflow_flowruns.platforms.base import (
     Api,
     ApiCall,
@@ -147,7 +150,35 @@ class Noxus(Platform):
         if request.flow_version:
             body["workflow_version_id"] = request.flow_version
         call = ApiCall("start run", "POST", f"/v1/workflows/{request.flow_id}/runs", json=body, idempotent=False)
-        return self.parse_run(api.call(call), request.flow_id)
+        try:
+            return self.parse_run(api.call(call), request.flow_id)
+        except FlowRunsError as exc:
+            found = (
+                self._run_with_input(api, request.flow_id, inputs) if exc.outcome_unknown and request.files else None
+            )
+            if found is None:
+                raise
+            return found
+
+    def _run_with_input(self, api: Api, workflow_id: str, inputs: dict[str, Any]) -> FlowRun | None:
+        """After an ambiguous start: the run whose ``input`` is the one just sent, or None.
+
+        Runs keep no task key, but the start's input names files uploaded by this very start (their
+        ``uri``s are new), so a run with that input can only be this one. The listing's order is not
+        documented: its first and last pages are read, two requests at most.
+        """
+        path = f"/v1/workflows/{workflow_id}/runs"
+        first = self.parse_model(
+            RunsListing,
+            api.call(ApiCall("find run", "GET", path, params={"page": 1, "size": MAX_PAGE_SIZE})),
+            "run listing",
+        )
+        pages = [first]
+        if first.pages > 1:
+            last = api.call(ApiCall("find run", "GET", path, params={"page": first.pages, "size": MAX_PAGE_SIZE}))
+            pages.append(self.parse_model(RunsListing, last, "run listing"))
+        item = next((item for page in pages for item in page.items if item.get("input") == inputs), None)
+        return self.parse_run(item, workflow_id) if item is not None else None
 
     def task_key_of(self, run: FlowRun) -> str | None:
         return None
