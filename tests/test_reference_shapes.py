@@ -1,0 +1,43 @@
+"""TableFlow and StackAI answers of the emulator have exactly the fields of the vendors' reference pages.
+
+Those platforms publish no SDK: the golden payloads transcribed from their pages (``tests/golden/``) are
+the reference, and the emulator may send no field they lack and lack none they have.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from airflow_flowruns.emulator.config import STACKAI_FLOW, STACKAI_ORG, TABLEFLOW_SMALL_FILE_FLOW
+from conftest import API_KEY, Emulator
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def fields(name: str) -> set[str]:
+    body = json.loads((GOLDEN / name).read_text())["body"]
+    return set((body[0] if isinstance(body, list) else body).keys())
+
+
+def test_tableflow_runs_have_the_reference_pages_fields(emulator: Emulator, pdf: Path) -> None:
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    with httpx.Client(base_url=f"{emulator.url}/v2", headers=auth, timeout=10) as http:
+        files = {"document": ("doc.pdf", pdf.read_bytes(), "application/pdf")}
+        started = http.post(f"/flows/{TABLEFLOW_SMALL_FILE_FLOW}/run", files=files).json()
+        listed: list[dict[str, Any]] = http.get(f"/flows/{TABLEFLOW_SMALL_FILE_FLOW}/runs").json()
+        read = http.get(f"/flows/runs/{started['id']}").json()
+    assert set(started) == fields("tableflow_run_started.json")
+    assert isinstance(listed, list) and [set(item) for item in listed] == [fields("tableflow_flow_runs.json")]
+    assert set(read) == fields("tableflow_run_started.json") | {"flow"}, "a read embeds the flow summary"
+    assert all(isinstance(started[key], int) for key in ("created_at", "updated_at", "start_time"))
+
+
+def test_stackai_listing_items_have_the_reference_pages_fields(emulator: Emulator) -> None:
+    with httpx.Client(base_url=emulator.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10) as http:
+        http.post(f"/inference/v0/run/{STACKAI_ORG}/{STACKAI_FLOW}", json={"in-0": "hello", "user_id": "u1"})
+        items = http.get(f"/analytics/org/{STACKAI_ORG}/flows/{STACKAI_FLOW}").json()
+    assert items and all(set(item) == fields("stackai_flow_runs.json") for item in items)
