@@ -163,8 +163,8 @@ def html(title: str) -> str:
 
 
 PLATFORM_CASES: dict[str, PlatformCase] = {
-    "extend: two files in one run": PlatformCase(
-        "extend", lambda pdf: {"flow_id": EXTEND_INVOICE_WORKFLOW, "files": {"file": [pdf, pdf]}}, "gives 2.*expand"
+    "extend: more than 50 files in one package": PlatformCase(
+        "extend", lambda pdf: {"flow_id": EXTEND_INVOICE_WORKFLOW, "files": {"file": [pdf] * 51}}, "gives 51.*expand"
     ),
     "extend: a field other than file": PlatformCase(
         "extend", lambda pdf: {"flow_id": EXTEND_INVOICE_WORKFLOW, "files": {"invoice": pdf}}, "not 'invoice'"
