@@ -161,3 +161,25 @@ def clear_faults(request: Request) -> None:
 @router.post("/reset")
 def reset(request: Request) -> None:
     _state(request).reset()
+
+
+class ManualRuns(BaseModel):
+    """Runs started as a person starts them, in the platform's own app: no API call, no Airflow task key."""
+
+    count: int = 1
+
+
+@router.post("/{platform}/flows/{flow_id}/manual-runs")
+def start_manual_runs(request: Request, platform: str, flow_id: str, body: ManualRuns) -> dict[str, list[str]]:
+    state = _state(request)
+    module = request.app.state.platforms.get(platform)
+    scenario = state.scenarios.get((platform, flow_id))
+    if module is None or scenario is None:
+        raise ApiError(404, "Not Found", f"No {platform} flow {flow_id} is configured")
+    runs = [
+        EmulatedRun(platform, module.new_run_id(), flow_id, scenario, module.STATUSES, {"trigger_method": "manual"})
+        for _ in range(body.count)
+    ]
+    with state.lock:
+        state.runs.update((run.id, run) for run in runs)
+    return {"ids": [run.id for run in runs]}

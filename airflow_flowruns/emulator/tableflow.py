@@ -83,7 +83,7 @@ def run_object(run: EmulatedRun) -> dict[str, Any]:
         "status_history": [{"status": e.status, "time": int(e.time), "message": e.message} for e in history],
         "error": run.error if status == "failed" else None,
         "metadata": run.record.get("metadata") or {},
-        "trigger_method": "api",
+        "trigger_method": run.record.get("trigger_method", "api"),
         "start_time": int(run.created),
         "end_time": int(end) if end else None,
         "duration": int((end - run.created) * 1000) if end else 0,

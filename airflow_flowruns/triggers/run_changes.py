@@ -1,0 +1,163 @@
+"""Which runs reached a watched state since a moment: the cheapest listing each platform offers for it.
+
+The asset watcher (``triggers/watcher.py``) asks every poll for the runs that may have changed since its
+position. Each platform answers that question differently, and this module is the one place that says how:
+
+* **TableFlow** lists runs newest first by creation and filters by one status only: the listing is read
+  until runs are older than the watch window minus ``lookback`` (how long a run may take from creation to
+  the watched state and still be announced).
+* **Extend** sorts its listing by ``updatedAt`` (newest first): reading stops at the first run not updated
+  since the window opened, so a poll reads only what changed. Listing items are summaries without
+  ``metadata``, so the task key of an announced run is read from the run itself (one call per event).
+* **StackAI** filters the listing by state and by creation date server-side: one filtered listing per poll,
+  from the window minus ``lookback``. Its runs carry no end time: a run reached its final state at its
+  creation time plus its latency.
+* **Noxus** filters neither by state nor by date and documents no order: every poll is a **full scan** of
+  the workflow's runs (up to 100 per page), filtered here. Give Noxus watchers a longer poll interval.
+
+A run's *change time* is when it entered its current state: its end time for a final state; for a
+state that is not final, the platform's last status change where it reports one (TableFlow, Extend), the
+start time for a running Noxus run, the creation time for a queued one. States whose entry time a
+platform does not report cannot be watched there and are refused up front.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Collection
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from airflow_flowruns.exceptions import FlowRunsConfigError
+from airflow_flowruns.hooks.http import AsyncFlowRunsClient
+from airflow_flowruns.platforms import PLATFORMS, ApiCall, FlowRun, RunQuery, RunState
+
+_FINAL = frozenset(state for state in RunState if state.is_final)
+_DATETIME: TypeAdapter[datetime] = TypeAdapter(datetime)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def _raw_time(run: FlowRun, field: str) -> datetime | None:
+    value = run.raw.get(field) if isinstance(run.raw, dict) else None
+    if value is None:
+        return None
+    try:
+        return _aware(_DATETIME.validate_python(value))
+    except ValidationError:
+        return None
+
+
+def _ended(run: FlowRun) -> datetime | None:
+    """When a final run ended: its end time, or its creation plus its duration where only that is reported."""
+    if run.ended_at is not None:
+        return _aware(run.ended_at)
+    if run.created_at is not None and run.duration_ms is not None:
+        return _aware(run.created_at + timedelta(milliseconds=run.duration_ms))
+    return None
+
+
+def _tableflow_status_time(run: FlowRun) -> datetime | None:
+    return _raw_time(run, "updated_at")
+
+
+def _extend_status_time(run: FlowRun) -> datetime | None:
+    return _raw_time(run, "updatedAt")
+
+
+def _noxus_status_time(run: FlowRun) -> datetime | None:
+    if run.state is RunState.RUNNING:
+        return _aware(run.started_at)
+    return _aware(run.created_at) if run.state is RunState.QUEUED else None
+
+
+def _stackai_status_time(run: FlowRun) -> datetime | None:
+    return _aware(run.created_at) if run.state is RunState.QUEUED else None
+
+
+@dataclass(frozen=True)
+class ChangeSource:
+    """How one platform finds the runs that changed since a moment, and when each entered its state."""
+
+    status_time: Callable[[FlowRun], datetime | None]
+    """When a run entered a state that is not final, or None where the platform does not say."""
+    timestamped_states: frozenset[RunState]
+    """The states besides the final ones whose entry time ``status_time`` knows."""
+    order: str
+    """``updated`` (newest change first: stop at the window), ``created`` (newest first: stop at the window
+    minus lookback), ``filtered`` (the API filters by creation date) or ``none`` (a full scan)."""
+    task_key_needs_run: bool = False
+    """Listing items lack the run's metadata: read the run for the task key of an announced run."""
+
+    def changed_at(self, run: FlowRun) -> datetime | None:
+        at = _ended(run) if run.state.is_final else self.status_time(run)
+        return at if at is not None or not run.state.is_final else _aware(run.created_at)
+
+    def check_states(self, platform: str, states: Collection[RunState]) -> None:
+        untimed = sorted(set(states) - _FINAL - self.timestamped_states)
+        if untimed:
+            label = PLATFORMS[platform].label
+            raise FlowRunsConfigError(
+                f"{label} does not say when a run entered {', '.join(untimed)}, so a watcher cannot tell when "
+                f"it happened: watch {', '.join(sorted(_FINAL | self.timestamped_states))} instead."
+            )
+
+    async def runs_since(
+        self,
+        client: AsyncFlowRunsClient,
+        flow_id: str | None,
+        states: frozenset[RunState],
+        since: datetime,
+        lookback: timedelta,
+    ) -> AsyncIterator[FlowRun]:
+        """Every run in ``states`` that may have entered its state at or after ``since`` (and some that did not)."""
+        platform = client.platform
+        created_after = since - lookback if self.order == "filtered" else None
+        query = RunQuery(flow_id=flow_id, states=states, created_after=created_after)
+        call: ApiCall | None = platform.list_runs_call(query)
+        if self.order == "updated" and call is not None:
+            call = replace(call, params={**(call.params or {}), "sortBy": "updatedAt", "sortDir": "desc"})
+        while call is not None:
+            page = platform.parse_runs_page(await client.call(call), call, query)
+            for run in page.runs:
+                if self._before_window(run, since, lookback):
+                    return
+                if query.matches(run):
+                    yield run
+            call = page.next_call
+
+    def _before_window(self, run: FlowRun, since: datetime, lookback: timedelta) -> bool:
+        """For ordered listings: this run, and so every later one, changed before the window."""
+        if self.order == "updated":
+            updated = _extend_status_time(run)
+            return updated is not None and updated < since
+        if self.order == "created":
+            created = _aware(run.created_at)
+            return created is not None and created < since - lookback
+        return False
+
+
+SOURCES: dict[str, ChangeSource] = {
+    "tableflow": ChangeSource(_tableflow_status_time, frozenset(RunState) - _FINAL, order="created"),
+    "extend": ChangeSource(_extend_status_time, frozenset(RunState) - _FINAL, order="updated", task_key_needs_run=True),
+    "stackai": ChangeSource(_stackai_status_time, frozenset({RunState.QUEUED}), order="filtered"),
+    "noxus": ChangeSource(_noxus_status_time, frozenset({RunState.QUEUED, RunState.RUNNING}), order="none"),
+}
+
+
+def source_for(platform: str) -> ChangeSource:
+    return SOURCES[platform]
+
+
+def run_times(run: FlowRun) -> dict[str, Any]:
+    """The run's creation and end times for an event payload, as ISO 8601 strings (None when unknown)."""
+    ended = _ended(run) if run.state.is_final else None
+    created = _aware(run.created_at)
+    return {
+        "created_at": created.isoformat() if created else None,
+        "ended_at": ended.isoformat() if ended else None,
+    }

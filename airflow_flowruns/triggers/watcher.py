@@ -1,0 +1,354 @@
+"""The asset watcher: an event for every run that reaches a watched state, whoever started the run.
+
+``FlowRunEventTrigger`` is a ``BaseEventTrigger``: put it in an ``AssetWatcher`` and each run of the
+connection's platform (optionally of one flow) that reaches one of ``states`` after the watcher started
+becomes an asset event, scheduling the DAGs that consume the asset. Runs started in the vendor's web app,
+by an e-mail integration or by another tool are announced like the runs a DAG started.
+
+Delivery is **at least once**. The watcher's *position* (a watermark time and the runs announced just
+around it) says what has been announced. Airflow stores a trigger's events asynchronously: the runner
+queues a yielded event, hands it to the triggerer's supervisor at its next state sync, and the supervisor
+writes it to the metadata database later still. A position written right after ``yield`` could therefore
+reach the database before the event does, and a triggerer killed in between would lose the event. So on
+Airflow 3.3+, where the triggerer injects the asset's state store, the watcher runs as a shared stream in
+*ack mode*: Airflow calls ``advance`` only once every event it covers is confirmed stored, and only then
+is the position written to the asset's state store. A watcher restarted elsewhere reads the position and
+announces again what was not confirmed (same ``dedup_key``): consumers skip keys they have handled.
+
+Without a state store (Airflow before 3.3, or a watcher run by hand) the position lives in memory: every
+start of the watcher begins at ``start_from``. With ``"now"``, runs that reach a watched state while no
+triggerer runs the watcher are not announced; with a timestamp, every start announces again every run
+since then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.triggers.base import BaseEventTrigger, TriggerEvent
+
+from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError, is_transient
+from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.platforms import PLATFORMS, FlowRun, RunState
+from airflow_flowruns.triggers.run_changes import ChangeSource, run_times, source_for
+from airflow_flowruns.triggers.watch_position import Position, PositionStore
+
+try:  # Airflow 3.3+: events confirmed stored before the position moves
+    from airflow.triggers.shared_stream import AdvanceItem, SharedStreamProducer
+except ImportError:  # pragma: no cover - older Airflow runs the watcher through run()
+    SharedStreamProducer = object  # type: ignore[misc,assignment]
+    AdvanceItem = Any  # type: ignore[misc,assignment]
+
+DEFAULT_STATES = ("succeeded", "failed", "cancelled")
+LATE_SECONDS = 300.0
+"""How late a run may show up in a listing after it entered its state (analytics lag, clocks apart): each
+poll looks this far behind the watermark, and the runs announced in that span are remembered."""
+MAX_BACKOFF_INTERVALS = 10
+"""After failing polls the watcher waits up to this many poll intervals before the next."""
+_TASK_KEY = re.compile(r"af-[0-9a-f]{24}")
+"""The shape of ``operators.flow_run.task_key``: anything else a platform stores (a StackAI user id a
+person chose) is not an Airflow task."""
+
+
+class FlowRunEventTrigger(BaseEventTrigger):
+    """Yields one event per run of ``conn_id`` (of ``flow_id`` when given) that reaches one of ``states``.
+
+    :param conn_id: a TableFlow, Extend, Noxus or StackAI connection.
+    :param flow_id: only runs of this flow (required on StackAI, which lists runs per flow).
+    :param states: normalized states to announce; default the final ones (succeeded, failed, cancelled).
+    :param start_from: ``"now"`` (runs entering a state after the watcher first started) or an ISO 8601
+        timestamp. Only read when the watcher has no stored position.
+    :param poll_interval: seconds between polls.
+    :param max_events_per_poll: a longer backlog is announced over several polls, oldest first.
+    :param lookback_hours: how long a run may take from its creation to a watched state and still be
+        announced, on platforms whose listing is ordered or filtered by creation (TableFlow, StackAI).
+
+    The payload of each event: ``platform``, ``flow_id``, ``run_id``, ``state``, ``status`` (raw), ``url``,
+    ``created_at``, ``ended_at``, ``task_key`` (set when an Airflow task started the run) and ``dedup_key``,
+    the same for every announcement of one run in one state.
+    """
+
+    def __init__(
+        self,
+        *,
+        conn_id: str,
+        flow_id: str | None = None,
+        states: Iterable[str] = DEFAULT_STATES,
+        start_from: str = "now",
+        poll_interval: float = 30.0,
+        max_events_per_poll: int = 100,
+        lookback_hours: float = 24.0,
+    ) -> None:
+        super().__init__()
+        self.conn_id = conn_id
+        self.flow_id = flow_id or None
+        try:
+            self.states = sorted({RunState(state).value for state in states})
+        except ValueError as exc:
+            raise FlowRunsConfigError(f"{exc}; states are: {', '.join(RunState)}.") from None
+        if not self.states:
+            raise FlowRunsConfigError("states is empty: name at least one state to watch.")
+        self.start_from = _check_start(start_from)
+        if poll_interval <= 0 or max_events_per_poll < 1 or lookback_hours <= 0:
+            raise FlowRunsConfigError("poll_interval, max_events_per_poll and lookback_hours must be positive.")
+        self.poll_interval = float(poll_interval)
+        self.max_events_per_poll = int(max_events_per_poll)
+        self.lookback_hours = float(lookback_hours)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "conn_id": self.conn_id,
+                "flow_id": self.flow_id,
+                "states": self.states,
+                "start_from": self.start_from,
+                "poll_interval": self.poll_interval,
+                "max_events_per_poll": self.max_events_per_poll,
+                "lookback_hours": self.lookback_hours,
+            },
+        )
+
+    @property
+    def position_key(self) -> str:
+        """The state-store key of this watcher's position, from what it announces (not how often it polls),
+        so a watcher given another poll interval carries on where it was; several watchers may share an asset."""
+        what = json.dumps([self.conn_id, self.flow_id, self.states])
+        return f"flowruns_watcher_position_{hashlib.sha256(what.encode()).hexdigest()[:16]}"
+
+    # --- standalone: position in memory ------------------------------------------------------------
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        async for payload, _ in self.announcements(self.initial_position()):
+            yield TriggerEvent(payload)
+
+    def initial_position(self) -> Position:
+        # Whole seconds: some platforms (TableFlow) time runs to the second, and a run that ended in the second
+        # the watcher started must not fall before it.
+        now = datetime.now(UTC).replace(microsecond=0)
+        start = now if self.start_from == "now" else datetime.fromisoformat(self.start_from)
+        return Position.starting(start)
+
+    # --- Airflow 3.3+: position in the asset's state store, moved once events are stored ------------
+
+    def shared_stream_key(self) -> Hashable | None:
+        """A stream of this watcher alone, in ack mode, where the triggerer gave it the asset's state store."""
+        if self.asset_state_store is None:
+            return None
+        key = _stream_key(self.serialize()[1])
+        _ACK_STREAM_WATCHERS[key] = self
+        return key
+
+    @classmethod
+    def create_shared_stream_producer(cls, kwargs: dict[str, Any]) -> SharedStreamProducer:
+        watcher = _ACK_STREAM_WATCHERS[_stream_key(kwargs)]
+        return AnnouncementProducer(watcher, PositionStore(watcher.asset_state_store, watcher.position_key))
+
+    async def filter_shared_stream(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
+        async for payload in shared_stream:
+            yield TriggerEvent(payload)
+
+    # --- polling ------------------------------------------------------------------------------------
+
+    async def announcements(
+        self, position: Position, on_settled: Callable[[Position], Awaitable[None]] | None = None
+    ) -> AsyncIterator[tuple[dict[str, Any], Position]]:
+        """Poll forever: each new announcement with the position that covers it and every earlier one.
+
+        ``on_settled`` gets the position after each poll that announced everything it found. Never ends
+        and never raises but on cancellation: a failed poll is logged and the next one waits longer, up to
+        ``MAX_BACKOFF_INTERVALS`` intervals.
+        """
+        failures = 0
+        while True:
+            started = datetime.now(UTC)
+            try:
+                found = await self.poll(position)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                wait = self.poll_interval * min(2 ** (failures - 1), MAX_BACKOFF_INTERVALS)
+                # A setting the platform refuses (a flow it does not have) is logged as an error, still not fatal:
+                # the connection or the flow may be fixed without redeploying the DAG.
+                report = self.log.error if isinstance(exc, FlowRunsConfigError) else self.log.warning
+                report(
+                    "Watching the runs of connection %r failed for now (%s: %s); next poll in %.1f s.",
+                    self.conn_id,
+                    type(exc).__name__,
+                    exc,
+                    wait,
+                )
+                await asyncio.sleep(wait)
+                continue
+            failures = 0
+            for payload, position in found:
+                yield payload, position
+            drained = len(found) < self.max_events_per_poll
+            if drained:
+                position = position.settled(started, LATE_SECONDS)
+                if on_settled is not None:
+                    await on_settled(position)
+            # A backlog drains at one capped poll per turn of the loop, never faster than the pacing allows.
+            await asyncio.sleep(self.poll_interval if drained else 0)
+
+    async def poll(self, position: Position) -> list[tuple[dict[str, Any], Position]]:
+        """One poll: the oldest new announcements (at most ``max_events_per_poll``), each with its position."""
+        client = await FlowRunsHook.get_async_client(self.conn_id)
+        name = client.platform.name
+        source = _source(name, self.states)
+        wanted = frozenset(RunState(state) for state in self.states)
+        floor = position.floor(LATE_SECONDS)
+        lookback = timedelta(hours=self.lookback_hours)
+        found: list[tuple[datetime, str, FlowRun]] = []
+        async for run in source.runs_since(client, self.flow_id, wanted, floor, lookback):
+            at = source.changed_at(run)
+            key = dedup_key(run)
+            if run.state in wanted and at is not None and at >= floor and not position.announced(key):
+                found.append((at, key, run))
+        found.sort(key=lambda item: (item[0], item[1]))
+        announced = []
+        for at, key, run in found[: self.max_events_per_poll]:
+            position = position.after(key, at, LATE_SECONDS)
+            announced.append((await self._payload(client, source, run, key), position))
+        return announced
+
+    async def _payload(self, client: Any, source: ChangeSource, run: FlowRun, key: str) -> dict[str, Any]:
+        task_key = await self._task_key(client, source, run)
+        return {
+            "platform": run.platform,
+            "flow_id": run.flow_id or self.flow_id,
+            "run_id": run.id,
+            "state": run.state.value,
+            "status": run.status,
+            "url": run.url,
+            **run_times(run),
+            "task_key": task_key,
+            "dedup_key": key,
+        }
+
+    async def _task_key(self, client: Any, source: ChangeSource, run: FlowRun) -> str | None:
+        """The key of the Airflow task that started the run, or None for a run started elsewhere.
+
+        Where listing items lack the run's metadata the run is read; a run deleted since it was listed
+        is announced without a task key rather than blocking the watcher on a run that is gone.
+        """
+        if source.task_key_needs_run:
+            try:
+                run = await client.read_run(run.flow_id or self.flow_id, run.id)
+            except FlowRunsError as exc:
+                if is_transient(exc):
+                    raise
+                self.log.warning("Reading run %s for its task key failed (%s); announcing it without one.", run.id, exc)
+                return None
+        task_key = client.platform.task_key_of(run)
+        return task_key if isinstance(task_key, str) and _TASK_KEY.fullmatch(task_key) else None
+
+
+def dedup_key(run: FlowRun) -> str:
+    """The same for every announcement of one run in one state, and for no other."""
+    return f"{run.platform}:{run.id}:{run.state.value}"
+
+
+def _source(platform: str, states: Sequence[str]) -> ChangeSource:
+    if platform not in PLATFORMS:
+        raise FlowRunsConfigError(f"platform {platform!r} is not one of: {', '.join(sorted(PLATFORMS))}.")
+    source = source_for(platform)
+    source.check_states(platform, [RunState(state) for state in states])
+    return source
+
+
+def _stream_key(kwargs: dict[str, Any]) -> Hashable:
+    """One ack-mode stream per trigger: Airflow keeps one trigger per class and kwargs."""
+    return ("airflow_flowruns.watcher", json.dumps(kwargs, sort_keys=True))
+
+
+def _check_start(start_from: str) -> str:
+    if start_from == "now":
+        return start_from
+    try:
+        start = datetime.fromisoformat(str(start_from))
+    except ValueError:
+        raise FlowRunsConfigError(
+            f"start_from must be 'now' or an ISO 8601 timestamp such as 2026-01-31T00:00:00+00:00, not {start_from!r}."
+        ) from None
+    return (start if start.tzinfo else start.replace(tzinfo=UTC)).isoformat()
+
+
+_ACK_STREAM_WATCHERS: weakref.WeakValueDictionary[Hashable, FlowRunEventTrigger] = weakref.WeakValueDictionary()
+"""The watcher behind each ack-mode stream: Airflow makes the producer from kwargs alone, and the state
+store the triggerer injected lives on the watcher."""
+
+
+class AnnouncementProducer(SharedStreamProducer):  # type: ignore[misc]
+    """Feeds one watcher's announcements to Airflow and moves its stored position once they are stored.
+
+    ``advance`` gets, in order, the announcements whose events Airflow confirmed stored; the position
+    that came with the last of them covers them all. An announcement that was not cleanly stored
+    (an ack timeout) stops the position for the life of this stream: the next start announces it again.
+    A poll with nothing new moves the position only when no announcement awaits its confirmation.
+    """
+
+    def __init__(self, watcher: FlowRunEventTrigger, store: PositionStore) -> None:
+        self.watcher = watcher
+        self.store = store
+        self.pending = 0
+        self.stuck = False
+
+    async def open_stream(self) -> AsyncIterator[tuple[Any, Any]]:
+        start = await self._load()
+        async for payload, covered in self.watcher.announcements(start, on_settled=self._settled):
+            self.pending += 1
+            yield payload, covered
+
+    async def _load(self) -> Position:
+        """The stored position, or the start (stored at once: nothing is announced before it)."""
+        attempt = 0
+        while True:
+            try:
+                stored = await self.store.load()
+                if stored is not None:
+                    return stored
+                position = self.watcher.initial_position()
+                await self.store.save(position)
+                return position
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                attempt += 1
+                wait = min(self.watcher.poll_interval * attempt, self.watcher.poll_interval * MAX_BACKOFF_INTERVALS)
+                self.watcher.log.warning("Reading the watcher's position failed (%s); retrying in %.0f s.", exc, wait)
+                await asyncio.sleep(wait)
+
+    async def _settled(self, position: Position) -> None:
+        if self.pending == 0 and not self.stuck:
+            await self._save(position)
+
+    async def advance(self, batch: Sequence[AdvanceItem]) -> None:
+        covered: Position | None = None
+        for item in batch:
+            self.pending -= 1
+            if not item.outcome.is_clean:
+                if not self.stuck:
+                    self.watcher.log.warning(
+                        "An announcement was not confirmed stored; the position stays before it until restart."
+                    )
+                self.stuck = True
+            if not self.stuck:
+                covered = item.broker_payload
+        if covered is not None:
+            await self._save(covered)
+
+    async def _save(self, position: Position) -> None:
+        """Write the position; a failed write only means more announcements repeated after a restart."""
+        try:
+            await self.store.save(position)
+        except Exception as exc:
+            self.watcher.log.warning("Storing the watcher's position failed (%s); it is written again later.", exc)
