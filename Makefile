@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 SDK_INSTALLED := .venv-sdk/.installed
 LINTED := $(wildcard airflow_flowruns tests example_dags benchmarks scripts e2e)
 
-.PHONY: install demo test e2e e2e-distributed lint format bench lock clean
+.PHONY: install demo test e2e e2e-distributed e2e-watcher lint format bench lock clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ e2e: $(INSTALLED)
 e2e-distributed: $(INSTALLED)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -r e2e/distributed/requirements.txt
 	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m e2e.distributed $(E2E_DISTRIBUTED_ARGS)
+
+# The asset watcher under a real Airflow: 100 runs started outside Airflow over 2.5 minutes, the triggerer
+# killed with SIGKILL half-way; every finished run must reach the consumer DAG. About 5 minutes; see e2e/watcher.py.
+e2e-watcher: $(INSTALLED)
+	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m e2e.watcher
 
 # The three benchmarks with their baselines (about 20 minutes); flags: make bench BENCH_ARGS="--sizes 1000".
 bench: $(INSTALLED)

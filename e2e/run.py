@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, SimpleNamespace
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import psutil
@@ -271,21 +271,11 @@ class E2E:
     # --- setup -----------------------------------------------------------------------------------
 
     def start_emulator(self) -> None:
-        config = self.stack.root / "emulator.json"
-        config.write_text(json.dumps({"api_keys": [self.key]}))
-        argv = [str(BIN / "flowruns-emulator"), "--host", "127.0.0.1", "--port", "0", "--config", str(config)]
+        options = []
         if self.args.fault_rate > 0:
-            argv += ["--fault-rate", str(self.args.fault_rate), "--fault-seed", str(self.args.seed)]
-            argv += ["--fault-stall-seconds", str(self.args.stall_seconds)]
-        self.stack.start("emulator", argv)
-        log = self.stack.procs / "emulator.log"
-
-        def listening() -> str | None:
-            self.stack.check_alive()
-            found = re.search(r"listening on (\S+)", log.read_text()) if log.exists() else None
-            return found.group(1) if found else None
-
-        self.emulator_url = wait_for("the emulator", listening, timeout=30, interval=0.1)
+            options += ["--fault-rate", str(self.args.fault_rate), "--fault-seed", str(self.args.seed)]
+            options += ["--fault-stall-seconds", str(self.args.stall_seconds)]
+        self.emulator_url = start_emulator(self.stack, self.key, options)
         self.emulator.base_url = httpx.URL(f"{self.emulator_url}/_emulator")
         self.log(f"emulator on {self.emulator_url}, fault rate {self.args.fault_rate:.0%}")
 
@@ -537,21 +527,48 @@ class E2E:
 
     def scan(self, runs: list[dict[str, Any]], requests: list[dict[str, Any]]) -> None:
         """The key, everywhere: Airflow's home (logs, database), process output, the emulator's logs."""
-        some_run = runs[0]["id"] if runs else "no-run"
-        findings = Findings(self.key, controls=(some_run,))
-        scan_tree(findings, self.stack.home)
-        scan_tree(findings, self.stack.procs)
-        scan_sqlite(findings, self.stack.home / "airflow.db", fernet_key=self.stack.fernet_key)
-        scan_json(findings, "emulator request log", requests, "emulator requests")
-        scan_json(findings, "emulator runs", runs, "emulator runs")
-        out = self.outcome
-        out.figure(f"secret scan of Airflow's home, process output and emulator logs: {findings.summary()}")
-        out.figure(f"secret scan of trigger kwargs while deferred: {self.trigger_findings.summary()}")
-        out.require(not findings.hits and not self.trigger_findings.hits, "the API key was found (see above)")
-        out.require(self.trigger_findings.control_hits["poll_interval"] > 0, "no trigger kwargs were read in clear")
-        out.require(
-            findings.control_hits[some_run] > 0, f"the scan never saw run id {some_run}: it read the wrong places"
-        )
+        scan_for_key(self.outcome, self.key, self.stack, runs, requests, self.trigger_findings)
+
+
+def scan_for_key(
+    out: Outcome,
+    key: str,
+    stack: Stack,
+    runs: list[dict[str, Any]],
+    requests: list[dict[str, Any]],
+    trigger_findings: Findings,
+    folders: tuple[Path, ...] = (),
+) -> None:
+    """The key, everywhere: Airflow's home (logs, database), process output, the emulator's logs, ``folders``;
+    ``trigger_findings`` holds what scans of the trigger table found while triggers ran."""
+    some_run = runs[0]["id"] if runs else "no-run"
+    findings = Findings(key, controls=(some_run,))
+    for folder in (stack.home, stack.procs, *folders):
+        scan_tree(findings, folder)
+    scan_sqlite(findings, stack.home / "airflow.db", fernet_key=stack.fernet_key)
+    scan_json(findings, "emulator request log", requests, "emulator requests")
+    scan_json(findings, "emulator runs", runs, "emulator runs")
+    out.figure(f"secret scan of Airflow's home, process output and emulator logs: {findings.summary()}")
+    out.figure(f"secret scan of trigger kwargs while triggers ran: {trigger_findings.summary()}")
+    out.require(not findings.hits and not trigger_findings.hits, "the API key was found (see above)")
+    out.require(trigger_findings.control_hits["poll_interval"] > 0, "no trigger kwargs were read in clear")
+    out.require(findings.control_hits[some_run] > 0, f"the scan never saw run id {some_run}: it read the wrong places")
+
+
+def start_emulator(stack: Stack, key: str, options: list[str]) -> str:
+    """Start the emulator on a free port, accepting only ``key``, and return its URL once it listens."""
+    config = stack.root / "emulator.json"
+    config.write_text(json.dumps({"api_keys": [key]}))
+    argv = [str(BIN / "flowruns-emulator"), "--host", "127.0.0.1", "--port", "0", "--config", str(config), *options]
+    stack.start("emulator", argv)
+    log = stack.procs / "emulator.log"
+
+    def listening() -> str | None:
+        stack.check_alive()
+        found = re.search(r"listening on (\S+)", log.read_text()) if log.exists() else None
+        return found.group(1) if found else None
+
+    return wait_for("the emulator", listening, timeout=30, interval=0.1)
 
 
 def _task_key(map_index: int) -> str:
@@ -571,40 +588,59 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="make e2e", description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=200, help="documents, one mapped task each")
     parser.add_argument("--platforms", nargs="+", default=list(PROFILES), choices=sorted(PROFILES))
-    parser.add_argument("--fault-rate", type=float, default=0.2, help="share of API requests the emulator fails")
+    common_arguments(parser, fault_rate=0.2)
     parser.add_argument("--stall-seconds", type=float, default=8.0, help="how long a stall fault holds an answer")
     parser.add_argument("--client-timeout", type=float, default=5.0, help="the connections' request timeout")
     parser.add_argument("--processing-seconds", type=float, default=10.0)
     parser.add_argument("--jitter", type=float, default=40.0, help="runs finish up to this much later, at random")
     parser.add_argument("--parallelism", type=int, default=8, help="Airflow's [core] parallelism")
     parser.add_argument("--timeout", type=float, default=1500.0, help="seconds the DAG run may take")
+    return parser.parse_args(argv)
+
+
+def common_arguments(parser: argparse.ArgumentParser, *, fault_rate: float) -> None:
+    """The options every e2e scenario takes: the emulator's fault rate, the seed, and whether to keep the folder."""
+    parser.add_argument("--fault-rate", type=float, default=fault_rate, help="share of API requests the emulator fails")
     parser.add_argument("--seed", type=int, default=random.randrange(1_000_000))
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder even after a clean run")
-    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="flowruns-e2e-"))
     stack = Stack(root, parallelism=args.parallelism)
-    e2e = E2E(stack, args)
-    print(f"e2e seed {args.seed}; working in {root}", flush=True)
+    return conduct("e2e", E2E(stack, args), stack, args)
+
+
+class Scenario(Protocol):
+    """What ``conduct`` runs: a scenario with its figures and problems, timed from ``started``."""
+
+    outcome: Outcome
+    started: float
+
+    def run(self) -> bool: ...
+
+
+def conduct(name: str, scenario: Scenario, stack: Stack, args: argparse.Namespace) -> int:
+    """Run a scenario on its stack, always stop the stack, print figures and problems, and keep the folder
+    of a failed run (or of any run with ``--keep``)."""
+    print(f"{name} seed {args.seed}; working in {stack.root}", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)
     ok = False
     try:
-        ok = e2e.run()
+        ok = scenario.run()
     except (E2EError, KeyboardInterrupt) as exc:
-        e2e.outcome.problems.append(f"{type(exc).__name__}: {exc}")
+        scenario.outcome.problems.append(f"{type(exc).__name__}: {exc}")
     finally:
         stack.stop()
-    print("\n".join(["", "e2e figures:", *(f"  {line}" for line in e2e.outcome.figures)]))
-    if e2e.outcome.problems:
-        print("\n".join(["", "e2e FAILED:", *(f"  - {line}" for line in e2e.outcome.problems)]))
-    print(f"\ne2e {'passed' if ok else 'failed'} in {time.monotonic() - e2e.started:.0f} s (seed {args.seed})")
+    print("\n".join(["", f"{name} figures:", *(f"  {line}" for line in scenario.outcome.figures)]))
+    if scenario.outcome.problems:
+        print("\n".join(["", f"{name} FAILED:", *(f"  - {line}" for line in scenario.outcome.problems)]))
+    print(f"\n{name} {'passed' if ok else 'failed'} in {time.monotonic() - scenario.started:.0f} s (seed {args.seed})")
     if ok and not args.keep:
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(stack.root, ignore_errors=True)
     else:
-        print(f"kept {root}")
+        print(f"kept {stack.root}")
     return 0 if ok else 1
 
 
