@@ -186,6 +186,34 @@ def test_a_backlog_is_announced_oldest_first_a_few_per_poll(
     assert len({event["run_id"] for poll in found for event in poll}) == 7
 
 
+@pytest.mark.parametrize("platform", ["tableflow", "extend"])
+def test_a_poll_reads_only_the_pages_that_can_hold_a_change(
+    platform: str, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Extend's listing by ``updatedAt`` and TableFlow's by creation stop at the first run too old to matter."""
+    conn_id = connect(monkeypatch, emulator, platform)
+    flow_id = FLOWS[platform][0]
+    days_ago = time.time() - 3 * 86400
+    emulator.control.post(
+        "/seed", json={"platform": platform, "flow_id": flow_id, "count": 500, "created_from": days_ago}
+    ).raise_for_status()
+    emulator.scenario(flow_id, platform, processing_seconds=0.1)
+    start = datetime.now(UTC).replace(microsecond=0)  # TableFlow times runs to the second
+    trigger = FlowRunEventTrigger(conn_id=conn_id, flow_id=flow_id, start_from=start.isoformat())
+    [run_id] = manual_runs(emulator, platform, flow_id)
+    asyncio.run(until_finished(emulator, run_id))
+    emulator.clear_requests()
+
+    async def one_poll() -> list[dict[str, Any]]:
+        found = await trigger.poll(Position.starting(datetime.fromisoformat(trigger.start_from)))
+        await FlowRunsHook.close_async_clients()
+        return [payload for payload, _ in found]
+
+    assert [event["run_id"] for event in asyncio.run(one_poll())] == [run_id]
+    listings = [r for r in emulator.requests() if r["path"] == LISTING[platform] and r["method"] == "GET"]
+    assert len(listings) == 1  # one page of 100, not the 5 pages of the 501 runs
+
+
 @pytest.mark.parametrize("status", [500, 429])
 def test_errors_and_rate_limits_do_not_end_the_watcher(
     status: int, emulator: Emulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -296,7 +324,9 @@ def test_without_a_state_store_a_restart_begins_at_start_from(
         )
     )
     while_down = manual_runs(emulator, "tableflow", flow_id)
-    time.sleep(1.5)  # the run finishes while no watcher runs, in an earlier second (the watcher starts on a second)
+    # The run finishes while no watcher runs, in a second before the next watcher's start (starts are whole seconds).
+    ended = asyncio.run(until_finished(emulator, while_down[0]))
+    asyncio.run(until(lambda: time.time() >= int(ended) + 1))
 
     fresh = FlowRunEventTrigger(**FlowRunEventTrigger(conn_id=conn_id, **FAST).serialize()[1])
     later: list[str] = []
@@ -398,6 +428,18 @@ def test_a_restarted_watcher_continues_from_the_stored_position_without_losing_a
     assert {e["run_id"] for e in stored + after} == set(started)  # nothing lost
     assert {e["dedup_key"] for e in after} >= {e["dedup_key"] for e in in_flight}  # announced again, same key
     assert not {e["dedup_key"] for e in after} & {e["dedup_key"] for e in stored}  # confirmed ones are not
+
+
+async def until_finished(emulator: Emulator, run_id: str) -> float:
+    """When the run finished (unix seconds), once the emulator says it has."""
+    finished: list[float] = []
+
+    def done() -> bool:
+        finished.extend(run["finished_at"] for run in emulator.runs() if run["id"] == run_id and run["finished_at"])
+        return bool(finished)
+
+    await until(done)
+    return finished[0]
 
 
 def _seen(store: MemoryAccessor) -> set[str]:
