@@ -50,6 +50,8 @@ DEFAULT_STATES = ("succeeded", "failed", "cancelled")
 LATE_SECONDS = 300.0
 """How late a run may show up in a listing after it entered its state (analytics lag, clocks apart): each
 poll looks this far behind the watermark, and the runs announced in that span are remembered."""
+IDLE_SAVE_EVERY = timedelta(minutes=1)
+"""While nothing is announced, the stored position moves on at most this often (a state-store write)."""
 MAX_BACKOFF_INTERVALS = 10
 """After failing polls the watcher waits up to this many poll intervals before the next."""
 _TASK_KEY = re.compile(r"af-[0-9a-f]{24}")
@@ -301,6 +303,7 @@ class AnnouncementProducer(SharedStreamProducer):  # type: ignore[misc]
         self.store = store
         self.pending = 0
         self.stuck = False
+        self.saved: Position | None = None
 
     async def open_stream(self) -> AsyncIterator[tuple[Any, Any]]:
         start = await self._load()
@@ -313,12 +316,11 @@ class AnnouncementProducer(SharedStreamProducer):  # type: ignore[misc]
         attempt = 0
         while True:
             try:
-                stored = await self.store.load()
-                if stored is not None:
-                    return stored
-                position = self.watcher.initial_position()
-                await self.store.save(position)
-                return position
+                self.saved = await self.store.load()
+                if self.saved is None:
+                    self.saved = self.watcher.initial_position()
+                    await self.store.save(self.saved)
+                return self.saved
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -328,7 +330,12 @@ class AnnouncementProducer(SharedStreamProducer):  # type: ignore[misc]
                 await asyncio.sleep(wait)
 
     async def _settled(self, position: Position) -> None:
-        if self.pending == 0 and not self.stuck:
+        """After a poll with nothing left to announce: move the stored position on, at most once a minute
+        while nothing was announced (a restart then only reads that minute again)."""
+        if self.pending or self.stuck:
+            return
+        saved = self.saved
+        if saved is None or saved.seen != position.seen or position.since - saved.since >= IDLE_SAVE_EVERY:
             await self._save(position)
 
     async def advance(self, batch: Sequence[AdvanceItem]) -> None:
@@ -350,5 +357,6 @@ class AnnouncementProducer(SharedStreamProducer):  # type: ignore[misc]
         """Write the position; a failed write only means more announcements repeated after a restart."""
         try:
             await self.store.save(position)
+            self.saved = position
         except Exception as exc:
             self.watcher.log.warning("Storing the watcher's position failed (%s); it is written again later.", exc)
