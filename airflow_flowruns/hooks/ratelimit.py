@@ -2,7 +2,9 @@
 
 It spaces requests at most ``max_requests_per_second`` apart and, after any 429, holds every request on
 the connection until the platform's ``Retry-After`` has passed, so a thousand deferred tasks do not
-stampede an API that just said "slow down". Reservations are computed under a lock and the wait happens
+stampede an API that just said "slow down". It also learns the rate the platform accepts
+(:class:`AdaptiveRate`), so a connection without the extra settles below an unknown limit instead of
+meeting it again every few seconds. Reservations are computed under a lock and the wait happens
 outside it, so the same object serves worker threads and the triggerer's event loop.
 """
 
@@ -11,29 +13,131 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
 
 DEFAULT_PAUSE_SECONDS = 1.0
 """How long every request waits after a 429 that names no Retry-After."""
 
+DECREASE_FACTOR = 0.5
+"""Multiplicative decrease: after a 429 the rate drops to this share of what the platform was accepting."""
+INCREASE_PER_SECOND = 0.05
+"""Additive increase: requests per second gained per second without a 429, up to ``TARGET_SHARE`` of the
+rate that met the last 429. At 0.05 a halved 5 requests/s is back at 4.5 after 40 s."""
+TARGET_SHARE = 0.9
+"""The rate creeps back to this share of the one that met the last 429 and stays there, a margin below
+the limit, instead of climbing into the next 429."""
+CEILING_GROWTH_PER_HOUR = 0.05
+"""Without a 429 the remembered ceiling itself grows by this share per hour, so a raised limit (a plan
+upgrade, another process gone quiet) is found again, slowly enough that one stays rare."""
+ACCEPTED_WINDOW_SECONDS = 2.0
+"""A 429's new rate is measured from the answers other than 429 received over this window."""
+MEASURE_MIN_SECONDS = 0.25
+"""The shortest span the first measurement divides by, so a burst in the first instant is not read as a rate."""
+MIN_RATE = 0.2
+"""Never slower than one request every five seconds, whatever the 429s say."""
+
+
+class AdaptiveRate:
+    """Additive increase, multiplicative decrease of a connection's request rate, driven by 429s.
+
+    Until the first 429 there is no limit: the first one sets the ceiling to the rate the platform was
+    accepting just before (its answers other than 429 over the last two seconds); a later one sets it
+    to the rate in force. Either way the rate drops to half the ceiling (the 429s of requests already in
+    flight count as the same event) and then grows linearly back to 90% of it, where it stays: a margin
+    below the limit rather than a sawtooth through it. Not thread-safe: :class:`RequestScheduler` holds
+    its lock.
+    """
+
+    def __init__(self) -> None:
+        self.rate: float | None = None
+        self.ceiling: float | None = None
+        self._changed = 0.0
+        self._hold_until = 0.0
+        self._accepted: deque[float] = deque()
+        self._first_answer: float | None = None
+        self.decreases = 0
+
+    def current(self, now: float) -> float | None:
+        """The rate allowed now, after the additive increase since the last change."""
+        if self.rate is None or self.ceiling is None:
+            return None
+        elapsed = now - self._changed
+        if elapsed > 0:
+            self.ceiling *= 1 + CEILING_GROWTH_PER_HOUR * elapsed / 3600
+            target = TARGET_SHARE * self.ceiling
+            if self.rate < target:
+                self.rate = min(target, self.rate + INCREASE_PER_SECOND * elapsed)
+            self._changed = now
+        return self.rate
+
+    def accepted(self, now: float) -> None:
+        if self._first_answer is None:
+            self._first_answer = now
+        self._accepted.append(now)
+        self._forget(now)
+
+    def limited(self, now: float, hold: float) -> None:
+        """A 429: decrease once per congestion event (the pause it asked for, at least one second)."""
+        if now < self._hold_until:
+            return
+        rate = self.current(now)
+        if rate is None:
+            self._forget(now)
+            if not self._accepted:  # nothing measured yet: the pause alone answers this one
+                return
+            since = now - (self._first_answer if self._first_answer is not None else now)
+            rate = len(self._accepted) / min(ACCEPTED_WINDOW_SECONDS, max(MEASURE_MIN_SECONDS, since))
+        self.ceiling = max(MIN_RATE, rate)
+        self.rate = max(MIN_RATE, DECREASE_FACTOR * self.ceiling)
+        self._changed = now
+        self._hold_until = now + max(1.0, hold)
+        self.decreases += 1
+
+    def _forget(self, now: float) -> None:
+        while self._accepted and self._accepted[0] < now - ACCEPTED_WINDOW_SECONDS:
+            self._accepted.popleft()
+
 
 class RequestScheduler:
     def __init__(self, max_requests_per_second: float | None) -> None:
-        self.interval = 1.0 / max_requests_per_second if max_requests_per_second else 0.0
+        self.cap = max_requests_per_second
+        self.adaptive = AdaptiveRate()
         self._lock = threading.Lock()
         self._next = 0.0
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two requests now: the slower of the cap and the learnt rate."""
+        with self._lock:
+            return self._interval(time.monotonic())
+
+    def _interval(self, now: float) -> float:
+        rates = [rate for rate in (self.cap, self.adaptive.current(now)) if rate]
+        return 1.0 / min(rates) if rates else 0.0
 
     def reserve(self) -> float:
         """Take the next free slot; return how long to wait for it."""
         with self._lock:
             now = time.monotonic()
             start = max(now, self._next)
-            self._next = start + self.interval
+            self._next = start + self._interval(now)
             return start - now
+
+    def answered(self, status: int, retry_after: float | None) -> None:
+        """Learn from every answer: a 429 lowers the rate and pauses the connection; others count as accepted."""
+        if status == 429:
+            self.pause(retry_after)
+        else:
+            with self._lock:
+                self.adaptive.accepted(time.monotonic())
 
     def pause(self, seconds: float | None) -> None:
         """The platform answered 429: nothing more goes out on this connection before ``seconds`` pass."""
+        pause = seconds if seconds is not None else DEFAULT_PAUSE_SECONDS
         with self._lock:
-            self._next = max(self._next, time.monotonic() + (seconds if seconds is not None else DEFAULT_PAUSE_SECONDS))
+            now = time.monotonic()
+            self.adaptive.limited(now, pause)
+            self._next = max(self._next, now + pause)
 
     def wait(self) -> None:
         delay = self.reserve()

@@ -70,7 +70,8 @@ def retry_policy(platform: Platform, options: HttpOptions, call: ApiCall) -> dic
 
 
 def decode_and_pace(scheduler: RequestScheduler, platform: Platform, call: ApiCall, response: httpx.Response) -> Any:
-    """Decode, and after a 429 hold every request on this connection for as long as the platform asked."""
-    if response.status_code == 429:
-        scheduler.pause(retry_after(response))
+    """Decode, after telling the connection's scheduler how the platform answered: a 429 holds every request
+    on the connection for as long as the platform asked and lowers its rate."""
+    status = response.status_code
+    scheduler.answered(status, retry_after(response) if status == 429 else None)
     return decode(platform, call, response)
