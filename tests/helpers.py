@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 
 RECONCILIATION_FLOW = "dk4g1tUg1uHLs8YU"
 
@@ -19,3 +23,35 @@ def run_trigger(trigger: BaseTrigger) -> dict[str, Any]:
     events = asyncio.run(collect_events(trigger))
     assert len(events) == 1, events
     return events[0].payload
+
+
+def follow(
+    conn_id: str,
+    platform: str,
+    flow_id: str,
+    ids: list[str],
+    poll_interval: float = 0.4,
+    trigger: type[FlowRunTrigger] = FlowRunTrigger,
+) -> list[dict[str, Any]]:
+    """Follow runs with one trigger each in one event loop, as the triggerer does; each fires exactly one event."""
+    triggers = [
+        trigger(
+            conn_id=conn_id,
+            platform=platform,
+            flow_id=flow_id,
+            run_id=run_id,
+            deadline=time.time() + 60,
+            poll_interval=poll_interval,
+        )
+        for run_id in ids
+    ]
+
+    async def all_of_them() -> list[list[TriggerEvent]]:
+        try:
+            return list(await asyncio.gather(*(collect_events(t) for t in triggers)))
+        finally:
+            await FlowRunsHook.close_async_clients()
+
+    events = asyncio.run(all_of_them())
+    assert all(len(each) == 1 for each in events)
+    return [each[0].payload for each in events]

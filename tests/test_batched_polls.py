@@ -9,14 +9,14 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-from airflow.triggers.base import TriggerEvent
 
+import helpers
+from airflow_flowruns.emulator.config import STACKAI_FLOW, STACKAI_ORG
 from airflow_flowruns.hooks import batching
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.hooks.http import AsyncFlowRunsClient
-from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from conftest import Emulator, set_connection
-from helpers import RECONCILIATION_FLOW, collect_events
+from helpers import RECONCILIATION_FLOW
 
 RUNS = 3 * batching.BATCH_MIN_RUNS
 
@@ -39,27 +39,7 @@ def seed(
 
 
 def follow(conn_id: str, ids: list[str], poll_interval: float = 0.4) -> list[dict[str, Any]]:
-    triggers = [
-        FlowRunTrigger(
-            conn_id=conn_id,
-            platform="tableflow",
-            flow_id=RECONCILIATION_FLOW,
-            run_id=run_id,
-            deadline=time.time() + 60,
-            poll_interval=poll_interval,
-        )
-        for run_id in ids
-    ]
-
-    async def all_of_them() -> list[list[TriggerEvent]]:
-        try:
-            return list(await asyncio.gather(*(collect_events(t) for t in triggers)))
-        finally:
-            await FlowRunsHook.close_async_clients()
-
-    events = asyncio.run(all_of_them())
-    assert all(len(each) == 1 for each in events)
-    return [each[0].payload for each in events]
+    return helpers.follow(conn_id, "tableflow", RECONCILIATION_FLOW, ids, poll_interval)
 
 
 def calls(emulator: Emulator) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -151,3 +131,31 @@ def test_triggers_starting_together_share_one_client(
 
     assert len(asyncio.run(scenario())) == 1
     assert made.call_count == 1
+
+
+def test_stackai_sensors_of_one_flow_share_one_walk_of_the_listing(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """StackAI has no call that reads one run: each poll alone walks the flow's analytics listing."""
+    conn = set_connection(monkeypatch, "stackai_batched", "stackai", emulator.url, org_id=STACKAI_ORG, page_size=50)
+    spec = {"platform": "stackai", "flow_id": STACKAI_FLOW, "count": 120, "scenario": {"processing_seconds": 3600}}
+    ids = emulator.control.post("/seed", json=spec).json()["ids"]
+    waited = ids[:5]
+    emulator.clear_requests()
+
+    async def three_rounds() -> list[list[str]]:
+        try:
+            client = await FlowRunsHook.get_async_client(conn)
+            rounds = []
+            for forced in ("RESUMED", "PAUSED", "COMPLETED"):
+                for run_id in waited:
+                    emulator.set_status(run_id, forced)
+                runs = await asyncio.gather(*(client.get_run(STACKAI_FLOW, run_id) for run_id in waited))
+                rounds.append([run.status for run in runs])
+            return rounds
+        finally:
+            await FlowRunsHook.close_async_clients()
+
+    assert asyncio.run(three_rounds()) == [[s] * 5 for s in ("RESUMED", "PAUSED", "COMPLETED")]
+    pages = [parse_qs(r["query"])["page"] for r in emulator.requests()]
+    assert len(pages) <= 3 * 3, "at most one walk of the listing (120 runs, 50 a page) per round of five polls"

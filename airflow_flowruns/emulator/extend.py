@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -281,9 +282,10 @@ def cancel_run(request: Request, run_id: str) -> dict[str, Any]:
 def list_runs(request: Request) -> dict[str, Any]:
     state = _state(request)
     query = request.query_params
+    bound_to = _query_fingerprint(query.multi_items())
     try:
         size = int(query.get("maxPageSize", 100))
-        offset = int(query.get("nextPageToken") or 0)
+        offset = _token_offset(query.get("nextPageToken"), bound_to)
     except ValueError:
         raise ApiError(400, "Bad Request", "maxPageSize and nextPageToken must be valid") from None
     if not 1 <= size <= 1000:
@@ -296,5 +298,20 @@ def list_runs(request: Request) -> dict[str, Any]:
     page = [run_object(request, run, summary=True) for run in runs[offset : offset + size]]
     envelope: dict[str, Any] = {"object": "list", "data": page}
     if offset + size < len(runs):
-        envelope["nextPageToken"] = str(offset + size)
+        envelope["nextPageToken"] = f"{offset + size}.{bound_to}"
     return envelope
+
+
+def _query_fingerprint(items: list[tuple[str, str]]) -> str:
+    """Cursor tokens are opaque and valid only with the query that returned them, as cursors usually are."""
+    kept = sorted((key, value) for key, value in items if key != "nextPageToken")
+    return hashlib.sha256(repr(kept).encode()).hexdigest()[:16]
+
+
+def _token_offset(token: str | None, bound_to: str) -> int:
+    if not token:
+        return 0
+    offset, _, fingerprint = token.partition(".")
+    if fingerprint != bound_to:
+        raise ValueError("nextPageToken belongs to another query")
+    return int(offset)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -24,25 +25,21 @@ ReadRun = Callable[[str], Awaitable[FlowRun]]
 Call = Callable[[ApiCall], Awaitable[Any]]
 
 
-class ListingBatcher:
-    """Collects the polls made for runs of one flow in one turn of the event loop and answers them together.
+Waiting = dict[str, list[asyncio.Future[FlowRun]]]
+"""Polls gathered in one turn of the event loop: the futures waiting on each run id."""
 
-    The triggers due on a tick wake in the same turn (see ``PollClock``), so their polls arrive together;
-    the platform's poll listing (newest first, its largest pages) reads them all in one request per
-    page instead of one per run. A run the listing did not show, or every run when the listing fails,
-    is read on its own, so a poll gets the same answer it would have got alone.
+
+class PollGatherer(ABC):
+    """Gathers the polls made in one turn of the event loop and answers them together in ``_answer``.
+
+    The triggers due on a tick wake in the same turn (see ``PollClock``), so their polls arrive together.
     """
 
-    def __init__(self, platform: Platform, query: RunQuery, call: Call, read_run: ReadRun) -> None:
-        self._platform = platform
-        self._query = query
-        self._call = call
-        self._read_run = read_run
-        self._waiting: dict[str, list[asyncio.Future[FlowRun]]] = {}
+    def __init__(self) -> None:
+        self._waiting: Waiting = {}
         self._answering: set[asyncio.Task[None]] = set()
-        self._listing_refused = False
 
-    async def get_run(self, run_id: str) -> FlowRun:
+    async def _gather(self, run_id: str) -> FlowRun:
         loop = asyncio.get_running_loop()
         if not self._waiting:
             loop.call_soon(self._answer_waiting)
@@ -52,21 +49,50 @@ class ListingBatcher:
 
     def _answer_waiting(self) -> None:
         waiting, self._waiting = self._waiting, {}
-        task = asyncio.get_running_loop().create_task(self._answer(waiting))
+        task = asyncio.get_running_loop().create_task(self._answer_or_fail(waiting))
         self._answering.add(task)
         task.add_done_callback(self._answering.discard)
 
-    async def _answer(self, waiting: dict[str, list[asyncio.Future[FlowRun]]]) -> None:
+    async def _answer_or_fail(self, waiting: Waiting) -> None:
         try:
-            if len(waiting) >= BATCH_MIN_RUNS and not self._listing_refused:
-                await self._answer_from_listing(waiting)
-            await asyncio.gather(*(self._answer_alone(run_id, futures) for run_id, futures in waiting.items()))
+            await self._answer(waiting)
         except BaseException as exc:  # a cancelled triggerer: no poll may wait forever
             for futures in waiting.values():
-                _settle(futures, error=exc)
+                settle(futures, error=exc)
             raise
 
-    async def _answer_from_listing(self, waiting: dict[str, list[asyncio.Future[FlowRun]]]) -> None:
+    @abstractmethod
+    async def _answer(self, waiting: Waiting) -> None:
+        """Settle every future in ``waiting``."""
+
+
+class ListingBatcher(PollGatherer):
+    """Answers the polls made for runs of one flow in one turn of the event loop with one listing.
+
+    The platform's poll listing (newest first, its largest pages) reads them all in one request per
+    page instead of one per run. A run the listing did not show, or every run when the listing fails,
+    is read on its own, so a poll gets the same answer it would have got alone.
+    """
+
+    def __init__(self, platform: Platform, query: RunQuery, call: Call, read_run: ReadRun) -> None:
+        super().__init__()
+        self._platform = platform
+        self._query = query
+        self._call = call
+        self._read_run = read_run
+        self._listing_refused = False
+        # Where a run can only be read by walking the listing (StackAI), one walk for two polls already pays.
+        self._min_runs = BATCH_MIN_RUNS if platform.get_run_call(query.flow_id, "any") is not None else 2
+
+    async def get_run(self, run_id: str) -> FlowRun:
+        return await self._gather(run_id)
+
+    async def _answer(self, waiting: Waiting) -> None:
+        if len(waiting) >= self._min_runs and not self._listing_refused:
+            await self._answer_from_listing(waiting)
+        await asyncio.gather(*(self._answer_alone(run_id, futures) for run_id, futures in waiting.items()))
+
+    async def _answer_from_listing(self, waiting: Waiting) -> None:
         """Answer, and remove from ``waiting``, every run found on the first pages of the listing."""
         query = replace(self._query, run_ids=frozenset(waiting))
         call: ApiCall | None = self._platform.list_runs_call(query)
@@ -76,7 +102,7 @@ class ListingBatcher:
                 page = self._platform.parse_runs_page(await self._call(call), call, query)
                 pages += 1
                 for run in page.runs:
-                    _settle(waiting.pop(run.id, []), run=run)
+                    settle(waiting.pop(run.id, []), run=run)
                 call = page.next_call
         except FlowRunsError as exc:
             if not is_transient(exc):
@@ -93,14 +119,15 @@ class ListingBatcher:
         try:
             run = await self._read_run(run_id)
         except Exception as exc:
-            _settle(futures, error=exc)
+            settle(futures, error=exc)
         else:
-            _settle(futures, run=run)
+            settle(futures, run=run)
 
 
-def _settle(
+def settle(
     futures: list[asyncio.Future[FlowRun]], run: FlowRun | None = None, error: BaseException | None = None
 ) -> None:
+    """Answer every poll waiting on one run with the run or the error, skipping polls already given up."""
     for future in futures:
         if future.done():  # its trigger was cancelled while waiting
             continue

@@ -194,6 +194,29 @@ class RunsPage:
     next_call: ApiCall | None
 
 
+@dataclass(frozen=True)
+class RunChange:
+    """One item of a change feed: what a listing summary says about a run, and when the run last changed.
+
+    A summary is not the whole run (Extend's list items carry no metadata and no failure details), so
+    only its state and times are read from it; a change it cannot describe is read from the run itself.
+    """
+
+    id: str
+    state: RunState
+    status: str
+    updated_at: datetime
+    started_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ChangesPage:
+    """One page of a change feed, newest change first, and the call for the next page (None after the last)."""
+
+    changes: list[RunChange]
+    next_call: ApiCall | None
+
+
 class Api(Protocol):
     """What a platform needs to start a run: perform a call and get its decoded JSON body."""
 
@@ -319,9 +342,23 @@ class Platform(ABC):
         """The listing that answers the polls of many runs of one flow with one request per page, or None.
 
         Only where a listing item is the whole run (the same object one read returns) and the listing is
-        newest first, so the runs being waited on are on its first pages. None: every poll reads its run.
+        newest first, so the runs being waited on are on its first pages, or where the listing is the only
+        way to read a run at all (StackAI). None: every poll reads its run.
         """
         return None
+
+    @classmethod
+    def change_feed_call(cls) -> ApiCall | None:
+        """The first page of the connection's runs by last change, newest first, largest pages; or None.
+
+        Where it exists the triggerer answers the polls of every run on the connection from it (see
+        ``hooks/feed.py``), reading a run on its own only when its summary shows a change it cannot describe.
+        """
+        return None
+
+    def parse_changes(self, body: Any, call: ApiCall) -> ChangesPage:
+        """One page of ``change_feed_call``'s listing; the next call carries the page's cursor with that same query."""
+        raise NotImplementedError(f"{self.label} has no change feed")
 
     @abstractmethod
     def parse_run(self, body: Any, flow_id: str | None = None) -> FlowRun: ...

@@ -13,6 +13,11 @@ Unconfirmed wire facts, decided here and nowhere else (see the README's Extend s
   ``failureMessage``, ``reviewed`` or ``stepRuns``. A run parsed from one has empty metadata and, when
   ``FAILED``, no error text (a rejection note it has); whatever needs them reads the full run
   (``listing_has_metadata``). A full ``WorkflowRun`` has no ``createdAt``: ``initialRunAt`` is used.
+* The change feed (``change_feed_call``) lists the connection's runs by ``updatedAt`` descending, 1,000 a
+  page: one feed per connection rather than per workflow, since one scan then covers every workflow the
+  triggerer waits on. ``updatedAt`` moves whenever the status does, and a cursor is only ever sent with
+  the query that returned it. List items are read only for the fields of the SDK's
+  ``WorkflowRunSummary`` that the feed needs (``id``, ``status``, ``updatedAt``, ``startTime``).
 """
 
 from __future__ import annotations
@@ -29,9 +34,11 @@ from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsResponseErr
 from airflow_flowruns.platforms.base import (
     Api,
     ApiCall,
+    ChangesPage,
     FilePath,
     FlowRun,
     Platform,
+    RunChange,
     RunQuery,
     RunsPage,
     RunState,
@@ -82,6 +89,17 @@ class WorkflowRun(BaseModel):
     def is_summary(self) -> bool:
         """A list item (``WorkflowRunSummary``): only it has ``createdAt``; a full run has ``stepRuns``."""
         return self.createdAt is not None and "stepRuns" not in (self.model_extra or {})
+
+
+class WorkflowRunSummary(BaseModel):
+    """A list item, as extend-ai's ``WorkflowRunSummary`` models it: no metadata, no failure details."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    status: str
+    updatedAt: datetime
+    startTime: datetime | None = None
 
 
 class RunsListing(BaseModel):
@@ -175,6 +193,24 @@ class Extend(Platform):
         if not page.nextPageToken or not runs or query.is_before_window(runs[-1]):
             return RunsPage(runs, None)
         return RunsPage(runs, replace(call, params={**(call.params or {}), "nextPageToken": page.nextPageToken}))
+
+    @classmethod
+    def change_feed_call(cls) -> ApiCall:
+        params = {"sortBy": "updatedAt", "sortDir": "desc", "maxPageSize": MAX_PAGE_SIZE}
+        return ApiCall("list changed runs", "GET", "/workflow_runs", params=params)
+
+    def parse_changes(self, body: Any, call: ApiCall) -> ChangesPage:
+        if isinstance(body, dict) and "workflowRuns" in body:
+            body = {"data": body["workflowRuns"], "nextPageToken": body.get("nextPageToken")}
+        page = self.parse_model(RunsListing, body, "run listing")
+        changes = []
+        for item in page.data:
+            summary = self.parse_model(WorkflowRunSummary, item, "run summary")
+            state = map_status(self.label, summary.status, STATUSES)
+            changes.append(RunChange(summary.id, state, summary.status, summary.updatedAt, summary.startTime))
+        if not page.nextPageToken:
+            return ChangesPage(changes, None)
+        return ChangesPage(changes, replace(call, params={**(call.params or {}), "nextPageToken": page.nextPageToken}))
 
     def start_run(self, api: Api, request: StartRequest) -> FlowRun:
         self.refuse_unsupported(request, "run_name", "file_metadata", "file_guidance", "inputs")

@@ -13,7 +13,8 @@ Unconfirmed wire facts, decided here and nowhere else (see the README's StackAI 
   ``user_id``; the window is re-checked client-side (whether the API's bounds are inclusive is not
   documented). The listing order is not documented, so paging stops only on a short page; a server cap
   on ``page_size`` below the one asked for would end paging early, so the extra ``page_size`` (default
-  100) can lower it.
+  100) can lower it. The polls of one flow's deferred sensors are answered together by one walk of the
+  listing per interval (``poll_listing``).
 * ``latency`` is in seconds. The run URL is the run's metadata call,
   ``{base_url}/inference/v0/run/{org_id}/{flow_id}/metadata?run_id=``; the extra ``run_url_template``
   overrides it.
@@ -246,12 +247,23 @@ class StackAI(Platform):
             params["user_id"] = query.user_id
         return ApiCall("list runs", "GET", self._runs_path(query.flow_id), params=params)
 
+    @classmethod
+    def poll_listing(cls, flow_id: str | None) -> RunQuery | None:
+        """The analytics listing is the only way to read a run, and its items are whole runs: the polls of
+        one flow's sensors share one walk of it per interval instead of one walk each."""
+        return RunQuery(flow_id=flow_id) if flow_id else None
+
     def parse_runs_page(self, body: Any, call: ApiCall, query: RunQuery) -> RunsPage:
         if not isinstance(body, list):
             raise FlowRunsResponseError("StackAI's run listing is not a JSON array; check the connection's host.")
-        runs = [self.parse_run(item, query.flow_id) for item in body]
+        wanted = query.run_ids
+        runs = [
+            self.parse_run(item, query.flow_id)
+            for item in body
+            if wanted is None or not isinstance(item, dict) or item.get("run_id") in wanted
+        ]
         params = dict(call.params or {})
-        if len(runs) < params["page_size"]:
+        if len(body) < params["page_size"]:
             return RunsPage(runs, None)
         return RunsPage(runs, replace(call, params={**params, "page": params["page"] + 1}))
 

@@ -153,10 +153,13 @@ class FlowRunTrigger(BaseTrigger):
             due += self.poll_interval * max(1, math.ceil((loop.time() - due) / self.poll_interval))
 
     def polls_by_listing(self) -> bool:
-        """Whether ``poll()`` is answered by the shared client's listing (``Platform.poll_listing``): then
-        triggers of a flow poll in step, so one listing answers them all; otherwise they spread out."""
+        """Whether ``poll()`` is answered by the shared client's listing (``Platform.poll_listing``) or change
+        feed (``Platform.change_feed_call``): then triggers poll in step, so one listing or scan answers them
+        all; otherwise they spread out."""
         platform = PLATFORMS.get(self.platform)
-        return platform is not None and platform.poll_listing(self.flow_id) is not None
+        if platform is None:
+            return False
+        return platform.poll_listing(self.flow_id) is not None or platform.change_feed_call() is not None
 
     async def poll(self) -> FlowRun:
         """Read the run once, on the client every trigger on this connection shares."""

@@ -1,0 +1,222 @@
+"""Answering the polls of every run on a connection from one change feed, in the triggerer.
+
+Where a platform lists its runs by last change, newest first (``Platform.change_feed_call``; Extend), one
+scan of that listing per poll interval tells which of the runs being waited on changed since the last
+scan: the scan pages only back to the newest change the previous one saw (the watermark), less an
+overlap for clock skew and equal timestamps. Polls are answered from what the feed said, and a run is
+read on its own only when that cannot be enough:
+
+* its first poll (the feed reports changes, so each run starts from what it was when first read);
+* a change its summary cannot describe: any state but queued or running, since a failure's details,
+  the outcome of a review and the metadata the XCom carries are only on the run itself;
+* the safety net: a run the feed has not mentioned for ``SAFETY_NET_SECONDS`` (a missed update costs
+  bounded staleness, not a hang), at most ``SAFETY_NET_READS_PER_SCAN`` per scan, stalest first;
+* a scan that failed or could not vouch for every change back to its watermark (an HTTP error, items
+  out of order, more changes than ``MAX_PAGES_PER_SCAN`` pages): every run it did not mention is read at
+  its next poll, so no change is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow_flowruns.exceptions import FlowRunsError, FlowRunsResponseError, is_transient
+from airflow_flowruns.hooks.batching import Call, PollGatherer, ReadRun, Waiting, settle
+from airflow_flowruns.platforms import ApiCall, FlowRun, Platform, RunState
+from airflow_flowruns.platforms.base import RunChange
+
+log = logging.getLogger(__name__)
+
+OVERLAP = timedelta(seconds=30)
+"""How far behind the watermark each scan reaches: clock skew between the platform's writers, changes
+stamped a little before they became visible, and runs changed at the same instant as the watermark."""
+SAFETY_NET_SECONDS = 600.0
+"""A run the feed has not mentioned (nor a read confirmed) for this long is read on its own."""
+SAFETY_NET_READS_PER_SCAN = 10
+"""At most this many safety-net reads per scan, so a quiet backlog of long runs stays within budget
+(10 per 30 s interval is a third of a request per second)."""
+MAX_PAGES_PER_SCAN = 20
+"""Pages one scan reads at most (20,000 changes at Extend's largest page); beyond that it is incomplete."""
+FIRST_READS_IN_FLIGHT = 4
+"""First reads in flight at once: a backfill's thousands of first reads queue here rather than in the
+connection's request slots, so scans and the reads that settle runs are not queued behind them."""
+FORGET_AFTER_SECONDS = 6 * 3600.0
+"""A run not polled for this long is forgotten (its trigger has gone); a later poll reads it afresh."""
+DESCRIBED_BY_SUMMARY = frozenset({RunState.QUEUED, RunState.RUNNING})
+"""States a summary tells completely; any other is read from the run itself."""
+
+
+@dataclass
+class _Followed:
+    """What the feed knows of one run it answers polls for."""
+
+    run: FlowRun
+    confirmed: float
+    """Monotonic time its state was last confirmed, by a read or by the feed mentioning it."""
+    polled: float
+    updated_at: datetime | None = None
+    """The last change of it the feed applied (None: only read so far)."""
+    must_read: bool = False
+    """Its next poll reads it: a change the summary cannot describe, or a scan that could not vouch for it."""
+
+
+class _Inconsistent(Exception):
+    """A page the feed cannot trust to be complete and in order."""
+
+
+class ChangeFeed(PollGatherer):
+    """One per connection and event loop: the scans, the watermark and what it knows of each run."""
+
+    def __init__(self, platform: Platform, first_call: ApiCall, call: Call, read_run: ReadRun) -> None:
+        super().__init__()
+        self._platform = platform
+        self._first_call = first_call
+        self._call = call
+        self._read_run = read_run
+        self._followed: dict[str, _Followed] = {}
+        self._reading: dict[str, bool] = {}
+        """Runs whose first read is in flight, and whether a scan has shown them meanwhile."""
+        self._scan_lock = asyncio.Lock()
+        self._first_reads = asyncio.Semaphore(FIRST_READS_IN_FLIGHT)
+        self._watermark: datetime | None = None
+        self._first_read_floor: datetime | None = None
+        """Before the first scan: when the earliest first read started, so that scan reaches back to it."""
+        self._refused = False
+        self.scans = 0
+        self.failed_scans = 0
+
+    async def get_run(self, run_id: str) -> FlowRun:
+        followed = self._followed.get(run_id)
+        if followed is None or self._refused:
+            return await self._first_read(run_id)
+        followed.polled = time.monotonic()
+        return await self._gather(run_id)
+
+    async def _first_read(self, run_id: str) -> FlowRun:
+        started = datetime.now(UTC)
+        async with self._first_reads:
+            self._reading[run_id] = False
+            try:
+                run = await self._read_run(run_id)
+            finally:
+                mentioned_meanwhile = self._reading.pop(run_id)
+        if self._watermark is None:
+            self._first_read_floor = min(started, self._first_read_floor or started)
+        now = time.monotonic()
+        if not run.state.is_final:
+            # A scan that showed the run while the read was in flight may have shown a newer state than the
+            # read did, and the watermark has moved past it: read once more rather than lose it.
+            self._followed[run_id] = _Followed(run, confirmed=now, polled=now, must_read=mentioned_meanwhile)
+        return run
+
+    async def _answer(self, waiting: Waiting) -> None:
+        async with self._scan_lock:  # one scan at a time; polls arriving meanwhile get a scan of their own
+            await self._scan()
+        reads = self._reads_needed(waiting)
+        await asyncio.gather(
+            *(self._answer_one(run_id, futures, run_id in reads) for run_id, futures in waiting.items())
+        )
+        self._forget_gone()
+
+    async def _scan(self) -> None:
+        """Read the feed back to the watermark, applying every change; mark what it could not vouch for."""
+        floor = self._watermark or self._first_read_floor
+        if floor is None:
+            return
+        floor -= OVERLAP
+        self.scans += 1
+        call: ApiCall | None = self._first_call
+        newest: datetime | None = None
+        previous: datetime | None = None
+        mentioned: set[str] = set()
+        complete = False
+        try:
+            for _ in range(MAX_PAGES_PER_SCAN):
+                assert call is not None
+                page = self._platform.parse_changes(await self._call(call), call)
+                for change in page.changes:
+                    if previous is not None and change.updated_at > previous:
+                        raise _Inconsistent(f"run {change.id} changed at {change.updated_at}, listed after {previous}")
+                    previous = change.updated_at
+                    newest = newest or change.updated_at
+                    mentioned.add(change.id)
+                    self._apply(change)
+                if page.next_call is None or (page.changes and page.changes[-1].updated_at < floor):
+                    complete = True
+                    break
+                if not page.changes:
+                    raise _Inconsistent("an empty page that names a next one")
+                call = page.next_call
+        except (FlowRunsError, _Inconsistent) as exc:
+            self.failed_scans += 1
+            if isinstance(exc, FlowRunsError) and not is_transient(exc) and not isinstance(exc, FlowRunsResponseError):
+                self._refused = True  # a key that may read runs but not list them: every poll reads its run
+            log.warning(
+                "%s change feed scan failed (%s); the runs it did not show are read one by one.",
+                self._platform.label,
+                exc,
+            )
+        # The scan vouches for every change back to the floor: the watermark never moves back.
+        self._watermark = max(t for t in (newest, self._watermark, self._first_read_floor) if t is not None)
+        if not complete:
+            for run_id, followed in self._followed.items():
+                if run_id not in mentioned:
+                    followed.must_read = True
+
+    def _apply(self, change: RunChange) -> None:
+        if change.id in self._reading:
+            self._reading[change.id] = True
+        followed = self._followed.get(change.id)
+        if followed is None or (followed.updated_at is not None and change.updated_at <= followed.updated_at):
+            if followed is not None:
+                followed.confirmed = time.monotonic()
+            return
+        followed.updated_at = change.updated_at
+        followed.confirmed = time.monotonic()
+        if change.status == followed.run.status:
+            return
+        if change.state in DESCRIBED_BY_SUMMARY:
+            update: dict[str, Any] = {"state": change.state, "status": change.status}
+            if change.started_at is not None:
+                update["started_at"] = change.started_at
+            followed.run = followed.run.model_copy(update=update)
+        else:
+            followed.must_read = True
+
+    def _reads_needed(self, waiting: Waiting) -> set[str]:
+        """The waiting runs to read on their own: changes the feed cannot describe, then the safety net."""
+        followed = {run_id: self._followed.get(run_id) for run_id in waiting}
+        needed = {run_id for run_id, f in followed.items() if f is None or f.must_read}
+        now = time.monotonic()
+        stale = sorted(
+            (f.confirmed, run_id)
+            for run_id, f in followed.items()
+            if f is not None and run_id not in needed and now - f.confirmed > SAFETY_NET_SECONDS
+        )
+        needed.update(run_id for _, run_id in stale[:SAFETY_NET_READS_PER_SCAN])
+        return needed
+
+    async def _answer_one(self, run_id: str, futures: list[asyncio.Future[FlowRun]], read: bool) -> None:
+        run = self._followed[run_id].run if not read else None
+        if run is None:
+            try:
+                run = await self._read_run(run_id)
+            except Exception as exc:
+                settle(futures, error=exc)
+                return
+            if run_id in self._followed:
+                followed = self._followed[run_id]
+                followed.run, followed.must_read, followed.confirmed = run, False, time.monotonic()
+        if run.state.is_final:
+            self._followed.pop(run_id, None)
+        settle(futures, run=run)
+
+    def _forget_gone(self) -> None:
+        cutoff = time.monotonic() - FORGET_AFTER_SECONDS
+        for run_id in [run_id for run_id, f in self._followed.items() if f.polled < cutoff]:
+            del self._followed[run_id]
