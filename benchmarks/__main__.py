@@ -1,7 +1,8 @@
-"""`make bench`: the three benchmarks, each against a baseline measured in the same run.
+"""`make bench`: the four benchmarks, each against a baseline measured in the same run.
 
 python -m benchmarks [--sizes 1000,5000,10000] [--poll-interval 30] [--window 60] [--upload-mib 1024]
-                     [--upload-rounds 3] [--economy-runs 1000] [--only density,uploads,economy]
+                     [--upload-rounds 3] [--economy-runs 1000] [--extend-runs 10000] [--extend-limit 5]
+                     [--only density,uploads,economy,extend]
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks import request_economy, trigger_density, uploads
+from benchmarks import extend_economy, request_economy, trigger_density, uploads
 from benchmarks.common import RESULTS, emulator, table, write_result
 
 DENSITY_COLUMNS = [
@@ -72,7 +73,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--upload-rounds", type=int, default=uploads.ROUNDS, help="uploads per client, taking turns")
     parser.add_argument("--economy-runs", type=int, default=1000)
     parser.add_argument("--economy-limit", type=float, default=5.0)
-    parser.add_argument("--only", default="density,uploads,economy")
+    parser.add_argument("--extend-runs", type=int, default=10_000)
+    parser.add_argument("--extend-limit", type=float, default=5.0)
+    parser.add_argument("--extend-interval", type=float, default=30.0)
+    parser.add_argument("--extend-offset", type=float, help="runs start finishing after this (default: 1.25 N / limit)")
+    parser.add_argument("--extend-window", type=float, help="and finish at random over this (default: 2 N / limit)")
+    parser.add_argument("--only", default="density,uploads,economy,extend")
     args = parser.parse_args(argv)
     chosen = set(args.only.split(","))
     print(f"machine: {machine()}")
@@ -98,6 +104,13 @@ def main(argv: list[str] | None = None) -> None:
             row = request_economy.run(emu, args.economy_runs, args.economy_limit, poll_interval=5.0)
             print("\n3. request economy\n" + table([row], list(row)))
             write_result("request_economy", {"machine": machine(), "row": row})
+    if "extend" in chosen:
+        with extend_economy.limited_emulator(args.extend_limit) as emu:
+            rows = extend_economy.run(
+                emu, args.extend_runs, args.extend_limit, args.extend_interval, args.extend_offset, args.extend_window
+            )
+        print("\n4. Extend under a limit\n" + table(rows, list(rows[0])))
+        write_result("extend_economy", {"machine": machine(), "rows": rows})
 
 
 if __name__ == "__main__":

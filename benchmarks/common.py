@@ -64,18 +64,18 @@ class Emulator:
     def reset(self) -> None:
         self.control.post("/reset").raise_for_status()
 
-    def seed(self, flow_id: str, count: int, **scenario: Any) -> list[str]:
-        body = {"platform": "tableflow", "flow_id": flow_id, "count": count, "scenario": scenario}
+    def seed(self, flow_id: str, count: int, platform: str = "tableflow", **scenario: Any) -> list[str]:
+        body = {"platform": platform, "flow_id": flow_id, "count": count, "scenario": scenario}
         return self.control.post("/seed", json=body, timeout=120).json()["ids"]
 
     def runs(self) -> list[dict[str, Any]]:
         return self.control.get("/runs", timeout=120).json()
 
-    def connect(self, conn_id: str, **extra: Any) -> str:
+    def connect(self, conn_id: str, conn_type: str = "tableflow", api_key: str = API_KEY, **extra: Any) -> str:
         """Point an Airflow connection (env var) at the emulator, trusting its certificate."""
         conn = {
-            "conn_type": "tableflow",
-            "password": API_KEY,
+            "conn_type": conn_type,
+            "password": api_key,
             "host": self.url,
             "extra": {"verify": str(self.cert), **extra},
         }
@@ -125,3 +125,10 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 def _fmt(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """The nearest-rank percentile of sorted ``values`` (nan when empty)."""
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, round(pct / 100 * (len(values) - 1)))]

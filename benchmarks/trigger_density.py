@@ -24,7 +24,7 @@ from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.hooks.http import HttpOptions
 from airflow_flowruns.platforms import FlowRun
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
-from benchmarks.common import Emulator
+from benchmarks.common import Emulator, percentile
 
 POOL_SLOTS = 32
 
@@ -191,19 +191,13 @@ def run_one(emulator: Emulator, kind: str, n: int, poll_interval: float, window:
         "cores": cpu / wall,
         "cpu_ms_per_1000_polls": 1000 * 1000 * cpu / polls,
         "rss_kib_per_trigger": (result["peak_rss"] - rss_before) / 1024 / n,
-        "loop_lag_p50_ms": 1000 * _pct(lags, 50),
-        "loop_lag_p99_ms": 1000 * _pct(lags, 99),
+        "loop_lag_p50_ms": 1000 * percentile(lags, 50),
+        "loop_lag_p99_ms": 1000 * percentile(lags, 99),
         "loop_lag_max_ms": 1000 * lags[-1],
         "tcp_connections": after["connections"] - before["connections"],
-        "detect_p50_s": _pct(latencies, 50),
-        "detect_p99_s": _pct(latencies, 99),
+        "detect_p50_s": percentile(latencies, 50),
+        "detect_p99_s": percentile(latencies, 99),
     }
-
-
-def _pct(values: list[float], pct: float) -> float:
-    if not values:
-        return float("nan")
-    return values[min(len(values) - 1, round(pct / 100 * (len(values) - 1)))]
 
 
 def run(emulator: Emulator, sizes: list[int], poll_interval: float, window: float) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import request_economy, trigger_density, uploads
+from benchmarks import extend_economy, request_economy, trigger_density, uploads
 from benchmarks.common import Emulator, emulator
 
 
@@ -52,3 +52,16 @@ def test_request_economy_sees_every_final_state(tls_emulator: Emulator) -> None:
     row = request_economy.run(tls_emulator, runs=10, limit=20, poll_interval=0.5)
     assert (row["final_states_seen"], row["failed_tasks"]) == (10, 0)
     assert row["requests"] >= 10
+
+
+@pytest.mark.slow
+def test_extend_economy_follows_both_sets_of_runs_under_a_limit() -> None:
+    with extend_economy.limited_emulator(limit=20) as emu:
+        rows = extend_economy.run(emu, runs=20, limit=20, poll_interval=0.5, offset=1.0, window=2.0)
+    assert [(r["trigger"], r["runs"], r["events"], r["failed_triggers"]) for r in rows] == [
+        ("change-feed", 20, 20, 0),
+        ("one-read-per-poll", 20, 20, 0),
+    ]
+    feed, reads = rows
+    assert 20 <= feed["requests"] < reads["requests"], "the feed reads each run on its own at most twice"
+    assert all(r["detection_p99_s"] >= r["detection_p50_s"] >= 0 for r in rows)
