@@ -12,7 +12,7 @@ from starlette.datastructures import UploadFile
 
 from airflow_flowruns.emulator.config import EmulatorConfig, ExtendWorkflow, Scenario
 from airflow_flowruns.emulator.errors import ApiError
-from airflow_flowruns.emulator.state import EmulatedRun, EmulatorState, new_id
+from airflow_flowruns.emulator.state import EmulatedRun, EmulatorState, Entry, new_id
 
 PLATFORM = "extend"
 PATH_PREFIXES = ("/files/upload", "/workflow_runs")
@@ -91,13 +91,16 @@ def _workflow(request: Request, workflow_id: str) -> ExtendWorkflow:
     raise ApiError(404, "Not Found", f"Workflow {workflow_id} not found")
 
 
-def run_object(request: Request, run: EmulatedRun, *, summary: bool = False) -> dict[str, Any]:
+def run_object(
+    request: Request, run: EmulatedRun, *, summary: bool = False, history: list[Entry] | None = None
+) -> dict[str, Any]:
     """The ``WorkflowRun`` a read returns, or the ``WorkflowRunSummary`` a listing returns (``summary``).
 
     Field for field as the ``extend-ai`` SDK models them: a summary has no ``metadata``, ``failureReason``,
     ``failureMessage``, ``reviewed`` or ``stepRuns``; a full run has no ``createdAt``/``updatedAt``.
+    ``history``: the run's history as the listing that sorted it saw it.
     """
-    history = run.history()
+    history = history or run.history()
     last = history[-1]
     status = last.status
     workflow = _workflow(request, run.flow_id)
@@ -293,9 +296,14 @@ def list_runs(request: Request) -> dict[str, Any]:
     runs = state.runs_of(PLATFORM, query.get("workflowId"))
     if query.get("status"):
         runs = [run for run in runs if run.status == query["status"]]
-    key = (lambda run: run.created) if query.get("sortBy") == "createdAt" else (lambda run: run.history()[-1].time)
-    runs.sort(key=key, reverse=query.get("sortDir", "desc") == "desc")
-    page = [run_object(request, run, summary=True) for run in runs[offset : offset + size]]
+    # One snapshot of every run's history per request, so the order and the items agree, as a database read would.
+    histories = {run.id: run.history() for run in runs}
+    by_created = query.get("sortBy") == "createdAt"
+    runs.sort(
+        key=lambda run: run.created if by_created else histories[run.id][-1].time,
+        reverse=query.get("sortDir", "desc") == "desc",
+    )
+    page = [run_object(request, run, summary=True, history=histories[run.id]) for run in runs[offset : offset + size]]
     envelope: dict[str, Any] = {"object": "list", "data": page}
     if offset + size < len(runs):
         envelope["nextPageToken"] = f"{offset + size}.{bound_to}"

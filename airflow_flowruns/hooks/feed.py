@@ -12,14 +12,15 @@ read on its own only when that cannot be enough:
 * the safety net: a run the feed has not mentioned for ``SAFETY_NET_SECONDS`` (a missed update costs
   bounded staleness, not a hang), at most ``SAFETY_NET_READS_PER_SCAN`` per scan, stalest first;
 * a scan that failed or could not vouch for every change back to its watermark (an HTTP error, items
-  out of order, more changes than ``MAX_PAGES_PER_SCAN`` pages): every run it did not mention is read at
-  its next poll, so no change is lost.
+  out of order by more than the overlap, more changes than ``MAX_PAGES_PER_SCAN`` pages): every run it did
+  not mention is read at its next poll, so no change is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -45,6 +46,10 @@ MAX_PAGES_PER_SCAN = 20
 FIRST_READS_IN_FLIGHT = 4
 """First reads in flight at once: a backfill's thousands of first reads queue here rather than in the
 connection's request slots, so scans and the reads that settle runs are not queued behind them."""
+PREFETCH_SCANS_PER_INTERVAL = 6
+"""Between two rounds of polls the feed scans this many times (every 5 s at a 30 s poll interval) and
+starts the reads the changes it sees need, so they wait their turn under the rate limit while the
+triggers sleep, and a poll finds the settled run already read. 0: scan only when polled."""
 FORGET_AFTER_SECONDS = 6 * 3600.0
 """A run not polled for this long is forgotten (its trigger has gone); a later poll reads it afresh."""
 DESCRIBED_BY_SUMMARY = frozenset({RunState.QUEUED, RunState.RUNNING})
@@ -63,6 +68,8 @@ class _Followed:
     """The last change of it the feed applied (None: only read so far)."""
     must_read: bool = False
     """Its next poll reads it: a change the summary cannot describe, or a scan that could not vouch for it."""
+    refreshing: asyncio.Task[FlowRun] | None = None
+    """The read of it in flight, which every poll of it meanwhile waits for."""
 
 
 class _Inconsistent(Exception):
@@ -79,14 +86,20 @@ class ChangeFeed(PollGatherer):
         self._call = call
         self._read_run = read_run
         self._followed: dict[str, _Followed] = {}
-        self._reading: dict[str, bool] = {}
-        """Runs whose first read is in flight, and whether a scan has shown them meanwhile."""
+        self._reading: dict[str, datetime] = {}
+        """Runs whose first read is in flight, and when it was sent."""
+        self._changed_while_reading: set[str] = set()
+        """Runs a scan showed changed at about the time of their first read, or later."""
         self._scan_lock = asyncio.Lock()
         self._first_reads = asyncio.Semaphore(FIRST_READS_IN_FLIGHT)
         self._watermark: datetime | None = None
         self._first_read_floor: datetime | None = None
         """Before the first scan: when the earliest first read started, so that scan reaches back to it."""
         self._refused = False
+        self._last_round: float | None = None
+        self._interval: float | None = None
+        """The poll interval, as the shortest time seen between two rounds of polls."""
+        self._prefetcher: asyncio.Task[None] | None = None
         self.scans = 0
         self.failed_scans = 0
 
@@ -100,21 +113,24 @@ class ChangeFeed(PollGatherer):
     async def _first_read(self, run_id: str) -> FlowRun:
         started = datetime.now(UTC)
         async with self._first_reads:
-            self._reading[run_id] = False
+            self._reading[run_id] = datetime.now(UTC)
             try:
                 run = await self._read_run(run_id)
             finally:
-                mentioned_meanwhile = self._reading.pop(run_id)
+                del self._reading[run_id]
+                changed_meanwhile = run_id in self._changed_while_reading
+                self._changed_while_reading.discard(run_id)
         if self._watermark is None:
             self._first_read_floor = min(started, self._first_read_floor or started)
         now = time.monotonic()
         if not run.state.is_final:
-            # A scan that showed the run while the read was in flight may have shown a newer state than the
-            # read did, and the watermark has moved past it: read once more rather than lose it.
-            self._followed[run_id] = _Followed(run, confirmed=now, polled=now, must_read=mentioned_meanwhile)
+            # A scan that showed the run changed while the read was in flight may have seen a newer state
+            # than the read did, and the watermark has moved past it: read once more rather than lose it.
+            self._followed[run_id] = _Followed(run, confirmed=now, polled=now, must_read=changed_meanwhile)
         return run
 
     async def _answer(self, waiting: Waiting) -> None:
+        self._learn_interval()
         async with self._scan_lock:  # one scan at a time; polls arriving meanwhile get a scan of their own
             await self._scan()
         reads = self._reads_needed(waiting)
@@ -140,9 +156,10 @@ class ChangeFeed(PollGatherer):
                 assert call is not None
                 page = self._platform.parse_changes(await self._call(call), call)
                 for change in page.changes:
-                    if previous is not None and change.updated_at > previous:
+                    # Out of order by less than the overlap is skew the overlap already covers.
+                    if previous is not None and change.updated_at > previous + OVERLAP:
                         raise _Inconsistent(f"run {change.id} changed at {change.updated_at}, listed after {previous}")
-                    previous = change.updated_at
+                    previous = min(change.updated_at, previous or change.updated_at)
                     newest = newest or change.updated_at
                     mentioned.add(change.id)
                     self._apply(change)
@@ -169,8 +186,9 @@ class ChangeFeed(PollGatherer):
                     followed.must_read = True
 
     def _apply(self, change: RunChange) -> None:
-        if change.id in self._reading:
-            self._reading[change.id] = True
+        sent = self._reading.get(change.id)
+        if sent is not None and change.updated_at >= sent - OVERLAP:
+            self._changed_while_reading.add(change.id)
         followed = self._followed.get(change.id)
         if followed is None or (followed.updated_at is not None and change.updated_at <= followed.updated_at):
             if followed is not None:
@@ -202,21 +220,72 @@ class ChangeFeed(PollGatherer):
         return needed
 
     async def _answer_one(self, run_id: str, futures: list[asyncio.Future[FlowRun]], read: bool) -> None:
-        run = self._followed[run_id].run if not read else None
-        if run is None:
-            try:
+        followed = self._followed.get(run_id)
+        try:
+            if followed is None:
                 run = await self._read_run(run_id)
-            except Exception as exc:
-                settle(futures, error=exc)
-                return
-            if run_id in self._followed:
-                followed = self._followed[run_id]
-                followed.run, followed.must_read, followed.confirmed = run, False, time.monotonic()
+            elif read or followed.refreshing is not None:
+                run = await asyncio.shield(self._refresh(run_id))
+            else:
+                run = followed.run
+        except Exception as exc:
+            settle(futures, error=exc)
+            return
         if run.state.is_final:
             self._followed.pop(run_id, None)
         settle(futures, run=run)
+
+    def _refresh(self, run_id: str) -> asyncio.Task[FlowRun]:
+        """Read a followed run on its own: one read however many ask while it is in flight."""
+        followed = self._followed[run_id]
+        if followed.refreshing is None:
+            followed.must_read = False
+            followed.refreshing = asyncio.get_running_loop().create_task(self._reread(run_id, followed))
+            followed.refreshing.add_done_callback(_retrieved)
+        return followed.refreshing
+
+    async def _reread(self, run_id: str, followed: _Followed) -> FlowRun:
+        try:
+            run = await self._read_run(run_id)
+        except BaseException:
+            followed.must_read = True  # its next poll tries again, and gets the error if it persists
+            raise
+        finally:
+            followed.refreshing = None
+        followed.run, followed.confirmed = run, time.monotonic()
+        return run
+
+    def _learn_interval(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._last_round is not None and now - self._last_round > 0.001:
+            self._interval = min(self._interval or math.inf, now - self._last_round)
+        self._last_round = now
+        if PREFETCH_SCANS_PER_INTERVAL and self._interval and (self._prefetcher is None or self._prefetcher.done()):
+            self._prefetcher = asyncio.get_running_loop().create_task(self._prefetch(self._interval))
+            self._prefetcher.add_done_callback(_retrieved)
+
+    async def _prefetch(self, interval: float) -> None:
+        """Scan between rounds of polls and start the reads the changes need, while any run is followed."""
+        while self._followed:
+            await asyncio.sleep(interval / PREFETCH_SCANS_PER_INTERVAL)
+            async with self._scan_lock:
+                await self._scan()
+            for run_id in [run_id for run_id, f in self._followed.items() if f.must_read]:
+                self._refresh(run_id)
+
+    async def aclose(self) -> None:
+        """Stop scanning between polls (the client is closing)."""
+        if self._prefetcher is not None:
+            self._prefetcher.cancel()
+            await asyncio.gather(self._prefetcher, return_exceptions=True)
 
     def _forget_gone(self) -> None:
         cutoff = time.monotonic() - FORGET_AFTER_SECONDS
         for run_id in [run_id for run_id, f in self._followed.items() if f.polled < cutoff]:
             del self._followed[run_id]
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """A background read or scan that failed is logged by the client or answered at the next poll."""
+    if not task.cancelled():
+        task.exception()

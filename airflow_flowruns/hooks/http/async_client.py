@@ -20,6 +20,7 @@ from httpx_aiohttp.transport import map_aiohttp_exceptions
 from tenacity import AsyncRetrying
 
 from airflow_flowruns.hooks.batching import ListingBatcher
+from airflow_flowruns.hooks.feed import ChangeFeed
 from airflow_flowruns.hooks.http.errors import found, translated_errors
 from airflow_flowruns.hooks.http.options import KEEPALIVE_SECONDS, HttpOptions
 from airflow_flowruns.hooks.http.retry import decode_and_pace, is_retryable, retry_policy
@@ -55,6 +56,8 @@ class AsyncFlowRunsClient:
         self._timeout = _aiohttp_timeout(self._http.timeout)
         self._direct = self._http.auth is None
         self._batchers: dict[str | None, ListingBatcher] = {}
+        feed_call = platform.change_feed_call()
+        self._feed = ChangeFeed(platform, feed_call, self.call, self._read_any) if feed_call is not None else None
 
     def _aiohttp_session(self) -> aiohttp.ClientSession:
         """One connection pool, made in the client's event loop, for both ways a request is sent."""
@@ -132,7 +135,10 @@ class AsyncFlowRunsClient:
 
     async def get_run(self, flow_id: str | None, run_id: str) -> FlowRun:
         """The run as it is now; polls made together for runs of one flow share one listing where the
-        platform has one that fits (``Platform.poll_listing``)."""
+        platform has one that fits (``Platform.poll_listing``), or from the connection's change feed
+        (``Platform.change_feed_call``)."""
+        if self._feed is not None:
+            return await self._feed.get_run(run_id)
         batcher = self._batchers.get(flow_id)
         if batcher is None:
             query = self.platform.poll_listing(flow_id)
@@ -142,6 +148,10 @@ class AsyncFlowRunsClient:
                 self.platform, query, self.call, functools.partial(self.read_run, flow_id)
             )
         return await batcher.get_run(run_id)
+
+    async def _read_any(self, run_id: str) -> FlowRun:
+        """A run read on its own for the change feed, which follows every flow of the connection."""
+        return await self.read_run(None, run_id)
 
     async def read_run(self, flow_id: str | None, run_id: str) -> FlowRun:
         """The run, read on its own."""
@@ -163,6 +173,8 @@ class AsyncFlowRunsClient:
             call = page.next_call
 
     async def aclose(self) -> None:
+        if self._feed is not None:
+            await self._feed.aclose()
         await self._http.aclose()
         if self._session is not None:
             await self._session.close()
