@@ -225,6 +225,23 @@ def test_a_failed_scan_falls_back_to_direct_reads(extend_conn: str, emulator: Em
     run(extend_conn, scenario)
 
 
+def test_a_key_refused_the_listing_reads_each_run_and_lists_no_more(extend_conn: str, emulator: Emulator) -> None:
+    ids = seed(emulator, 10)
+
+    async def scenario(client: AsyncFlowRunsClient) -> None:
+        await poll(client, ids)
+        refused = {"code": "UNAUTHORIZED", "message": "this key may not list runs", "retryable": False}
+        emulator.fault("/workflow_runs", 403, json.dumps(refused))
+        emulator.clear_requests()
+        for _ in range(2):
+            answered = await poll(client, ids)
+            assert {run.status for run in answered.values()} == {"PENDING"}
+        listings, reads = split(emulator.requests())
+        assert [r["status"] for r in listings] == [403] and sorted(reads) == sorted(ids * 2)
+
+    run(extend_conn, scenario)
+
+
 class CountingTrigger(FlowRunTrigger):
     polls = 0
 

@@ -296,14 +296,16 @@ def list_runs(request: Request) -> dict[str, Any]:
     runs = state.runs_of(PLATFORM, query.get("workflowId"))
     if query.get("status"):
         runs = [run for run in runs if run.status == query["status"]]
-    # One snapshot of every run's history per request, so the order and the items agree, as a database read would.
-    histories = {run.id: run.history() for run in runs}
+    # By updatedAt: one snapshot of every run's history per request, so the order and the items agree.
     by_created = query.get("sortBy") == "createdAt"
+    histories = {} if by_created else {run.id: run.history() for run in runs}
     runs.sort(
         key=lambda run: run.created if by_created else histories[run.id][-1].time,
         reverse=query.get("sortDir", "desc") == "desc",
     )
-    page = [run_object(request, run, summary=True, history=histories[run.id]) for run in runs[offset : offset + size]]
+    page = [
+        run_object(request, run, summary=True, history=histories.get(run.id)) for run in runs[offset : offset + size]
+    ]
     envelope: dict[str, Any] = {"object": "list", "data": page}
     if offset + size < len(runs):
         envelope["nextPageToken"] = f"{offset + size}.{bound_to}"

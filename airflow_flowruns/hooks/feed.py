@@ -10,7 +10,7 @@ read on its own only when that cannot be enough:
 * a change its summary cannot describe: any state but queued or running, since a failure's details,
   the outcome of a review and the metadata the XCom carries are only on the run itself;
 * the safety net: a run the feed has not mentioned for ``SAFETY_NET_SECONDS`` (a missed update costs
-  bounded staleness, not a hang), at most ``SAFETY_NET_READS_PER_SCAN`` per scan, stalest first;
+  bounded staleness, not a hang), at most ``SAFETY_NET_READS_PER_SCAN`` per round of polls, stalest first;
 * a scan that failed or could not vouch for every change back to its watermark (an HTTP error, items
   out of order by more than the overlap, more changes than ``MAX_PAGES_PER_SCAN`` pages): every run it did
   not mention is read at its next poll, so no change is lost.
@@ -36,11 +36,12 @@ log = logging.getLogger(__name__)
 OVERLAP = timedelta(seconds=30)
 """How far behind the watermark each scan reaches: clock skew between the platform's writers, changes
 stamped a little before they became visible, and runs changed at the same instant as the watermark."""
-SAFETY_NET_SECONDS = 600.0
-"""A run the feed has not mentioned (nor a read confirmed) for this long is read on its own."""
-SAFETY_NET_READS_PER_SCAN = 10
-"""At most this many safety-net reads per scan, so a quiet backlog of long runs stays within budget
-(10 per 30 s interval is a third of a request per second)."""
+SAFETY_NET_SECONDS = 1800.0
+"""A run the feed has not mentioned (nor a read confirmed) for this long is read on its own. A feed
+that works misses nothing, so this only bounds the staleness of an update the listing failed to show."""
+SAFETY_NET_READS_PER_SCAN = 5
+"""At most this many safety-net reads per round of polls, so a quiet backlog of long runs stays within
+budget (5 per 30 s interval is a sixth of a request per second)."""
 MAX_PAGES_PER_SCAN = 20
 """Pages one scan reads at most (20,000 changes at Extend's largest page); beyond that it is incomplete."""
 FIRST_READS_IN_FLIGHT = 4
@@ -123,7 +124,7 @@ class ChangeFeed(PollGatherer):
         if self._watermark is None:
             self._first_read_floor = min(started, self._first_read_floor or started)
         now = time.monotonic()
-        if not run.state.is_final:
+        if not run.state.is_final and not self._refused:
             # A scan that showed the run changed while the read was in flight may have seen a newer state
             # than the read did, and the watermark has moved past it: read once more rather than lose it.
             self._followed[run_id] = _Followed(run, confirmed=now, polled=now, must_read=changed_meanwhile)
@@ -142,9 +143,10 @@ class ChangeFeed(PollGatherer):
     async def _scan(self) -> None:
         """Read the feed back to the watermark, applying every change; mark what it could not vouch for."""
         floor = self._watermark or self._first_read_floor
-        if floor is None:
+        if floor is None or self._refused:
             return
         floor -= OVERLAP
+        started = datetime.now(UTC)
         self.scans += 1
         call: ApiCall | None = self._first_call
         newest: datetime | None = None
@@ -178,8 +180,11 @@ class ChangeFeed(PollGatherer):
                 self._platform.label,
                 exc,
             )
-        # The scan vouches for every change back to the floor: the watermark never moves back.
-        self._watermark = max(t for t in (newest, self._watermark, self._first_read_floor) if t is not None)
+        # The scan vouches for every change back to the floor, and a complete one for every change up to
+        # when it started (its overlap covers the clocks' skew): the watermark never moves back.
+        self._watermark = max(
+            t for t in (newest, self._watermark, self._first_read_floor, started if complete else None) if t is not None
+        )
         if not complete:
             for run_id, followed in self._followed.items():
                 if run_id not in mentioned:
@@ -272,6 +277,7 @@ class ChangeFeed(PollGatherer):
                 await self._scan()
             for run_id in [run_id for run_id, f in self._followed.items() if f.must_read]:
                 self._refresh(run_id)
+            self._forget_gone()
 
     async def aclose(self) -> None:
         """Stop scanning between polls (the client is closing)."""
