@@ -6,10 +6,12 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
+from pytest_mock import MockerFixture
 
 from airflow_flowruns.emulator.config import EXTEND_FAILING_WORKFLOW, EXTEND_INVOICE_WORKFLOW, EXTEND_REVIEW_WORKFLOW
 from airflow_flowruns.exceptions import (
@@ -151,6 +153,37 @@ def test_trigger_on_kill_cancels_and_cleanup_does_not(
     assert emulator.runs()[0]["status"] == "PROCESSING"
     asyncio.run(FlowRunTrigger(**trigger.serialize()[1]).on_kill())
     wait_for(emulator, emulator.runs()[0]["id"], "CANCELLED")
+
+
+@pytest.mark.parametrize(("task_state", "cancelled"), [("deferred", False), ("failed", True), (None, True)])
+def test_trigger_on_kill_leaves_the_run_of_a_task_still_deferred(
+    extend_conn: str,
+    emulator: Emulator,
+    pdf: Path,
+    context: dict[str, Any],
+    mocker: MockerFixture,
+    task_state: str | None,
+    cancelled: bool,
+) -> None:
+    """Airflow cancels "by user action" the copy a triggerer lost to another: a deferred task keeps its run."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    emulator.scenario(EXTEND_INVOICE_WORKFLOW, "extend", processing_seconds=60)
+    with pytest.raises(TaskDeferred) as deferred:
+        task(extend_conn, pdf, deferrable=True).execute(context)
+    trigger = FlowRunTrigger(**deferred.value.trigger.serialize()[1])
+    trigger.task_instance = SimpleNamespace(dag_id="d", task_id="t", run_id="r", map_index=3)  # type: ignore[assignment]
+    states = mocker.patch.object(
+        RuntimeTaskInstance, "get_task_states", return_value={"r": {"t_3": task_state}} if task_state else {}
+    )
+    asyncio.run(trigger.on_kill())
+    states.assert_called_once_with(dag_id="d", task_ids=["t"], run_ids=["r"], map_index=3)
+    run_id = emulator.runs()[0]["id"]
+    if cancelled:
+        wait_for(emulator, run_id, "CANCELLED")
+    else:
+        assert emulator.runs()[0]["status"] == "PROCESSING"
+        assert not any(r["path"].endswith("/cancel") for r in emulator.requests())
 
 
 @pytest.mark.parametrize("cancel", [True, False])

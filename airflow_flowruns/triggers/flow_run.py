@@ -18,6 +18,8 @@ from airflow_flowruns.platforms import PLATFORMS, FlowRun
 from airflow_flowruns.waiting import OnReview, is_settled
 
 TICKS_PER_INTERVAL = 10
+DEFERRED = "deferred"
+"""Airflow's task instance state while its trigger runs."""
 
 
 class PollClock:
@@ -170,7 +172,17 @@ class FlowRunTrigger(BaseTrigger):
         return TriggerEvent({"outcome": outcome, "run_id": self.run_id, "flow_id": self.flow_id, **payload})
 
     async def on_kill(self) -> None:
-        """A user marked the task failed or cleared it: cancel the remote run where the platform can."""
+        """A user marked the task failed or cleared it: cancel the remote run where the platform can.
+
+        Airflow also cancels a trigger "by user action" when another triggerer has taken it over (a
+        triggerer whose heartbeat came late hands its triggers on, then cancels its own copies). The
+        task is still deferred then and its run has a new follower, so the run is left alone.
+        """
+        if await self._task_still_deferred():
+            self.log.info(
+                "The task is still deferred (its trigger moved to another triggerer): run %s goes on.", self.run_id
+            )
+            return
         client = await FlowRunsHook.get_async_client(self.conn_id)
         call = client.platform.cancel_call(self.flow_id, self.run_id)
         if call is None:
@@ -182,3 +194,26 @@ class FlowRunTrigger(BaseTrigger):
             return
         await client.call(call)
         self.log.info("Asked %s to cancel run %s.", client.platform.label, self.run_id)
+
+    async def _task_still_deferred(self) -> bool:
+        """Ask Airflow for the task's state; a trigger with no task, or a state it cannot read, is not deferred."""
+        ti = self.task_instance
+        if ti is None:
+            return False
+        try:
+            from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+            states = await asyncio.to_thread(
+                RuntimeTaskInstance.get_task_states,
+                dag_id=ti.dag_id,
+                task_ids=[ti.task_id],
+                run_ids=[ti.run_id],
+                map_index=ti.map_index,
+            )
+        except Exception:
+            self.log.warning(
+                "Could not read the state of task %s; cancelling its run as asked.", ti.task_id, exc_info=True
+            )
+            return False
+        key = ti.task_id if ti.map_index is None or ti.map_index < 0 else f"{ti.task_id}_{ti.map_index}"
+        return bool(states.get(ti.run_id, {}).get(key) == DEFERRED)
