@@ -9,6 +9,11 @@ name, other object stores ``scheme://authority`` with the path. The run is an ou
 ``{platform}://{API host}`` named after the flow, carrying a ``flowRun`` facet (run id, final state); the
 run id is also the job run's standard ``externalQuery`` facet.
 
+Landed outputs (``outputs_to``, :class:`FlowRunOutputsOperator`) are one more output dataset: the run's
+landing folder, named like any stored file by the storage it is on (``file`` and the absolute path,
+``s3://bucket`` and the key, ...). For :class:`FlowRunOutputsOperator` the flow run is the input it
+read and the landing folder its output.
+
 In deferrable mode the task that resumes is not the one that uploaded, so globs and folders are listed
 again when lineage is read; a file removed meanwhile drops out of the inputs.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from airflow.sdk import ObjectStoragePath
 from attrs import define
 from openlineage.client.event_v2 import Dataset
 from openlineage.client.facet_v2 import DatasetFacet, external_query_run
@@ -30,6 +36,8 @@ if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
     from airflow_flowruns.operators.flow_run import FlowRunOperator
+    from airflow_flowruns.outputs.landing import Landing
+    from airflow_flowruns.platforms import FlowRun
 
 
 @define
@@ -58,12 +66,32 @@ def operator_lineage(operator: FlowRunOperator) -> OperatorLineage:
     run = operator._run  # the settled run (see FlowRunWaitMixin._finish)
     if run is None:  # failed before a run existed: only what it was given
         return OperatorLineage(inputs=inputs)
-    platform, _ = platform_from_connection(FlowRunsHook.get_connection(operator.flowruns_conn_id))
+    outputs = [run_dataset(operator.flowruns_conn_id, run, str(operator.flow_id))]
+    if operator._landing is not None:
+        outputs.append(landing_dataset(operator._landing))
+    return OperatorLineage(inputs=inputs, outputs=outputs, run_facets=_external_query(run))
+
+
+def outputs_lineage(conn_id: str | None, run: FlowRun | None = None, landing: Landing | None = None) -> OperatorLineage:
+    """:class:`FlowRunOutputsOperator`: the flow run in, its landing folder out."""
+    from airflow.providers.openlineage.extractors import OperatorLineage
+
+    if conn_id is None or run is None or landing is None:
+        return OperatorLineage()
+    return OperatorLineage(
+        inputs=[run_dataset(conn_id, run, run.flow_id or "")],
+        outputs=[landing_dataset(landing)],
+        run_facets=_external_query(run),
+    )
+
+
+def run_dataset(conn_id: str, run: FlowRun, flow_id: str) -> Dataset:
+    """The flow run as a dataset: namespace ``{platform}://{API host}``, named after the flow."""
+    platform, _ = platform_from_connection(FlowRunsHook.get_connection(conn_id))
     host = urlsplit(platform.settings.base_url).netloc
-    flow_id = run.flow_id or str(operator.flow_id)
-    output = Dataset(
+    return Dataset(
         namespace=f"{run.platform}://{host}",
-        name=flow_id,
+        name=run.flow_id or flow_id,
         facets={
             "flowRun": FlowRunDatasetFacet(
                 platform=run.platform,
@@ -75,13 +103,22 @@ def operator_lineage(operator: FlowRunOperator) -> OperatorLineage:
             )
         },
     )
-    return OperatorLineage(
-        inputs=inputs,
-        outputs=[output],
-        run_facets={
-            "externalQuery": external_query_run.ExternalQueryRunFacet(externalQueryId=run.id, source=run.platform)
-        },
-    )
+
+
+def landing_dataset(landing: Landing) -> Dataset:
+    """The landing folder, named per the OpenLineage naming spec for the storage it is on."""
+    return file_dataset(storage_uri(ObjectStoragePath(landing.path)))
+
+
+def storage_uri(path: ObjectStoragePath) -> str:
+    """A URI for a stored path: ``file:///...`` for local paths, which ObjectStoragePath leaves bare."""
+    if path.protocol in ("", "file", "local"):
+        return f"file://{path.path}"
+    return str(path)
+
+
+def _external_query(run: FlowRun) -> dict[str, Any]:
+    return {"externalQuery": external_query_run.ExternalQueryRunFacet(externalQueryId=run.id, source=run.platform)}
 
 
 def file_dataset(uri: str) -> Dataset:

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from airflow_flowruns.emulator import control, extend, noxus, stackai, tableflow
+from airflow_flowruns.emulator import control, extend, noxus, presigned, stackai, tableflow
 from airflow_flowruns.emulator.config import EmulatorConfig
 from airflow_flowruns.emulator.errors import ApiError
 from airflow_flowruns.emulator.faults import ErrorBody
@@ -42,7 +42,9 @@ def create_app(config: EmulatorConfig | None = None) -> FastAPI:
         config.rate_limit,
     )
     app.state.platforms = {m.PLATFORM: m for m in PLATFORM_MODULES}
+    app.state.presigned = presigned.PresignedStore()
     app.include_router(control.router)
+    app.include_router(presigned.router)
     for module in PLATFORM_MODULES:
         app.include_router(module.router)
 
@@ -72,6 +74,7 @@ def create_app(config: EmulatorConfig | None = None) -> FastAPI:
             "status": response.status_code,
             "platform": module.PLATFORM if module else None,
             "fault": "rate_limit" if wait is not None else kind or (fault is not None and "scripted") or None,
+            "credentials": presigned.carries_credentials(request),
         }
         state.log_request(entry, (request.client.host, request.client.port) if request.client else None)
         return response

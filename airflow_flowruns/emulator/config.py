@@ -118,6 +118,12 @@ class TableFlowConfig(BaseModel):
 EXTEND_INVOICE_WORKFLOW = "workflow_invoice"
 EXTEND_REVIEW_WORKFLOW = "workflow_review"
 EXTEND_FAILING_WORKFLOW = "workflow_failing"
+EXTEND_SPLIT_WORKFLOW = "workflow_split"
+ExtendStep = Literal["CLASSIFY", "EXTRACT", "SPLIT"]
+
+
+def _invoice_steps() -> list[ExtendStep]:
+    return ["CLASSIFY", "EXTRACT"]
 
 
 class ExtendWorkflow(BaseModel):
@@ -125,12 +131,17 @@ class ExtendWorkflow(BaseModel):
     name: str
     version: str = "1"
     scenario: Scenario = Field(default_factory=Scenario)
+    steps: list[ExtendStep] = Field(default_factory=_invoice_steps)
+    """The steps whose results the run's ``stepRuns`` carry (see emulator/extend_outputs.py)."""
+    split_file_bytes: int = 64 * 1024
+    """Size of each file a SPLIT step produces."""
 
 
 def _default_extend_workflows() -> list[ExtendWorkflow]:
     return [
         ExtendWorkflow(id=EXTEND_INVOICE_WORKFLOW, name="Invoice extraction", scenario=Scenario(queued_seconds=0.2)),
         ExtendWorkflow(id=EXTEND_REVIEW_WORKFLOW, name="Invoice with review", scenario=Scenario(review=True)),
+        ExtendWorkflow(id=EXTEND_SPLIT_WORKFLOW, name="Invoice packet split", steps=["SPLIT", "EXTRACT"]),
         ExtendWorkflow(
             id=EXTEND_FAILING_WORKFLOW,
             name="Always fails",

@@ -10,12 +10,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
 
+from airflow_flowruns.emulator import extend_outputs
 from airflow_flowruns.emulator.config import EmulatorConfig, ExtendWorkflow, Scenario
 from airflow_flowruns.emulator.errors import ApiError
 from airflow_flowruns.emulator.state import EmulatedRun, EmulatorState, Entry, new_id
 
 PLATFORM = "extend"
-PATH_PREFIXES = ("/files/upload", "/workflow_runs")
+PATH_PREFIXES = ("/files/", "/workflow_runs")
 STATUSES = {
     "queued": "PENDING",
     "running": "PROCESSING",
@@ -105,7 +106,7 @@ def run_object(
     status = last.status
     workflow = _workflow(request, run.flow_id)
     started = next((e.time for e in history if e.status != "PENDING"), None)
-    reviewed = run.record.get("reviewed", False)
+    reviewed = extend_outputs.was_reviewed(run)
     common: dict[str, Any] = {
         "object": "workflow_run",
         "id": run.id,
@@ -143,7 +144,7 @@ def run_object(
         "failureReason": "PROCESSING_ERROR" if status == "FAILED" else None,
         "failureMessage": run.error if status == "FAILED" else None,
         "reviewed": reviewed,
-        "stepRuns": [],
+        "stepRuns": extend_outputs.step_runs(run, workflow, request),
     }
 
 
@@ -177,6 +178,12 @@ async def upload_file(request: Request) -> dict[str, Any]:
     with state.lock:
         state.uploads[file_id] = {**file, "size": size}
     return file
+
+
+@router.get("/files/{file_id}")
+def get_file(request: Request, file_id: str) -> dict[str, Any]:
+    _state(request)
+    return extend_outputs.file_object(request, file_id)
 
 
 @router.post("/workflow_runs")

@@ -6,9 +6,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from starlette.datastructures import UploadFile
 
+from airflow_flowruns.emulator import noxus_outputs
 from airflow_flowruns.emulator.config import EmulatorConfig, NoxusWorkflow, Scenario
 from airflow_flowruns.emulator.errors import ApiError
 from airflow_flowruns.emulator.state import EmulatedRun, EmulatorState
@@ -92,7 +93,7 @@ def run_object(
         ]
         data["progress_details"] = {"executed_nodes": [], "running_nodes": [], "run_logs": logs}
         done = status == "completed"
-        data["output"] = {"summary": f"Processed {len(run.record.get('uploads', []))} file(s)"} if done else None
+        data["output"] = noxus_outputs.output(run, request) if done else None
     if listed or with_workflow:
         data.update(definitions={}, source="api")
     if with_workflow:
@@ -226,6 +227,12 @@ def _page(request: Request, runs: list[EmulatedRun], *, listed: bool = False) ->
         run_object(request, run, listed=listed, with_workflow=listed) for run in runs[(page - 1) * size : page * size]
     ]
     return {"items": items, "total": len(runs), "page": page, "size": size, "pages": max(1, -(-len(runs) // size))}
+
+
+@router.get("/v1/file/{file_id}")
+def download_file(request: Request, file_id: str) -> Response:
+    _state(request)
+    return noxus_outputs.download(request, file_id)
 
 
 @router.get("/v1/runs")

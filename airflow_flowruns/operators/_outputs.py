@@ -20,8 +20,9 @@ def check_output_limit(limit: Any) -> int:
     return limit
 
 
-def output_target(output_path: str | ObjectStoragePath | None) -> ObjectStoragePath | None:
-    """The rendered ``output_path``, checked before anything is uploaded (an unknown scheme fails here)."""
+def output_target(output_path: str | ObjectStoragePath | None, what: str = "output_path") -> ObjectStoragePath | None:
+    """The rendered ``output_path`` (or the argument named ``what``), checked before anything is uploaded
+    (an unknown scheme fails here)."""
     if isinstance(output_path, ObjectStoragePath):
         return output_path
     if output_path is None or not str(output_path).strip():
@@ -29,9 +30,7 @@ def output_target(output_path: str | ObjectStoragePath | None) -> ObjectStorageP
     try:
         return ObjectStoragePath(str(output_path).strip())
     except ValueError as exc:
-        raise FlowRunsConfigError(
-            f"output_path {output_path!r} is not a path or URI Airflow can write: {exc}"
-        ) from None
+        raise FlowRunsConfigError(f"{what} {output_path!r} is not a path or URI Airflow can write: {exc}") from None
 
 
 def place_outputs(outputs: Any, result: dict[str, Any], target: ObjectStoragePath | None, limit: int) -> dict[str, Any]:

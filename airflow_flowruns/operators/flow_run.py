@@ -17,6 +17,7 @@ from airflow_flowruns.links import FLOW_RUN_ID_KEY, FLOW_RUN_URL_KEY, FlowRunLin
 from airflow_flowruns.operators._outputs import check_output_limit, output_target, place_outputs
 from airflow_flowruns.operators._reattach import RESTART_STATES, earlier_run, lookup_window_start, save_run
 from airflow_flowruns.operators._waiting import FlowRunWaitMixin
+from airflow_flowruns.outputs.landing import Landing, land_run
 from airflow_flowruns.platforms import FlowRun, StartRequest
 from airflow_flowruns.platforms.base import require_json_object, require_text
 from airflow_flowruns.waiting import OnReview, check_poll_interval, deadline_after
@@ -56,6 +57,10 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
     :param output_path: where outputs of a synchronous run (StackAI) go when they are larger than
         ``max_xcom_output_bytes``: an ``ObjectStoragePath`` or URI (templated); XCom then holds the path.
         Larger outputs without it fail the task; the run is kept and a retry re-attaches to it.
+    :param outputs_to: land the settled run's outputs under this folder or URI (templated), as
+        :class:`~airflow_flowruns.operators.outputs.FlowRunOutputsOperator` does; XCom then holds ``landing``
+        (paths, counts, bytes). A landing that fails fails the task; its retry re-attaches to the run and
+        lands it again.
     :param max_xcom_output_bytes: the largest outputs (as JSON) returned in XCom under ``outputs``.
     :param reattach: on a retry or a cleared task, follow the run an earlier try of this task instance
         started while it is queued, running, waiting for review or succeeded, and start a fresh run only when
@@ -73,6 +78,7 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         "inputs",
         "flow_version",
         "output_path",
+        "outputs_to",
     )
     template_fields_renderers = {"files": "json", "metadata": "json", "file_metadata": "json", "inputs": "json"}
     ui_color = "#e6f0ff"
@@ -99,6 +105,7 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         reattach: bool = True,
         output_path: str | ObjectStoragePath | None = None,
         max_xcom_output_bytes: int = DEFAULT_MAX_XCOM_OUTPUT_BYTES,
+        outputs_to: str | ObjectStoragePath | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -120,12 +127,15 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         self.reattach = reattach
         self.output_path = output_path
         self.max_xcom_output_bytes = check_output_limit(max_xcom_output_bytes)
+        self.outputs_to = outputs_to
         self._run: FlowRun | None = None
+        self._landing: Landing | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
         request = replace(self.start_request(), task_key=task_key(context))
         deadline_after(self.timeout)  # a bad timeout fails here, before anything is uploaded
         target = output_target(self.output_path)
+        output_target(self.outputs_to, "outputs_to")  # likewise a bad destination
         hook = FlowRunsHook(self.flowruns_conn_id)
         run = self._run = self._start_once(hook, request, context)
         deadline = deadline_after(self.timeout)
@@ -137,7 +147,20 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         result = self.wait_for_run(hook, run, deadline) if self.wait_for_completion else run.to_xcom()
         final = self._run or run  # the settled run, which may carry outputs a re-attached run did not yet
         outputs = final.outputs if final.outputs is not None else run.outputs
-        return place_outputs(outputs, result, target, self.max_xcom_output_bytes)
+        return self._land(place_outputs(outputs, result, target, self.max_xcom_output_bytes))
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        return self._land(super().execute_complete(context, event))
+
+    def _land(self, result: dict[str, Any]) -> dict[str, Any]:
+        """With ``outputs_to``, land the settled run's outputs and add where they went to the result."""
+        destination = output_target(self.outputs_to, "outputs_to")
+        if destination is None or self._run is None or not self.wait_for_completion:
+            return result
+        hook = FlowRunsHook(self.flowruns_conn_id)
+        run = hook.get_run(self._run.flow_id, self._run.id)
+        self._landing = land_run(hook, run, destination)
+        return {**result, "landing": self._landing.to_xcom()}
 
     def _start_once(self, hook: FlowRunsHook, request: StartRequest, context: Context) -> FlowRun:
         """Start the run, unless this task instance already has one to follow: never bill a document twice.

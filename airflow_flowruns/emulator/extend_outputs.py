@@ -1,0 +1,194 @@
+"""What an Extend workflow run produced: its ``stepRuns[]``, shaped as extend-ai 1.20.0's models have them.
+
+Each configured step gives one step run once the run reached review or its outcome: ``CLASSIFY`` a
+``classifyRun``, ``EXTRACT`` an ``extractRun`` of the invoice's facts (JSON Schema output: ``value`` and
+per-field ``metadata`` with confidences and citations), ``SPLIT`` a ``splitRun`` whose splits are files
+served by ``GET /files/{id}`` through a presigned URL. A run that went through review and was approved
+is ``reviewed``: its extraction carries ``initialOutput`` (the misread total), ``reviewedOutput`` and
+``edits``, and ``output`` is the reviewed one.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import Request
+
+from airflow_flowruns.emulator.config import ExtendWorkflow
+from airflow_flowruns.emulator.documents import REVIEWED_FIELD, GeneratedFile, invoice_facts, misread
+from airflow_flowruns.emulator.errors import ApiError
+from airflow_flowruns.emulator.presigned import store
+from airflow_flowruns.emulator.state import EmulatedRun
+
+WITH_OUTPUTS = {"NEEDS_REVIEW", "PROCESSED", "REJECTED"}
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "vendor": {"type": "string"},
+        "invoice_number": {"type": "string"},
+        "invoice_date": {"type": "string"},
+        "total": {"type": "number"},
+        "currency": {"type": "string"},
+    },
+}
+CLASSES = [
+    {"id": "invoice", "type": "invoice", "description": "A supplier invoice"},
+    {"id": "receipt", "type": "receipt", "description": "A payment receipt"},
+]
+SPLIT_PARTS = 2
+
+
+def was_reviewed(run: EmulatedRun) -> bool:
+    """A run that waited for review and was then approved or rejected."""
+    statuses = [entry.status for entry in run.history()]
+    return "NEEDS_REVIEW" in statuses and statuses[-1] in ("PROCESSED", "REJECTED")
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _document(run: EmulatedRun) -> dict[str, Any]:
+    files = run.record.get("files") or [{"id": None, "name": "document"}]
+    return files[0]
+
+
+def _file_summary(file_id: str, name: str, at: str, parent: str | None = None) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "object": "file",
+        "id": file_id,
+        "name": name,
+        "type": "PDF",
+        "metadata": {"pageCount": 2},
+        "createdAt": at,
+        "updatedAt": at,
+    }
+    if parent:
+        summary["parentFileId"] = parent
+    return summary
+
+
+def step_runs(run: EmulatedRun, workflow: ExtendWorkflow, request: Request) -> list[dict[str, Any]]:
+    """The run's step runs as ``GET /workflow_runs/{id}`` returns them; none before the run has results."""
+    history = run.history()
+    if history[-1].status not in WITH_OUTPUTS:
+        return []
+    done = next((e.time for e in history if e.status in WITH_OUTPUTS), history[-1].time)
+    reviewed = was_reviewed(run)
+    document = _document(run)
+    at = _iso(done)
+    source = _file_summary(document.get("id") or f"file_{run.id[-12:]}", document["name"], _iso(run.created))
+    made: list[dict[str, Any]] = []
+    for index, step_type in enumerate(workflow.steps, start=1):
+        step_run_id = f"workflow_step_run_{run.id[-12:]}_{index}"
+        step = {"object": "workflow_step", "id": f"step_{index}", "name": STEP_NAMES[step_type], "type": step_type}
+        base = {
+            "object": "workflow_step_run",
+            "id": step_run_id,
+            "workflowRunId": run.id,
+            "status": "PROCESSED",
+            "stepType": step_type,
+            "step": step,
+        }
+        processor = {
+            "id": f"{step_type.lower()}_run_{run.id[-12:]}",
+            "status": "PROCESSED",
+            "reviewed": reviewed,
+            "edited": False,
+            "dashboardUrl": f"https://dashboard.extend.ai/runs/{step_run_id}",
+            "file": source,
+            "createdAt": _iso(run.created),
+            "updatedAt": _iso(history[-1].time) if reviewed else at,
+        }
+        if step_type == "EXTRACT":
+            result = {"extractRun": _extract_run(processor, document["name"], reviewed)}
+            files = [source]
+        elif step_type == "CLASSIFY":
+            result = {"classifyRun": _classify_run(processor)}
+            files = [source]
+        else:
+            split_run, files = _split_run(processor, run, workflow, source, at, request)
+            result = {"splitRun": split_run}
+        made.append({**base, "files": files, "result": result})
+    return made
+
+
+STEP_NAMES = {"EXTRACT": "Extract invoice", "CLASSIFY": "Classify document", "SPLIT": "Split packet"}
+
+
+def _field_metadata(facts: dict[str, Any], low: str | None) -> dict[str, Any]:
+    return {
+        name: {
+            "ocrConfidence": 0.99,
+            "logprobsConfidence": 0.41 if name == low else 0.97,
+            "citations": [{"page": {"number": 1}, "referenceText": str(value)}],
+        }
+        for name, value in facts.items()
+    }
+
+
+def _extract_run(processor: dict[str, Any], document: str, reviewed: bool) -> dict[str, Any]:
+    facts = invoice_facts(document)
+    initial = {"value": misread(facts), "metadata": _field_metadata(misread(facts), REVIEWED_FIELD)}
+    extract = {"object": "extract_run", **processor, "config": {"schema": SCHEMA}}
+    if not reviewed:
+        return {**extract, "output": initial}
+    final = {"value": facts, "metadata": _field_metadata(facts, None)}
+    edit = {"originalValue": initial["value"][REVIEWED_FIELD], "editedValue": facts[REVIEWED_FIELD]}
+    return {
+        **extract,
+        "output": final,
+        "initialOutput": initial,
+        "reviewedOutput": final,
+        "edited": True,
+        "edits": {REVIEWED_FIELD: edit},
+    }
+
+
+def _classify_run(processor: dict[str, Any]) -> dict[str, Any]:
+    output = {"id": "invoice", "type": "invoice", "confidence": 0.98, "insights": []}
+    return {"object": "classify_run", **processor, "output": output, "config": {"classifications": CLASSES}}
+
+
+def _split_run(
+    processor: dict[str, Any],
+    run: EmulatedRun,
+    workflow: ExtendWorkflow,
+    source: dict[str, Any],
+    at: str,
+    request: Request,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    splits, files = [], []
+    for part in range(1, SPLIT_PARTS + 1):
+        file_id = f"file_split_{run.id[-12:]}_{part}"
+        name = f"invoice-{part}.pdf"
+        store(request).add(GeneratedFile(file_id, name, workflow.split_file_bytes))
+        files.append(_file_summary(file_id, name, at, parent=source["id"]))
+        splits.append(
+            {
+                "type": "invoice",
+                "observation": f"Invoice {part} of {SPLIT_PARTS}",
+                "identifier": f"part-{part}",
+                "startPage": part,
+                "endPage": part,
+                "name": name,
+                "classificationId": "invoice",
+                "id": f"split_{run.id[-12:]}_{part}",
+                "fileId": file_id,
+            }
+        )
+    config = {"splitClassifications": [{**CLASSES[0]}]}
+    return {"object": "split_run", **processor, "output": {"splits": splits}, "config": config}, files
+
+
+def file_object(request: Request, file_id: str) -> dict[str, Any]:
+    """``GET /files/{id}``: the File object with a fresh ``presignedUrl`` (about 15 minutes)."""
+    file = store(request).get(file_id)
+    if file is None:
+        raise ApiError(404, "Not Found", f"File {file_id} not found")
+    now = _iso(datetime.now(UTC).timestamp())
+    return {
+        **_file_summary(file.id, file.name, now),
+        "presignedUrl": store(request).sign(request, file),
+    }

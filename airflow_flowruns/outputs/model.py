@@ -1,0 +1,157 @@
+"""The normalized outputs of one run, the same for every platform, and how their files are fetched.
+
+Each platform's reader (one module per platform in this package) turns the run object as the platform
+sent it into :class:`RunOutputs`, without any I/O. ``outputs.json`` is :func:`outputs_document` of it:
+
+.. code-block:: json
+
+    {
+      "format": "airflow-flowruns/outputs/1",
+      "platform": "extend", "flow_id": "workflow_...", "run_id": "workflow_run_...",
+      "status": "PROCESSED", "state": "succeeded", "reviewed": true, "updated_at": "2026-...Z",
+      "outputs": [
+        {"name": "total", "step": "Extract invoice", "kind": "field", "value": 1243.5, "confidence": 0.62,
+         "initial_value": 1234.5, "reviewed_value": 1243.5}
+      ],
+      "files": [
+        {"id": "file_...", "name": "part-1.pdf", "step": "Split", "mime_type": null,
+         "path": "files/file_.../part-1.pdf", "downloaded": true, "note": null}
+      ]
+    }
+
+``kind`` is one of :data:`KINDS`. ``confidence`` is a number from 0 to 1 where the platform gives one, else
+null. ``initial_value`` and ``reviewed_value`` appear only on outputs a human review changed; ``value`` is
+then the reviewed value. Sizes and checksums of the landed files are in ``_MANIFEST.json``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_flowruns.platforms.base import ApiCall, FlowRun
+
+FORMAT = "airflow-flowruns/outputs/1"
+
+KINDS = {
+    "field": "one extracted field (Extend extraction steps)",
+    "classification": "the class a document was given (Extend classification steps)",
+    "split": "one document found by a split step; its file is in files (Extend)",
+    "text": "a text output (Noxus, StackAI)",
+    "data": "any other JSON output (Noxus, StackAI)",
+    "file": "an output file, landed under files/ (Noxus)",
+    "file_reference": "an output file the platform names but serves through no documented call (TableFlow)",
+}
+
+
+@dataclass(frozen=True)
+class Review:
+    """An output a human review changed: what the platform extracted, and what the reviewer made of it."""
+
+    initial: Any
+    reviewed: Any
+
+
+@dataclass(frozen=True)
+class Output:
+    name: str
+    kind: str
+    value: Any
+    step: str | None = None
+    confidence: float | None = None
+    review: Review | None = None
+
+
+@dataclass(frozen=True)
+class ApiDownload:
+    """The platform's API serves the file's bytes, with the connection's credentials."""
+
+    call: ApiCall
+
+
+@dataclass(frozen=True)
+class PresignedDownload:
+    """The platform's API answers ``lookup`` with a short-lived URL under ``url_field``, fetched without any
+    credentials. The URL is asked for just before each download attempt, so it has not expired."""
+
+    lookup: ApiCall
+    url_field: str
+
+
+Download = ApiDownload | PresignedDownload
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    id: str
+    name: str
+    step: str | None = None
+    mime_type: str | None = None
+    download: Download | None = None
+    note: str | None = None
+    """Why the file is not downloaded, when ``download`` is None."""
+
+    @property
+    def path(self) -> str:
+        """Where the file lands, relative to the run's folder: one folder per file id, so names never clash."""
+        return f"files/{safe_segment(self.id)}/{safe_segment(self.name)}"
+
+
+@dataclass(frozen=True)
+class RunOutputs:
+    outputs: list[Output] = field(default_factory=list)
+    files: list[OutputFile] = field(default_factory=list)
+    updated_at: str | None = None
+    """The run's last update as the platform states it (ISO 8601), for the manifest."""
+    reviewed: bool = False
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_segment(text: str) -> str:
+    """One path segment from a platform-supplied name: no separators, no ``..``, never empty."""
+    cleaned = _UNSAFE.sub("_", text).strip("._") or "_"
+    return cleaned[:200]
+
+
+def outputs_document(run: FlowRun, outputs: RunOutputs) -> dict[str, Any]:
+    """``outputs.json``: the run's outputs in the provider's one shape (see the module docstring)."""
+    return {
+        "format": FORMAT,
+        "platform": run.platform,
+        "flow_id": run.flow_id,
+        "run_id": run.id,
+        "status": run.status,
+        "state": run.state.value,
+        "reviewed": outputs.reviewed,
+        "updated_at": outputs.updated_at,
+        "outputs": [_output_entry(output) for output in outputs.outputs],
+        "files": [
+            {
+                "id": file.id,
+                "name": file.name,
+                "step": file.step,
+                "mime_type": file.mime_type,
+                "path": file.path,
+                "downloaded": file.download is not None,
+                "note": file.note,
+            }
+            for file in outputs.files
+        ],
+    }
+
+
+def _output_entry(output: Output) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": output.name,
+        "step": output.step,
+        "kind": output.kind,
+        "value": output.value,
+        "confidence": output.confidence,
+    }
+    if output.review is not None:
+        entry["initial_value"] = output.review.initial
+        entry["reviewed_value"] = output.review.reviewed
+    return entry
