@@ -1,0 +1,180 @@
+"""Each platform's outputs, normalized from golden run objects shaped as the vendors' SDK models say (no I/O)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_flowruns.outputs import READERS, reader_for
+from airflow_flowruns.outputs.model import KINDS, ApiDownload, PresignedDownload, Review, outputs_document, safe_segment
+from airflow_flowruns.platforms import PLATFORMS, ConnectionSettings
+from conftest import ROOT
+
+GOLDEN = Path(__file__).parent / "outputs_golden"
+SDK_PYTHON = ROOT / ".venv-sdk" / "bin" / "python"
+
+
+def golden(name: str) -> dict[str, Any]:
+    return json.loads((GOLDEN / name).read_text())
+
+
+def by_name(outputs: list[Any]) -> dict[str, Any]:
+    return {output.name: output for output in outputs}
+
+
+def test_every_platform_has_an_outputs_reader() -> None:
+    assert set(READERS) == set(PLATFORMS)
+
+
+def test_extend_fields_classification_and_splits_with_the_review_that_changed_a_value() -> None:
+    read = reader_for("extend").read(golden("extend_workflow_run_reviewed.json"))
+    outputs = by_name(read.outputs)
+    assert read.reviewed is True
+    assert outputs["Document type"].kind == "classification"
+    assert (outputs["Document type"].value, outputs["Document type"].confidence) == ("invoice", 0.93)
+    vendor = outputs["vendor"]
+    assert (vendor.kind, vendor.step, vendor.value, vendor.confidence) == (
+        "field",
+        "Invoice fields",
+        "Acme Supplies Ltd",
+        0.98,
+    )
+    assert vendor.review is None
+    total = outputs["total"]
+    assert total.value == 1243.5 and total.review == Review(initial=1234.5, reviewed=1243.5)
+    # no logprobs on the reviewed field: the OCR confidence stands
+    assert total.confidence == 0.88
+    assert outputs["line_items"].value == [{"description": "Paper", "amount": 1243.5}]
+    assert outputs["line_items"].review is None and outputs["line_items"].confidence is None
+    assert outputs["INV-0042"].kind == "split" and outputs["cover letter"].value["start_page"] == 3
+    files = {file.id: file for file in read.files}
+    assert set(files) == {"file_split_Aa11", "file_split_Bb22"}
+    assert files["file_split_Aa11"].name == "acme-0042-invoice.pdf"  # named by the step's file summary
+    assert files["file_split_Bb22"].name == "file_split_Bb22"  # not listed anywhere: its id
+    download = files["file_split_Aa11"].download
+    assert isinstance(download, PresignedDownload)
+    assert (download.lookup.method, download.lookup.path, download.url_field) == (
+        "GET",
+        "/files/file_split_Aa11",
+        "presignedUrl",
+    )
+    assert read.updated_at == "2025-04-28T17:20:06+00:00"  # endTime, the latest of the run's times
+
+
+def test_extend_legacy_extraction_output() -> None:
+    read = reader_for("extend").read(golden("extend_workflow_run_legacy.json"))
+    outputs = by_name(read.outputs)
+    assert (outputs["vendor"].value, outputs["vendor"].confidence) == ("Globex Corporation", 0.91)
+    assert (outputs["total"].value, outputs["total"].confidence, outputs["total"].step) == (88.0, None, "Extraction")
+    assert read.files == [] and read.reviewed is False
+
+
+def test_extend_run_without_results_has_no_outputs() -> None:
+    run = golden("extend_workflow_run_reviewed.json")
+    read = reader_for("extend").read({**run, "stepRuns": []})
+    assert read.outputs == [] and read.files == []
+
+
+def test_noxus_output_values_and_files_fetched_with_the_key() -> None:
+    read = reader_for("noxus").read(golden("noxus_run.json"))
+    outputs = by_name(read.outputs)
+    assert outputs["summary"].kind == "text"
+    assert outputs["fields"].kind == "data" and outputs["fields"].value["total"] == 1243.5
+    report = outputs["report"]
+    assert report.kind == "file"
+    assert report.value == {
+        "file_id": "9c1d2e3f-aaaa-4bbb-8ccc-0123456789ab",
+        "name": "report.pdf",
+        "path": "files/9c1d2e3f-aaaa-4bbb-8ccc-0123456789ab/report.pdf",
+    }
+    # a list of files stays a list; an id missing from the object comes from its spot:// uri
+    assert [page["file_id"] for page in outputs["pages"].value] == ["11111111-2222-4333-8444-555555555555"]
+    downloads = [file.download for file in read.files]
+    assert all(isinstance(download, ApiDownload) for download in downloads)
+    assert [d.call.path for d in downloads if isinstance(d, ApiDownload)] == [
+        "/v1/file/9c1d2e3f-aaaa-4bbb-8ccc-0123456789ab",
+        "/v1/file/11111111-2222-4333-8444-555555555555",
+    ]
+    assert read.updated_at == "2025-05-02T08:00:41.250000+00:00"
+
+
+def test_stackai_outputs_by_node_from_the_json_encoded_listing_item() -> None:
+    read = reader_for("stackai").read(golden("stackai_listing_item.json"))
+    outputs = by_name(read.outputs)
+    assert outputs["out-0"].kind == "text" and outputs["out-0"].value.startswith("The contract")
+    assert outputs["out-1"].kind == "data" and outputs["out-1"].value == {"renewal": "2025-07-01", "risk": "low"}
+    assert read.files == []
+    # the run answer, where the listing does not show the run yet, reads the same
+    answer = reader_for("stackai").read({"run_id": "x", "outputs": {"out-0": "done"}})
+    assert [(o.name, o.value) for o in answer.outputs] == [("out-0", "done")]
+
+
+def test_tableflow_drive_files_are_references_only() -> None:
+    read = reader_for("tableflow").read(golden("tableflow_run.json"))
+    (output,) = read.outputs
+    assert output.kind == "file_reference" and output.name == "reconciliation.xlsx"
+    assert output.value["sheets"] == ["Summary", "Mismatches"]
+    (file,) = read.files
+    assert file.download is None and "no call that downloads drive_files" in (file.note or "")
+    assert read.updated_at == "2025-04-30T08:00:42+00:00"
+
+
+def test_outputs_document_is_the_documented_shape() -> None:
+    raw = golden("extend_workflow_run_reviewed.json")
+    platform = PLATFORMS["extend"](ConnectionSettings("c", "key", "https://api.extend.ai"))
+    run = platform.parse_run(raw)
+    document = outputs_document(run, reader_for("extend").read(raw))
+    assert document["format"] == "airflow-flowruns/outputs/1"
+    assert (document["platform"], document["run_id"], document["state"]) == ("extend", run.id, "succeeded")
+    assert {entry["kind"] for entry in document["outputs"]} <= set(KINDS)
+    total = next(entry for entry in document["outputs"] if entry["name"] == "total")
+    assert (total["initial_value"], total["reviewed_value"], total["value"]) == (1234.5, 1243.5, 1243.5)
+    vendor = next(entry for entry in document["outputs"] if entry["name"] == "vendor")
+    assert "initial_value" not in vendor and "reviewed_value" not in vendor
+    assert all(entry["path"].startswith("files/") and entry["downloaded"] for entry in document["files"])
+    json.dumps(document)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"), [("../../etc/passwd", "etc_passwd"), ("", "_"), ("a b/c.pdf", "a_b_c.pdf")]
+)
+def test_platform_names_cannot_leave_the_landing_folder(name: str, expected: str) -> None:
+    assert safe_segment(name) == expected
+
+
+def test_a_shape_that_cannot_be_read_names_the_problem() -> None:
+    from airflow_flowruns.exceptions import FlowRunsResponseError
+
+    with pytest.raises(FlowRunsResponseError, match="Extend workflow run"):
+        reader_for("extend").read({"stepRuns": "not a list"})
+
+
+def sdk_models(platform: str, *runs: dict[str, Any], tmp: Path) -> list[Any]:
+    """What the vendor SDK's own models make of ``runs`` (see tests/vendor_sdk/outputs_models.py)."""
+    assert SDK_PYTHON.exists(), "the SDK virtualenv is missing: run `make test`, which creates .venv-sdk"
+    paths = []
+    for index, run in enumerate(runs):
+        paths.append(tmp / f"{platform}-{index}.json")
+        paths[-1].write_text(json.dumps(run))
+    script = Path(__file__).parent / "vendor_sdk" / "outputs_models.py"
+    done = subprocess.run(
+        [str(SDK_PYTHON), str(script), platform, *map(str, paths)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads(line) for line in done.stdout.strip().splitlines()]
+
+
+@pytest.mark.slow
+def test_golden_runs_are_valid_for_the_official_sdks(tmp_path: Path) -> None:
+    """The fixtures are what the SDKs' own models accept, each step's result parsed into its SDK type."""
+    reviewed, legacy = sdk_models(
+        "extend", golden("extend_workflow_run_reviewed.json"), golden("extend_workflow_run_legacy.json"), tmp=tmp_path
+    )
+    assert reviewed == ["ClassifyResult:ClassifyRun", "ExtractResult:ExtractRun", "SplitResult:SplitRun"]
+    assert legacy == ["ExtractResult:ExtractRun"]
+    (files,) = sdk_models("noxus", golden("noxus_run.json"), tmp=tmp_path)
+    assert files == ["9c1d2e3f-aaaa-4bbb-8ccc-0123456789ab", "11111111-2222-4333-8444-555555555555"]
