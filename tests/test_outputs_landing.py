@@ -305,3 +305,37 @@ def test_emulated_outputs_are_valid_for_the_official_sdks(
     noxus = start(conn, NOXUS_DOCUMENT_WORKFLOW, {"document": invoice}, inputs={"instructions": "x"}).execute(context)
     raw = FlowRunsHook(conn).get_run(noxus["flow_id"], noxus["id"]).raw
     assert sdk_models("noxus", raw, tmp=tmp_path) == [[raw["output"]["report"]["id"]]]
+
+
+def test_flow_run_operator_reports_the_landing_as_a_second_output_dataset(
+    extend_conn: str, invoice: Path, tmp_path: Path, context: dict[str, Any]
+) -> None:
+    op = start(extend_conn, EXTEND_INVOICE_WORKFLOW, {"file": invoice}, outputs_to=str(tmp_path))
+    result = op.execute(context)
+    run_dataset, landed = op.get_openlineage_facets_on_complete(None).outputs
+    assert run_dataset.name == EXTEND_INVOICE_WORKFLOW
+    assert (landed.namespace, landed.name) == ("file", result["landing"]["path"])
+
+
+def test_a_deferred_operator_lands_when_it_resumes(
+    extend_conn: str, invoice: Path, tmp_path: Path, context: dict[str, Any]
+) -> None:
+    started = start(extend_conn, EXTEND_INVOICE_WORKFLOW, {"file": invoice}).execute(context)
+    resumed = start(extend_conn, EXTEND_INVOICE_WORKFLOW, {"file": invoice}, outputs_to=str(tmp_path), deferrable=True)
+    result = resumed.execute_complete(context, {"outcome": "settled", "run": started})
+    assert result["id"] == started["id"] and result["landing"]["written"] is True
+    assert Path(result["landing"]["manifest"]).exists()
+
+
+def test_a_download_cut_midway_is_retried_then_fails_without_showing_the_presigned_url(
+    extend_conn: str, emulator: Emulator, invoice: Path, tmp_path: Path, context: dict[str, Any]
+) -> None:
+    run = start(extend_conn, EXTEND_SPLIT_WORKFLOW, {"file": invoice}).execute(context)
+    emulator.fault("/_storage/", 200, kind="drop", count=100)
+    with pytest.raises(FlowRunsApiError) as failed:
+        land(extend_conn, run, tmp_path, context)
+    assert "Signature" not in str(failed.value) and "/_storage/" not in str(failed.value)
+    assert failed.value.__cause__ is None
+    cut = [r for r in emulator.requests() if r["path"].startswith("/_storage/")]
+    assert len(cut) == 3  # the first try and the connection's two retries, each with a fresh presigned URL
+    assert len([r for r in emulator.requests() if r["path"].startswith("/files/file_split_")]) == 3

@@ -58,9 +58,18 @@ class FileDownloader:
 
     def fetch(self, download: Download, open_target: Any) -> Fetched:
         """Write the file through ``open_target()`` (a fresh binary writer per attempt), streamed."""
-        for attempt in Retrying(**self._retrying):
-            with attempt, self._response(download) as response, open_target() as out:
-                return _copy(response, out)
+        try:
+            for attempt in Retrying(**self._retrying):
+                with attempt, self._response(download) as response, open_target() as out:
+                    return _copy(response, out)
+        except httpx.TransportError as exc:  # named by its type only: its message may hold the presigned URL
+            raise FlowRunsApiError(
+                platform=self._platform.label,
+                call="download file",
+                status=None,
+                detail=f"{type(exc).__name__} while downloading",
+                retryable=True,
+            ) from None
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     @contextmanager
@@ -71,17 +80,7 @@ class FileDownloader:
         else:
             request = self._presigned.build_request("GET", self._presigned_url(download))
             presigned = True
-        client = self._presigned if presigned else self._api
-        try:
-            response = client.send(request, stream=True)
-        except httpx.TransportError as exc:
-            raise FlowRunsApiError(
-                platform=self._platform.label,
-                call="download file",
-                status=None,
-                detail=type(exc).__name__,
-                retryable=True,
-            ) from None
+        response = (self._presigned if presigned else self._api).send(request, stream=True)
         try:
             if response.status_code >= 400:
                 raise FlowRunsApiError(
