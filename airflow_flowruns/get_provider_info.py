@@ -24,7 +24,11 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "TableFlow",
-                "python-modules": ["airflow_flowruns.operators.flow_run", "airflow_flowruns.operators.export"],
+                "python-modules": [
+                    "airflow_flowruns.operators.flow_run",
+                    "airflow_flowruns.operators.export",
+                    "airflow_flowruns.operators.outputs",
+                ],
             }
         ],
         "sensors": [{"integration-name": "TableFlow", "python-modules": ["airflow_flowruns.sensors.flow_run"]}],
