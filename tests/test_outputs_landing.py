@@ -88,7 +88,7 @@ def test_flow_run_operator_lands_extend_outputs_and_presigned_files_without_the_
     assert fields["vendor"] not in json.dumps(result) and "outputs" not in result
     requests = emulator.requests()
     storage = [r for r in requests if r["path"].startswith("/_storage/")]
-    lookups = [r for r in requests if r["path"].startswith("/files/file_split_")]
+    lookups = [r for r in requests if r["path"].startswith("/files/file_")]
     assert len(storage) == len(lookups) == 2
     assert all(r["status"] == 200 and r["credentials"] is False for r in storage)
     assert all(r["credentials"] is True for r in lookups)
@@ -338,4 +338,4 @@ def test_a_download_cut_midway_is_retried_then_fails_without_showing_the_presign
     assert failed.value.__cause__ is None
     cut = [r for r in emulator.requests() if r["path"].startswith("/_storage/")]
     assert len(cut) == 3  # the first try and the connection's two retries, each with a fresh presigned URL
-    assert len([r for r in emulator.requests() if r["path"].startswith("/files/file_split_")]) == 3
+    assert len([r for r in emulator.requests() if r["path"].startswith("/files/file_")]) == 3

@@ -144,7 +144,7 @@ def run_object(
         "failureReason": "PROCESSING_ERROR" if status == "FAILED" else None,
         "failureMessage": run.error if status == "FAILED" else None,
         "reviewed": reviewed,
-        "stepRuns": extend_outputs.step_runs(run, workflow, request),
+        "stepRuns": extend_outputs.step_runs(run, workflow),
     }
 
 

@@ -37,6 +37,8 @@ CLASSES = [
     {"id": "receipt", "type": "receipt", "description": "A payment receipt"},
 ]
 SPLIT_PARTS = 2
+RUN_PREFIX = "workflow_run_"
+PART_MARK = "S"
 
 
 def was_reviewed(run: EmulatedRun) -> bool:
@@ -69,7 +71,7 @@ def _file_summary(file_id: str, name: str, at: str, parent: str | None = None) -
     return summary
 
 
-def step_runs(run: EmulatedRun, workflow: ExtendWorkflow, request: Request) -> list[dict[str, Any]]:
+def step_runs(run: EmulatedRun, workflow: ExtendWorkflow) -> list[dict[str, Any]]:
     """The run's step runs as ``GET /workflow_runs/{id}`` returns them; none before the run has results."""
     history = run.history()
     if history[-1].status not in WITH_OUTPUTS:
@@ -108,7 +110,7 @@ def step_runs(run: EmulatedRun, workflow: ExtendWorkflow, request: Request) -> l
             result = {"classifyRun": _classify_run(processor)}
             files = [source]
         else:
-            split_run, files = _split_run(processor, run, workflow, source, at, request)
+            split_run, files = _split_run(processor, run, workflow, source, at)
             result = {"splitRun": split_run}
         made.append({**base, "files": files, "result": result})
     return made
@@ -157,13 +159,11 @@ def _split_run(
     workflow: ExtendWorkflow,
     source: dict[str, Any],
     at: str,
-    request: Request,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     splits, files = [], []
     for part in range(1, SPLIT_PARTS + 1):
-        file_id = f"file_split_{run.id[-12:]}_{part}"
-        name = f"invoice-{part}.pdf"
-        store(request).add(GeneratedFile(file_id, name, workflow.split_file_bytes))
+        split_file = _split_file(run.id, part, workflow)
+        file_id, name = split_file.id, split_file.name
         files.append(_file_summary(file_id, name, at, parent=source["id"]))
         splits.append(
             {
@@ -182,9 +182,25 @@ def _split_run(
     return {"object": "split_run", **processor, "output": {"splits": splits}, "config": config}, files
 
 
+def _split_file(run_id: str, part: int, workflow: ExtendWorkflow) -> GeneratedFile:
+    """A split's file; its id names its run, so a read finds it without any state kept."""
+    file_id = f"file_{run_id.removeprefix(RUN_PREFIX)}{PART_MARK}{part}"
+    return GeneratedFile(file_id, f"invoice-{part}.pdf", workflow.split_file_bytes)
+
+
+def _find_split_file(request: Request, file_id: str) -> GeneratedFile | None:
+    key, _, part = file_id.removeprefix("file_").rpartition(PART_MARK)
+    run = request.app.state.emulator.runs.get(RUN_PREFIX + key)
+    workflows = {workflow.id: workflow for workflow in request.app.state.config.extend.workflows}
+    workflow = workflows.get(run.flow_id) if run is not None and run.platform == "extend" else None
+    if workflow is None or "SPLIT" not in workflow.steps or not part.isdigit() or not 1 <= int(part) <= SPLIT_PARTS:
+        return None
+    return _split_file(run.id, int(part), workflow)
+
+
 def file_object(request: Request, file_id: str) -> dict[str, Any]:
     """``GET /files/{id}``: the File object with a fresh ``presignedUrl`` (about 15 minutes)."""
-    file = store(request).get(file_id)
+    file = _find_split_file(request, file_id)
     if file is None:
         raise ApiError(404, "Not Found", f"File {file_id} not found")
     now = _iso(datetime.now(UTC).timestamp())

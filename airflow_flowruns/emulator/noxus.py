@@ -93,7 +93,7 @@ def run_object(
         ]
         data["progress_details"] = {"executed_nodes": [], "running_nodes": [], "run_logs": logs}
         done = status == "completed"
-        data["output"] = noxus_outputs.output(run, request) if done else None
+        data["output"] = noxus_outputs.output(run) if done else None
     if listed or with_workflow:
         data.update(definitions={}, source="api")
     if with_workflow:

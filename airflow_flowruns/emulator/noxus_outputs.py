@@ -15,17 +15,19 @@ from fastapi.responses import StreamingResponse
 
 from airflow_flowruns.emulator.documents import GeneratedFile, invoice_facts
 from airflow_flowruns.emulator.errors import ApiError
-from airflow_flowruns.emulator.presigned import store, stream_file
+from airflow_flowruns.emulator.presigned import stream_file
 from airflow_flowruns.emulator.state import EmulatedRun
 
 REPORT_BYTES = 16 * 1024
 
 
-def output(run: EmulatedRun, request: Request) -> dict[str, Any]:
+def _report(run_id: str) -> GeneratedFile:
+    return GeneratedFile(str(uuid.uuid5(uuid.NAMESPACE_URL, f"noxus-report/{run_id}")), "report.pdf", REPORT_BYTES)
+
+
+def output(run: EmulatedRun) -> dict[str, Any]:
     uploads = run.record.get("uploads") or [{"filename": "document"}]
-    report_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"noxus-report/{run.id}"))
-    report = GeneratedFile(report_id, "report.pdf", REPORT_BYTES)
-    store(request).add(report)
+    report = _report(run.id)
     return {
         "summary": f"Processed {len(uploads)} file(s)",
         "fields": invoice_facts(uploads[0]["filename"]),
@@ -41,7 +43,8 @@ def output(run: EmulatedRun, request: Request) -> dict[str, Any]:
 
 
 def download(request: Request, file_id: str) -> StreamingResponse:
-    file = store(request).get(file_id)
-    if file is None:
-        raise ApiError(404, "Not Found", f"File {file_id} not found")
-    return stream_file(file)
+    """``GET /v1/file/{id}``: a completed run's report, found by trying each run (no state is kept per file)."""
+    for run in request.app.state.emulator.runs_of("noxus"):
+        if run.status == "completed" and _report(run.id).id == file_id:
+            return stream_file(_report(run.id))
+    raise ApiError(404, "Not Found", f"File {file_id} not found")

@@ -32,25 +32,19 @@ class Grant:
 
 
 class PresignedStore:
-    """The files runs produced, by id, and the signatures handed out for them."""
+    """The signatures handed out, each for one file until it expires. Files themselves are never stored:
+    each platform module finds a file from its id when it is asked for."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.files: dict[str, GeneratedFile] = {}
         self._grants: dict[str, Grant] = {}
-
-    def add(self, file: GeneratedFile) -> None:
-        with self._lock:
-            self.files.setdefault(file.id, file)
-
-    def get(self, file_id: str) -> GeneratedFile | None:
-        with self._lock:
-            return self.files.get(file_id)
 
     def sign(self, request: Request, file: GeneratedFile) -> str:
         signature = secrets.token_hex(16)
+        now = time.time()
         with self._lock:
-            self._grants[signature] = Grant(file, time.time() + LIFETIME_SECONDS)
+            self._grants = {key: grant for key, grant in self._grants.items() if grant.expires > now}
+            self._grants[signature] = Grant(file, now + LIFETIME_SECONDS)
         base = str(request.base_url).rstrip("/")
         return f"{base}{PATH_PREFIX}{file.id}/{file.name}?X-Amz-Expires={LIFETIME_SECONDS}&X-Amz-Signature={signature}"
 
