@@ -257,6 +257,11 @@ def test_runs_that_cannot_be_landed_say_why(
         land(extend_conn, 42, tmp_path, context)
     with pytest.raises(FlowRunsConfigError, match="destination"):
         land(extend_conn, run, "  ", context)
+    with pytest.raises(FlowRunsConfigError, match="wait_for_completion=False"):
+        start(
+            extend_conn, EXTEND_INVOICE_WORKFLOW, {"file": invoice}, outputs_to="/tmp", wait_for_completion=False
+        ).execute(context)
+    assert len(emulator.runs()) == 1  # refused before anything was uploaded
 
 
 def test_a_watcher_event_payload_names_the_run(

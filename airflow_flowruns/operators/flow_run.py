@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath, conf
 
-from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsResponseError
+from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsConfigError, FlowRunsResponseError
 from airflow_flowruns.files import FileArgument, collect_files
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.links import FLOW_RUN_ID_KEY, FLOW_RUN_URL_KEY, FlowRunLink
@@ -135,7 +135,11 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         request = replace(self.start_request(), task_key=task_key(context))
         deadline_after(self.timeout)  # a bad timeout fails here, before anything is uploaded
         target = output_target(self.output_path)
-        output_target(self.outputs_to, "outputs_to")  # likewise a bad destination
+        if output_target(self.outputs_to, "outputs_to") is not None and not self.wait_for_completion:
+            raise FlowRunsConfigError(
+                "outputs_to lands a finished run's outputs, and wait_for_completion=False does not wait for it: "
+                "set wait_for_completion=True, or land them later with FlowRunOutputsOperator."
+            )
         hook = FlowRunsHook(self.flowruns_conn_id)
         run = self._run = self._start_once(hook, request, context)
         deadline = deadline_after(self.timeout)
@@ -155,7 +159,7 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
     def _land(self, result: dict[str, Any]) -> dict[str, Any]:
         """With ``outputs_to``, land the settled run's outputs and add where they went to the result."""
         destination = output_target(self.outputs_to, "outputs_to")
-        if destination is None or self._run is None or not self.wait_for_completion:
+        if destination is None or self._run is None:
             return result
         hook = FlowRunsHook(self.flowruns_conn_id)
         run = hook.get_run(self._run.flow_id, self._run.id)
