@@ -302,7 +302,7 @@ def test_emulated_outputs_are_valid_for_the_official_sdks(
     split = start(extend_conn, EXTEND_SPLIT_WORKFLOW, {"file": invoice}).execute(context)
     extend = FlowRunsHook(extend_conn)
     runs = [extend.get_run(None, run["id"]).raw for run in (reviewed, split)]
-    assert sdk_models("extend-steps", *runs, tmp=tmp_path) == [
+    assert sdk_models("extend", *runs, tmp=tmp_path) == [
         ["ClassifyResult:ClassifyRun", "ExtractResult:ExtractRun"],
         ["SplitResult:SplitRun", "ExtractResult:ExtractRun"],
     ]

@@ -1,7 +1,6 @@
 """Validate run objects with the official SDKs' own models; prints, per run, the model type of each result.
 
-Usage: outputs_models.py extend|extend-steps|noxus RUN.json [...]; ``extend-steps`` validates only the run's
-``stepRuns`` (the part the outputs come from), ``extend`` the whole ``WorkflowRun``.
+Usage: outputs_models.py extend|noxus RUN.json [...]
 """
 
 from __future__ import annotations
@@ -14,13 +13,6 @@ def extend(run: dict) -> list[str]:
     from extend_ai.types import WorkflowRun
 
     return _result_types(WorkflowRun.model_validate(run).step_runs)
-
-
-def extend_steps(run: dict) -> list[str]:
-    from extend_ai.types import StepRun
-    from pydantic import TypeAdapter
-
-    return _result_types(TypeAdapter(list[StepRun]).validate_python(run["stepRuns"]))
 
 
 def _result_types(step_runs: list) -> list[str]:
@@ -44,7 +36,7 @@ def noxus(run: dict) -> list[str]:
 
 
 if __name__ == "__main__":
-    check = {"extend": extend, "extend-steps": extend_steps, "noxus": noxus}[sys.argv[1]]
+    check = {"extend": extend, "noxus": noxus}[sys.argv[1]]
     for path in sys.argv[2:]:
         with open(path) as f:
             print(json.dumps(check(json.load(f))))
