@@ -200,6 +200,7 @@ def test_async_client_retries_exactly_as_configured(
     pdfs: dict[str, Path],
 ) -> None:
     """The triggerer's client tries once before involving tenacity; attempts must still add up."""
+    emulator.scenario(RECONCILIATION_FLOW, processing_seconds=600)  # still processing however slow the machine
     run_id = start(FlowRunsHook(tableflow_conn), pdfs)
     path = f"/v2/flows/runs/{run_id}"
     if faults:
