@@ -1,7 +1,8 @@
-"""TableFlow and StackAI answers of the emulator have exactly the fields of the vendors' reference pages.
+"""Emulator answers no SDK models have exactly the fields of the vendors' reference pages.
 
-Those platforms publish no SDK: the golden payloads transcribed from their pages (``tests/golden/``) are
-the reference, and the emulator may send no field they lack and lack none they have.
+TableFlow and StackAI publish no SDK, and Noxus's SDK does not model its workspace listing: the golden
+payloads transcribed from their pages (``tests/golden/``) are the reference, and the emulator may send no
+field they lack and lack none they have.
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ from typing import Any
 
 import httpx
 
-from airflow_flowruns.emulator.config import STACKAI_FLOW, STACKAI_ORG, TABLEFLOW_SMALL_FILE_FLOW
+from airflow_flowruns.emulator.config import (
+    NOXUS_DOCUMENT_WORKFLOW,
+    STACKAI_FLOW,
+    STACKAI_ORG,
+    TABLEFLOW_SMALL_FILE_FLOW,
+)
 from conftest import API_KEY, Emulator
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -41,3 +47,17 @@ def test_stackai_listing_items_have_the_reference_pages_fields(emulator: Emulato
         http.post(f"/inference/v0/run/{STACKAI_ORG}/{STACKAI_FLOW}", json={"in-0": "hello", "user_id": "u1"})
         items = http.get(f"/analytics/org/{STACKAI_ORG}/flows/{STACKAI_FLOW}").json()
     assert items and all(set(item) == fields("stackai_flow_runs.json") for item in items)
+
+
+def test_noxus_workspace_listing_items_have_the_reference_pages_fields(emulator: Emulator, pdf: Path) -> None:
+    """``GET /v1/runs`` (no SDK model): items as its reference page shows them, embedded workflow included."""
+    with httpx.Client(base_url=emulator.url, headers={"X-API-Key": API_KEY}, timeout=10) as http:
+        upload = http.post("/v1/file", files={"file": ("doc.pdf", pdf.read_bytes(), "application/pdf")}).json()
+        body = {"input": {"document": {"uri": upload["uri"], "name": "doc.pdf"}, "instructions": "Summarize"}}
+        http.post(f"/v1/workflows/{NOXUS_DOCUMENT_WORKFLOW}/runs", json=body).raise_for_status()
+        page = http.get("/v1/runs", params={"page": 1, "size": 10}).json()
+    reference = json.loads((GOLDEN / "noxus_runs_page.json").read_text())["body"]
+    assert set(page) == set(reference)
+    (item,) = page["items"]
+    assert set(item) == set(reference["items"][0])
+    assert set(item["workflow"]) == set(reference["items"][0]["workflow"])
