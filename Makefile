@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 SDK_INSTALLED := .venv-sdk/.installed
 LINTED := $(wildcard airflow_flowruns tests example_dags benchmarks scripts e2e)
 
-.PHONY: install demo test e2e e2e-distributed e2e-watcher lint format bench lock clean
+.PHONY: install demo test e2e e2e-distributed e2e-watcher compat dist lint format bench lock clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,25 @@ e2e-distributed: $(INSTALLED)
 e2e-watcher: $(INSTALLED)
 	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m e2e.watcher
 
+# The compatibility subset of the tests on Airflow 3.1 and 3.2 (Python 3.11) and on Airflow 3.3 with Python 3.12
+# and 3.13, each in its own virtualenv under .venv-compat/; an interpreter the machine lacks is skipped with a
+# message. Flags: make compat COMPAT_ARGS="--only airflow-3.1-python-3.11". See scripts/compat.py.
+compat:
+	$(PYTHON) scripts/compat.py $(COMPAT_ARGS)
+
+# The sdist and wheel in dist/, checked by twine and scripts/check_dist.py; then the wheel alone, installed into
+# a fresh virtualenv (.venv-dist) with nothing else, runs the demo DAG from outside the source tree.
+dist: $(INSTALLED)
+	$(BIN)/python -m pip install --quiet build twine
+	rm -rf dist build .venv-dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+	$(BIN)/python scripts/check_dist.py
+	$(PYTHON) -m venv .venv-dist
+	.venv-dist/bin/python -m pip install --quiet dist/*.whl
+	cd /tmp && $(CURDIR)/.venv-dist/bin/python -c "import airflow_flowruns as p; assert '.venv-dist' in p.__file__, p.__file__"
+	cd /tmp && $(CURDIR)/.venv-dist/bin/python $(CURDIR)/scripts/demo.py
+
 # The three benchmarks with their baselines (about 20 minutes); flags: make bench BENCH_ARGS="--sizes 1000".
 bench: $(INSTALLED)
 	$(BIN)/python -m pip install --quiet matplotlib
@@ -64,4 +83,4 @@ lock: $(INSTALLED)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e ' > constraints.txt
 
 clean:
-	rm -rf $(VENV) .venv-sdk .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .venv-sdk .venv-compat .venv-dist dist build .pytest_cache .ruff_cache .mypy_cache

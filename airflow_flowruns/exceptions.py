@@ -6,7 +6,7 @@ built only from the platform name, the call name, the HTTP status and the API's 
 
 from __future__ import annotations
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 
 class FlowRunsError(AirflowException):

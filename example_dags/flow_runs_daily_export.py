@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import CronDataIntervalTimetable, dag
+from airflow.sdk import dag
+
+try:
+    from airflow.sdk import CronDataIntervalTimetable
+except ImportError:  # Airflow 3.1: the timetable is not in the Task SDK yet
+    from airflow.timetables.interval import CronDataIntervalTimetable  # type: ignore[assignment]
 
 from airflow_flowruns.operators.export import FlowRunsExportOperator
 

@@ -30,3 +30,11 @@ def test_every_platform_has_a_registered_hook_for_its_connection_type() -> None:
         module, name = class_path.rsplit(".", 1)
         hook = getattr(__import__(module, fromlist=[name]), name)
         assert issubclass(hook, FlowRunsHook) and hook.conn_type == conn_type
+
+
+def test_one_integration_per_platform_each_with_every_module() -> None:
+    info = get_provider_info()
+    labels = {platform.label for platform in PLATFORMS.values()}
+    assert {entry["integration-name"] for entry in info["integrations"]} == labels
+    for section in ("operators", "sensors", "hooks", "triggers"):
+        assert {entry["integration-name"] for entry in info[section]} == labels, section

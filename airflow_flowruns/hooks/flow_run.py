@@ -15,8 +15,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk import BaseHook
-from airflow.sdk.log import mask_secret
+from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
 from airflow_flowruns.connection_forms import has_connection_form
 from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError, FlowRunTimeoutError, is_transient
@@ -34,7 +33,7 @@ from airflow_flowruns.platforms.base import base_url_from
 from airflow_flowruns.waiting import OnReview, is_settled
 
 if TYPE_CHECKING:
-    from airflow.sdk import Connection
+    from airflow.providers.common.compat.sdk import Connection
 
 
 def platform_from_connection(conn: Connection) -> tuple[Platform, HttpOptions]:

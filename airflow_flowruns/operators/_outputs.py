@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from airflow.sdk import ObjectStoragePath
+from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 from airflow_flowruns.exceptions import FlowRunsConfigError
 

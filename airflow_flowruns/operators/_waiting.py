@@ -9,12 +9,13 @@ from airflow_flowruns.exceptions import FlowRunsError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.platforms import FlowRun
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
+from airflow_flowruns.version_compat import AIRFLOW_V_3_3_PLUS, missing_feature
 from airflow_flowruns.waiting import OnReview, finish, is_settled, timed_out
 
 if TYPE_CHECKING:
     from datetime import timedelta
 
-    from airflow.sdk import Context
+    from airflow.providers.common.compat.sdk import Context
     from airflow.triggers.base import BaseTrigger
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class FlowRunWaitMixin:
         if is_settled(run, self.on_review):
             return self._finish(run)
         if self.deferrable:
+            if not AIRFLOW_V_3_3_PLUS:
+                missing_feature("Cancelling the run when its deferred task is marked failed or cleared", "3.3")
             self.defer(
                 trigger=FlowRunTrigger(
                     conn_id=self.flowruns_conn_id,

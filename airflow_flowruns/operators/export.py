@@ -8,13 +8,13 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook, run_query
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.providers.common.compat.sdk import Context
 
 LOCAL_PROTOCOLS = frozenset({"file", "local"})
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, ObjectStoragePath, conf
+from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath, conf
 
 from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsConfigError, FlowRunsResponseError
 from airflow_flowruns.files import FileArgument, collect_files
@@ -23,8 +23,8 @@ from airflow_flowruns.platforms.base import require_json_object, require_text
 from airflow_flowruns.waiting import OnReview, check_poll_interval, deadline_after
 
 if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
     from airflow.providers.openlineage.extractors import OperatorLineage
-    from airflow.sdk import Context
 
 DEFAULT_TIMEOUT = 24 * 60 * 60
 DEFAULT_MAX_XCOM_OUTPUT_BYTES = 64 * 1024

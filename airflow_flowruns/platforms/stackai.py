@@ -35,7 +35,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from airflow.sdk.log import mask_secret
+from airflow.providers.common.compat.sdk import mask_secret
 from pydantic import BaseModel, ConfigDict, Field
 
 from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsAuthError, FlowRunsConfigError, FlowRunsResponseError

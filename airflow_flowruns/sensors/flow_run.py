@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue, conf
 
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.links import FLOW_RUN_ID_KEY, FLOW_RUN_URL_KEY, FlowRunLink
@@ -15,7 +15,7 @@ from airflow_flowruns.platforms.base import FlowRun, require_text
 from airflow_flowruns.waiting import OnReview, check_poll_interval, is_settled
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.providers.common.compat.sdk import Context
 
 
 class FlowRunSensor(FlowRunWaitMixin, BaseSensorOperator):

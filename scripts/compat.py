@@ -1,0 +1,133 @@
+"""`make compat`: the compatibility subset of the tests on every supported Airflow line and Python.
+
+Each environment is a virtualenv of its own under ``.venv-compat/``, holding the latest patch of one
+Airflow minor line, this package (editable) and the test tools, nothing pinned, the way a user installs
+them. The subset covers what breaks first on another Airflow or Python: every registered class imports
+and Airflow finds the provider, the connection forms as Airflow's UI API serves them, the example DAGs
+load and one runs with ``airflow dags test`` against the emulator, the trigger's round trip, and the
+features that switch off on older Airflow. Airflow 3.3 on Python 3.11 is ``.venv``, which ``make test``
+tests whole.
+
+A Python that the machine does not have is skipped with a message, never downloaded; only a failed
+environment makes the exit code non-zero. ``--only NAME`` (repeatable) runs some of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENVS = ROOT / ".venv-compat"
+
+TEST_REQUIREMENTS = ("pytest>=8", "pytest-mock>=3.12", "jsonschema>=4")
+SUBSET = (
+    "tests/test_provider_info.py",
+    "tests/test_connection_forms.py",
+    "tests/test_dag_integrity.py",
+    "tests/test_example_dags.py",
+    "tests/test_trigger.py",
+    "tests/test_version_compat.py",
+)
+
+
+@dataclass(frozen=True)
+class Environment:
+    python: str
+    airflow: str
+
+    @property
+    def name(self) -> str:
+        return f"airflow-{self.airflow}-python-{self.python}"
+
+
+# Keep the classifiers in pyproject.toml and the table in docs/install.md naming exactly these and .venv's.
+ENVIRONMENTS = (
+    Environment(python="3.11", airflow="3.1"),
+    Environment(python="3.11", airflow="3.2"),
+    Environment(python="3.12", airflow="3.3"),
+    Environment(python="3.13", airflow="3.3"),
+)
+
+
+def find_python(version: str) -> str | None:
+    """``pythonX.Y`` on PATH, else the newest pyenv build of it; nothing is ever downloaded."""
+    on_path = shutil.which(f"python{version}")
+    if on_path:
+        return on_path
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    builds = sorted(
+        pyenv.glob(f"{version}.*/bin/python{version}"),
+        key=lambda p: [int(n) for n in re.findall(r"\d+", p.parent.parent.name)],
+    )
+    return str(builds[-1]) if builds else None
+
+
+def install(env: Environment, python: str) -> Path:
+    """Create the environment's virtualenv once; re-run pip in it only when its requirements have changed."""
+    venv = VENVS / env.name
+    requirements = (f"apache-airflow=={env.airflow}.*", *TEST_REQUIREMENTS)
+    stamp = hashlib.sha256("\n".join([*requirements, (ROOT / "pyproject.toml").read_text()]).encode()).hexdigest()
+    marker = venv / ".installed"
+    if marker.is_file() and marker.read_text() == stamp:
+        return venv
+    if not (venv / "bin" / "python").exists():
+        subprocess.run([python, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, *requirements, "-e", str(ROOT)], check=True)
+    marker.write_text(stamp)
+    return venv
+
+
+def versions(venv: Path) -> str:
+    code = "import sys, airflow; print(f'Python {sys.version.split()[0]}, Airflow {airflow.__version__}')"
+    env = {**os.environ, "AIRFLOW_HOME": str(venv / "airflow-home")}
+    return subprocess.run(
+        [str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout.strip()
+
+
+def run(env: Environment) -> tuple[str, str]:
+    """Install and test one environment: its outcome (passed, FAILED, skipped) and what it ran on."""
+    python = find_python(env.python)
+    if python is None:
+        return "skipped", (
+            f"no Python {env.python} interpreter on this machine (looked for python{env.python} on PATH and "
+            f"in ~/.pyenv/versions); install one to test this line"
+        )
+    print(f"\n=== {env.name}: installing ({python})", flush=True)
+    venv = install(env, python)
+    ran_on = versions(venv)
+    print(f"=== {env.name}: {ran_on}, running {len(SUBSET)} test modules", flush=True)
+    pytest = [str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", *SUBSET]
+    done = subprocess.run(pytest, cwd=ROOT, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    return ("passed" if done.returncode == 0 else "FAILED"), ran_on
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", action="append", choices=[e.name for e in ENVIRONMENTS], help="run just this one")
+    args = parser.parse_args()
+    chosen = [e for e in ENVIRONMENTS if not args.only or e.name in args.only]
+    results = []
+    for env in chosen:
+        started = time.monotonic()
+        outcome, detail = run(env)
+        results.append((env.name, outcome, detail, time.monotonic() - started))
+    print("\nmake compat:")
+    for name, outcome, detail, seconds in results:
+        print(f"  {name:<28} {outcome:<8} {seconds:6.0f} s  {detail}")
+    return 1 if any(outcome == "FAILED" for _, outcome, _, _ in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""A feature that needs a newer Airflow than the running one switches off with one log line."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow import __version__ as airflow_version
+from airflow.providers.common.compat.sdk import TaskDeferred
+
+from airflow_flowruns.operators import _waiting
+from airflow_flowruns.operators.flow_run import FlowRunOperator
+from airflow_flowruns.version_compat import missing_feature
+from conftest import Emulator
+from helpers import RECONCILIATION_FLOW
+
+LOGGER = "airflow_flowruns.version_compat"
+
+
+@pytest.fixture(autouse=True)
+def said_nothing_yet() -> None:
+    missing_feature.cache_clear()
+
+
+def test_a_missing_feature_is_said_once_per_process(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        missing_feature("Teleporting", "9.9")
+        missing_feature("Teleporting", "9.9")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Teleporting needs Airflow 9.9 or later; this is Airflow {airflow_version}, so it is off."
+    ]
+
+
+@pytest.mark.parametrize("airflow_3_3", [True, False])
+def test_deferring_says_on_airflow_before_3_3_that_a_kill_will_not_cancel_the_run(
+    airflow_3_3: bool,
+    tableflow_conn: str,
+    emulator: Emulator,
+    pdfs: dict[str, Path],
+    context: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(_waiting, "AIRFLOW_V_3_3_PLUS", airflow_3_3)
+    operator = FlowRunOperator(
+        task_id="reconcile",
+        flowruns_conn_id=tableflow_conn,
+        flow_id=RECONCILIATION_FLOW,
+        files={"purchase_order": pdfs["po"], "invoice": pdfs["inv"]},
+        deferrable=True,
+    )
+    with caplog.at_level(logging.WARNING, logger=LOGGER), pytest.raises(TaskDeferred):
+        operator.execute(context)
+    said = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    if airflow_3_3:
+        assert said == []
+    else:
+        assert len(said) == 1 and said[0].startswith("Cancelling the run when its deferred task is marked failed")
