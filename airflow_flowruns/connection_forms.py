@@ -4,9 +4,11 @@ Airflow 3.2+ reads the form from the provider info (``conn-fields``, ``ui-field-
 importing the hook; older UIs call the hook's ``get_connection_form_widgets`` and ``get_ui_field_behaviour``.
 Both are built here from the same :class:`ConnectionForm`, so the two can never show different fields.
 
+Each extra field carries its real default as the field's value: Airflow 3.3's form fills it in (it shows
+no placeholders for extra fields), so a new connection starts from what the code would apply anyway.
 Airflow calls ``get_provider_info`` while it is still importing itself, so this module imports nothing
-from Airflow or from the rest of the package: the defaults shown as placeholders are written here, and
-a test checks them against the code that applies them (``HttpOptions``, the platform classes).
+from Airflow or from the rest of the package: the defaults are written here, and a test checks them
+against the code that applies them (``HttpOptions``, the platform classes).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-FieldType = Literal["string", "integer", "number"]
+FieldType = Literal["string", "integer", "number", "boolean"]
+Default = str | int | float | bool
 StandardField = Literal["description", "host", "port", "login", "password", "schema", "extra"]
 
 
@@ -27,7 +30,11 @@ class ExtraField:
     label: str
     type: FieldType
     description: str
-    placeholder: str | None = None
+    default: Default | None = None
+
+    def schema(self) -> dict[str, Any]:
+        """The field's JSON schema in ``conn-fields``: its type (empty allowed) and, where it has one, its default."""
+        return {"type": [self.type, "null"], **({"default": self.default} if self.default is not None else {})}
 
 
 @dataclass(frozen=True)
@@ -42,13 +49,12 @@ class ConnectionForm:
         """The ``conn-fields`` and ``ui-field-behaviour`` of this connection type's provider-info entry."""
         return {
             "conn-fields": {
-                f.name: {"label": f.label, "description": f.description, "schema": {"type": [f.type, "null"]}}
-                for f in self.extras
+                f.name: {"label": f.label, "description": f.description, "schema": f.schema()} for f in self.extras
             },
             "ui-field-behaviour": {
                 "hidden-fields": list(self.hidden),
                 "relabeling": dict(self.relabeling),
-                "placeholders": self._all_placeholders(),
+                "placeholders": dict(self.placeholders),
             },
         }
 
@@ -56,46 +62,54 @@ class ConnectionForm:
         return {
             "hidden_fields": list(self.hidden),
             "relabeling": dict(self.relabeling),
-            "placeholders": self._all_placeholders(),
+            "placeholders": dict(self.placeholders),
         }
 
     def form_widgets(self) -> dict[str, Any]:
         """WTForms fields for UIs before Airflow 3.2; those UIs supply (or mock) these imports themselves."""
         from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
         from flask_babel import lazy_gettext
-        from wtforms import IntegerField, StringField
+        from wtforms import BooleanField, IntegerField, StringField
         from wtforms.validators import Optional
 
+        classes = {"integer": IntegerField, "boolean": BooleanField}
         return {
-            f.name: (IntegerField if f.type == "integer" else StringField)(
-                lazy_gettext(f.label), widget=BS3TextFieldWidget(), validators=[Optional()], description=f.description
+            f.name: classes.get(f.type, StringField)(
+                lazy_gettext(f.label),
+                widget=None if f.type == "boolean" else BS3TextFieldWidget(),
+                validators=[Optional()],
+                description=f.description,
+                # WTForms has no float field: a number is typed as text, so its default is text too.
+                default=str(f.default) if f.type == "number" and f.default is not None else f.default,
             )
             for f in self.extras
         }
 
-    def _all_placeholders(self) -> dict[str, str]:
-        return {**self.placeholders, **{f.name: f.placeholder for f in self.extras if f.placeholder is not None}}
-
 
 _CLIENT_FIELDS: tuple[ExtraField, ...] = (
-    ExtraField(
-        "timeout", "Request timeout (seconds)", "number", "How long one HTTP request may take. Default 30.", "30"
-    ),
+    ExtraField("timeout", "Request timeout (seconds)", "number", "How long one HTTP request may take. Default 30.", 30),
     ExtraField(
         "max_retries",
         "Max retries",
         "integer",
         "Retries of a request after a connection error, 429 or 5xx, with exponential backoff that honours "
         "Retry-After. Default 5.",
-        "5",
+        5,
     ),
-    ExtraField("verify", "Verify TLS", "string", "true, false, or the path of a CA bundle file. Default true.", "true"),
+    ExtraField(
+        "verify",
+        "Verify TLS",
+        "boolean",
+        "Check the API's TLS certificate (default on). To trust a private CA, put the path of its bundle "
+        "file as verify in the Extra JSON instead.",
+        True,
+    ),
     ExtraField(
         "max_concurrent_requests",
         "Max concurrent requests",
         "integer",
         "Requests in flight at once on this connection in one triggerer (and TCP connections it keeps). Default 32.",
-        "32",
+        32,
     ),
     ExtraField(
         "max_requests_per_second",
