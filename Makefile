@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 SDK_INSTALLED := .venv-sdk/.installed
 LINTED := $(wildcard airflow_flowruns tests example_dags benchmarks scripts e2e)
 
-.PHONY: install demo test e2e e2e-distributed e2e-watcher compat dist lint format bench lock clean
+.PHONY: install demo test e2e e2e-distributed e2e-watcher compat dist docs lint format bench lock clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,7 +57,8 @@ compat:
 	$(PYTHON) scripts/compat.py $(COMPAT_ARGS)
 
 # The sdist and wheel in dist/, checked by twine and scripts/check_dist.py; then the wheel alone, installed into
-# a fresh virtualenv (.venv-dist) with nothing else, runs the demo DAG from outside the source tree.
+# a fresh virtualenv (.venv-dist) with nothing else (versions pinned by constraints.txt), runs the demo DAG from
+# outside the source tree.
 dist: $(INSTALLED)
 	$(BIN)/python -m pip install --quiet build twine
 	rm -rf dist build .venv-dist
@@ -65,9 +66,14 @@ dist: $(INSTALLED)
 	$(BIN)/twine check --strict dist/*
 	$(BIN)/python scripts/check_dist.py
 	$(PYTHON) -m venv .venv-dist
-	.venv-dist/bin/python -m pip install --quiet dist/*.whl
+	.venv-dist/bin/python -m pip install --quiet -c constraints.txt dist/*.whl
 	cd /tmp && $(CURDIR)/.venv-dist/bin/python -c "import airflow_flowruns as p; assert '.venv-dist' in p.__file__, p.__file__"
 	cd /tmp && $(CURDIR)/.venv-dist/bin/python $(CURDIR)/scripts/demo.py
+
+# The documentation site in site/, built with --strict: a broken link, snippet or API reference fails it.
+docs: $(INSTALLED)
+	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 # The three benchmarks with their baselines (about 20 minutes); flags: make bench BENCH_ARGS="--sizes 1000".
 bench: $(INSTALLED)
@@ -83,4 +89,4 @@ lock: $(INSTALLED)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e ' > constraints.txt
 
 clean:
-	rm -rf $(VENV) .venv-sdk .venv-compat .venv-dist dist build .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .venv-sdk .venv-compat .venv-dist dist build site .pytest_cache .ruff_cache .mypy_cache

@@ -1,12 +1,16 @@
 """`make compat`: the compatibility subset of the tests on every supported Airflow line and Python.
 
-Each environment is a virtualenv of its own under ``.venv-compat/``, holding the latest patch of one
-Airflow minor line, this package (editable) and the test tools, nothing pinned, the way a user installs
-them. The subset covers what breaks first on another Airflow or Python: every registered class imports
-and Airflow finds the provider, the connection forms as Airflow's UI API serves them, the example DAGs
-load and one runs with ``airflow dags test`` against the emulator, the trigger's round trip, and the
-features that switch off on older Airflow. Airflow 3.3 on Python 3.11 is ``.venv``, which ``make test``
-tests whole.
+Each environment is a virtualenv of its own under ``.venv-compat/`` holding the latest patch of one Airflow
+minor line, installed the way Airflow asks users to: with the dependency versions of its release. Airflow's
+constraint files are not on the package index, so the same set is chosen by installing Airflow and the
+test tools from packages uploaded before that release plus a day (``pip --uploaded-prior-to``); the
+provider then comes on top, bringing only what it needs newer (the common.compat provider). Without that,
+Airflow 3.2.2 meets FastAPI and Cadwyn releases it predates and fails in ``airflow dags test``.
+
+The subset covers what breaks first on another Airflow or Python: every registered class imports and
+Airflow finds the provider, the connection forms as Airflow's UI API serves them, the example DAGs load
+and one runs with ``airflow dags test`` against the emulator, the trigger's round trip, and the features
+that switch off on older Airflow. Airflow 3.3 on Python 3.11 is ``.venv``, which ``make test`` tests whole.
 
 A Python that the machine does not have is skipped with a message, never downloaded; only a failed
 environment makes the exit code non-zero. ``--only NAME`` (repeatable) runs some of them.
@@ -16,13 +20,16 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,31 +66,51 @@ ENVIRONMENTS = (
 
 
 def find_python(version: str) -> str | None:
-    """``pythonX.Y`` on PATH, else the newest pyenv build of it; nothing is ever downloaded."""
-    on_path = shutil.which(f"python{version}")
-    if on_path:
-        return on_path
+    """The newest pyenv build of ``version``, else ``pythonX.Y`` on PATH (not a pyenv shim); never downloaded."""
     pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
     builds = sorted(
         pyenv.glob(f"{version}.*/bin/python{version}"),
         key=lambda p: [int(n) for n in re.findall(r"\d+", p.parent.parent.name)],
     )
-    return str(builds[-1]) if builds else None
+    if builds:
+        return str(builds[-1])
+    on_path = shutil.which(f"python{version}")
+    return on_path if on_path and "/shims/" not in on_path else None
+
+
+def latest_release(line: str) -> tuple[str, datetime]:
+    """The newest final release of an Airflow minor line and when it was uploaded, from PyPI's JSON index."""
+    request = urllib.request.Request(
+        "https://pypi.org/simple/apache-airflow/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        index = json.load(response)
+    uploaded: dict[tuple[int, ...], str] = {}
+    for file in index["files"]:
+        found = re.match(rf"apache_airflow-({re.escape(line)}\.\d+)(-py3|\.tar\.gz)", file["filename"])
+        if found and not file.get("yanked"):
+            version = tuple(int(n) for n in found.group(1).split("."))
+            uploaded[version] = min(uploaded.get(version, file["upload-time"]), file["upload-time"])
+    newest = max(uploaded)
+    return ".".join(map(str, newest)), datetime.fromisoformat(uploaded[newest].replace("Z", "+00:00"))
 
 
 def install(env: Environment, python: str) -> Path:
-    """Create the environment's virtualenv once; re-run pip in it only when its requirements have changed."""
+    """Create the environment's virtualenv, again only when what it should hold has changed."""
     venv = VENVS / env.name
-    requirements = (f"apache-airflow=={env.airflow}.*", *TEST_REQUIREMENTS)
-    stamp = hashlib.sha256("\n".join([*requirements, (ROOT / "pyproject.toml").read_text()]).encode()).hexdigest()
+    version, uploaded = latest_release(env.airflow)
+    cutoff = (uploaded + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    airflow = (f"apache-airflow=={version}", *TEST_REQUIREMENTS)
+    stamp = hashlib.sha256("\n".join([cutoff, *airflow, (ROOT / "pyproject.toml").read_text()]).encode()).hexdigest()
     marker = venv / ".installed"
     if marker.is_file() and marker.read_text() == stamp:
         return venv
-    if not (venv / "bin" / "python").exists():
-        subprocess.run([python, "-m", "venv", str(venv)], check=True)
+    shutil.rmtree(venv, ignore_errors=True)  # a fresh one: pip would keep newer packages already there
+    subprocess.run([python, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, *requirements, "-e", str(ROOT)], check=True)
+    subprocess.run([*pip, "--upgrade", "pip>=26"], check=True)  # --uploaded-prior-to
+    subprocess.run([*pip, "--uploaded-prior-to", cutoff, *airflow], check=True)
+    subprocess.run([*pip, "-e", str(ROOT)], check=True)
     marker.write_text(stamp)
     return venv
 
@@ -105,7 +132,10 @@ def run(env: Environment) -> tuple[str, str]:
             f"in ~/.pyenv/versions); install one to test this line"
         )
     print(f"\n=== {env.name}: installing ({python})", flush=True)
-    venv = install(env, python)
+    try:
+        venv = install(env, python)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        return "FAILED", f"could not install: {exc}"
     ran_on = versions(venv)
     print(f"=== {env.name}: {ran_on}, running {len(SUBSET)} test modules", flush=True)
     pytest = [str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", *SUBSET]

@@ -18,7 +18,7 @@ from airflow_flowruns.get_provider_info import get_provider_info
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.hooks.http import HttpOptions
 from airflow_flowruns.platforms import PLATFORMS, extend, noxus, tableflow
-from airflow_flowruns.version_compat import AIRFLOW_V_3_2_PLUS
+from airflow_flowruns.version_compat import AIRFLOW_V_3_2_PLUS, AIRFLOW_V_3_3_PLUS
 from conftest import AIRFLOW, API_KEY, Emulator, airflow_env, set_connection
 
 
@@ -176,7 +176,7 @@ def test_airflow_connections_test_succeeds_and_names_a_bad_key(airflow_home: Pat
     assert "Connection success!" in ok.stdout
 
     bad = connections_test(airflow_home, {**conn, "password": "not-the-key", "extra": {"max_retries": 0}})
-    assert bad.returncode == (1 if AIRFLOW_V_3_2_PLUS else 0)  # Airflow 3.1's CLI exits 0 after a failed test
+    assert bad.returncode == (1 if AIRFLOW_V_3_3_PLUS else 0)  # the CLI exits 0 after a failed test before 3.3
     assert "Connection failed!" in bad.stdout
     assert "TableFlow API call 'list flows' failed (HTTP 401)" in bad.stdout
     assert "Check the API key in the connection's password field" in bad.stdout
