@@ -1,11 +1,15 @@
 """`make compat`: the compatibility subset of the tests on every supported Airflow line and Python.
 
 Each environment is a virtualenv of its own under ``.venv-compat/`` holding the latest patch of one Airflow
-minor line, installed the way Airflow asks users to: with the dependency versions of its release. Airflow's
-constraint files are not on the package index, so the same set is chosen by installing Airflow and the
-test tools from packages uploaded before that release plus a day (``pip --uploaded-prior-to``); the
-provider then comes on top, bringing only what it needs newer (the common.compat provider). Without that,
-Airflow 3.2.2 meets FastAPI and Cadwyn releases it predates and fails in ``airflow dags test``.
+minor line and the test tools, then this package (editable) on top, which brings only what it needs newer
+(the common.compat provider). Airflow asks users to install it with the constraint file of its release,
+which is not on the package index, so each environment says how its dependencies are chosen:
+
+- ``newest``: the newest release of everything (Airflow 3.1.8 works with them);
+- ``at-release``: packages uploaded before the Airflow release plus a day (``pip --uploaded-prior-to``),
+  which is what its constraint file held; Airflow 3.2.2 fails in ``airflow dags test`` with the FastAPI,
+  Cadwyn and svcs releases that came after it;
+- ``constraints.txt``: the versions ``make test`` runs Airflow 3.3 with, on another Python.
 
 The subset covers what breaks first on another Airflow or Python: every registered class imports and
 Airflow finds the provider, the connection forms as Airflow's UI API serves them, the example DAGs load
@@ -31,6 +35,7 @@ import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 ROOT = Path(__file__).resolve().parent.parent
 VENVS = ROOT / ".venv-compat"
@@ -50,6 +55,7 @@ SUBSET = (
 class Environment:
     python: str
     airflow: str
+    dependencies: Literal["newest", "at-release", "constraints.txt"]
 
     @property
     def name(self) -> str:
@@ -58,10 +64,10 @@ class Environment:
 
 # Keep the classifiers in pyproject.toml and the table in docs/install.md naming exactly these and .venv's.
 ENVIRONMENTS = (
-    Environment(python="3.11", airflow="3.1"),
-    Environment(python="3.11", airflow="3.2"),
-    Environment(python="3.12", airflow="3.3"),
-    Environment(python="3.13", airflow="3.3"),
+    Environment(python="3.11", airflow="3.1", dependencies="newest"),
+    Environment(python="3.11", airflow="3.2", dependencies="at-release"),
+    Environment(python="3.12", airflow="3.3", dependencies="constraints.txt"),
+    Environment(python="3.13", airflow="3.3", dependencies="constraints.txt"),
 )
 
 
@@ -95,13 +101,22 @@ def latest_release(line: str) -> tuple[str, datetime]:
     return ".".join(map(str, newest)), datetime.fromisoformat(uploaded[newest].replace("Z", "+00:00"))
 
 
+def pinning(env: Environment, uploaded: datetime) -> list[str]:
+    """The pip options that choose the environment's dependency versions (see the module docstring)."""
+    if env.dependencies == "at-release":
+        return ["--uploaded-prior-to", (uploaded + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")]
+    if env.dependencies == "constraints.txt":
+        return ["-c", str(ROOT / "constraints.txt")]
+    return []
+
+
 def install(env: Environment, python: str) -> Path:
     """Create the environment's virtualenv, again only when what it should hold has changed."""
     venv = VENVS / env.name
     version, uploaded = latest_release(env.airflow)
-    cutoff = (uploaded + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    airflow = (f"apache-airflow=={version}", *TEST_REQUIREMENTS)
-    stamp = hashlib.sha256("\n".join([cutoff, *airflow, (ROOT / "pyproject.toml").read_text()]).encode()).hexdigest()
+    airflow = [*pinning(env, uploaded), f"apache-airflow=={version}", *TEST_REQUIREMENTS]
+    pins = (ROOT / "constraints.txt").read_text() if env.dependencies == "constraints.txt" else ""
+    stamp = hashlib.sha256("\n".join([*airflow, pins, (ROOT / "pyproject.toml").read_text()]).encode()).hexdigest()
     marker = venv / ".installed"
     if marker.is_file() and marker.read_text() == stamp:
         return venv
@@ -109,8 +124,9 @@ def install(env: Environment, python: str) -> Path:
     subprocess.run([python, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     subprocess.run([*pip, "--upgrade", "pip>=26"], check=True)  # --uploaded-prior-to
-    subprocess.run([*pip, "--uploaded-prior-to", cutoff, *airflow], check=True)
-    subprocess.run([*pip, "-e", str(ROOT)], check=True)
+    subprocess.run([*pip, *airflow], check=True)
+    provider = pinning(env, uploaded) if env.dependencies == "constraints.txt" else []
+    subprocess.run([*pip, *provider, "-e", str(ROOT)], check=True)
     marker.write_text(stamp)
     return venv
 
