@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 SDK_INSTALLED := .venv-sdk/.installed
 LINTED := $(wildcard airflow_flowruns tests example_dags benchmarks scripts e2e)
 
-.PHONY: install demo test e2e e2e-distributed e2e-watcher compat dist docs lint format bench lock clean
+.PHONY: install demo test e2e e2e-distributed e2e-watcher compat dist docs ui lint format bench lock clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,8 @@ demo: $(INSTALLED)
 lint: $(INSTALLED)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
-	$(BIN)/mypy airflow_flowruns benchmarks e2e
+	$(BIN)/mypy --strict airflow_flowruns
+	$(BIN)/mypy benchmarks e2e
 
 test: lint $(SDK_INSTALLED)
 	$(BIN)/python -m pytest
@@ -49,6 +50,14 @@ e2e-distributed: $(INSTALLED)
 # killed with SIGKILL half-way; every finished run must reach the consumer DAG. About 5 minutes; see e2e/watcher.py.
 e2e-watcher: $(INSTALLED)
 	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m e2e.watcher
+
+# The provider in Airflow's UI, in headless Chromium driven by Selenium: each platform's Add Connection form and a
+# finished task's "Open flow run" link, with screenshots in ui-screenshots/. Debian's chromium and chromium-driver
+# are installed when missing. See e2e/ui.py.
+ui: $(INSTALLED)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
+	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m e2e.ui
 
 # The compatibility subset of the tests on Airflow 3.1 and 3.2 (Python 3.11) and on Airflow 3.3 with Python 3.12
 # and 3.13, each in its own virtualenv under .venv-compat/; an interpreter the machine lacks is skipped with a
