@@ -56,7 +56,7 @@ class FlowRunDatasetFacet(DatasetFacet):
         return "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/DatasetFacet"
 
 
-def operator_lineage(operator: FlowRunOperator) -> OperatorLineage:
+def operator_lineage(operator: FlowRunOperator) -> OperatorLineage[Dataset, Any]:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
     files = collect_files(operator.files, check=False).values()

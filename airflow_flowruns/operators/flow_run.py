@@ -233,7 +233,7 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
             flow_version=str(self.flow_version) if self.flow_version else None,
         )
 
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage[Any, Any]:
         """Called by the OpenLineage provider on success, and on failure for lack of an on_failure method."""
         from airflow_flowruns.lineage import operator_lineage
 

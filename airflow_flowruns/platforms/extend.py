@@ -134,8 +134,8 @@ class Extend(Platform):
     def is_retryable(self, status: int, body: Any) -> bool:
         """The error body says whether a retry can help; trust it over the status code when present."""
         if isinstance(body, dict):
-            if isinstance(body.get("retryable"), bool):
-                return body["retryable"]
+            if isinstance(retryable := body.get("retryable"), bool):
+                return retryable
             if body.get("code") in RETRYABLE_CODES:
                 return True
         return super().is_retryable(status, body)

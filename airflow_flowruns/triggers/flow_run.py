@@ -89,7 +89,7 @@ class FlowRunTrigger(BaseTrigger):
         poll_interval: float,
         on_review: str = OnReview.SUCCEED.value,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is unannotated
         self.conn_id = conn_id
         self.platform = platform
         self.flow_id = flow_id
