@@ -94,6 +94,11 @@ def check_connection_form(driver: WebDriver, url: str, conn_type: str, shots: Pa
     wait_until(driver, f"the connection type {form.label}", lambda d: by_text(d, "*[@role='option']", form.label))[
         0
     ].click()
+    # The form's sections fold one another: the standard fields first, then the extra fields.
+    first = next(iter(form.relabeling.values()))
+    wait_until(driver, f"the {form.label} standard fields", lambda d: first in dialog.text)
+    standard = dialog.text
+    driver.save_screenshot(str(shots / f"add-connection-{conn_type}-standard-fields.png"))
     wait_until(driver, "the Extra Fields section", lambda d: by_text(d, "button", "Extra Fields"))[0].click()
     fields = wait_until(
         driver,
@@ -104,12 +109,12 @@ def check_connection_form(driver: WebDriver, url: str, conn_type: str, shots: Pa
             else None
         ),
     )
-    driver.save_screenshot(str(shots / f"add-connection-{conn_type}.png"))
-    problems = []
-    text = dialog.text
-    for label in (*form.relabeling.values(), *(f.label for f in form.extras)):
-        if label not in text:
-            problems.append(f"{form.label} form: no field labelled {label!r}")
+    driver.save_screenshot(str(shots / f"add-connection-{conn_type}-extra-fields.png"))
+    problems = [
+        f"{form.label} form: no field labelled {label!r}" for label in form.relabeling.values() if label not in standard
+    ]
+    extra = dialog.text
+    problems += [f"{form.label} form: no field labelled {f.label!r}" for f in form.extras if f.label not in extra]
     for field in form.extras:
         element = fields.get(f"element_{field.name}")
         if element is None:
