@@ -16,7 +16,7 @@ from airflow_flowruns.exceptions import FlowRunsApiError
 from airflow_flowruns.platforms import FlowRun, RunState
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.providers.common.compat.sdk import Context
 
     from airflow_flowruns.hooks.flow_run import FlowRunsHook
 
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 def state_store(context: Context) -> Any:
     """The task's state store (Airflow 3.3+), or None where Airflow has none."""
-    return context.get("task_state_store")  # type: ignore[misc]
+    return context.get("task_state_store")
 
 
 def save_run(context: Context, run: FlowRun) -> None:
