@@ -88,7 +88,7 @@ class FlowRunEventTrigger(BaseEventTrigger):
         max_events_per_poll: int = 100,
         lookback_hours: float = 24.0,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is unannotated
         self.conn_id = conn_id
         self.flow_id = flow_id or None
         try:
@@ -289,7 +289,7 @@ _ACK_STREAM_WATCHERS: weakref.WeakValueDictionary[Hashable, FlowRunEventTrigger]
 store the triggerer injected lives on the watcher."""
 
 
-class AnnouncementProducer(SharedStreamProducer):  # type: ignore[misc]
+class AnnouncementProducer(SharedStreamProducer):
     """Feeds one watcher's announcements to Airflow and moves its stored position once they are stored.
 
     ``advance`` gets, in order, the announcements whose events Airflow confirmed stored; the position
