@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow.sdk import ObjectStoragePath
+from airflow.providers.common.compat.sdk import ObjectStoragePath
 from attrs import define
 from openlineage.client.event_v2 import Dataset
 from openlineage.client.facet_v2 import DatasetFacet, external_query_run
@@ -72,7 +72,9 @@ def operator_lineage(operator: FlowRunOperator) -> OperatorLineage[Dataset, Any]
     return OperatorLineage(inputs=inputs, outputs=outputs, run_facets=_external_query(run))
 
 
-def outputs_lineage(conn_id: str | None, run: FlowRun | None = None, landing: Landing | None = None) -> OperatorLineage:
+def outputs_lineage(
+    conn_id: str | None, run: FlowRun | None = None, landing: Landing | None = None
+) -> OperatorLineage[Dataset, Any]:
     """:class:`FlowRunOutputsOperator`: the flow run in, its landing folder out."""
     from airflow.providers.openlineage.extractors import OperatorLineage
 

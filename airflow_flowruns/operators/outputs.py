@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
@@ -15,8 +15,8 @@ from airflow_flowruns.platforms import FlowRun
 from airflow_flowruns.platforms.base import require_text
 
 if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
     from airflow.providers.openlineage.extractors import OperatorLineage
-    from airflow.sdk import Context
 
 
 class FlowRunOutputsOperator(BaseOperator):
@@ -63,7 +63,7 @@ class FlowRunOutputsOperator(BaseOperator):
         self._landed = (run, landing)
         return landing.to_xcom()
 
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage[Any, Any]:
         from airflow_flowruns.lineage import outputs_lineage
 
         return outputs_lineage(self.flowruns_conn_id, *self._landed) if self._landed else outputs_lineage(None)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from airflow.sdk import ObjectStoragePath
+from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 from airflow_flowruns.exceptions import FlowRunsError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
@@ -202,7 +202,8 @@ def _remove(path: ObjectStoragePath) -> None:
 
 def _opener(target: ObjectStoragePath) -> Callable[[], IO[bytes]]:
     def open_target() -> IO[bytes]:
-        return target.open("wb")
+        opened: IO[bytes] = target.open("wb")
+        return opened
 
     return open_target
 
