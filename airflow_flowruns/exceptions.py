@@ -1,7 +1,8 @@
 """Errors raised by the provider.
 
 Every message names the problem and what to do about it, and never carries an API key: messages are
-built only from the platform name, the call name, the HTTP status and the API's own error text.
+built only from the platform name, the call name, the HTTP status and the API's own error text, which
+is scrubbed of the connection's secrets first (``hooks.http.errors.scrub``).
 """
 
 from __future__ import annotations
@@ -91,6 +92,11 @@ _HINTS = {
 def _hint(status: int | None) -> str:
     if status is None:
         return " Check the connection's host and the network."
+    if 300 <= status < 400:
+        return (
+            " Redirects are never followed, since they would take the API key to another address: put the API's "
+            "final base URL in the connection's host."
+        )
     if status >= 500:
         return " The platform had a server error; try again later."
     hint = _HINTS.get(status)

@@ -8,16 +8,22 @@ A glob (``/data/in/*.pdf``, ``s3://bucket/in/**/*.pdf``) or a string naming a fo
 slash (``/data/in/``, ``s3://bucket/in/``) expands to a multi-file field, sorted by path; a folder
 expands to the files directly in it. As in a shell, hidden files (``.name``) are left out unless the
 pattern's last part starts with a dot. A folder without the trailing slash is refused, so a templated
-file name that renders empty never uploads a whole folder.
+file name that renders empty never uploads a whole folder. A file a folder or glob finds through a
+symbolic link that leads out of that folder is refused unless ``follow_symlinks`` is set, so a link
+planted in an input folder cannot send ``/etc/passwd`` or another tenant's files to the platform.
+
+Uploads open each file only while its part is being sent (:class:`OpenWhileRead`), so a run with
+thousands of files never holds thousands of file descriptors.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import IO, Any, TypeAlias
 
 from airflow.providers.common.compat.sdk import ObjectStoragePath
 
@@ -31,11 +37,14 @@ FileArgument: TypeAlias = PathArgument | Sequence[PathArgument]
 _GLOB = re.compile(r"[*?\[]")
 
 
-def collect_files(files: Mapping[str, Any] | None, *, check: bool = True) -> dict[str, FilePath | tuple[FilePath, ...]]:
+def collect_files(
+    files: Mapping[str, Any] | None, *, check: bool = True, follow_symlinks: bool = False
+) -> dict[str, FilePath | tuple[FilePath, ...]]:
     """Resolve and, with ``check``, verify every file up front: a run must never start with one that cannot be read.
 
     A single path stays a single path; a list, a glob or a folder becomes a tuple, because some platforms
-    name the parts of a multi-file field differently. ``check=False`` only resolves the names, for lineage.
+    name the parts of a multi-file field differently. ``check=False`` only resolves the names, for lineage;
+    ``follow_symlinks`` lets a folder or glob send files whose links lead out of it.
     """
     if files is None:
         return {}
@@ -44,9 +53,9 @@ def collect_files(files: Mapping[str, Any] | None, *, check: bool = True) -> dic
     collected: dict[str, FilePath | tuple[FilePath, ...]] = {}
     for key, value in files.items():
         if isinstance(value, str | os.PathLike | ObjectStoragePath):
-            collected[key] = _resolve(key, value, check)
+            collected[key] = _resolve(key, value, check, follow_symlinks)
         elif isinstance(value, Sequence) and value:
-            collected[key] = tuple(_flatten(_resolve(key, item, check) for item in value))
+            collected[key] = tuple(_flatten(_resolve(key, item, check, follow_symlinks) for item in value))
         else:
             raise FlowRunsConfigError(f"files[{key!r}] must be a path or a non-empty list of paths, not {value!r}.")
     return collected
@@ -64,7 +73,7 @@ def _flatten(items: Iterable[FilePath | tuple[FilePath, ...]]) -> Iterable[FileP
         yield from item if isinstance(item, tuple) else (item,)
 
 
-def _resolve(key: str, value: Any, check: bool) -> FilePath | tuple[FilePath, ...]:
+def _resolve(key: str, value: Any, check: bool, follow_symlinks: bool) -> FilePath | tuple[FilePath, ...]:
     if not isinstance(value, str | os.PathLike | ObjectStoragePath):
         raise FlowRunsConfigError(f"files[{key!r}] holds {value!r}, which is not a path.")
     text = str(value).strip()
@@ -75,9 +84,10 @@ def _resolve(key: str, value: Any, check: bool) -> FilePath | tuple[FilePath, ..
     try:
         path = _as_path(value, text)
         if _GLOB.search(text) and not path.exists():  # a real name with [ ] in it is taken literally
-            return _expanded(key, text, _glob(key, path), check)
+            base, matches = _glob(key, path)
+            return _expanded(key, text, _inside(key, base, matches, follow_symlinks), check)
         if isinstance(value, str) and text.endswith("/"):
-            return _expanded(key, text, _folder(key, path, text), check)
+            return _expanded(key, text, _inside(key, path, _folder(key, path, text), follow_symlinks), check)
         return _checked(key, path) if check else path
     except (ValueError, ImportError) as exc:  # no filesystem for the scheme, or its library is missing
         raise FlowRunsConfigError(
@@ -94,8 +104,8 @@ def _as_path(value: PathArgument, text: str) -> StoredPath:
     return Path(text)
 
 
-def _glob(key: str, path: StoredPath) -> list[StoredPath]:
-    """Glob from the deepest folder above the first part that has a wildcard."""
+def _glob(key: str, path: StoredPath) -> tuple[StoredPath, list[StoredPath]]:
+    """Glob from the deepest folder above the first part that has a wildcard; that folder and the matches."""
     base, parts = path, []
     while _GLOB.search(str(base)):
         if base.parent == base:
@@ -103,7 +113,24 @@ def _glob(key: str, path: StoredPath) -> list[StoredPath]:
         parts.append(base.name)
         base = base.parent
     hidden_wanted = parts[0].startswith(".")
-    return [m for m in base.glob("/".join(reversed(parts))) if (hidden_wanted or not _hidden(m)) and m.is_file()]
+    matches = [m for m in base.glob("/".join(reversed(parts))) if (hidden_wanted or not _hidden(m)) and m.is_file()]
+    return base, matches
+
+
+def _inside(key: str, folder: StoredPath, matches: list[StoredPath], follow_symlinks: bool) -> list[StoredPath]:
+    """Refuse a local match whose real path, symbolic links followed, is outside the folder it was found in."""
+    if follow_symlinks or not isinstance(folder, Path):
+        return matches
+    root = folder.resolve()
+    for match in matches:
+        assert isinstance(match, Path)
+        if not match.resolve().is_relative_to(root):
+            raise FlowRunsConfigError(
+                f"files[{key!r}]: {str(match)!r} is a symbolic link (or lies under one) leading out of "
+                f"{str(folder)!r}, to {str(match.resolve())!r}. Remove the link, or set follow_symlinks=True to send "
+                "files that links lead to."
+            )
+    return matches
 
 
 def _folder(key: str, path: StoredPath, text: str) -> list[StoredPath]:
@@ -139,3 +166,51 @@ def _checked(key: str, path: StoredPath) -> FilePath:
     if path.stat().st_size == 0:
         raise FlowRunsConfigError(f"files[{key!r}]: {shown!r} is empty (0 bytes); nothing to process.")
     return path
+
+
+class OpenWhileRead(io.RawIOBase):
+    """A file part for httpx's multipart upload that holds its file open only while it is being read.
+
+    httpx asks each part for its length (``seek``/``tell``, answered from ``stat()`` without opening) when
+    the request is built, and reads the parts one after the other when it is sent: the file is opened on
+    the first read and closed at its end, or when the upload is sent again (``seek(0)``) or given up.
+    """
+
+    def __init__(self, path: FilePath) -> None:
+        super().__init__()
+        self._path = path
+        self._file: IO[bytes] | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._file.tell() if self._file is not None else 0
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_END and offset == 0:
+            return self._path.stat().st_size
+        if whence == io.SEEK_SET and offset == 0:
+            self._release()
+            return 0
+        raise io.UnsupportedOperation("an upload part is read from its start to its end")
+
+    def read(self, size: int = -1) -> bytes:
+        if self._file is None:
+            self._file = self._path.open("rb")
+        data = self._file.read(size)
+        if not data:
+            self._release()
+        return data
+
+    def _release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def close(self) -> None:
+        self._release()
+        super().close()

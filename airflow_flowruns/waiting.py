@@ -10,6 +10,8 @@ import time
 from enum import StrEnum
 from typing import Any, Self
 
+from airflow.sdk import conf
+
 from airflow_flowruns.exceptions import FlowRunFailedError, FlowRunsConfigError, FlowRunTimeoutError
 from airflow_flowruns.platforms.base import FlowRun, RunState
 
@@ -39,19 +41,35 @@ def is_settled(run: FlowRun, on_review: OnReview) -> bool:
     return run.state.is_final or (run.state is RunState.NEEDS_REVIEW and on_review is not OnReview.WAIT)
 
 
+DEFAULT_MIN_POLL_INTERVAL = 1.0
+"""The shortest poll interval unless ``[flowruns] min_poll_interval`` says otherwise: runs take seconds to
+minutes, and faster polling only spends the platform's rate limit on the same answer."""
+
+
 def check_poll_interval(poll_interval: float) -> float:
     if not isinstance(poll_interval, int | float) or not math.isfinite(poll_interval) or poll_interval <= 0:
         raise FlowRunsConfigError(f"poll_interval must be a positive number of seconds, not {poll_interval!r}.")
+    floor = conf.getfloat("flowruns", "min_poll_interval", fallback=DEFAULT_MIN_POLL_INTERVAL)
+    if poll_interval < floor:
+        raise FlowRunsConfigError(
+            f"poll_interval must be at least {floor:g} s, not {poll_interval!r}: faster polling only spends the "
+            "platform's rate limit ([flowruns] min_poll_interval sets this floor)."
+        )
     return float(poll_interval)
+
+
+def check_timeout(timeout: float) -> float:
+    """A positive, finite number of seconds; checked when the DAG is parsed."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0:
+        raise FlowRunsConfigError(
+            f"timeout must be a positive number of seconds, not {timeout!r}: the deadline would be in the past."
+        )
+    return float(timeout)
 
 
 def deadline_after(timeout: float) -> float:
     """An absolute wall-clock deadline, computed once, so a restarted trigger keeps the original one."""
-    if not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0:
-        raise FlowRunsConfigError(
-            f"timeout must be a positive number of seconds, not {timeout!r}: the deadline would be in the past."
-        )
-    return time.time() + timeout
+    return time.time() + check_timeout(timeout)
 
 
 def finish(run: FlowRun, on_review: OnReview) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from typing import Any
 # Airflow reads its home at import time: give the test session a throwaway one before anything imports it.
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="flowruns-tests-airflow-")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+# Tests poll every few milliseconds; the provider's floor for real deployments is a second.
+os.environ["AIRFLOW__FLOWRUNS__MIN_POLL_INTERVAL"] = "0.01"
 
 import httpx
 import pytest

@@ -9,12 +9,14 @@ from typing import Any
 
 import pytest
 
+from airflow_flowruns.emulator import cli as emulator_cli
 from airflow_flowruns.emulator.config import (
     EXTEND_INVOICE_WORKFLOW,
     NOXUS_DOCUMENT_WORKFLOW,
     STACKAI_FLOW,
 )
 from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError
+from airflow_flowruns.hooks.http import HttpOptions
 from airflow_flowruns.operators.flow_run import FlowRunOperator
 from airflow_flowruns.sensors.flow_run import FlowRunSensor
 from conftest import API_KEY, Emulator, set_connection
@@ -50,6 +52,16 @@ def big_file(tmp: Path, _: dict[str, Path]) -> dict[str, Any]:
     return {"flow_id": SMALL_FILE_FLOW, "files": {"document": big}}
 
 
+def linked_folder(tmp: Path, pdfs: dict[str, Path]) -> str:
+    (tmp / "in").mkdir(exist_ok=True)
+    (tmp / "in" / "secret.pdf").symlink_to(pdfs["inv"])  # pdfs live outside the folder
+    return f"{tmp / 'in'}/"
+
+
+def linked_glob(tmp: Path, pdfs: dict[str, Path]) -> str:
+    return linked_folder(tmp, pdfs) + "*.pdf"
+
+
 def with_args(**kwargs: Any) -> Case:
     def make(tmp: Path, pdfs: dict[str, Path]) -> dict[str, Any]:
         return {"files": {"purchase_order": pdfs["po"], "invoice": pdfs["inv"]}, **kwargs}
@@ -74,7 +86,15 @@ CASES: dict[str, tuple[Case, str]] = {
     "unknown flow": (with_args(flow_id="noSuchFlow000000"), "no active flow 'noSuchFlow000000'"),
     "inactive flow": (with_args(flow_id="in4ctiveFlow0000"), "no active flow 'in4ctiveFlow0000'"),
     "flow id rendered empty": (with_args(flow_id=" "), "flow_id is empty"),
-    "timeout in the past": (with_args(timeout=-5), "timeout must be a positive number"),
+    "metadata with NaN": (
+        with_args(metadata={"total": float("nan")}),
+        "cannot be sent as JSON.*not JSON compliant",
+    ),
+    "metadata with Infinity": (with_args(metadata='{"total": Infinity}'), "not valid JSON.*Infinity"),
+    "metadata with a repeated key": (with_args(metadata='{"a": 1, "a": 2}'), "key 'a' appears more than once"),
+    "metadata keys JSON would merge": (with_args(metadata={1: "a", "1": "b"}), 'two keys both become "1"'),
+    "a folder with a link leading out": (files(invoice=linked_folder), "symbolic link.*follow_symlinks=True"),
+    "a glob matching a link leading out": (files(invoice=linked_glob), "symbolic link.*follow_symlinks=True"),
 }
 
 
@@ -97,6 +117,10 @@ def test_bad_input_is_refused_before_any_run(
         ({"on_review": "approve"}, "on_review='approve' is not one of 'succeed', 'fail', 'wait'"),
         ({"poll_interval": 0}, "poll_interval must be a positive number"),
         ({"poll_interval": -1}, "poll_interval must be a positive number"),
+        ({"poll_interval": 0.001}, "poll_interval must be at least"),
+        ({"timeout": -5}, "timeout must be a positive number"),
+        ({"timeout": 0}, "timeout must be a positive number"),
+        ({"timeout": float("inf")}, "timeout must be a positive number"),
     ],
 )
 def test_bad_parameters_fail_when_the_dag_is_parsed(kwargs: dict[str, Any], message: str) -> None:
@@ -110,6 +134,10 @@ def test_bad_parameters_fail_when_the_dag_is_parsed(kwargs: dict[str, Any], mess
         ({"conn_type": "postgres"}, FlowRunsConfigError, "not a flow-runs platform"),
         ({"password": ""}, FlowRunsConfigError, "no API key"),
         ({"password": "wrong-key"}, FlowRunsError, "HTTP 401.*Check the API key"),
+        ({"verify": "/nowhere/ca.pem"}, FlowRunsConfigError, "'tf_bad_conn': extra 'verify' names CA bundle"),
+        ({"verify": 3}, FlowRunsConfigError, "'tf_bad_conn': extra 'verify' must be true, false or the path"),
+        ({"timeout": "inf"}, FlowRunsConfigError, "'tf_bad_conn': extra 'timeout' must be a positive finite"),
+        ({"max_response_bytes": 0}, FlowRunsConfigError, "extra 'max_response_bytes' must be a positive"),
     ],
 )
 def test_bad_connection_starts_nothing(
@@ -294,3 +322,61 @@ def test_unknown_status_string_names_it_and_the_known_ones(
     with pytest.raises(FlowRunsError, match="run status 'exploded'.*does not know.*completed"):
         sensor.execute({"ti": mocker.MagicMock()})
     assert len(emulator.runs()) == 1
+
+
+def test_a_link_leading_out_is_sent_when_allowed(
+    tableflow_conn: str, emulator: Emulator, tmp_path: Path, pdfs: dict[str, Path], context: dict[str, Any]
+) -> None:
+    op = FlowRunOperator(
+        task_id="t",
+        flowruns_conn_id=tableflow_conn,
+        flow_id=RECONCILIATION_FLOW,
+        files={"purchase_order": pdfs["po"], "invoice": linked_folder(tmp_path, pdfs)},
+        follow_symlinks=True,
+        wait_for_completion=False,
+        deferrable=False,
+    )
+    op.execute(context)
+    assert len(emulator.runs()) == 1
+
+
+def test_verify_false_warns_once_per_connection(caplog: pytest.LogCaptureFixture) -> None:
+    for conn_id in ("plain_a", "plain_a", "plain_b"):
+        HttpOptions.from_extras({"verify": "false"}, conn_id)
+    warnings = [r.getMessage() for r in caplog.records if "verify=false" in r.getMessage()]
+    assert len(warnings) == 2
+    assert "'plain_a'" in warnings[0] and "'plain_b'" in warnings[1]
+
+
+@pytest.mark.parametrize(
+    ("call", "path", "body"),
+    [
+        ("post", "/seed", {"platform": "tableflow", "flow_id": RECONCILIATION_FLOW, "count": 10**9}),
+        ("post", "/seed", {"platform": "tableflow", "flow_id": RECONCILIATION_FLOW, "count": -1}),
+        ("post", "/faults", {"path": "/flows", "status": 200, "count": 0}),
+        ("post", "/faults", {"path": "/flows", "status": 1000}),
+        ("put", "/rate-limit", {"per_second": -1}),
+        ("put", "/fault-mode", {"rate": 0.5, "stall_seconds": 10**9}),
+        ("put", f"/tableflow/flows/{RECONCILIATION_FLOW}/scenario", {"processing_seconds": -1}),
+    ],
+)
+def test_emulator_control_refuses_unbounded_values(
+    call: str, path: str, body: dict[str, Any], emulator: Emulator
+) -> None:
+    answer = getattr(emulator.control, call)(path, json=body)
+    assert answer.status_code == 422, answer.text
+    assert emulator.runs() == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--host", "0.0.0.0"], "not a loopback address; add --allow-remote"),
+        (["--rate-limit", "-1"], "--rate-limit -1.0 must be a positive number"),
+        (["--fault-rate", "2"], "fault options: rate"),
+    ],
+)
+def test_emulator_cli_refuses_bad_options(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        emulator_cli.main(argv)
+    assert message in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from airflow.sdk import ObjectStoragePath
 from airflow.sdk.io.store import attach
@@ -17,7 +19,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 from airflow_flowruns.emulator.config import TABLEFLOW_LARGE_FILE_FLOW
 from airflow_flowruns.exceptions import FlowRunsConfigError
-from airflow_flowruns.files import collect_files, file_uri
+from airflow_flowruns.files import OpenWhileRead, collect_files, file_uri
 from airflow_flowruns.operators.flow_run import FlowRunOperator
 from conftest import Emulator, set_connection
 from helpers import RECONCILIATION_FLOW
@@ -204,3 +206,44 @@ def test_an_object_storage_upload_streams(emulator: Emulator, tmp_path: Path, mo
     assert growth_mib < 32, f"peak RSS grew by {growth_mib:.0f} MiB for a {size >> 20} MiB upload"
     (run,) = emulator.runs()
     assert run["id"] == figures["run"] and run["files"][0]["size"] == size
+
+
+class _WatchedFile:
+    """A file to upload that counts how many of its kind are open at once."""
+
+    open_now = 0
+    most_open = 0
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.name, self.suffix = path, path.name, path.suffix
+
+    def stat(self) -> Any:
+        return self.path.stat()
+
+    def open(self, mode: str) -> io.BytesIO:
+        _WatchedFile.open_now += 1
+        _WatchedFile.most_open = max(_WatchedFile.most_open, _WatchedFile.open_now)
+        return _CountedClose(self.path.read_bytes())
+
+
+class _CountedClose(io.BytesIO):
+    def close(self) -> None:
+        if not self.closed:
+            _WatchedFile.open_now -= 1
+        super().close()
+
+
+def test_each_upload_part_is_open_only_while_it_is_sent(tmp_path: Path) -> None:
+    """A run with more files than the descriptor limit allows open at once still uploads: one at a time."""
+    files = []
+    for i in range(50):
+        (tmp_path / f"{i}.pdf").write_bytes(b"%PDF-" + str(i).encode() * 100)
+        files.append(_WatchedFile(tmp_path / f"{i}.pdf"))
+    parts = [("document", (f.name, OpenWhileRead(f), "application/pdf")) for f in files]
+    request = httpx.Request("POST", "http://127.0.0.1/upload", files=parts)
+    assert _WatchedFile.open_now == 0, "building the request (its length included) opens nothing"
+    body = b"".join(request.stream)
+    assert int(request.headers["content-length"]) == len(body)
+    assert all(b"%PDF-" + str(i).encode() * 100 in body for i in range(50))
+    assert _WatchedFile.most_open == 1
+    assert _WatchedFile.open_now == 0

@@ -56,7 +56,7 @@ def test_many_triggers_on_one_limited_connection_all_finish_without_stampeding(
 def test_a_429_holds_every_request_on_the_connection() -> None:
     scheduler = RequestScheduler(None)
     assert scheduler.reserve() == 0
-    scheduler.pause(30)
+    scheduler.pause(30, cap=60)
     assert 29 < scheduler.reserve() <= 30
     assert scheduler.reserve() > 29, "not only the request that met the 429"
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import math
 
 import uvicorn
+from pydantic import ValidationError
 
 from airflow_flowruns.emulator.app import create_app
 from airflow_flowruns.emulator.config import load_config
@@ -15,6 +18,11 @@ from airflow_flowruns.emulator.server import bind
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="flowruns-emulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host other than loopback (the emulator takes fixed test keys: anyone reaching it can use it)",
+    )
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     parser.add_argument("--config", help="JSON file with keys, flows and scenarios (default: built-in flows)")
     parser.add_argument("--ssl-certfile")
@@ -25,14 +33,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fault-seed", type=int)
     parser.add_argument("--rate-limit", type=float, help="requests per second per API key (429 beyond it)")
     args = parser.parse_args(argv)
+    if not args.allow_remote and not is_loopback(args.host):
+        parser.error(f"--host {args.host} is not a loopback address; add --allow-remote to serve it anyway")
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port {args.port} is not a port number (0-65535)")
+    if args.rate_limit is not None and not (math.isfinite(args.rate_limit) and args.rate_limit > 0):
+        parser.error(f"--rate-limit {args.rate_limit} must be a positive number of requests per second")
     config = load_config(args.config)
     config.rate_limit = args.rate_limit
-    config.fault_mode = FaultMode(
-        rate=args.fault_rate,
-        kinds=args.fault_kinds.split(",") if args.fault_kinds else list(ALL_KINDS),  # validated by FaultMode
-        stall_seconds=args.fault_stall_seconds,
-        seed=args.fault_seed,
-    )
+    try:
+        config.fault_mode = FaultMode(
+            rate=args.fault_rate,
+            kinds=args.fault_kinds.split(",") if args.fault_kinds else list(ALL_KINDS),  # validated by FaultMode
+            stall_seconds=args.fault_stall_seconds,
+            seed=args.fault_seed,
+        )
+    except ValidationError as exc:
+        parser.error(f"fault options: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}")
 
     sock = bind(args.host, args.port)
     scheme = "https" if args.ssl_certfile else "http"
@@ -47,3 +64,13 @@ def main(argv: list[str] | None = None) -> None:
         timeout_graceful_shutdown=2,
     )
     uvicorn.Server(server_config).run(sockets=[sock])
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only ever reaches this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

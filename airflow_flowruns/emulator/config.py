@@ -18,20 +18,21 @@ TABLEFLOW_LARGE_FILE_FLOW = "b1gUploadFlow000"
 TABLEFLOW_INACTIVE_FLOW = "in4ctiveFlow0000"
 
 MIB = 1024 * 1024
+DAY = 24 * 60 * 60.0
 
 
 class Scenario(BaseModel):
     """How a run progresses: processing, optionally review, then its outcome."""
 
-    queued_seconds: float = 0.0
-    processing_seconds: float = 1.0
-    processing_jitter_seconds: float = 0.0
+    queued_seconds: float = Field(0.0, ge=0.0, le=DAY)
+    processing_seconds: float = Field(1.0, ge=0.0, le=DAY)
+    processing_jitter_seconds: float = Field(0.0, ge=0.0, le=DAY)
     """Each run adds a uniform random share of this to processing_seconds: runs finish at random times."""
     review: bool = False
-    review_seconds: float | None = None
+    review_seconds: float | None = Field(None, ge=0.0, le=DAY)
     """How long a run stays in review; None: until the control API moves it on."""
     outcome: Literal["completed", "failed"] = "completed"
-    error: str | None = None
+    error: str | None = Field(None, max_length=64 * 1024)
 
 
 class TableFlowFileField(BaseModel):

@@ -1,4 +1,7 @@
-"""The control API under ``/_emulator``: what tests and the demo use to watch and steer the emulator."""
+"""The control API under ``/_emulator``: what tests and the demo use to watch and steer the emulator.
+
+Every input is bounded, so a mistyped or hostile request cannot make the emulator allocate without limit.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from airflow_flowruns.emulator.config import Scenario
 from airflow_flowruns.emulator.errors import ApiError
@@ -16,20 +19,24 @@ from airflow_flowruns.emulator.state import EmulatedRun, EmulatorState, Fault
 router = APIRouter(prefix="/_emulator")
 
 
+MAX_TEXT = 64 * 1024
+MAX_SEEDED_RUNS = 100_000
+
+
 class ForcedStatus(BaseModel):
-    status: str
-    error: str | None = None
-    message: str | None = None
+    status: str = Field(max_length=200)
+    error: str | None = Field(None, max_length=MAX_TEXT)
+    message: str | None = Field(None, max_length=MAX_TEXT)
 
 
 class FaultSpec(BaseModel):
-    path: str
-    status: int
-    body: str = ""
-    method: str | None = None
-    content_type: str = "application/json"
-    headers: dict[str, str] = {}
-    count: int = 1
+    path: str = Field(max_length=2000)
+    status: int = Field(ge=100, le=599)
+    body: str = Field("", max_length=16 * 1024 * 1024)
+    method: str | None = Field(None, max_length=16)
+    content_type: str = Field("application/json", max_length=200)
+    headers: dict[str, str] = Field({}, max_length=50)
+    count: int = Field(1, ge=1, le=100_000)
     kind: FaultKind | None = None
 
 
@@ -82,9 +89,9 @@ class Seed(BaseModel):
 
     platform: str
     flow_id: str
-    count: int = 1
-    created_from: float | None = None
-    created_to: float | None = None
+    count: int = Field(1, ge=0, le=MAX_SEEDED_RUNS)
+    created_from: float | None = Field(None, allow_inf_nan=False)
+    created_to: float | None = Field(None, allow_inf_nan=False)
     scenario: Scenario | None = None
     metadata: dict[str, Any] = {}
 
@@ -131,7 +138,7 @@ def stats(request: Request) -> dict[str, Any]:
 
 
 class RateLimit(BaseModel):
-    per_second: float | None = None
+    per_second: float | None = Field(None, gt=0, le=1_000_000, allow_inf_nan=False)
 
 
 @router.put("/rate-limit")

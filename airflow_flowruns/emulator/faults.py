@@ -31,9 +31,9 @@ class FaultMode(BaseModel):
     rate: float = Field(0.0, ge=0.0, le=1.0)
     """Share of API requests that meet a fault."""
     kinds: list[FaultKind] = Field(default_factory=lambda: list(ALL_KINDS))
-    stall_seconds: float = Field(35.0, ge=0.0)
+    stall_seconds: float = Field(35.0, ge=0.0, le=3600.0)
     """How long a stall holds the answer back: longer than the client's timeout."""
-    retry_after: float = Field(1.0, ge=0.0)
+    retry_after: float = Field(1.0, ge=0.0, le=3600.0)
     seed: int | None = None
 
 

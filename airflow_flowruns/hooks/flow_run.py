@@ -20,6 +20,8 @@ from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 from airflow_flowruns.connection_forms import has_connection_form
 from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError, FlowRunTimeoutError, is_transient
 from airflow_flowruns.hooks.http import AsyncFlowRunsClient, FlowRunsClient, HttpOptions
+from airflow_flowruns.hooks.http.errors import readable_answers
+from airflow_flowruns.hooks.http.retry import until
 from airflow_flowruns.platforms import (
     ConnectionSettings,
     FlowRun,
@@ -96,7 +98,10 @@ class FlowRunsHook(BaseHook):
         return self.client.platform
 
     def start_run(self, request: StartRequest) -> FlowRun:
-        return self.platform.start_run(self.client, request)
+        """Start one run; an answer the platform module cannot read is the provider's own error, marked as a
+        start that may have happened, so it is looked up rather than sent again."""
+        with readable_answers(self.platform, "start run", outcome_unknown=True):
+            return self.platform.start_run(self.client, request)
 
     def get_run(self, flow_id: str | None, run_id: str) -> FlowRun:
         return self.client.get_run(flow_id, run_id)
@@ -134,7 +139,8 @@ class FlowRunsHook(BaseHook):
         run: FlowRun | None = None
         while True:
             try:
-                run = self.get_run(flow_id, run_id)
+                with until(deadline):
+                    run = self.get_run(flow_id, run_id)
             except FlowRunsError as exc:
                 if not is_transient(exc):
                     raise

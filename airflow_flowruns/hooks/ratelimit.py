@@ -17,6 +17,8 @@ from collections import deque
 
 DEFAULT_PAUSE_SECONDS = 1.0
 """How long every request waits after a 429 that names no Retry-After."""
+MAX_PAUSE_SECONDS = 60.0
+"""The longest pause after a 429 unless the caller caps it itself (the clients pass ``retry_max_wait``)."""
 
 DECREASE_FACTOR = 0.5
 """Multiplicative decrease: after a 429 the rate drops to this share of what the platform was accepting."""
@@ -123,17 +125,19 @@ class RequestScheduler:
             self._next = start + self._interval(now)
             return start - now
 
-    def answered(self, status: int, retry_after: float | None) -> None:
+    def answered(self, status: int, retry_after: float | None, cap: float = MAX_PAUSE_SECONDS) -> None:
         """Learn from every answer: a 429 lowers the rate and pauses the connection; others count as accepted."""
         if status == 429:
-            self.pause(retry_after)
+            self.pause(retry_after, cap)
         else:
             with self._lock:
                 self.adaptive.accepted(time.monotonic())
 
-    def pause(self, seconds: float | None) -> None:
-        """The platform answered 429: nothing more goes out on this connection before ``seconds`` pass."""
-        pause = seconds if seconds is not None else DEFAULT_PAUSE_SECONDS
+    def pause(self, seconds: float | None, cap: float = MAX_PAUSE_SECONDS) -> None:
+        """The platform answered 429: nothing more goes out on this connection before ``seconds`` pass,
+        and never more than ``cap`` from now, whatever the platform asked (an hour, ``inf``)."""
+        wanted = DEFAULT_PAUSE_SECONDS if seconds is None else seconds
+        pause = max(0.0, min(wanted, cap))
         with self._lock:
             now = time.monotonic()
             self.adaptive.limited(now, pause)

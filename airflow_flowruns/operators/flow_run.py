@@ -20,7 +20,7 @@ from airflow_flowruns.operators._waiting import FlowRunWaitMixin
 from airflow_flowruns.outputs.landing import Landing, land_run
 from airflow_flowruns.platforms import FlowRun, StartRequest
 from airflow_flowruns.platforms.base import require_json_object, require_text
-from airflow_flowruns.waiting import OnReview, check_poll_interval, deadline_after
+from airflow_flowruns.waiting import OnReview, check_poll_interval, check_timeout, deadline_after
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -62,6 +62,8 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         (paths, counts, bytes). A landing that fails fails the task; its retry re-attaches to the run and
         lands it again.
     :param max_xcom_output_bytes: the largest outputs (as JSON) returned in XCom under ``outputs``.
+    :param follow_symlinks: let a folder or glob in ``files`` send files that symbolic links lead to outside it
+        (off: such a link fails the task before anything is uploaded).
     :param reattach: on a retry or a cleared task, follow the run an earlier try of this task instance
         started while it is queued, running, waiting for review or succeeded, and start a fresh run only when
         it failed or was cancelled (``False``: every try starts a fresh run).
@@ -103,6 +105,7 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         on_review: str = OnReview.SUCCEED.value,
         cancel_on_timeout: bool = True,
         reattach: bool = True,
+        follow_symlinks: bool = False,
         output_path: str | ObjectStoragePath | None = None,
         max_xcom_output_bytes: int = DEFAULT_MAX_XCOM_OUTPUT_BYTES,
         outputs_to: str | ObjectStoragePath | None = None,
@@ -121,10 +124,11 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
         self.poll_interval = check_poll_interval(poll_interval)
-        self.timeout = timeout
+        self.timeout = check_timeout(timeout)
         self.on_review = OnReview.parse(on_review)
         self.cancel_on_timeout = cancel_on_timeout
         self.reattach = reattach
+        self.follow_symlinks = follow_symlinks
         self.output_path = output_path
         self.max_xcom_output_bytes = check_output_limit(max_xcom_output_bytes)
         self.outputs_to = outputs_to
@@ -221,7 +225,7 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         """Check every argument that can be checked without the network, so bad input starts nothing."""
         return StartRequest(
             flow_id=require_text(self.flow_id, "flow_id"),
-            files=collect_files(self.files),
+            files=collect_files(self.files, follow_symlinks=self.follow_symlinks),
             run_name=self.run_name or None,
             metadata=require_json_object(self.metadata, "metadata"),
             file_metadata={

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import IO, Any, ClassVar, Literal, Protocol, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
@@ -296,6 +296,10 @@ class Platform(ABC):
 
     # --- HTTP -------------------------------------------------------------------------------------
 
+    def secrets(self) -> list[str]:
+        """What must never appear in a message: scrubbed from every text the server sends back."""
+        return [self.settings.api_key]
+
     @abstractmethod
     def headers(self) -> dict[str, str]:
         """Authentication and any headers the platform requires on every call."""
@@ -463,7 +467,7 @@ def require_json_object(value: Any, what: str) -> dict[str, Any]:
         return {}
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = json.loads(value, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
         except ValueError as exc:
             raise FlowRunsConfigError(
                 f"{what} is a string that is not valid JSON ({exc}); pass a dict or a JSON object string."
@@ -471,12 +475,53 @@ def require_json_object(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise FlowRunsConfigError(f"{what} must be a JSON object (a dict), not {type(value).__name__}.")
     try:
-        json.dumps(value)
-    except (TypeError, ValueError) as exc:
+        json.dumps(value, allow_nan=False)
+        _check_keys(value)
+    except (TypeError, ValueError, RecursionError) as exc:
         raise FlowRunsConfigError(
-            f"{what} cannot be sent as JSON ({exc}); use only strings, numbers, booleans, lists and dicts."
+            f"{what} cannot be sent as JSON ({exc}); use only strings, finite numbers, booleans, lists and dicts."
         ) from None
     return dict(value)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise ValueError(f"key {repeated[0]!r} appears more than once")
+    return dict(pairs)
+
+
+def _check_keys(value: Any) -> None:
+    """Refuse keys JSON would merge: ``{1: "a", "1": "b"}`` both become ``"1"``, and one value would be lost."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            as_json = [json.dumps({key: None})[1:-7] for key in item]
+            clash = next((name for name in as_json if as_json.count(name) > 1), None)
+            if clash is not None:
+                raise ValueError(f"two keys both become {clash} in JSON")
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
+def path_segment(value: str, what: str = "id") -> str:
+    """An id as exactly one URL path segment, percent-encoded: ``/``, ``?``, ``#`` and ``%`` in a templated
+    id can never aim a request (and the connection's key) at another path of the API host.
+
+    Every platform module builds its paths with this; ``""``, ``.`` and ``..`` name no resource and are refused.
+    """
+    if value in ("", ".", ".."):
+        raise FlowRunsConfigError(
+            f"{what} {value!r} cannot name a run or flow; if it is templated, check what the template renders."
+        )
+    return quote(value, safe="")
 
 
 def require_text(value: Any, what: str) -> str:

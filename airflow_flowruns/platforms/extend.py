@@ -45,6 +45,7 @@ from airflow_flowruns.platforms.base import (
     StartRequest,
     UploadFile,
     map_status,
+    path_segment,
 )
 
 STATUSES: dict[str, RunState] = {
@@ -144,10 +145,10 @@ class Extend(Platform):
         return ApiCall("list runs", "GET", "/workflow_runs", params={"maxPageSize": 1})
 
     def get_run_call(self, flow_id: str | None, run_id: str) -> ApiCall:
-        return ApiCall("get run", "GET", f"/workflow_runs/{run_id}")
+        return ApiCall("get run", "GET", f"/workflow_runs/{path_segment(run_id, 'run_id')}")
 
     def cancel_call(self, flow_id: str | None, run_id: str) -> ApiCall:
-        return ApiCall("cancel run", "POST", f"/workflow_runs/{run_id}/cancel")
+        return ApiCall("cancel run", "POST", f"/workflow_runs/{path_segment(run_id, 'run_id')}/cancel")
 
     def parse_run(self, body: Any, flow_id: str | None = None) -> FlowRun:
         if isinstance(body, dict) and isinstance(body.get("workflowRun"), dict):

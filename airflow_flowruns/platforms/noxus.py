@@ -39,6 +39,7 @@ from airflow_flowruns.platforms.base import (
     StartRequest,
     UploadFile,
     map_status,
+    path_segment,
 )
 
 STATUSES: dict[str, RunState] = {
@@ -93,11 +94,12 @@ class Noxus(Platform):
         return ApiCall("list runs", "GET", "/v1/runs", params={"page": 1, "size": 1})
 
     def get_run_call(self, flow_id: str | None, run_id: str) -> ApiCall:
-        path = f"/v1/workflows/{flow_id}/runs/{run_id}" if flow_id else f"/v1/runs/{run_id}"
+        run = path_segment(run_id, "run_id")
+        path = f"/v1/workflows/{path_segment(flow_id, 'flow_id')}/runs/{run}" if flow_id else f"/v1/runs/{run}"
         return ApiCall("get run", "GET", path)
 
     def cancel_call(self, flow_id: str | None, run_id: str) -> ApiCall:
-        return ApiCall("stop run", "POST", f"/v1/runs/{run_id}/stop")
+        return ApiCall("stop run", "POST", f"/v1/runs/{path_segment(run_id, 'run_id')}/stop")
 
     def parse_run(self, body: Any, flow_id: str | None = None) -> FlowRun:
         run = self.parse_model(Run, body, "run")
@@ -120,7 +122,7 @@ class Noxus(Platform):
 
     def list_runs_call(self, query: RunQuery) -> ApiCall:
         """Noxus filters neither by state nor by date: both are applied client-side."""
-        path = f"/v1/workflows/{query.flow_id}/runs" if query.flow_id else "/v1/runs"
+        path = f"/v1/workflows/{path_segment(query.flow_id, 'flow_id')}/runs" if query.flow_id else "/v1/runs"
         size = min(query.page_size or PAGE_SIZE, MAX_PAGE_SIZE)
         return ApiCall("list runs", "GET", path, params={"page": 1, "size": size})
 
@@ -141,7 +143,8 @@ class Noxus(Platform):
         if not request.files and not request.inputs:
             raise FlowRunsConfigError("A Noxus run needs its workflow inputs: give files, inputs, or both.")
         # Reading one page of the workflow's runs answers 404 for an unknown workflow, before any upload.
-        api.call(ApiCall("check workflow", "GET", f"/v1/workflows/{request.flow_id}/runs", params={"size": 1}))
+        runs_path = f"/v1/workflows/{path_segment(request.flow_id, 'flow_id')}/runs"
+        api.call(ApiCall("check workflow", "GET", runs_path, params={"size": 1}))
         inputs: dict[str, Any] = dict(request.inputs)
         for label, value in request.files.items():
             refs = [self._upload(api, path) for path in (value if isinstance(value, tuple) else (value,))]
@@ -149,7 +152,7 @@ class Noxus(Platform):
         body: dict[str, Any] = {"input": inputs}
         if request.flow_version:
             body["workflow_version_id"] = request.flow_version
-        call = ApiCall("start run", "POST", f"/v1/workflows/{request.flow_id}/runs", json=body, idempotent=False)
+        call = ApiCall("start run", "POST", runs_path, json=body, idempotent=False)
         try:
             return self.parse_run(api.call(call), request.flow_id)
         except FlowRunsError as exc:
@@ -167,7 +170,7 @@ class Noxus(Platform):
         ``uri``s are new), so a run with that input can only be this one. The listing's order is not
         documented: its first and last pages are read, two requests at most.
         """
-        path = f"/v1/workflows/{workflow_id}/runs"
+        path = f"/v1/workflows/{path_segment(workflow_id, 'flow_id')}/runs"
         first = self.parse_model(
             RunsListing,
             api.call(ApiCall("find run", "GET", path, params={"page": 1, "size": MAX_PAGE_SIZE})),

@@ -51,6 +51,7 @@ from airflow_flowruns.platforms.base import (
     StartRequest,
     UploadFile,
     map_status,
+    path_segment,
 )
 
 STATUSES: dict[str, RunState] = {
@@ -110,6 +111,11 @@ class OAuth2PasswordAuth(httpx.Auth):
             self._store((yield self._token_request(request)))
             request.headers["Authorization"] = f"Bearer {self._token}"
             yield request
+
+    @property
+    def token(self) -> str | None:
+        """The bearer token in use, so text from the server can be scrubbed of it."""
+        return self._token
 
     def _token_request(self, request: httpx.Request) -> httpx.Request:
         return httpx.Request("POST", request.url.join(self._token_url), data=self._form)
@@ -193,6 +199,11 @@ class StackAI(Platform):
 
     def auth(self) -> httpx.Auth | None:
         return self._auth
+
+    def secrets(self) -> list[str]:
+        """The key (or OAuth password) and, once issued, the OAuth token."""
+        token = self._auth.token if self._auth else None
+        return [*super().secrets(), *([token] if token else [])]
 
     def test_call(self) -> ApiCall:
         flow_id = self.settings.extras.get("flow_id")
@@ -286,14 +297,15 @@ class StackAI(Platform):
                 ApiCall(
                     "upload document",
                     "POST",
-                    f"/documents/{self.org_id}/{request.flow_id}/{node_id}/{user_id}",
+                    f"/documents/{path_segment(self.org_id, 'org_id')}/{path_segment(request.flow_id, 'flow_id')}/"
+                    f"{path_segment(node_id, 'node id')}/{path_segment(user_id, 'user id')}",
                     files=[UploadFile("file", path, content_type)],
                 )
             )
         call = ApiCall(
             "run flow",
             "POST",
-            f"/inference/v0/run/{self.org_id}/{request.flow_id}",
+            f"/inference/v0/run/{path_segment(self.org_id, 'org_id')}/{path_segment(request.flow_id, 'flow_id')}",
             json={**request.inputs, USER_ID_INPUT: user_id},
             idempotent=False,
             timeout=self.run_timeout,
@@ -322,7 +334,7 @@ class StackAI(Platform):
         )
 
     def _runs_path(self, flow_id: str) -> str:
-        return f"/analytics/org/{self.org_id}/flows/{flow_id}"
+        return f"/analytics/org/{path_segment(self.org_id, 'org_id')}/flows/{path_segment(flow_id, 'flow_id')}"
 
     def _run_url(self, flow_id: str | None, run_id: str) -> str:
         template = self.settings.extras.get("run_url_template") or DEFAULT_RUN_URL_TEMPLATE

@@ -37,6 +37,7 @@ from airflow_flowruns.platforms.base import (
     StartRequest,
     UploadFile,
     map_status,
+    path_segment,
 )
 
 STATUSES: dict[str, RunState] = {
@@ -138,7 +139,7 @@ class TableFlow(Platform):
         return ApiCall("list flows", "GET", "/flows")
 
     def get_run_call(self, flow_id: str | None, run_id: str) -> ApiCall:
-        return ApiCall("get run", "GET", f"/flows/runs/{run_id}")
+        return ApiCall("get run", "GET", f"/flows/runs/{path_segment(run_id, 'run_id')}")
 
     def parse_run(self, body: Any, flow_id: str | None = None) -> FlowRun:
         run = self.parse_model(Run, body, "run")
@@ -212,7 +213,7 @@ class TableFlow(Platform):
         call = ApiCall(
             "start run",
             "POST",
-            f"/flows/{request.flow_id}/run",
+            f"/flows/{path_segment(request.flow_id, 'flow_id')}/run",
             data=data,
             files=_upload_parts(request),
             idempotent=False,

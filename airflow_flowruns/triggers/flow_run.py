@@ -70,7 +70,7 @@ class PollClock:
 
 
 class FlowRunTrigger(BaseTrigger):
-    """Yields exactly one event: ``settled``, ``timeout`` or ``error``.
+    """Yields exactly one event: ``settled``, ``timeout`` or ``error``, whatever the platform answers.
 
     It serializes plain values only; credentials are looked up from ``conn_id`` inside the triggerer.
     ``deadline`` is absolute (unix seconds), so a trigger re-created after a triggerer restart or a
@@ -138,6 +138,8 @@ class FlowRunTrigger(BaseTrigger):
                 await asyncio.sleep(max(0.0, remaining))
             try:
                 last = await self.poll()
+            except TimeoutError:
+                self.log.warning("Polling %s run %s got no answer before the deadline.", self.platform, self.run_id)
             except FlowRunsError as exc:
                 if not is_transient(exc):
                     yield self._event("error", message=str(exc))
@@ -145,6 +147,13 @@ class FlowRunTrigger(BaseTrigger):
                 self.log.warning(
                     "Polling %s run %s failed for now, will poll again: %s", self.platform, self.run_id, exc
                 )
+            except Exception as exc:  # whatever a poll raises, the task hears of it through an event
+                self.log.exception("Polling %s run %s failed unexpectedly", self.platform, self.run_id)
+                message = (
+                    f"Polling {self.platform} run {self.run_id!r} failed: {type(exc).__name__} (see the triggerer log)."
+                )
+                yield self._event("error", message=message)
+                return
             if last is not None and is_settled(last, self.on_review):
                 yield self._event("settled", run=last.to_xcom())
                 return
@@ -164,9 +173,15 @@ class FlowRunTrigger(BaseTrigger):
         return platform.poll_listing(self.flow_id) is not None or platform.change_feed_call() is not None
 
     async def poll(self) -> FlowRun:
-        """Read the run once, on the client every trigger on this connection shares."""
+        """Read the run once, on the client every trigger on this connection shares.
+
+        However the platform answers (a hang, a trickle, a long ``Retry-After``), the poll ends by the
+        deadline, or one request ``timeout`` after it for the poll made at the deadline itself, so the
+        trigger still fires its ``timeout`` event.
+        """
         client = await FlowRunsHook.get_async_client(self.conn_id)
-        return await client.get_run(self.flow_id, self.run_id)
+        async with asyncio.timeout(max(self.deadline - time.time(), client.options.timeout)):
+            return await client.get_run(self.flow_id, self.run_id)
 
     def _event(self, outcome: str, **payload: Any) -> TriggerEvent:
         return TriggerEvent({"outcome": outcome, "run_id": self.run_id, "flow_id": self.flow_id, **payload})

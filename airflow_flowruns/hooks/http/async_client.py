@@ -3,7 +3,9 @@
 It runs httpx on aiohttp's transport: measured on loopback HTTPS it costs a fraction of httpx's own
 pool per poll and does not degrade with hundreds of polls in flight. A semaphore bounds the polls in
 flight per connection, so a triggerer holding thousands of triggers sends at most
-``max_concurrent_requests`` requests at once and opens at most that many TCP connections.
+``max_concurrent_requests`` requests at once and opens at most that many TCP connections. Each request
+(connect, send, read of the whole answer) ends within the call's or the connection's ``timeout``, so
+slow answers cannot hold those slots.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ from tenacity import AsyncRetrying
 
 from airflow_flowruns.hooks.batching import ListingBatcher
 from airflow_flowruns.hooks.feed import ChangeFeed
-from airflow_flowruns.hooks.http.errors import found, translated_errors
+from airflow_flowruns.hooks.http.body import ACCEPT_ENCODING, Answer, build_request, seconds_for
+from airflow_flowruns.hooks.http.errors import found, reading_body, the_run_asked_for, translated_errors
 from airflow_flowruns.hooks.http.options import KEEPALIVE_SECONDS, HttpOptions
 from airflow_flowruns.hooks.http.retry import decode_and_pace, is_retryable, retry_policy
 from airflow_flowruns.hooks.ratelimit import scheduler_for
 from airflow_flowruns.platforms.base import ApiCall, FlowRun, Platform, RunQuery
+
+_CHUNK_BYTES = 64 * 1024
 
 
 def _aiohttp_timeout(timeout: httpx.Timeout) -> aiohttp.ClientTimeout:
@@ -46,7 +51,7 @@ class AsyncFlowRunsClient:
         self._session: aiohttp.ClientSession | None = None
         self._http = httpx.AsyncClient(
             base_url=platform.settings.base_url,
-            headers=platform.headers(),
+            headers={**platform.headers(), "Accept-Encoding": ACCEPT_ENCODING},
             auth=platform.auth(),
             timeout=options.timeout,
             transport=AiohttpTransport(client=self._aiohttp_session),
@@ -94,23 +99,29 @@ class AsyncFlowRunsClient:
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     async def _attempt(self, call: ApiCall) -> Any:
+        seconds = seconds_for(call, self.options.timeout)
         async with self._slots:
             await self._scheduler.await_turn()
-            response = await (self._send_direct(call) if self._direct else self._send(call))
-        return decode_and_pace(self._scheduler, self.platform, call, response)
+            try:
+                async with asyncio.timeout(seconds):
+                    answer = await (self._send_direct(call) if self._direct else self._send(call))
+            except TimeoutError:
+                raise httpx.ReadTimeout(f"no complete answer within {seconds:g} s (the connection's timeout)") from None
+        return decode_and_pace(self._scheduler, self.options, self.platform, call, answer)
 
-    async def _send(self, call: ApiCall) -> httpx.Response:
-        return await self._http.request(
-            call.method,
-            call.path,
-            params=call.params,
-            json=call.json,
-            data=call.data,
-            timeout=call.timeout if call.timeout is not None else httpx.USE_CLIENT_DEFAULT,
-        )
+    async def _send(self, call: ApiCall) -> Answer:
+        request = build_request(self._http, call, seconds_for(call, self.options.timeout))
+        response = await self._http.send(request, stream=True)
+        try:
+            with reading_body(self.platform, call, response.headers, self.options.max_response_bytes) as body:
+                async for chunk in response.aiter_raw():
+                    body.feed(chunk)
+                return Answer(response.status_code, response.headers, body.finish())
+        finally:
+            await response.aclose()
 
-    async def _send_direct(self, call: ApiCall) -> httpx.Response:
-        """The same request on the same pool, sent by aiohttp itself; the answer comes back as an httpx.Response.
+    async def _send_direct(self, call: ApiCall) -> Answer:
+        """The same request on the same pool, sent by aiohttp itself.
 
         Going through ``AsyncClient`` costs more than the request: it parses and merges the URL, builds
         a request model, runs the cookie jar and the auth and redirect machinery and streams the body
@@ -128,10 +139,13 @@ class AsyncFlowRunsClient:
                 headers=self._headers,
                 timeout=timeout,
                 allow_redirects=False,
-                auto_decompress=False,  # httpx.Response decodes, as it does for the transport
-            ) as answer:
-                body = await answer.read()
-        return httpx.Response(answer.status, headers=answer.raw_headers, content=body)
+                auto_decompress=False,  # decompressed within the size limit by reading_body
+            ) as response:
+                headers = httpx.Headers(response.raw_headers)
+                with reading_body(self.platform, call, headers, self.options.max_response_bytes) as body:
+                    async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
+                        body.feed(chunk)
+                    return Answer(response.status, headers, body.finish())
 
     async def get_run(self, flow_id: str | None, run_id: str) -> FlowRun:
         """The run as it is now; polls made together for runs of one flow share one listing where the
@@ -154,7 +168,7 @@ class AsyncFlowRunsClient:
         return await self.read_run(None, run_id)
 
     async def read_run(self, flow_id: str | None, run_id: str) -> FlowRun:
-        """The run, read on its own."""
+        """The run, read on its own; it must be the run asked for."""
         call = self.platform.get_run_call(flow_id, run_id)
         if call is None:
             first: FlowRun | None = None
@@ -162,12 +176,16 @@ class AsyncFlowRunsClient:
                 first = run
                 break
             return found(self.platform, run_id, first)
-        return self.platform.parse_run(await self.call(call), flow_id)
+        body = await self.call(call)
+        with translated_errors(self.platform, call):
+            return the_run_asked_for(self.platform, call, self.platform.parse_run(body, flow_id), flow_id, run_id)
 
     async def iter_runs(self, query: RunQuery) -> AsyncIterator[FlowRun]:
         call: ApiCall | None = self.platform.list_runs_call(query)
         while call is not None:
-            page = self.platform.parse_runs_page(await self.call(call), call, query)
+            body = await self.call(call)
+            with translated_errors(self.platform, call):
+                page = self.platform.parse_runs_page(body, call, query)
             for run in filter(query.matches, page.runs):
                 yield run
             call = page.next_call

@@ -1,15 +1,25 @@
-"""Which failures are retried, how long to wait between attempts, and pacing after a 429."""
+"""Which failures are retried, how long to wait between attempts, and pacing after a 429.
+
+Every wait is bounded: by ``retry_max_wait`` whatever ``Retry-After`` says, and in the worker by the
+time left before the task's deadline (:func:`until`); the triggerer bounds a poll with its deadline
+itself (``FlowRunTrigger``).
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import httpx
 from tenacity import RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity.stop import stop_base
 
 from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsResponseError
+from airflow_flowruns.hooks.http.body import Answer
 from airflow_flowruns.hooks.http.errors import decode, retry_after
 from airflow_flowruns.hooks.http.options import HttpOptions
 from airflow_flowruns.hooks.ratelimit import RequestScheduler
@@ -17,9 +27,27 @@ from airflow_flowruns.platforms.base import ApiCall, Platform
 
 log = logging.getLogger(__name__)
 
+_task_deadline: ContextVar[float | None] = ContextVar("flowruns_task_deadline", default=None)
+
+
+@contextmanager
+def until(deadline: float | None) -> Iterator[None]:
+    """Calls made inside wait between attempts no longer than the time left before ``deadline`` (unix
+    seconds), and make no new attempt once it has passed."""
+    token = _task_deadline.set(deadline)
+    try:
+        yield
+    finally:
+        _task_deadline.reset(token)
+
+
+def time_left() -> float | None:
+    deadline = _task_deadline.get()
+    return None if deadline is None else deadline - time.time()
+
 
 class _WaitRetryAfter:
-    """Exponential backoff with jitter, unless the platform said how long to wait."""
+    """Exponential backoff with jitter, unless the platform said how long to wait; capped either way."""
 
     def __init__(self, options: HttpOptions) -> None:
         self._backoff = wait_exponential_jitter(initial=options.retry_min_wait, max=options.retry_max_wait)
@@ -28,8 +56,19 @@ class _WaitRetryAfter:
     def __call__(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, FlowRunsApiError) and exc.retry_after is not None:
-            return min(exc.retry_after, self._cap)
-        return float(self._backoff(state))
+            wait = min(exc.retry_after, self._cap)
+        else:
+            wait = float(self._backoff(state))
+        left = time_left()
+        return wait if left is None else max(0.0, min(wait, left))
+
+
+class _PastDeadline(stop_base):
+    """Stop where no attempt after the wait would start with time left before the task's deadline."""
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        left = time_left()
+        return left is not None and left <= retry_state.upcoming_sleep
 
 
 def is_retryable(call: ApiCall) -> Callable[[BaseException], bool]:
@@ -63,15 +102,17 @@ def retry_policy(platform: Platform, options: HttpOptions, call: ApiCall) -> dic
     return {
         "retry": retry_if_exception(is_retryable(call)),
         "wait": _WaitRetryAfter(options),
-        "stop": stop_after_attempt(options.max_retries + 1),
+        "stop": stop_after_attempt(options.max_retries + 1) | _PastDeadline(),
         "before_sleep": log_retry,
         "reraise": True,
     }
 
 
-def decode_and_pace(scheduler: RequestScheduler, platform: Platform, call: ApiCall, response: httpx.Response) -> Any:
+def decode_and_pace(
+    scheduler: RequestScheduler, options: HttpOptions, platform: Platform, call: ApiCall, answer: Answer
+) -> Any:
     """Decode, after telling the connection's scheduler how the platform answered: a 429 holds every request
-    on the connection for as long as the platform asked and lowers its rate."""
-    status = response.status_code
-    scheduler.answered(status, retry_after(response) if status == 429 else None)
-    return decode(platform, call, response)
+    on the connection for as long as the platform asked, up to ``retry_max_wait``, and lowers its rate."""
+    status = answer.status
+    scheduler.answered(status, retry_after(answer.headers) if status == 429 else None, options.retry_max_wait)
+    return decode(platform, call, answer)
