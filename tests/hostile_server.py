@@ -120,6 +120,11 @@ def _echo_status(ex: Exchange) -> None:
     ex.send(200, run_body(status=ex.credentials()))
 
 
+def completed_run(ex: Exchange) -> None:
+    """A well-behaved answer: the run asked for, completed."""
+    ex.send(200, run_body(run_id=ex.path.rsplit("/", 1)[-1], status="completed"))
+
+
 def _foreign_run(ex: Exchange) -> None:
     ex.send(200, run_body(run_id="someone_elses_run", status="completed"))
 
@@ -193,6 +198,8 @@ class HostileServer(socketserver.ThreadingTCPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.mode = "foreign run"
+        self.modes_by_run: dict[str, Answer] = {}
+        """Runs answered otherwise than ``mode``, by run id (the last segment of the path)."""
         self.requests: list[dict[str, Any]] = []
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
@@ -228,7 +235,8 @@ class _Handler(socketserver.BaseRequestHandler):
                 self.server.requests.append(
                     {"method": exchange.method, "path": exchange.path, "headers": exchange.headers}
                 )
-                MODES[self.server.mode](exchange)
+                run_id = exchange.path.rsplit("/", 1)[-1]
+                self.server.modes_by_run.get(run_id, MODES[self.server.mode])(exchange)
         except OSError:  # the client gave up: that is the point of most modes
             return
 

@@ -29,7 +29,7 @@ from airflow_flowruns.hooks.ratelimit import RequestScheduler, scheduler_for
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from conftest import set_connection
 from helpers import collect_events
-from hostile_server import FLOW_ID, MODES, RETRY_AFTER_SHAPES, RUN_ID, HostileServer
+from hostile_server import FLOW_ID, MODES, RETRY_AFTER_SHAPES, RUN_ID, HostileServer, completed_run
 
 KEY = "hostile-test-key-4c1d9e"
 LIMIT = 1024 * 1024
@@ -165,6 +165,53 @@ def test_trigger_path(mode: str, hostile: HostileServer, conn_id: str, caplog: p
     if expected.event == "error":
         assert re.search(expected.worker, payload["message"]), payload["message"]
     assert_no_key(json.dumps(payload), caplog.text)
+
+
+def test_slow_polls_do_not_starve_the_other_triggers_of_a_connection(
+    hostile: HostileServer, conn_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trickled answers for four runs, on a connection of two request slots: each holds a slot at most one
+    request timeout, so the fifth trigger's run is still read, and every trigger ends with its event."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_HOSTILE_SLOTS",
+        json.dumps(
+            {
+                "conn_type": "tableflow",
+                "password": KEY,
+                "host": hostile.url,
+                "extra": {"timeout": 1, "max_concurrent_requests": 2, "max_retries": 0},
+            }
+        ),
+    )
+    hostile.mode = "trickled body"
+    hostile.modes_by_run = {RUN_ID: completed_run}
+    deadline = time.time() + 6
+
+    def trigger(run_id: str) -> FlowRunTrigger:
+        return FlowRunTrigger(
+            conn_id="hostile_slots",
+            platform="tableflow",
+            flow_id=None,
+            run_id=run_id,
+            deadline=deadline,
+            poll_interval=1,
+        )
+
+    async def follow_all() -> list[list[Any]]:
+        try:
+            slow = [asyncio.ensure_future(collect_events(trigger(f"slow_{i}"))) for i in range(4)]
+            while len(hostile.requests) < 2:  # both slots taken by trickled answers before the fifth trigger starts
+                await asyncio.sleep(0.01)
+            return await asyncio.wait_for(asyncio.gather(*slow, collect_events(trigger(RUN_ID))), HANG_GUARD)
+        finally:
+            await FlowRunsHook.close_async_clients()
+
+    try:
+        events = asyncio.run(follow_all())
+    finally:
+        hostile.modes_by_run = {}
+    outcomes = [[event.payload["outcome"] for event in trigger_events] for trigger_events in events]
+    assert outcomes == [["timeout"]] * 4 + [["settled"]]
 
 
 @pytest.mark.parametrize("run_id", ["../../flows/other/run", "a?b#c", "50%off", "x/y"])
