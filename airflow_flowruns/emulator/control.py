@@ -31,7 +31,8 @@ class ForcedStatus(BaseModel):
 
 class FaultSpec(BaseModel):
     path: str = Field(max_length=2000)
-    status: int = Field(ge=100, le=599)
+    status: int = Field(ge=0, le=599)
+    """0 with a ``kind`` whose answer has no status of its own (drop, stall)."""
     body: str = Field("", max_length=16 * 1024 * 1024)
     method: str | None = Field(None, max_length=16)
     content_type: str = Field("application/json", max_length=200)
