@@ -24,7 +24,13 @@ from tenacity import AsyncRetrying
 from airflow_flowruns.hooks.batching import ListingBatcher
 from airflow_flowruns.hooks.feed import ChangeFeed
 from airflow_flowruns.hooks.http.body import ACCEPT_ENCODING, Answer, build_request, seconds_for
-from airflow_flowruns.hooks.http.errors import found, reading_body, the_run_asked_for, translated_errors
+from airflow_flowruns.hooks.http.errors import (
+    found,
+    read_by_auth_flow,
+    reading_body,
+    the_run_asked_for,
+    translated_errors,
+)
 from airflow_flowruns.hooks.http.options import KEEPALIVE_SECONDS, HttpOptions
 from airflow_flowruns.hooks.http.retry import decode_and_pace, is_retryable, retry_policy
 from airflow_flowruns.hooks.ratelimit import scheduler_for
@@ -113,6 +119,9 @@ class AsyncFlowRunsClient:
         request = build_request(self._http, call, seconds_for(call, self.options.timeout))
         response = await self._http.send(request, stream=True)
         try:
+            answer = read_by_auth_flow(self.platform, call, response, self.options.max_response_bytes)
+            if answer is not None:
+                return answer
             with reading_body(self.platform, call, response.headers, self.options.max_response_bytes) as body:
                 async for chunk in response.aiter_raw():
                     body.feed(chunk)

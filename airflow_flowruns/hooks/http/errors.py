@@ -215,12 +215,7 @@ def reading_body(platform: Platform, call: ApiCall, headers: Mapping[str, str], 
     try:
         yield BoundedBody(headers, limit)
     except BodyTooLarge as exc:
-        declared = f", {exc.declared} declared" if exc.declared is not None else ""
-        raise FlowRunsResponseError(
-            f"{platform.label} API call '{call.name}' answered with more than {limit} bytes (stopped after "
-            f"{exc.seen} decompressed bytes{declared}). Raise the connection's extra max_response_bytes if the "
-            "answer is genuine; check the connection's host otherwise."
-        ) from None
+        raise _too_large(platform, call, limit, exc.seen, exc.declared) from None
     except UnknownEncoding as exc:
         raise FlowRunsResponseError(
             f"{platform.label} API call '{call.name}' answered in content-encoding {scrub(platform, str(exc))[:40]!r}, "
@@ -231,6 +226,25 @@ def reading_body(platform: Platform, call: ApiCall, headers: Mapping[str, str], 
             f"{platform.label} API call '{call.name}' answered with a compressed body that does not decompress.",
             retryable=True,
         ) from None
+
+
+def read_by_auth_flow(platform: Platform, call: ApiCall, response: httpx.Response, limit: int) -> Answer | None:
+    """The answer, where an auth flow that needs answers' bodies (StackAI's OAuth) made httpx read it whole
+    already; None where the body is still to be read within the limit."""
+    if not response.is_stream_consumed:
+        return None
+    if len(response.content) > limit:
+        raise _too_large(platform, call, limit, len(response.content), None)
+    return Answer(response.status_code, response.headers, response.content)
+
+
+def _too_large(platform: Platform, call: ApiCall, limit: int, seen: int, declared: int | None) -> FlowRunsResponseError:
+    stated = f", {declared} declared" if declared is not None else ""
+    return FlowRunsResponseError(
+        f"{platform.label} API call '{call.name}' answered with more than {limit} bytes (stopped after "
+        f"{seen} decompressed bytes{stated}). Raise the connection's extra max_response_bytes if the "
+        "answer is genuine; check the connection's host otherwise."
+    )
 
 
 def the_run_asked_for(platform: Platform, call: ApiCall, run: FlowRun, flow_id: str | None, run_id: str) -> FlowRun:

@@ -12,7 +12,13 @@ from tenacity import Retrying
 from airflow_flowruns.files import OpenWhileRead
 from airflow_flowruns.hooks.http.body import ACCEPT_ENCODING, Answer, build_request, seconds_for
 from airflow_flowruns.hooks.http.deadline import request_deadline, start_deadline, sync_transport
-from airflow_flowruns.hooks.http.errors import found, reading_body, the_run_asked_for, translated_errors
+from airflow_flowruns.hooks.http.errors import (
+    found,
+    read_by_auth_flow,
+    reading_body,
+    the_run_asked_for,
+    translated_errors,
+)
 from airflow_flowruns.hooks.http.options import KEEPALIVE_SECONDS, HttpOptions
 from airflow_flowruns.hooks.http.retry import decode_and_pace, retry_policy
 from airflow_flowruns.hooks.ratelimit import scheduler_for
@@ -83,10 +89,12 @@ class FlowRunsClient:
                 opened.callback(file.close)
             response = self._http.send(request, stream=True)
             try:
-                with reading_body(self.platform, call, response.headers, self.options.max_response_bytes) as body:
-                    for chunk in response.iter_raw():
-                        body.feed(chunk)
-                    answer = Answer(response.status_code, response.headers, body.finish())
+                answer = read_by_auth_flow(self.platform, call, response, self.options.max_response_bytes)
+                if answer is None:
+                    with reading_body(self.platform, call, response.headers, self.options.max_response_bytes) as body:
+                        for chunk in response.iter_raw():
+                            body.feed(chunk)
+                        answer = Answer(response.status_code, response.headers, body.finish())
             finally:
                 response.close()
         return decode_and_pace(self._scheduler, self.options, self.platform, call, answer)
