@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 from airflow_flowruns.emulator.config import EXTEND_INVOICE_WORKFLOW
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.hooks.ratelimit import RequestScheduler, scheduler_for
+from airflow_flowruns.hooks.ratelimit import MAX_PAUSE_SECONDS, RequestScheduler, scheduler_for
 from airflow_flowruns.platforms import FlowRun
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from benchmarks.common import Emulator, emulator, percentile
@@ -66,9 +66,9 @@ class AnswerLog:
         log = cls.answered[kind] = []
         learn = scheduler.answered
 
-        def answered(status: int, retry_after: float | None) -> None:
+        def answered(status: int, retry_after: float | None, cap: float = MAX_PAUSE_SECONDS) -> None:
             log.append((time.monotonic(), status))
-            learn(status, retry_after)
+            learn(status, retry_after, cap)
 
         scheduler.answered = answered  # type: ignore[method-assign]
 
