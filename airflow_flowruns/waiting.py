@@ -10,7 +10,7 @@ import time
 from enum import StrEnum
 from typing import Any, Self
 
-from airflow.sdk import conf
+from airflow.providers.common.compat.sdk import conf
 
 from airflow_flowruns.exceptions import FlowRunFailedError, FlowRunsConfigError, FlowRunTimeoutError
 from airflow_flowruns.platforms.base import FlowRun, RunState
