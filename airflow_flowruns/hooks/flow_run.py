@@ -31,7 +31,7 @@ from airflow_flowruns.platforms import (
     StartRequest,
     platform_class,
 )
-from airflow_flowruns.platforms.base import base_url_from
+from airflow_flowruns.platforms.values import base_url_from
 from airflow_flowruns.waiting import OnReview, is_settled
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from airflow_flowruns.operators._reattach import RESTART_STATES, earlier_run, lo
 from airflow_flowruns.operators._waiting import FlowRunWaitMixin
 from airflow_flowruns.outputs.landing import Landing, land_run
 from airflow_flowruns.platforms import FlowRun, StartRequest
-from airflow_flowruns.platforms.base import require_json_object, require_text
+from airflow_flowruns.platforms.values import require_json_object, require_text
 from airflow_flowruns.waiting import OnReview, check_poll_interval, check_timeout, deadline_after
 
 if TYPE_CHECKING:

@@ -39,8 +39,8 @@ from airflow_flowruns.platforms.base import (
     StartRequest,
     UploadFile,
     map_status,
-    path_segment,
 )
+from airflow_flowruns.platforms.values import path_segment
 
 STATUSES: dict[str, RunState] = {
     "queued": RunState.QUEUED,

@@ -11,7 +11,8 @@ from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnVa
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.links import FLOW_RUN_ID_KEY, FLOW_RUN_URL_KEY, FlowRunLink
 from airflow_flowruns.operators._waiting import FlowRunWaitMixin
-from airflow_flowruns.platforms.base import FlowRun, require_text
+from airflow_flowruns.platforms.base import FlowRun
+from airflow_flowruns.platforms.values import require_text
 from airflow_flowruns.waiting import OnReview, check_poll_interval, is_settled
 
 if TYPE_CHECKING:
