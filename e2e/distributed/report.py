@@ -192,7 +192,7 @@ class Scans:
             if place in needs_runs:
                 seen = sum(1 for run_id in run_ids if findings.control_hits[run_id] > 0)
                 out.figure(f"  run ids the scan of {place} saw: {seen:,} of {len(run_ids):,}")
-                out.require(seen > 0, f"the scan of {place} saw none of the {len(run_ids)} run ids: it read the wrong places")
+                out.require(seen > 0, f"the scan of {place} saw none of the {len(run_ids)} run ids: wrong places read")
         out.figure(f"secret scan of the Redis keyspace during the run: {redis.summary()}")
         out.figure(f"secret scan of the trigger table while tasks were deferred: {triggers.summary()}")
         hits += len(redis.hits) + len(triggers.hits)
