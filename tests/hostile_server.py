@@ -225,11 +225,12 @@ class _Handler(socketserver.BaseRequestHandler):
         sock.settimeout(30)
         try:
             while True:
-                head = _read_head(sock)
-                if head is None:
+                read = _read_head(sock)
+                if read is None:
                     return
+                head, body_start = read
                 exchange = Exchange(sock, head)
-                length = int(exchange.headers.get("content-length", "0") or 0)
+                length = int(exchange.headers.get("content-length", "0") or 0) - len(body_start)
                 while length > 0:
                     length -= len(sock.recv(min(length, 65536)))
                 self.server.requests.append(
@@ -241,11 +242,13 @@ class _Handler(socketserver.BaseRequestHandler):
             return
 
 
-def _read_head(sock: socket.socket) -> bytes | None:
+def _read_head(sock: socket.socket) -> tuple[bytes, bytes] | None:
+    """The request's head, and what of its body came in the same reads."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         if not chunk:
             return None
         data += chunk
-    return data.split(b"\r\n\r\n", 1)[0]
+    head, _, body_start = data.partition(b"\r\n\r\n")
+    return head, body_start

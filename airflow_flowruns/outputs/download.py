@@ -21,6 +21,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsResponseError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.hooks.http.auth import bounded_auth
 from airflow_flowruns.outputs.model import ApiDownload, Download, PresignedDownload
 
 CHUNK_BYTES = 1024 * 1024
@@ -44,7 +45,7 @@ class FileDownloader:
         self._api = httpx.Client(
             base_url=settings.base_url,
             headers=self._platform.headers(),
-            auth=self._platform.auth(),
+            auth=bounded_auth(self._platform, options.max_response_bytes),
             timeout=options.timeout,
             verify=verify,
         )

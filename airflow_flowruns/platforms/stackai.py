@@ -90,9 +90,14 @@ class RunAnswer(BaseModel):
 
 class OAuth2PasswordAuth(httpx.Auth):
     """Exchanges a login and password for a bearer token, caches it, and renews it when it expires or a
-    call answers 401. One generator serves httpx's sync and async clients alike."""
+    call answers 401. One generator serves httpx's sync and async clients alike.
+
+    The flow reads the body of its token answers only; of the API call's answer it reads the status. The
+    clients drive it through ``hooks.http.auth.bounded_auth``, which reads the token answers within the
+    connection's size limit and leaves the API call's answer to be read as every other answer."""
 
     requires_response_body = True
+    call_name = "OAuth token"
 
     def __init__(self, token_url: str, username: str, password: str) -> None:
         self._token_url = token_url
@@ -127,7 +132,7 @@ class OAuth2PasswordAuth(httpx.Auth):
             error = FlowRunsApiError if status == 429 or status >= 500 else FlowRunsAuthError
             raise error(
                 platform="StackAI",
-                call="OAuth token",
+                call=self.call_name,
                 status=status,
                 detail="the token URL refused the connection's login and password",
                 retryable=error is FlowRunsApiError,

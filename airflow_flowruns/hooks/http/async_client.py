@@ -23,10 +23,10 @@ from tenacity import AsyncRetrying
 
 from airflow_flowruns.hooks.batching import ListingBatcher
 from airflow_flowruns.hooks.feed import ChangeFeed
+from airflow_flowruns.hooks.http.auth import bounded_auth
 from airflow_flowruns.hooks.http.body import ACCEPT_ENCODING, Answer, build_request, seconds_for
 from airflow_flowruns.hooks.http.errors import (
     found,
-    read_by_auth_flow,
     reading_body,
     the_run_asked_for,
     translated_errors,
@@ -58,7 +58,7 @@ class AsyncFlowRunsClient:
         self._http = httpx.AsyncClient(
             base_url=platform.settings.base_url,
             headers={**platform.headers(), "Accept-Encoding": ACCEPT_ENCODING},
-            auth=platform.auth(),
+            auth=bounded_auth(platform, options.max_response_bytes),
             timeout=options.timeout,
             transport=AiohttpTransport(client=self._aiohttp_session),
         )
@@ -119,10 +119,7 @@ class AsyncFlowRunsClient:
         request = build_request(self._http, call, seconds_for(call, self.options.timeout))
         response = await self._http.send(request, stream=True)
         try:
-            answer = read_by_auth_flow(self.platform, call, response, self.options.max_response_bytes)
-            if answer is not None:
-                return answer
-            with reading_body(self.platform, call, response.headers, self.options.max_response_bytes) as body:
+            with reading_body(self.platform, call.name, response.headers, self.options.max_response_bytes) as body:
                 async for chunk in response.aiter_raw():
                     body.feed(chunk)
                 return Answer(response.status_code, response.headers, body.finish())
@@ -151,7 +148,7 @@ class AsyncFlowRunsClient:
                 auto_decompress=False,  # decompressed within the size limit by reading_body
             ) as response:
                 headers = httpx.Headers(response.raw_headers)
-                with reading_body(self.platform, call, headers, self.options.max_response_bytes) as body:
+                with reading_body(self.platform, call.name, headers, self.options.max_response_bytes) as body:
                     async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
                         body.feed(chunk)
                     return Answer(response.status, headers, body.finish())

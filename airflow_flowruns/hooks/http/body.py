@@ -21,13 +21,23 @@ ACCEPT_ENCODING = "gzip, deflate"
 """What both clients ask for, so every answer they accept is one this module can decode within the limit."""
 _STEP = 64 * 1024
 """Decompressed bytes produced per step, so passing the limit is seen within this much."""
+CALL_NAME = "flowruns_call"
+"""The request extension naming the provider's call, so an answer read by an auth flow is named in its error."""
 _WBITS = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
 
 
 def build_request(http: httpx.Client | httpx.AsyncClient, call: ApiCall, seconds: float, **extra: Any) -> httpx.Request:
-    """The request for ``call`` on either client, its per-operation timeouts ``seconds``."""
+    """The request for ``call`` on either client, its per-operation timeouts ``seconds``, named by the call."""
+    extensions = {CALL_NAME: call.name, **(extra.pop("extensions", None) or {})}
     return http.build_request(
-        call.method, call.path, params=call.params, json=call.json, data=call.data, timeout=seconds, **extra
+        call.method,
+        call.path,
+        params=call.params,
+        json=call.json,
+        data=call.data,
+        timeout=seconds,
+        extensions=extensions,
+        **extra,
     )
 
 
@@ -63,10 +73,14 @@ class Answer:
 
 
 class BoundedBody:
-    """Collects the raw chunks of one body, decompressing them, and raises once it passes ``limit`` bytes."""
+    """Collects the raw chunks of one body, decompressing them, and raises once it passes ``limit`` bytes.
 
-    def __init__(self, headers: Mapping[str, str], limit: int) -> None:
+    With ``keep`` false it only counts: the body is kept by whoever reads it (httpx, for an auth flow).
+    """
+
+    def __init__(self, headers: Mapping[str, str], limit: int, *, keep: bool = True) -> None:
         self._limit = limit
+        self._keep_parts = keep
         self._parts: list[bytes] = []
         self._size = 0
         encoding = headers.get("content-encoding", "identity").strip().lower()
@@ -101,7 +115,7 @@ class BoundedBody:
         if self._size > self._limit:
             self._parts.clear()
             raise BodyTooLarge(self._size, self._declared)
-        if data:
+        if data and self._keep_parts:
             self._parts.append(data)
 
     def finish(self) -> bytes:

@@ -209,42 +209,30 @@ def readable_answers(platform: Platform, call_name: str, *, outcome_unknown: boo
 
 
 @contextmanager
-def reading_body(platform: Platform, call: ApiCall, headers: Mapping[str, str], limit: int) -> Iterator[BoundedBody]:
+def reading_body(
+    platform: Platform, call_name: str, headers: Mapping[str, str], limit: int, *, keep: bool = True
+) -> Iterator[BoundedBody]:
     """A body being read within ``limit`` bytes; passing it, or an encoding never asked for, is the
     provider's own error naming the platform, call and size."""
     try:
-        yield BoundedBody(headers, limit)
+        yield BoundedBody(headers, limit, keep=keep)
     except BodyTooLarge as exc:
-        raise _too_large(platform, call, limit, exc.seen, exc.declared) from None
+        stated = f", {exc.declared} declared" if exc.declared is not None else ""
+        raise FlowRunsResponseError(
+            f"{platform.label} API call '{call_name}' answered with more than {limit} bytes (stopped after "
+            f"{exc.seen} decompressed bytes{stated}). Raise the connection's extra max_response_bytes if the "
+            "answer is genuine; check the connection's host otherwise."
+        ) from None
     except UnknownEncoding as exc:
         raise FlowRunsResponseError(
-            f"{platform.label} API call '{call.name}' answered in content-encoding {scrub(platform, str(exc))[:40]!r}, "
+            f"{platform.label} API call '{call_name}' answered in content-encoding {scrub(platform, str(exc))[:40]!r}, "
             "which this provider did not ask for and does not read."
         ) from None
     except zlib.error:
         raise FlowRunsResponseError(
-            f"{platform.label} API call '{call.name}' answered with a compressed body that does not decompress.",
+            f"{platform.label} API call '{call_name}' answered with a compressed body that does not decompress.",
             retryable=True,
         ) from None
-
-
-def read_by_auth_flow(platform: Platform, call: ApiCall, response: httpx.Response, limit: int) -> Answer | None:
-    """The answer, where an auth flow that needs answers' bodies (StackAI's OAuth) made httpx read it whole
-    already; None where the body is still to be read within the limit."""
-    if not response.is_stream_consumed:
-        return None
-    if len(response.content) > limit:
-        raise _too_large(platform, call, limit, len(response.content), None)
-    return Answer(response.status_code, response.headers, response.content)
-
-
-def _too_large(platform: Platform, call: ApiCall, limit: int, seen: int, declared: int | None) -> FlowRunsResponseError:
-    stated = f", {declared} declared" if declared is not None else ""
-    return FlowRunsResponseError(
-        f"{platform.label} API call '{call.name}' answered with more than {limit} bytes (stopped after "
-        f"{seen} decompressed bytes{stated}). Raise the connection's extra max_response_bytes if the "
-        "answer is genuine; check the connection's host otherwise."
-    )
 
 
 def the_run_asked_for(platform: Platform, call: ApiCall, run: FlowRun, flow_id: str | None, run_id: str) -> FlowRun:

@@ -10,11 +10,11 @@ import httpx
 from tenacity import Retrying
 
 from airflow_flowruns.files import OpenWhileRead
+from airflow_flowruns.hooks.http.auth import bounded_auth
 from airflow_flowruns.hooks.http.body import ACCEPT_ENCODING, Answer, build_request, seconds_for
 from airflow_flowruns.hooks.http.deadline import request_deadline, start_deadline, sync_transport
 from airflow_flowruns.hooks.http.errors import (
     found,
-    read_by_auth_flow,
     reading_body,
     the_run_asked_for,
     translated_errors,
@@ -39,7 +39,7 @@ class FlowRunsClient:
         self._http = httpx.Client(
             base_url=platform.settings.base_url,
             headers={**platform.headers(), "Accept-Encoding": ACCEPT_ENCODING},
-            auth=platform.auth(),
+            auth=bounded_auth(platform, options.max_response_bytes),
             timeout=options.timeout,
             transport=sync_transport(
                 verify=options.ssl_context(), limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS)
@@ -89,12 +89,10 @@ class FlowRunsClient:
                 opened.callback(file.close)
             response = self._http.send(request, stream=True)
             try:
-                answer = read_by_auth_flow(self.platform, call, response, self.options.max_response_bytes)
-                if answer is None:
-                    with reading_body(self.platform, call, response.headers, self.options.max_response_bytes) as body:
-                        for chunk in response.iter_raw():
-                            body.feed(chunk)
-                        answer = Answer(response.status_code, response.headers, body.finish())
+                with reading_body(self.platform, call.name, response.headers, self.options.max_response_bytes) as body:
+                    for chunk in response.iter_raw():
+                        body.feed(chunk)
+                    answer = Answer(response.status_code, response.headers, body.finish())
             finally:
                 response.close()
         return decode_and_pace(self._scheduler, self.options, self.platform, call, answer)
