@@ -15,7 +15,7 @@ from airflow_flowruns.emulator.config import STACKAI_FLOW, STACKAI_ORG
 from airflow_flowruns.hooks import batching
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.hooks.http import AsyncFlowRunsClient
-from conftest import Emulator, set_connection
+from conftest import FAST_RETRIES, Emulator, set_connection
 from helpers import RECONCILIATION_FLOW
 
 RUNS = 3 * batching.BATCH_MIN_RUNS
@@ -99,6 +99,35 @@ def test_a_refused_listing_falls_back_to_reading_each_run(tableflow_conn: str, e
     assert len(listings) == 1, "a listing the key may not use is not asked for again"
     assert listings[0]["status"] == 403
     assert {r["path"].rsplit("/", 1)[-1] for r in reads} == set(ids)
+
+
+UNREADABLE_LISTINGS = {
+    "not JSON": ("<html><title>Gateway</title></html>", True),
+    "JSON too deep": ("[" * 5000 + "]" * 5000, False),
+    "a listing of the wrong shape": (json.dumps({"flow_runs": "none", "pagination": {}}), False),
+    "runs of the wrong shape": (
+        json.dumps({"flow_runs": [{"id": ["not", "an", "id"]}], "pagination": {"next_offset": None}}),
+        False,
+    ),
+}
+"""Listing answers this provider cannot read, and whether the client retries them."""
+
+
+@pytest.mark.parametrize("answer", UNREADABLE_LISTINGS)
+def test_an_unreadable_listing_falls_back_to_reading_each_run(
+    answer: str, tableflow_conn: str, emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    body, retried = UNREADABLE_LISTINGS[answer]
+    ids = seed(emulator, RUNS, age=60, processing=1.0, span=0)
+    emulator.clear_requests()
+    attempts = FAST_RETRIES["max_retries"] + 1 if retried else 1
+    emulator.fault("/v2/flows/runs", 200, body, count=attempts)
+    payloads = follow(tableflow_conn, ids)
+    check_events(emulator, ids, payloads)
+    listings, reads = calls(emulator)
+    assert {r["path"].rsplit("/", 1)[-1] for r in reads} == set(ids), "the first round read every run alone"
+    assert len(listings) > attempts, "the listing is not given up: later rounds are answered by it"
+    assert "reading those runs one by one" in caplog.text
 
 
 def test_a_few_polls_read_their_runs(tableflow_conn: str, emulator: Emulator) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -20,6 +21,7 @@ from airflow_flowruns.hooks import feed
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.hooks.http import AsyncFlowRunsClient
 from airflow_flowruns.platforms import ApiCall, FlowRun, RunQuery, extend
+from airflow_flowruns.platforms.base import ChangesPage
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from conftest import Emulator, set_connection
 from helpers import follow
@@ -148,14 +150,14 @@ def test_a_missed_update_is_caught_by_the_safety_net(
 
     async def scenario(client: AsyncFlowRunsClient) -> None:
         assert client._feed is not None
-        listing = client._feed._call
+        read_changes = client._feed._read_changes
 
-        async def listing_that_misses_one(call: ApiCall) -> Any:
+        async def listing_that_misses_one(call: ApiCall) -> ChangesPage:
             """The feed's pages without one run: an update the listing failed to show."""
-            body = await listing(call)
-            return {**body, "data": [item for item in body["data"] if item["id"] != hidden]}
+            page = await read_changes(call)
+            return replace(page, changes=[change for change in page.changes if change.id != hidden])
 
-        client._feed._call = listing_that_misses_one
+        client._feed._read_changes = listing_that_misses_one
         await poll(client, ids)
         emulator.set_status(hidden, "PROCESSED")
         emulator.clear_requests()
@@ -199,19 +201,33 @@ async def _collect(runs: Any) -> list[FlowRun]:
     return [run async for run in runs]
 
 
-def test_a_failed_scan_falls_back_to_direct_reads(extend_conn: str, emulator: Emulator) -> None:
+FAILED_SCANS = {
+    "HTTP 500": (500, json.dumps({"code": "INTERNAL_ERROR", "message": "x"}), True),
+    "not JSON": (200, "<html><title>Gateway</title></html>", True),
+    "JSON too deep": (200, "[" * 5000 + "]" * 5000, False),
+    "a listing of the wrong shape": (200, json.dumps({"data": "not a list of runs", "nextPageToken": None}), False),
+    "runs of the wrong shape": (200, json.dumps({"data": [{"id": ["not", "an", "id"]}], "nextPageToken": None}), False),
+}
+"""Answers of the feed's listing that fail a scan (status, body), and whether the client retries them."""
+
+
+@pytest.mark.parametrize("answer", FAILED_SCANS)
+def test_a_failed_scan_falls_back_to_direct_reads_and_the_next_scan_answers(
+    answer: str, extend_conn: str, emulator: Emulator
+) -> None:
+    status, body, retried = FAILED_SCANS[answer]
     ids = seed(emulator, 30)
 
     async def scenario(client: AsyncFlowRunsClient) -> None:
         await poll(client, ids)
         for run_id in ids[:5]:
             emulator.set_status(run_id, "PROCESSED")
-        attempts = client.options.max_retries + 1
-        emulator.fault("/workflow_runs", 500, json.dumps({"code": "INTERNAL_ERROR", "message": "x"}), count=attempts)
+        attempts = client.options.max_retries + 1 if retried else 1
+        emulator.fault("/workflow_runs", status, body, count=attempts)
         emulator.clear_requests()
         answered = await poll(client, ids)
         listings, reads = split(emulator.requests())
-        assert [r["status"] for r in listings] == [500] * attempts
+        assert [r["status"] for r in listings] == [status] * attempts
         assert sorted(reads) == sorted(ids), "every waiting run read on its own"
         assert [answered[i].status for i in ids] == ["PROCESSED"] * 5 + ["PENDING"] * 25
 
@@ -219,7 +235,7 @@ def test_a_failed_scan_falls_back_to_direct_reads(extend_conn: str, emulator: Em
         emulator.clear_requests()
         recovered = await poll(client, ids[5:])
         listings, reads = split(emulator.requests())
-        assert reads == [] and [r["status"] for r in listings] == [200], "the next scan answers again"
+        assert reads == [] and [r["status"] for r in listings] == [200], "the feed is not given up"
         assert recovered[ids[5]].status == "PROCESSING"
 
     run(extend_conn, scenario)

@@ -7,10 +7,10 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
 
-from airflow_flowruns.exceptions import FlowRunsError, is_transient
+from airflow_flowruns.exceptions import FlowRunsError, FlowRunsResponseError, is_transient
 from airflow_flowruns.platforms import ApiCall, FlowRun, Platform, RunQuery
+from airflow_flowruns.platforms.base import RunsPage
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,8 @@ MAX_PAGES_PER_BATCH = 20
 read one by one, so a flow with a long history never makes a poll walk it."""
 
 ReadRun = Callable[[str], Awaitable[FlowRun]]
-Call = Callable[[ApiCall], Awaitable[Any]]
+ReadPage = Callable[[ApiCall, RunQuery], Awaitable[RunsPage]]
+"""One page of a listing, read and parsed: any answer it cannot read is a :class:`FlowRunsError`."""
 
 
 Waiting = dict[str, list[asyncio.Future[FlowRun]]]
@@ -70,15 +71,16 @@ class ListingBatcher(PollGatherer):
     """Answers the polls made for runs of one flow in one turn of the event loop with one listing.
 
     The platform's poll listing (newest first, its largest pages) reads them all in one request per
-    page instead of one per run. A run the listing did not show, or every run when the listing fails,
-    is read on its own, so a poll gets the same answer it would have got alone.
+    page instead of one per run. A run the listing did not show, or every run when the listing fails
+    (refused, unreachable, or answered in a shape this provider cannot read), is read on its own, so a
+    poll gets the same answer it would have got alone.
     """
 
-    def __init__(self, platform: Platform, query: RunQuery, call: Call, read_run: ReadRun) -> None:
+    def __init__(self, platform: Platform, query: RunQuery, read_page: ReadPage, read_run: ReadRun) -> None:
         super().__init__()
         self._platform = platform
         self._query = query
-        self._call = call
+        self._read_page = read_page
         self._read_run = read_run
         self._listing_refused = False
         # Where a run can only be read by walking the listing (StackAI), one walk for two polls already pays.
@@ -99,13 +101,13 @@ class ListingBatcher(PollGatherer):
         pages = 0
         try:
             while call is not None and waiting and pages < MAX_PAGES_PER_BATCH:
-                page = self._platform.parse_runs_page(await self._call(call), call, query)
+                page = await self._read_page(call, query)
                 pages += 1
                 for run in page.runs:
                     settle(waiting.pop(run.id, []), run=run)
                 call = page.next_call
         except FlowRunsError as exc:
-            if not is_transient(exc):
+            if refuses_listing(exc):
                 # A key allowed to read runs but not to list them: stop trying, every poll reads its run.
                 self._listing_refused = True
             log.warning(
@@ -122,6 +124,12 @@ class ListingBatcher(PollGatherer):
             settle(futures, error=exc)
         else:
             settle(futures, run=run)
+
+
+def refuses_listing(exc: FlowRunsError) -> bool:
+    """Whether a failed listing will fail again whatever is asked: a refusal that does not pass (a key
+    not allowed to list), not one unreadable answer, which the next listing may not repeat."""
+    return not is_transient(exc) and not isinstance(exc, FlowRunsResponseError)
 
 
 def settle(

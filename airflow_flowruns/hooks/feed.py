@@ -11,9 +11,9 @@ read on its own only when that cannot be enough:
   the outcome of a review and the metadata the XCom carries are only on the run itself;
 * the safety net: a run the feed has not mentioned for ``SAFETY_NET_SECONDS`` (a missed update costs
   bounded staleness, not a hang), at most ``SAFETY_NET_READS_PER_SCAN`` per round of polls, stalest first;
-* a scan that failed or could not vouch for every change back to its watermark (an HTTP error, items
-  out of order by more than the overlap, more changes than ``MAX_PAGES_PER_SCAN`` pages): every run it did
-  not mention is read at its next poll, so no change is lost.
+* a scan that failed or could not vouch for every change back to its watermark (an HTTP error, an answer
+  this provider cannot read, items out of order by more than the overlap, more changes than
+  ``MAX_PAGES_PER_SCAN`` pages): every run it did not mention is read at its next poll, so no change is lost.
 """
 
 from __future__ import annotations
@@ -22,14 +22,15 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow_flowruns.exceptions import FlowRunsError, FlowRunsResponseError, is_transient
-from airflow_flowruns.hooks.batching import Call, PollGatherer, ReadRun, Waiting, settle
+from airflow_flowruns.exceptions import FlowRunsError
+from airflow_flowruns.hooks.batching import PollGatherer, ReadRun, Waiting, refuses_listing, settle
 from airflow_flowruns.platforms import ApiCall, FlowRun, Platform, RunState
-from airflow_flowruns.platforms.base import RunChange
+from airflow_flowruns.platforms.base import ChangesPage, RunChange
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,10 @@ class _Followed:
     """The read of it in flight, which every poll of it meanwhile waits for."""
 
 
+ReadChanges = Callable[[ApiCall], Awaitable[ChangesPage]]
+"""One page of the feed, read and parsed: any answer it cannot read is a :class:`FlowRunsError`."""
+
+
 class _Inconsistent(Exception):
     """A page the feed cannot trust to be complete and in order."""
 
@@ -80,11 +85,11 @@ class _Inconsistent(Exception):
 class ChangeFeed(PollGatherer):
     """One per connection and event loop: the scans, the watermark and what it knows of each run."""
 
-    def __init__(self, platform: Platform, first_call: ApiCall, call: Call, read_run: ReadRun) -> None:
+    def __init__(self, platform: Platform, first_call: ApiCall, read_changes: ReadChanges, read_run: ReadRun) -> None:
         super().__init__()
         self._platform = platform
         self._first_call = first_call
-        self._call = call
+        self._read_changes = read_changes
         self._read_run = read_run
         self._followed: dict[str, _Followed] = {}
         self._reading: dict[str, datetime] = {}
@@ -156,7 +161,7 @@ class ChangeFeed(PollGatherer):
         try:
             for _ in range(MAX_PAGES_PER_SCAN):
                 assert call is not None
-                page = self._platform.parse_changes(await self._call(call), call)
+                page = await self._read_changes(call)
                 for change in page.changes:
                     # Out of order by less than the overlap is skew the overlap already covers.
                     if previous is not None and change.updated_at > previous + OVERLAP:
@@ -173,7 +178,7 @@ class ChangeFeed(PollGatherer):
                 call = page.next_call
         except (FlowRunsError, _Inconsistent) as exc:
             self.failed_scans += 1
-            if isinstance(exc, FlowRunsError) and not is_transient(exc) and not isinstance(exc, FlowRunsResponseError):
+            if isinstance(exc, FlowRunsError) and refuses_listing(exc):
                 self._refused = True  # a key that may read runs but not list them: every poll reads its run
             log.warning(
                 "%s change feed scan failed (%s); the runs it did not show are read one by one.",

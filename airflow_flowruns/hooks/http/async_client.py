@@ -34,7 +34,7 @@ from airflow_flowruns.hooks.http.errors import (
 from airflow_flowruns.hooks.http.options import KEEPALIVE_SECONDS, HttpOptions
 from airflow_flowruns.hooks.http.retry import decode_and_pace, is_retryable, retry_policy
 from airflow_flowruns.hooks.ratelimit import scheduler_for
-from airflow_flowruns.platforms.base import ApiCall, FlowRun, Platform, RunQuery
+from airflow_flowruns.platforms.base import ApiCall, ChangesPage, FlowRun, Platform, RunQuery, RunsPage
 
 _CHUNK_BYTES = 64 * 1024
 
@@ -68,7 +68,9 @@ class AsyncFlowRunsClient:
         self._direct = self._http.auth is None
         self._batchers: dict[str | None, ListingBatcher] = {}
         feed_call = platform.change_feed_call()
-        self._feed = ChangeFeed(platform, feed_call, self.call, self._read_any) if feed_call is not None else None
+        self._feed = (
+            ChangeFeed(platform, feed_call, self._read_changes, self._read_any) if feed_call is not None else None
+        )
 
     def _aiohttp_session(self) -> aiohttp.ClientSession:
         """One connection pool, made in the client's event loop, for both ways a request is sent."""
@@ -165,7 +167,7 @@ class AsyncFlowRunsClient:
             if query is None:
                 return await self.read_run(flow_id, run_id)
             batcher = self._batchers[flow_id] = ListingBatcher(
-                self.platform, query, self.call, functools.partial(self.read_run, flow_id)
+                self.platform, query, self._read_page, functools.partial(self.read_run, flow_id)
             )
         return await batcher.get_run(run_id)
 
@@ -189,12 +191,22 @@ class AsyncFlowRunsClient:
     async def iter_runs(self, query: RunQuery) -> AsyncIterator[FlowRun]:
         call: ApiCall | None = self.platform.list_runs_call(query)
         while call is not None:
-            body = await self.call(call)
-            with translated_errors(self.platform, call):
-                page = self.platform.parse_runs_page(body, call, query)
+            page = await self._read_page(call, query)
             for run in filter(query.matches, page.runs):
                 yield run
             call = page.next_call
+
+    async def _read_page(self, call: ApiCall, query: RunQuery) -> RunsPage:
+        """One page of a run listing; an answer of the wrong shape is the provider's own error."""
+        body = await self.call(call)
+        with translated_errors(self.platform, call):
+            return self.platform.parse_runs_page(body, call, query)
+
+    async def _read_changes(self, call: ApiCall) -> ChangesPage:
+        """One page of the change feed; an answer of the wrong shape is the provider's own error."""
+        body = await self.call(call)
+        with translated_errors(self.platform, call):
+            return self.platform.parse_changes(body, call)
 
     async def aclose(self) -> None:
         if self._feed is not None:
