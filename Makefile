@@ -29,7 +29,7 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy --strict airflow_flowruns
-	$(BIN)/mypy benchmarks e2e
+	$(BIN)/mypy tests example_dags scripts benchmarks e2e
 
 test: lint $(SDK_INSTALLED)
 	$(BIN)/python -m pytest

@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import MagicMock
 
 # Airflow reads its home at import time: give the test session a throwaway one before anything imports it.
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="flowruns-tests-airflow-")
@@ -20,12 +21,14 @@ os.environ["AIRFLOW__FLOWRUNS__MIN_POLL_INTERVAL"] = "0.01"
 
 import httpx
 import pytest
+from airflow.providers.common.compat.sdk import Context
+from pytest_mock import MockerFixture
 
 from airflow_flowruns.emulator import EmulatorServer
 
 API_KEY = "emulator-key"
 # Retries stay on in tests, only with short waits, so retry paths run without slowing the suite.
-FAST_RETRIES = {"retry_min_wait": 0.01, "retry_max_wait": 0.05, "max_retries": 2, "timeout": 10}
+FAST_RETRIES: dict[str, Any] = {"retry_min_wait": 0.01, "retry_max_wait": 0.05, "max_retries": 2, "timeout": 10}
 
 
 class Emulator:
@@ -104,10 +107,30 @@ def set_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, conn_type: str
     return conn_id
 
 
+def task_instance(mocker: MockerFixture, try_number: int = 1, **identity: Any) -> MagicMock:
+    """A task instance as the operator reads it (unmapped unless ``map_index`` says otherwise); a test reads what
+    the operator pushed to XCom from its ``xcom_push`` calls."""
+    names = {"dag_id": "d", "task_id": "t", "run_id": "r", "map_index": -1, **identity}
+    return mocker.MagicMock(try_number=try_number, **names)
+
+
+def pushed(ti: MagicMock) -> dict[str, list[Any]]:
+    """Every value the operator pushed to XCom through ``ti``, by key, in order."""
+    values: dict[str, list[Any]] = {}
+    for call in ti.xcom_push.call_args_list:
+        values.setdefault(call.kwargs["key"], []).append(call.kwargs["value"])
+    return values
+
+
 @pytest.fixture
-def context(mocker) -> dict[str, Any]:
+def ti(mocker: MockerFixture) -> MagicMock:
+    return task_instance(mocker)
+
+
+@pytest.fixture
+def context(ti: MagicMock) -> Context:
     """A task instance's context as the operator reads it: first try, unmapped."""
-    return {"ti": mocker.MagicMock(dag_id="d", task_id="t", run_id="r", map_index=-1, try_number=1)}
+    return Context(ti=ti)
 
 
 @pytest.fixture
@@ -156,7 +179,7 @@ def airflow_env(home: Path, **extra: str) -> dict[str, str]:
 
 def dags_test(
     home: Path, dag_id: str, logical_date: str | None = None, **env: str
-) -> tuple[str, dict[str, str], dict[str, object]]:
+) -> tuple[str, dict[str, str], dict[str, Any]]:
     command = [AIRFLOW, "dags", "test", dag_id, *([logical_date] if logical_date else [])]
     done = subprocess.run(command, env=airflow_env(home, **env), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.providers.common.compat.sdk import Context
+from pytest_mock import MockerFixture
 
 from airflow_flowruns.emulator import cli as emulator_cli
 from airflow_flowruns.emulator.config import (
@@ -100,7 +102,7 @@ CASES: dict[str, tuple[Case, str]] = {
 
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
 def test_bad_input_is_refused_before_any_run(
-    case: str, tableflow_conn: str, emulator: Emulator, tmp_path: Path, pdfs: dict[str, Path], mocker
+    case: str, tableflow_conn: str, emulator: Emulator, tmp_path: Path, pdfs: dict[str, Path], mocker: MockerFixture
 ) -> None:
     make, message = CASES[case]
     kwargs = {"flow_id": RECONCILIATION_FLOW, **make(tmp_path, pdfs)}
@@ -147,7 +149,7 @@ def test_bad_connection_starts_nothing(
     emulator: Emulator,
     pdfs: dict[str, Path],
     monkeypatch: pytest.MonkeyPatch,
-    mocker,
+    mocker: MockerFixture,
 ) -> None:
     conn_type = conn.pop("conn_type", "tableflow")
     set_connection(monkeypatch, "tf_bad_conn", conn_type, emulator.url, **conn)
@@ -278,7 +280,7 @@ PLATFORM_CASES: dict[str, PlatformCase] = {
 
 @pytest.mark.parametrize("case", PLATFORM_CASES, ids=list(PLATFORM_CASES))
 def test_bad_input_on_each_platform_starts_nothing(
-    case: str, emulator: Emulator, pdf: Path, monkeypatch: pytest.MonkeyPatch, context: dict[str, Any]
+    case: str, emulator: Emulator, pdf: Path, monkeypatch: pytest.MonkeyPatch, context: Context
 ) -> None:
     spec = PLATFORM_CASES[case]
     conn_id = set_connection(monkeypatch, f"bad_{spec.platform}", spec.platform, emulator.url, **spec.extra)
@@ -297,7 +299,7 @@ def test_bad_input_on_each_platform_starts_nothing(
     [("run_does_not_exist", "HTTP 404.*run_does_not_exist"), ("  ", "run_id is empty")],
 )
 def test_sensor_on_a_run_that_is_not_there_fails_clearly(
-    run_id: str, message: str, tableflow_conn: str, emulator: Emulator, mocker
+    run_id: str, message: str, tableflow_conn: str, emulator: Emulator, mocker: MockerFixture
 ) -> None:
     sensor = FlowRunSensor(task_id="s", flowruns_conn_id=tableflow_conn, run_id=run_id, deferrable=False)
     with pytest.raises(FlowRunsError, match=message):
@@ -306,7 +308,7 @@ def test_sensor_on_a_run_that_is_not_there_fails_clearly(
 
 
 def test_unknown_status_string_names_it_and_the_known_ones(
-    tableflow_conn: str, emulator: Emulator, pdf: Path, mocker
+    tableflow_conn: str, emulator: Emulator, pdf: Path, mocker: MockerFixture
 ) -> None:
     op = FlowRunOperator(
         task_id="t",
@@ -325,7 +327,7 @@ def test_unknown_status_string_names_it_and_the_known_ones(
 
 
 def test_a_link_leading_out_is_sent_when_allowed(
-    tableflow_conn: str, emulator: Emulator, tmp_path: Path, pdfs: dict[str, Path], context: dict[str, Any]
+    tableflow_conn: str, emulator: Emulator, tmp_path: Path, pdfs: dict[str, Path], context: Context
 ) -> None:
     op = FlowRunOperator(
         task_id="t",

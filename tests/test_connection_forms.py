@@ -52,7 +52,7 @@ def test_the_ui_of_this_airflow_shows_each_platforms_fields() -> None:
             "API base URL (optional)",
             PLATFORMS[conn_type].default_base_url,
         )
-        assert standard.password.title.startswith("API key")
+        assert standard.password.title is not None and standard.password.title.startswith("API key")
         assert standard.port is not None and standard.port.hidden
         assert standard.url_schema is not None and standard.url_schema.hidden
         assert meta.extra_fields is not None
@@ -80,14 +80,24 @@ def test_login_is_shown_only_where_the_platform_uses_it() -> None:
 
 def test_older_uis_get_the_same_fields_from_the_hook_methods(monkeypatch: pytest.MonkeyPatch) -> None:
     """The hook methods, read with the WTForms stand-ins Airflow's UI API itself uses when FAB is absent."""
-    for name in ("wtforms", "wtforms.validators", "flask_babel", "flask_appbuilder", "flask_appbuilder.fieldwidgets"):
-        monkeypatch.setitem(sys.modules, name, MagicMock())
-    sys.modules["wtforms"].StringField = HookMetaService.MockStringField
-    sys.modules["wtforms"].IntegerField = HookMetaService.MockIntegerField
-    sys.modules["wtforms"].BooleanField = HookMetaService.MockBooleanField
-    sys.modules["wtforms.validators"].Optional = HookMetaService.MockOptional
-    sys.modules["flask_babel"].lazy_gettext = str
-    sys.modules["flask_appbuilder.fieldwidgets"].BS3TextFieldWidget = HookMetaService.MockAnyWidget
+    stand_ins = {
+        name: MagicMock()
+        for name in (
+            "wtforms",
+            "wtforms.validators",
+            "flask_babel",
+            "flask_appbuilder",
+            "flask_appbuilder.fieldwidgets",
+        )
+    }
+    for name, module in stand_ins.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    stand_ins["wtforms"].StringField = HookMetaService.MockStringField
+    stand_ins["wtforms"].IntegerField = HookMetaService.MockIntegerField
+    stand_ins["wtforms"].BooleanField = HookMetaService.MockBooleanField
+    stand_ins["wtforms.validators"].Optional = HookMetaService.MockOptional
+    stand_ins["flask_babel"].lazy_gettext = str
+    stand_ins["flask_appbuilder.fieldwidgets"].BS3TextFieldWidget = HookMetaService.MockAnyWidget
 
     for conn_type, hook in hook_classes().items():
         entry = next(e for e in get_provider_info()["connection-types"] if e["connection-type"] == conn_type)

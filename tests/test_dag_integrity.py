@@ -11,7 +11,7 @@ try:
     from airflow.serialization.serialized_objects import DagSerialization
 except ImportError:  # Airflow 3.1
     from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
-    from airflow.serialization.serialized_objects import SerializedDAG as DagSerialization  # type: ignore[no-redef]
+    from airflow.serialization.serialized_objects import SerializedDAG as DagSerialization  # type: ignore[no-redef,assignment]
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_dags"
 

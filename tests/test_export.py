@@ -7,7 +7,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pendulum
 import pytest
+from airflow.providers.common.compat.sdk import Context
+from pytest_mock import MockerFixture
 
 from airflow_flowruns.emulator.config import TABLEFLOW_REVIEW_FLOW
 from airflow_flowruns.exceptions import FlowRunsConfigError
@@ -34,8 +37,8 @@ def seed(emulator: Emulator, days: int = 3, per_day: int = 24, **scenario: Any) 
 
 def export(conn_id: str, path: Path, day: int, **kwargs: Any) -> dict[str, Any]:
     op = FlowRunsExportOperator(task_id="export", flowruns_conn_id=conn_id, destination=f"file://{path}", **kwargs)
-    start = DAY + timedelta(days=day)
-    return op.execute({"data_interval_start": start, "data_interval_end": start + timedelta(days=1)})
+    start = pendulum.instance(DAY + timedelta(days=day))
+    return op.execute(Context(data_interval_start=start, data_interval_end=start.add(days=1)))
 
 
 def rows(path: Path) -> list[dict[str, Any]]:
@@ -87,7 +90,7 @@ def test_a_rerun_replaces_the_object_whole(tableflow_conn: str, emulator: Emulat
 
 
 def test_a_failure_midway_keeps_the_previous_export(
-    tableflow_conn: str, emulator: Emulator, tmp_path: Path, mocker
+    tableflow_conn: str, emulator: Emulator, tmp_path: Path, mocker: MockerFixture
 ) -> None:
     target = tmp_path / "day0.jsonl"
     seed(emulator, days=1)
@@ -108,7 +111,7 @@ def test_a_failure_midway_keeps_the_previous_export(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["day0.jsonl"]
 
 
-def test_streams_page_by_page(tableflow_conn: str, emulator: Emulator, tmp_path: Path, mocker) -> None:
+def test_streams_page_by_page(tableflow_conn: str, emulator: Emulator, tmp_path: Path, mocker: MockerFixture) -> None:
     seed(emulator, days=1, per_day=2500)
     written = mocker.spy(json, "dumps")
     requests_seen: list[int] = []
@@ -139,7 +142,7 @@ def test_other_flows_are_left_out(tableflow_conn: str, emulator: Emulator, tmp_p
         ({"data_interval_start": DAY, "data_interval_end": DAY}, "needs a DAG run with a data interval"),
     ],
 )
-def test_refuses_a_run_without_an_interval(tableflow_conn: str, context: dict[str, Any], message: str) -> None:
+def test_refuses_a_run_without_an_interval(tableflow_conn: str, context: Context, message: str) -> None:
     op = FlowRunsExportOperator(task_id="e", flowruns_conn_id=tableflow_conn, destination="file:///tmp/x.jsonl")
     with pytest.raises(FlowRunsConfigError, match=message):
         op.execute(context)

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from airflow.providers.common.compat.sdk import Context
 from airflow.sdk.exceptions import TaskDeferred
 from pytest_mock import MockerFixture
 
@@ -46,7 +47,7 @@ def task(conn_id: str, pdf: Path, workflow: str = EXTEND_INVOICE_WORKFLOW, **kwa
     )
 
 
-def finish(op: FlowRunOperator, context: dict[str, Any]) -> dict[str, Any]:
+def finish(op: FlowRunOperator, context: Context) -> dict[str, Any]:
     try:
         return op.execute(context)
     except TaskDeferred as deferred:
@@ -60,7 +61,7 @@ def wait_for(emulator: Emulator, run_id: str, status: str) -> None:
         time.sleep(0.05)
 
 
-def test_upload_then_run_then_wait(extend_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any]) -> None:
+def test_upload_then_run_then_wait(extend_conn: str, emulator: Emulator, pdf: Path, context: Context) -> None:
     emulator.scenario(EXTEND_INVOICE_WORKFLOW, "extend", queued_seconds=0.1, processing_seconds=0.2)
     result = finish(task(extend_conn, pdf, deferrable=True, flow_version="1"), context)
     (run,) = emulator.runs()
@@ -93,7 +94,7 @@ def test_upload_then_run_then_wait(extend_conn: str, emulator: Emulator, pdf: Pa
     ],
 )
 def test_status_mapping(
-    extend_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any], raw: str, state: str
+    extend_conn: str, emulator: Emulator, pdf: Path, context: Context, raw: str, state: str
 ) -> None:
     started = task(extend_conn, pdf, wait_for_completion=False).execute(context)
     emulator.set_status(started["id"], raw, error="Invoice total missing")
@@ -102,7 +103,7 @@ def test_status_mapping(
 
 
 def test_failed_and_rejected_runs_fail_the_task_with_the_reason(
-    extend_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any]
+    extend_conn: str, emulator: Emulator, pdf: Path, context: Context
 ) -> None:
     emulator.scenario(
         EXTEND_FAILING_WORKFLOW, "extend", processing_seconds=0.05, outcome="failed", error="OCR failed on page 2"
@@ -120,7 +121,7 @@ def test_failed_and_rejected_runs_fail_the_task_with_the_reason(
     ("on_review", "expected"), [("succeed", "needs_review"), ("fail", "error"), ("wait", "PROCESSED")]
 )
 def test_review_policies(
-    extend_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any], on_review: str, expected: str
+    extend_conn: str, emulator: Emulator, pdf: Path, context: Context, on_review: str, expected: str
 ) -> None:
     emulator.scenario(EXTEND_REVIEW_WORKFLOW, "extend", processing_seconds=0.05, review=True, review_seconds=2.0)
     op = task(extend_conn, pdf, EXTEND_REVIEW_WORKFLOW, deferrable=True, on_review=on_review)
@@ -132,7 +133,7 @@ def test_review_policies(
     assert expected in (result["state"], result["status"])
 
 
-def test_worker_on_kill_cancels(extend_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any]) -> None:
+def test_worker_on_kill_cancels(extend_conn: str, emulator: Emulator, pdf: Path, context: Context) -> None:
     emulator.scenario(EXTEND_INVOICE_WORKFLOW, "extend", processing_seconds=60)
     op = task(extend_conn, pdf, wait_for_completion=False)
     started = op.execute(context)
@@ -143,7 +144,7 @@ def test_worker_on_kill_cancels(extend_conn: str, emulator: Emulator, pdf: Path,
 
 
 def test_trigger_on_kill_cancels_and_cleanup_does_not(
-    extend_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any]
+    extend_conn: str, emulator: Emulator, pdf: Path, context: Context
 ) -> None:
     emulator.scenario(EXTEND_INVOICE_WORKFLOW, "extend", processing_seconds=60)
     with pytest.raises(TaskDeferred) as deferred:
@@ -160,7 +161,7 @@ def test_trigger_on_kill_leaves_the_run_of_a_task_still_deferred(
     extend_conn: str,
     emulator: Emulator,
     pdf: Path,
-    context: dict[str, Any],
+    context: Context,
     mocker: MockerFixture,
     task_state: str | None,
     cancelled: bool,
@@ -187,7 +188,7 @@ def test_trigger_on_kill_leaves_the_run_of_a_task_still_deferred(
 
 
 @pytest.mark.parametrize("cancel", [True, False])
-def test_deadline(extend_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any], cancel: bool) -> None:
+def test_deadline(extend_conn: str, emulator: Emulator, pdf: Path, context: Context, cancel: bool) -> None:
     emulator.scenario(EXTEND_INVOICE_WORKFLOW, "extend", processing_seconds=60)
     op = task(extend_conn, pdf, deferrable=True, timeout=0.2, cancel_on_timeout=cancel)
     message = "It was cancelled on the platform" if cancel else "left running on the platform"
@@ -241,7 +242,7 @@ def test_listing_follows_the_cursor(extend_conn: str, emulator: Emulator, count:
 
 
 def test_a_list_of_files_is_one_package_run(
-    extend_conn: str, emulator: Emulator, pdfs: dict[str, Path], context: dict[str, Any]
+    extend_conn: str, emulator: Emulator, pdfs: dict[str, Path], context: Context
 ) -> None:
     """``files={"file": [a, b, c]}`` starts one run processing the three together (``package``)."""
     paths = [pdfs["a"], pdfs["b"], pdfs["po"]]
@@ -270,7 +271,7 @@ def test_a_list_of_files_is_one_package_run(
     ],
 )
 def test_bad_input_starts_nothing(
-    extend_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any], kwargs: dict[str, Any], message: str
+    extend_conn: str, emulator: Emulator, pdf: Path, context: Context, kwargs: dict[str, Any], message: str
 ) -> None:
     if "files" in kwargs:
         kwargs["files"] = json.loads(json.dumps(kwargs["files"]).replace('"PDF"', json.dumps(str(pdf))))

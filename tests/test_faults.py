@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from pytest_mock import MockerFixture
 
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.operators.flow_run import FlowRunOperator
@@ -43,7 +45,11 @@ def test_a_dropped_connection_cuts_the_body_short(emulator: Emulator) -> None:
 
 
 def test_a_stall_outlasts_the_client_timeout_and_is_retried(
-    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker, monkeypatch
+    tableflow_conn: str,
+    emulator: Emulator,
+    pdfs: dict[str, Path],
+    mocker: MockerFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     set_connection(monkeypatch, "tf_stall", "tableflow", emulator.url, timeout=0.3)
     emulator.fault("/v2/flows", 0, method="GET", kind="stall")
@@ -57,7 +63,7 @@ def test_a_stall_outlasts_the_client_timeout_and_is_retried(
 
 
 def test_a_task_rides_through_a_faulty_platform(
-    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker: MockerFixture
 ) -> None:
     emulator.scenario(RECONCILIATION_FLOW, processing_seconds=0.3)
     fault_mode(emulator, rate=0.3, kinds=["429", "500", "502", "503", "html", "drop", "malformed"], seed=3)

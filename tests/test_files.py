@@ -16,6 +16,7 @@ import pytest
 from airflow.sdk import ObjectStoragePath
 from airflow.sdk.io.store import attach
 from fsspec.implementations.memory import MemoryFileSystem
+from pytest_mock import MockerFixture
 
 from airflow_flowruns.emulator.config import TABLEFLOW_LARGE_FILE_FLOW
 from airflow_flowruns.exceptions import FlowRunsConfigError
@@ -66,7 +67,7 @@ def test_a_folder_with_a_trailing_slash_expands_to_its_visible_files_sorted(fold
     files = collect_files({"document": f"{folder}/", "uri": f"{folder.as_uri()}/"})
     assert names(files["document"]) == ["a.pdf", "b.pdf", "c.png"]
     assert names(files["uri"]) == ["a.pdf", "b.pdf", "c.png"]
-    assert all(isinstance(p, ObjectStoragePath) for p in files["uri"])
+    assert isinstance(files["uri"], tuple) and all(isinstance(p, ObjectStoragePath) for p in files["uri"])
 
 
 def test_a_folder_without_the_slash_is_refused_with_the_way_to_expand_it(folder: Path) -> None:
@@ -126,7 +127,11 @@ def test_without_checks_names_resolve_even_when_files_are_gone(folder: Path) -> 
 
 
 def test_memory_store_files_glob_and_upload_over_http(
-    memory_store: ObjectStoragePath, tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+    memory_store: ObjectStoragePath,
+    tableflow_conn: str,
+    emulator: Emulator,
+    pdfs: dict[str, Path],
+    mocker: MockerFixture,
 ) -> None:
     (memory_store / "po.pdf").write_bytes(b"%PDF-1.4 purchase order")
     (memory_store / "inv.pdf").write_bytes(b"%PDF-1.4 invoice, a little longer")
@@ -160,8 +165,11 @@ def test_memory_store_files_glob_and_upload_over_http(
 def test_a_memory_store_folder_expands(memory_store: ObjectStoragePath) -> None:
     for name in ("b.pdf", "a.pdf"):
         (memory_store / name).write_bytes(b"%PDF-1.4")
-    files = collect_files({"document": "memory://bucket/in/"})
-    assert [str(p) for p in files["document"]] == ["memory://bucket/in/a.pdf", "memory://bucket/in/b.pdf"]
+    (found,) = collect_files({"document": "memory://bucket/in/"}).values()
+    assert isinstance(found, tuple) and [str(p) for p in found] == [
+        "memory://bucket/in/a.pdf",
+        "memory://bucket/in/b.pdf",
+    ]
 
 
 def test_a_templated_uri_renders_before_it_resolves(folder: Path) -> None:
@@ -239,9 +247,12 @@ def test_each_upload_part_is_open_only_while_it_is_sent(tmp_path: Path) -> None:
     for i in range(50):
         (tmp_path / f"{i}.pdf").write_bytes(b"%PDF-" + str(i).encode() * 100)
         files.append(_WatchedFile(tmp_path / f"{i}.pdf"))
-    parts = [("document", (f.name, OpenWhileRead(f), "application/pdf")) for f in files]
+    parts: list[tuple[str, tuple[str, Any, str]]] = [
+        ("document", (f.name, OpenWhileRead(f), "application/pdf")) for f in files
+    ]
     request = httpx.Request("POST", "http://127.0.0.1/upload", files=parts)
     assert _WatchedFile.open_now == 0, "building the request (its length included) opens nothing"
+    assert isinstance(request.stream, httpx.SyncByteStream)
     body = b"".join(request.stream)
     assert int(request.headers["content-length"]) == len(body)
     assert all(b"%PDF-" + str(i).encode() * 100 in body for i in range(50))

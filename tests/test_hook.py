@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pytest_mock import MockerFixture
 
 from airflow_flowruns.exceptions import (
     FlowRunsApiError,
@@ -72,7 +73,7 @@ def test_422_carries_the_platforms_detail(tableflow_conn: str, pdf: Path) -> Non
     assert "purchase_order" in str(err.value)
 
 
-def test_429_with_retry_after_is_retried(tableflow_conn: str, emulator: Emulator, mocker) -> None:
+def test_429_with_retry_after_is_retried(tableflow_conn: str, emulator: Emulator, mocker: MockerFixture) -> None:
     sleeps = mocker.patch("tenacity.nap.time.sleep")
     emulator.fault(
         "/v2/flows", 429, '{"error": "Too Many Requests", "message": "slow down"}', headers={"Retry-After": "0.03"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import tracemalloc
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,7 @@ def seed(
     return emulator.control.post("/seed", json=body).json()["ids"]
 
 
-def list_requests(emulator: Emulator) -> list[dict[str, object]]:
+def list_requests(emulator: Emulator) -> list[dict[str, Any]]:
     return [r for r in emulator.requests() if r["path"] == "/v2/flows/runs"]
 
 
@@ -70,7 +71,7 @@ def test_window_start_is_in_and_end_is_out(tableflow_conn: str, emulator: Emulat
     ids = seed(emulator, 48, start=DAY - timedelta(hours=24), hours=48)  # one run per hour over two days
     listed = list(FlowRunsHook(tableflow_conn).list_runs(created_after=DAY, created_before=DAY + timedelta(hours=12)))
     assert [run.created_at for run in listed][-1] == DAY
-    assert all(DAY <= run.created_at < DAY + timedelta(hours=12) for run in listed)
+    assert all(run.created_at and DAY <= run.created_at < DAY + timedelta(hours=12) for run in listed)
     assert {run.id for run in listed} == set(ids[24:36])
 
 

@@ -6,18 +6,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.providers.common.compat.sdk import Context
+from pytest_mock import MockerFixture
 
 from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsResponseError
 from airflow_flowruns.operators.flow_run import FlowRunOperator
-from conftest import Emulator
+from conftest import Emulator, task_instance
 from helpers import RECONCILIATION_FLOW
 
 START = f"/v2/flows/{RECONCILIATION_FLOW}/run"
 
 
-def context(mocker, try_number: int = 1, task_id: str = "reconcile") -> dict[str, Any]:
-    ti = mocker.MagicMock(dag_id="docs", task_id=task_id, run_id="manual__1", map_index=-1, try_number=try_number)
-    return {"ti": ti}
+def context(mocker: MockerFixture, try_number: int = 1, task_id: str = "reconcile") -> Context:
+    return Context(ti=task_instance(mocker, try_number, dag_id="docs", task_id=task_id, run_id="manual__1"))
 
 
 def operator(conn_id: str, pdfs: dict[str, Path], **kwargs: Any) -> FlowRunOperator:
@@ -32,7 +33,7 @@ def operator(conn_id: str, pdfs: dict[str, Path], **kwargs: Any) -> FlowRunOpera
 
 
 def test_a_retry_reattaches_to_the_run_of_an_earlier_try(
-    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker: MockerFixture
 ) -> None:
     first = operator(tableflow_conn, pdfs).execute(context(mocker, try_number=1))
     second = operator(tableflow_conn, pdfs).execute(context(mocker, try_number=2))
@@ -41,14 +42,16 @@ def test_a_retry_reattaches_to_the_run_of_an_earlier_try(
 
 
 def test_other_task_instances_start_their_own_runs(
-    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker: MockerFixture
 ) -> None:
     operator(tableflow_conn, pdfs).execute(context(mocker, task_id="a"))
     operator(tableflow_conn, pdfs).execute(context(mocker, task_id="b", try_number=2))
     assert len(emulator.runs()) == 2
 
 
-def test_reattach_can_be_turned_off(tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker) -> None:
+def test_reattach_can_be_turned_off(
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker: MockerFixture
+) -> None:
     operator(tableflow_conn, pdfs).execute(context(mocker))
     operator(tableflow_conn, pdfs, reattach=False).execute(context(mocker, try_number=2))
     assert len(emulator.runs()) == 2
@@ -56,7 +59,7 @@ def test_reattach_can_be_turned_off(tableflow_conn: str, emulator: Emulator, pdf
 
 @pytest.mark.parametrize("kind", ["drop", "malformed"])
 def test_an_accepted_start_whose_answer_was_lost_is_found_not_repeated(
-    kind: str, tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+    kind: str, tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker: MockerFixture
 ) -> None:
     emulator.fault(START, 0, method="POST", kind=kind)
     result = operator(tableflow_conn, pdfs).execute(context(mocker))
@@ -66,7 +69,7 @@ def test_an_accepted_start_whose_answer_was_lost_is_found_not_repeated(
 
 
 def test_a_start_refused_with_5xx_is_looked_up_then_sent_again(
-    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker: MockerFixture
 ) -> None:
     emulator.fault(START, 503, '{"error": "Unavailable", "message": "try later"}', method="POST")
     result = operator(tableflow_conn, pdfs).execute(context(mocker))
@@ -77,7 +80,7 @@ def test_a_start_refused_with_5xx_is_looked_up_then_sent_again(
 
 
 def test_a_start_that_keeps_failing_gives_up_after_three_attempts(
-    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker: MockerFixture
 ) -> None:
     emulator.fault(START, 503, '{"error": "Unavailable", "message": "try later"}', method="POST", count=10)
     with pytest.raises(FlowRunsApiError, match="HTTP 503"):
@@ -86,7 +89,9 @@ def test_a_start_that_keeps_failing_gives_up_after_three_attempts(
     assert [r["path"] for r in emulator.requests()].count(START) == 3
 
 
-def test_a_4xx_start_is_not_looked_up(tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker) -> None:
+def test_a_4xx_start_is_not_looked_up(
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker: MockerFixture
+) -> None:
     emulator.fault(START, 422, '{"error": "Unprocessable", "message": "bad"}', method="POST")
     with pytest.raises(FlowRunsApiError, match="HTTP 422"):
         operator(tableflow_conn, pdfs).execute(context(mocker))
@@ -94,7 +99,7 @@ def test_a_4xx_start_is_not_looked_up(tableflow_conn: str, emulator: Emulator, p
 
 
 def test_an_unreadable_answer_with_no_run_behind_it_is_raised(
-    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker: MockerFixture
 ) -> None:
     emulator.fault(START, 200, "<html><title>Proxy</title></html>", method="POST", content_type="text/html", count=3)
     with pytest.raises(FlowRunsResponseError, match="HTML page"):
@@ -103,7 +108,7 @@ def test_an_unreadable_answer_with_no_run_behind_it_is_raised(
 
 
 def test_a_call_before_the_start_that_fails_is_not_looked_up(
-    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker: MockerFixture
 ) -> None:
     """Only the start call can have started a run; a failed flow check before it cannot."""
     emulator.fault("/v2/flows", 503, '{"detail": "down"}', method="GET", count=10)

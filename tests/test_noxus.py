@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.providers.common.compat.sdk import Context
 from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_flowruns.emulator.config import NOXUS_DOCUMENT_WORKFLOW, NOXUS_FAILING_WORKFLOW, NOXUS_REVIEW_WORKFLOW
@@ -30,7 +31,7 @@ def task(conn_id: str, pdf: Path, workflow: str = NOXUS_DOCUMENT_WORKFLOW, **kwa
     return FlowRunOperator(task_id="t", flowruns_conn_id=conn_id, poll_interval=0.05, **args)
 
 
-def finish(op: FlowRunOperator, context: dict[str, Any]) -> dict[str, Any]:
+def finish(op: FlowRunOperator, context: Context) -> dict[str, Any]:
     try:
         return op.execute(context)
     except TaskDeferred as deferred:
@@ -41,7 +42,7 @@ def status_of(emulator: Emulator, run_id: str) -> str:
     return next(r["status"] for r in emulator.runs() if r["id"] == run_id)
 
 
-def test_upload_then_run_with_inputs(noxus_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any]) -> None:
+def test_upload_then_run_with_inputs(noxus_conn: str, emulator: Emulator, pdf: Path, context: Context) -> None:
     emulator.scenario(NOXUS_DOCUMENT_WORKFLOW, "noxus", queued_seconds=0.1, processing_seconds=0.2)
     result = finish(task(noxus_conn, pdf, deferrable=True), context)
     (run,) = emulator.runs()
@@ -59,7 +60,7 @@ def test_upload_then_run_with_inputs(noxus_conn: str, emulator: Emulator, pdf: P
 
 
 def test_a_list_of_files_becomes_a_list_of_file_inputs(
-    noxus_conn: str, emulator: Emulator, pdfs: dict[str, Path], context: dict[str, Any]
+    noxus_conn: str, emulator: Emulator, pdfs: dict[str, Path], context: Context
 ) -> None:
     task(noxus_conn, pdfs["a"], files={"document": [pdfs["a"], pdfs["b"]]}, wait_for_completion=False).execute(context)
     (run,) = emulator.runs()
@@ -77,9 +78,7 @@ def test_a_list_of_files_becomes_a_list_of_file_inputs(
         ("stopped", "cancelled"),
     ],
 )
-def test_status_mapping(
-    noxus_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any], raw: str, state: str
-) -> None:
+def test_status_mapping(noxus_conn: str, emulator: Emulator, pdf: Path, context: Context, raw: str, state: str) -> None:
     started = task(noxus_conn, pdf, wait_for_completion=False).execute(context)
     emulator.set_status(started["id"], raw)
     hook = FlowRunsHook(noxus_conn)
@@ -90,7 +89,7 @@ def test_status_mapping(
 
 
 def test_failure_reason_comes_from_the_run_logs(
-    noxus_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any]
+    noxus_conn: str, emulator: Emulator, pdf: Path, context: Context
 ) -> None:
     emulator.scenario(NOXUS_FAILING_WORKFLOW, "noxus", processing_seconds=0.05, outcome="failed", error="Node X broke")
     with pytest.raises(FlowRunFailedError, match="ended failed \\(failed\\): Node X broke"):
@@ -101,7 +100,7 @@ def test_failure_reason_comes_from_the_run_logs(
     ("on_review", "expected"), [("succeed", "needs_review"), ("fail", "error"), ("wait", "completed")]
 )
 def test_review_policies(
-    noxus_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any], on_review: str, expected: str
+    noxus_conn: str, emulator: Emulator, pdf: Path, context: Context, on_review: str, expected: str
 ) -> None:
     emulator.scenario(NOXUS_REVIEW_WORKFLOW, "noxus", processing_seconds=0.05, review=True, review_seconds=2.0)
     op = task(noxus_conn, pdf, NOXUS_REVIEW_WORKFLOW, deferrable=True, on_review=on_review)
@@ -113,7 +112,7 @@ def test_review_policies(
     assert expected in (result["state"], result["status"])
 
 
-def test_worker_on_kill_stops_the_run(noxus_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any]) -> None:
+def test_worker_on_kill_stops_the_run(noxus_conn: str, emulator: Emulator, pdf: Path, context: Context) -> None:
     emulator.scenario(NOXUS_DOCUMENT_WORKFLOW, "noxus", processing_seconds=60)
     op = task(noxus_conn, pdf, wait_for_completion=False)
     started = op.execute(context)
@@ -121,7 +120,7 @@ def test_worker_on_kill_stops_the_run(noxus_conn: str, emulator: Emulator, pdf: 
     assert status_of(emulator, started["id"]) == "stopped"
 
 
-def test_trigger_on_kill_stops_the_run(noxus_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any]) -> None:
+def test_trigger_on_kill_stops_the_run(noxus_conn: str, emulator: Emulator, pdf: Path, context: Context) -> None:
     emulator.scenario(NOXUS_DOCUMENT_WORKFLOW, "noxus", processing_seconds=60)
     with pytest.raises(TaskDeferred) as deferred:
         task(noxus_conn, pdf, deferrable=True).execute(context)
@@ -133,7 +132,7 @@ def test_trigger_on_kill_stops_the_run(noxus_conn: str, emulator: Emulator, pdf:
 
 
 @pytest.mark.parametrize("cancel", [True, False])
-def test_deadline(noxus_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any], cancel: bool) -> None:
+def test_deadline(noxus_conn: str, emulator: Emulator, pdf: Path, context: Context, cancel: bool) -> None:
     emulator.scenario(NOXUS_DOCUMENT_WORKFLOW, "noxus", processing_seconds=60)
     op = task(noxus_conn, pdf, deferrable=True, timeout=0.2, cancel_on_timeout=cancel)
     with pytest.raises(FlowRunTimeoutError, match="cancelled on the platform" if cancel else "left running"):
@@ -169,7 +168,7 @@ def test_listing_walks_every_page(noxus_conn: str, emulator: Emulator, count: in
     ],
 )
 def test_bad_input_starts_nothing(
-    noxus_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any], kwargs: dict[str, Any], message: str
+    noxus_conn: str, emulator: Emulator, pdf: Path, context: Context, kwargs: dict[str, Any], message: str
 ) -> None:
     with pytest.raises((FlowRunsConfigError, FlowRunsApiError), match=message):
         task(noxus_conn, pdf, deferrable=False, **kwargs).execute(context)

@@ -13,6 +13,7 @@ import pytest
 from airflow.providers.openlineage.extractors.base import DefaultExtractor
 from airflow.providers.openlineage.extractors.manager import ExtractorManager
 from openlineage.client.serde import Serde
+from pytest_mock import MockerFixture
 
 from airflow_flowruns.emulator.config import TABLEFLOW_FAILING_FLOW
 from airflow_flowruns.exceptions import FlowRunFailedError
@@ -68,7 +69,7 @@ def test_a_dag_run_emits_files_in_and_the_flow_run_out(airflow_home: Path, emula
 
 
 def test_a_failed_run_is_reported_with_its_final_state(
-    tableflow_conn: str, emulator: Emulator, pdf: Path, mocker
+    tableflow_conn: str, emulator: Emulator, pdf: Path, mocker: MockerFixture
 ) -> None:
     op = FlowRunOperator(
         task_id="extract",
@@ -92,7 +93,9 @@ def test_a_failed_run_is_reported_with_its_final_state(
     assert as_json(output.facets["flowRun"])["runId"] == run["id"]
 
 
-def test_a_task_that_failed_before_starting_a_run_reports_only_its_inputs(tmp_path: Path, mocker) -> None:
+def test_a_task_that_failed_before_starting_a_run_reports_only_its_inputs(
+    tmp_path: Path, mocker: MockerFixture
+) -> None:
     op = FlowRunOperator(task_id="extract", flow_id="f", files={"document": f"{tmp_path}/*.pdf"})
     (tmp_path / "x.pdf").write_bytes(b"%PDF")
     lineage = DefaultExtractor(op).extract_on_failure(mocker.MagicMock())

@@ -5,26 +5,19 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Any
+from unittest.mock import MagicMock
 
 import httpx
 import pytest
+from airflow.providers.common.compat.sdk import Context
 from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_flowruns.emulator.config import TABLEFLOW_FAILING_FLOW, TABLEFLOW_REVIEW_FLOW
 from airflow_flowruns.exceptions import FlowRunFailedError, FlowRunTimeoutError
 from airflow_flowruns.operators.flow_run import FlowRunOperator, task_key
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
-from conftest import API_KEY, Emulator
+from conftest import API_KEY, Emulator, pushed
 from helpers import RECONCILIATION_FLOW, run_trigger
-
-
-@pytest.fixture
-def context(mocker) -> dict[str, Any]:
-    return {"ti": mocker.MagicMock(try_number=1)}
-
-
-def pushed(context: dict[str, Any]) -> dict[str, Any]:
-    return {c.kwargs["key"]: c.kwargs["value"] for c in context["ti"].xcom_push.call_args_list}
 
 
 def reconcile(conn_id: str, pdfs: dict[str, Path], **kwargs: Any) -> FlowRunOperator:
@@ -43,7 +36,7 @@ def reconcile(conn_id: str, pdfs: dict[str, Path], **kwargs: Any) -> FlowRunOper
 
 
 def test_worker_path_uploads_everything_and_returns_the_run(
-    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], context: dict[str, Any]
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], context: Context, ti: MagicMock
 ) -> None:
     emulator.scenario(RECONCILIATION_FLOW, processing_seconds=0.2)
     result = reconcile(tableflow_conn, pdfs, deferrable=False).execute(context)
@@ -76,19 +69,19 @@ def test_worker_path_uploads_everything_and_returns_the_run(
     }
     assert (result["id"], result["state"], result["status"]) == (run["id"], "succeeded", "completed")
     assert result["metadata"]["customer_id"] == "12345" and result["duration_ms"] >= 0
-    assert pushed(context) == {"flow_run_id": run["id"], "flow_run_url": result["url"]}
+    assert pushed(ti) == {"flow_run_id": [run["id"]], "flow_run_url": [result["url"]]}
 
 
 def test_ids_are_pushed_before_waiting(
-    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], context: dict[str, Any]
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], context: Context, ti: MagicMock
 ) -> None:
     with pytest.raises(TaskDeferred):
         reconcile(tableflow_conn, pdfs, deferrable=True).execute(context)
-    assert pushed(context)["flow_run_id"] == emulator.runs()[0]["id"]
+    assert pushed(ti)["flow_run_id"] == [emulator.runs()[0]["id"]]
 
 
 def test_deferred_path_hands_over_to_the_trigger_and_completes(
-    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], context: dict[str, Any]
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], context: Context
 ) -> None:
     emulator.scenario(RECONCILIATION_FLOW, processing_seconds=0.2)
     op = reconcile(tableflow_conn, pdfs, deferrable=True, timeout=120)
@@ -108,7 +101,7 @@ def test_deferred_path_hands_over_to_the_trigger_and_completes(
 
 
 def test_wait_for_completion_false_returns_the_started_run(
-    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], context: dict[str, Any]
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], context: Context
 ) -> None:
     result = reconcile(tableflow_conn, pdfs, wait_for_completion=False, deferrable=True).execute(context)
     assert result["state"] == "running" and result["status"] == "processing"
@@ -116,7 +109,7 @@ def test_wait_for_completion_false_returns_the_started_run(
 
 
 def test_failed_run_fails_the_task_with_the_platforms_reason(
-    tableflow_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any]
+    tableflow_conn: str, emulator: Emulator, pdf: Path, context: Context
 ) -> None:
     emulator.scenario(TABLEFLOW_FAILING_FLOW, processing_seconds=0.05, outcome="failed", error="Invoice total mismatch")
     op = one_document(TABLEFLOW_FAILING_FLOW, tableflow_conn, pdf, deferrable=False)
@@ -126,7 +119,7 @@ def test_failed_run_fails_the_task_with_the_platforms_reason(
 
 @pytest.mark.parametrize("deferrable", [False, True])
 def test_review_succeed_returns_needs_review(
-    tableflow_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any], deferrable: bool
+    tableflow_conn: str, emulator: Emulator, pdf: Path, context: Context, deferrable: bool
 ) -> None:
     emulator.scenario(TABLEFLOW_REVIEW_FLOW, processing_seconds=0.05, review=True)
     op = one_document(TABLEFLOW_REVIEW_FLOW, tableflow_conn, pdf, deferrable=deferrable)
@@ -134,9 +127,7 @@ def test_review_succeed_returns_needs_review(
     assert (result["state"], result["status"]) == ("needs_review", "review")
 
 
-def test_review_fail_fails_the_task(
-    tableflow_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any]
-) -> None:
+def test_review_fail_fails_the_task(tableflow_conn: str, emulator: Emulator, pdf: Path, context: Context) -> None:
     emulator.scenario(TABLEFLOW_REVIEW_FLOW, processing_seconds=0.05, review=True)
     op = one_document(TABLEFLOW_REVIEW_FLOW, tableflow_conn, pdf, deferrable=False, on_review="fail")
     with pytest.raises(FlowRunFailedError, match="stopped for human review"):
@@ -144,7 +135,7 @@ def test_review_fail_fails_the_task(
 
 
 def test_review_wait_waits_for_the_final_state(
-    tableflow_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any]
+    tableflow_conn: str, emulator: Emulator, pdf: Path, context: Context
 ) -> None:
     emulator.scenario(TABLEFLOW_REVIEW_FLOW, processing_seconds=0.05, review=True, review_seconds=0.3)
     op = one_document(TABLEFLOW_REVIEW_FLOW, tableflow_conn, pdf, deferrable=True, on_review="wait")
@@ -156,7 +147,7 @@ def test_review_wait_waits_for_the_final_state(
 
 
 def test_deadline_fails_the_task_and_says_the_run_keeps_going(
-    tableflow_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any]
+    tableflow_conn: str, emulator: Emulator, pdf: Path, context: Context
 ) -> None:
     emulator.scenario(TABLEFLOW_REVIEW_FLOW, processing_seconds=60)
     op = one_document(TABLEFLOW_REVIEW_FLOW, tableflow_conn, pdf, timeout=0.2, deferrable=True)
@@ -170,7 +161,7 @@ def one_document(flow_id: str, conn_id: str, pdf: Path, **kwargs: Any) -> FlowRu
     )
 
 
-def finish_task(op: FlowRunOperator, context: dict[str, Any]) -> dict[str, Any]:
+def finish_task(op: FlowRunOperator, context: Context) -> dict[str, Any]:
     """Run the task to its end the way Airflow would, through the triggerer when it defers."""
     try:
         return op.execute(context)

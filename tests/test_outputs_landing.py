@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from airflow.providers.common.compat.sdk import Context
 
 from airflow_flowruns.emulator.config import (
     EXTEND_INVOICE_WORKFLOW,
@@ -48,7 +49,7 @@ def start(conn: str, flow_id: str, files: dict[str, Any], **kwargs: Any) -> Flow
     )
 
 
-def land(conn: str, run: Any, destination: Path | str, context: dict[str, Any]) -> dict[str, Any]:
+def land(conn: str, run: Any, destination: Path | str, context: Context) -> dict[str, Any]:
     return FlowRunOutputsOperator(task_id="land", flowruns_conn_id=conn, run=run, destination=str(destination)).execute(
         context
     )
@@ -59,7 +60,7 @@ def read_json(path: Path) -> Any:
 
 
 def test_flow_run_operator_lands_extend_outputs_and_presigned_files_without_the_key(
-    extend_conn: str, emulator: Emulator, invoice: Path, tmp_path: Path, context: dict[str, Any]
+    extend_conn: str, emulator: Emulator, invoice: Path, tmp_path: Path, context: Context
 ) -> None:
     out = tmp_path / "out"
     result = start(extend_conn, EXTEND_SPLIT_WORKFLOW, {"file": invoice}, outputs_to=str(out)).execute(context)
@@ -118,7 +119,7 @@ def _ti() -> Any:
 
 
 def test_relanding_an_unchanged_run_writes_nothing(
-    extend_conn: str, emulator: Emulator, invoice: Path, tmp_path: Path, context: dict[str, Any]
+    extend_conn: str, emulator: Emulator, invoice: Path, tmp_path: Path, context: Context
 ) -> None:
     out = tmp_path / "out"
     run = start(extend_conn, EXTEND_SPLIT_WORKFLOW, {"file": invoice}).execute(context)
@@ -136,7 +137,7 @@ def test_relanding_an_unchanged_run_writes_nothing(
 
 
 def test_a_review_that_changed_outputs_is_landed_again_with_both_values(
-    extend_conn: str, emulator: Emulator, invoice: Path, tmp_path: Path, context: dict[str, Any]
+    extend_conn: str, emulator: Emulator, invoice: Path, tmp_path: Path, context: Context
 ) -> None:
     out = tmp_path / "out"
     run = start(extend_conn, EXTEND_REVIEW_WORKFLOW, {"file": invoice}, on_review="succeed").execute(context)
@@ -163,7 +164,7 @@ def test_a_review_that_changed_outputs_is_landed_again_with_both_values(
 
 
 def test_failure_midway_keeps_the_previous_landing_and_the_next_try_replaces_the_partial_folder(
-    extend_conn: str, emulator: Emulator, invoice: Path, tmp_path: Path, context: dict[str, Any]
+    extend_conn: str, emulator: Emulator, invoice: Path, tmp_path: Path, context: Context
 ) -> None:
     out = tmp_path / "out"
     emulator.scenario(EXTEND_SPLIT_WORKFLOW, platform="extend", review=True)
@@ -185,7 +186,7 @@ def test_failure_midway_keeps_the_previous_landing_and_the_next_try_replaces_the
 
 
 def test_a_first_landing_that_fails_leaves_no_manifest(
-    extend_conn: str, emulator: Emulator, invoice: Path, tmp_path: Path, context: dict[str, Any]
+    extend_conn: str, emulator: Emulator, invoice: Path, tmp_path: Path, context: Context
 ) -> None:
     run = start(extend_conn, EXTEND_SPLIT_WORKFLOW, {"file": invoice}).execute(context)
     emulator.fault("/_storage/", 500, count=100)
@@ -195,7 +196,7 @@ def test_a_first_landing_that_fails_leaves_no_manifest(
 
 
 def test_noxus_output_files_come_from_the_api_with_the_key(
-    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, invoice: Path, tmp_path: Path, context: dict[str, Any]
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, invoice: Path, tmp_path: Path, context: Context
 ) -> None:
     conn = set_connection(monkeypatch, "noxus_outputs", "noxus", emulator.url)
     files = {"document": invoice}
@@ -212,7 +213,7 @@ def test_noxus_output_files_come_from_the_api_with_the_key(
 
 
 def test_tableflow_drive_files_land_as_references(
-    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], tmp_path: Path, context: dict[str, Any]
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], tmp_path: Path, context: Context
 ) -> None:
     files = {"purchase_order": pdfs["po"], "invoice": pdfs["inv"]}
     result = start(tableflow_conn, TABLEFLOW_RECONCILIATION_FLOW, files, outputs_to=str(tmp_path)).execute(context)
@@ -225,7 +226,7 @@ def test_tableflow_drive_files_land_as_references(
 
 
 def test_stackai_outputs_land_by_node(
-    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, invoice: Path, tmp_path: Path, context: dict[str, Any]
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, invoice: Path, tmp_path: Path, context: Context
 ) -> None:
     conn = set_connection(monkeypatch, "stackai_outputs", "stackai", emulator.url, org_id="org_emulator")
     result = start(conn, STACKAI_FLOW, {"doc-0": invoice}, outputs_to=str(tmp_path)).execute(context)
@@ -235,7 +236,7 @@ def test_stackai_outputs_land_by_node(
 
 
 def test_output_values_are_never_logged(
-    extend_conn: str, invoice: Path, tmp_path: Path, context: dict[str, Any], caplog: pytest.LogCaptureFixture
+    extend_conn: str, invoice: Path, tmp_path: Path, context: Context, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     run = start(extend_conn, EXTEND_INVOICE_WORKFLOW, {"file": invoice}).execute(context)
@@ -247,7 +248,7 @@ def test_output_values_are_never_logged(
 
 
 def test_runs_that_cannot_be_landed_say_why(
-    extend_conn: str, emulator: Emulator, invoice: Path, tmp_path: Path, context: dict[str, Any]
+    extend_conn: str, emulator: Emulator, invoice: Path, tmp_path: Path, context: Context
 ) -> None:
     run = start(extend_conn, EXTEND_INVOICE_WORKFLOW, {"file": invoice}, wait_for_completion=False).execute(context)
     emulator.set_status(run["id"], "FAILED", error="broken")
@@ -265,7 +266,7 @@ def test_runs_that_cannot_be_landed_say_why(
 
 
 def test_a_watcher_event_payload_names_the_run(
-    extend_conn: str, invoice: Path, tmp_path: Path, context: dict[str, Any]
+    extend_conn: str, invoice: Path, tmp_path: Path, context: Context
 ) -> None:
     run = start(extend_conn, EXTEND_INVOICE_WORKFLOW, {"file": invoice}).execute(context)
     event = {"platform": "extend", "flow_id": run["flow_id"], "run_id": run["id"], "state": "succeeded"}
@@ -273,7 +274,7 @@ def test_a_watcher_event_payload_names_the_run(
 
 
 def test_landed_outputs_are_the_tasks_output_dataset(
-    extend_conn: str, emulator: Emulator, invoice: Path, tmp_path: Path, context: dict[str, Any]
+    extend_conn: str, emulator: Emulator, invoice: Path, tmp_path: Path, context: Context
 ) -> None:
     run = start(extend_conn, EXTEND_INVOICE_WORKFLOW, {"file": invoice}).execute(context)
     op = FlowRunOutputsOperator(task_id="land", flowruns_conn_id=extend_conn, run=run, destination=str(tmp_path))
@@ -293,7 +294,7 @@ def test_emulated_outputs_are_valid_for_the_official_sdks(
     monkeypatch: pytest.MonkeyPatch,
     invoice: Path,
     tmp_path: Path,
-    context: dict[str, Any],
+    context: Context,
 ) -> None:
     """The emulator's step runs and Noxus output files parse into the SDKs' own models, so the readers are
     not tested against a shape only the emulator has."""
@@ -313,7 +314,7 @@ def test_emulated_outputs_are_valid_for_the_official_sdks(
 
 
 def test_flow_run_operator_reports_the_landing_as_a_second_output_dataset(
-    extend_conn: str, invoice: Path, tmp_path: Path, context: dict[str, Any]
+    extend_conn: str, invoice: Path, tmp_path: Path, context: Context
 ) -> None:
     op = start(extend_conn, EXTEND_INVOICE_WORKFLOW, {"file": invoice}, outputs_to=str(tmp_path))
     result = op.execute(context)
@@ -323,7 +324,7 @@ def test_flow_run_operator_reports_the_landing_as_a_second_output_dataset(
 
 
 def test_a_deferred_operator_lands_when_it_resumes(
-    extend_conn: str, invoice: Path, tmp_path: Path, context: dict[str, Any]
+    extend_conn: str, invoice: Path, tmp_path: Path, context: Context
 ) -> None:
     started = start(extend_conn, EXTEND_INVOICE_WORKFLOW, {"file": invoice}).execute(context)
     resumed = start(extend_conn, EXTEND_INVOICE_WORKFLOW, {"file": invoice}, outputs_to=str(tmp_path), deferrable=True)
@@ -333,7 +334,7 @@ def test_a_deferred_operator_lands_when_it_resumes(
 
 
 def test_a_download_cut_midway_is_retried_then_fails_without_showing_the_presigned_url(
-    extend_conn: str, emulator: Emulator, invoice: Path, tmp_path: Path, context: dict[str, Any]
+    extend_conn: str, emulator: Emulator, invoice: Path, tmp_path: Path, context: Context
 ) -> None:
     run = start(extend_conn, EXTEND_SPLIT_WORKFLOW, {"file": invoice}).execute(context)
     emulator.fault("/_storage/", 200, kind="drop", count=100)

@@ -68,7 +68,7 @@ def test_requests_are_spaced_by_the_limit() -> None:
     assert [round(b - a, 2) for a, b in itertools.pairwise(waits)] == [0.25] * 4
 
 
-def test_the_limit_comes_from_the_connection_and_is_shared(emulator: Emulator, monkeypatch) -> None:
+def test_the_limit_comes_from_the_connection_and_is_shared(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
     set_connection(monkeypatch, "tf_shared", "tableflow", emulator.url, max_requests_per_second=5)
     first, second = FlowRunsHook("tf_shared").client, FlowRunsHook("tf_shared").client
     assert first is not second and first._scheduler is second._scheduler
@@ -105,9 +105,11 @@ def test_additive_increase_multiplicative_decrease() -> None:
     rate.limited(3.5, hold=1.0)
     assert rate.rate == pytest.approx(5.0), "the 429s of requests already in flight are the same event"
     assert rate.current(13.0) == pytest.approx(5.5), "additive increase"
-    assert rate.current(300.0) == pytest.approx(TARGET_SHARE * rate.ceiling), "it settles below the ceiling"
+    settled = rate.current(300.0)
+    assert rate.ceiling is not None and settled == pytest.approx(TARGET_SHARE * rate.ceiling), "settles below it"
     rate.limited(301.0, hold=1.0)
-    assert rate.rate == pytest.approx(rate.ceiling / 2) and rate.ceiling < 10.1, "halved from the rate in force"
+    assert rate.ceiling is not None and rate.ceiling < 10.1
+    assert rate.rate == pytest.approx(rate.ceiling / 2), "halved from the rate in force"
 
 
 def test_the_cap_still_caps_the_learnt_rate() -> None:

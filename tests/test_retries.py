@@ -6,28 +6,35 @@ state store; Noxus, which keeps no metadata, through the state store only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from unittest.mock import MagicMock
 
 import pytest
+from airflow.providers.common.compat.sdk import Context
+from airflow.sdk.execution_time.context import TaskStateStoreAccessor
+from pydantic import JsonValue
+from pytest_mock import MockerFixture
 
 from airflow_flowruns.emulator.config import EXTEND_INVOICE_WORKFLOW, NOXUS_DOCUMENT_WORKFLOW
 from airflow_flowruns.operators._reattach import STATE_STORE_KEY
 from airflow_flowruns.operators.flow_run import PREVIOUS_RUN_ID_KEY, FlowRunOperator
-from conftest import Emulator, set_connection
+from conftest import Emulator, pushed, set_connection, task_instance
 from helpers import RECONCILIATION_FLOW
 
 
-class StateStore:
-    """The task's state store as Airflow 3.3 hands it to a task: per task instance, kept across tries."""
+class StateStore(TaskStateStoreAccessor):
+    """The task's state store as Airflow 3.3 hands it to a task (per task instance, kept across tries), in memory
+    rather than behind the worker's supervisor."""
 
     def __init__(self) -> None:
         self.values: dict[str, Any] = {}
 
-    def get(self, key: str, default: Any = None) -> Any:
+    def get(self, key: str, default: JsonValue = None) -> JsonValue:
         return self.values.get(key, default)
 
-    def set(self, key: str, value: Any, **_: Any) -> None:
+    def set(self, key: str, value: JsonValue, *, retention: timedelta | None = None) -> None:
         self.values[key] = value
 
 
@@ -91,13 +98,13 @@ def operator(case: Case, conn_id: str, pdfs: dict[str, Path], **kwargs: Any) -> 
     )
 
 
-def context(mocker, try_number: int, store: StateStore | None) -> dict[str, Any]:
-    ti = mocker.MagicMock(dag_id="docs", task_id="extract", run_id="manual__1", map_index=-1, try_number=try_number)
-    return {"ti": ti, "task_state_store": store} if store is not None else {"ti": ti}
+def context(ti: MagicMock, store: StateStore | None) -> Context:
+    return Context(ti=ti, task_state_store=store) if store is not None else Context(ti=ti)
 
 
-def pushed(ctx: dict[str, Any], key: str) -> list[Any]:
-    return [c.kwargs["value"] for c in ctx["ti"].xcom_push.call_args_list if c.kwargs.get("key") == key]
+def task_try(mocker: MockerFixture, try_number: int) -> MagicMock:
+    """The task instance of one try of the task the cases run."""
+    return task_instance(mocker, try_number, dag_id="docs", task_id="extract", run_id="manual__1")
 
 
 @pytest.fixture(params=sorted(CASES))
@@ -113,24 +120,31 @@ def conn(case: Case, emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> str
 @pytest.mark.parametrize("store", [True, False], ids=["state store", "no state store"])
 @pytest.mark.parametrize("earlier", ["live", "review", "succeeded"])
 def test_a_retry_follows_a_live_or_succeeded_run(
-    earlier: str, store: bool, case: Case, conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+    earlier: str, store: bool, case: Case, conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker: MockerFixture
 ) -> None:
     if not store and not case.by_task_key:
         pytest.skip("without a state store Noxus has nothing to find a run by (README: Never a second run)")
     tasks = StateStore() if store else None
-    first = operator(case, conn, pdfs).execute(context(mocker, 1, tasks))
+    first = operator(case, conn, pdfs).execute(context(task_try(mocker, 1), tasks))
     emulator.set_status(first["id"], getattr(case, earlier))
-    retry = context(mocker, 2, tasks)
-    second = operator(case, conn, pdfs).execute(retry)
+    retry = task_try(mocker, 2)
+    second = operator(case, conn, pdfs).execute(context(retry, tasks))
     assert second["id"] == first["id"]
     assert [run["id"] for run in emulator.runs()] == [first["id"]], "no second run while the first is alive"
-    assert pushed(retry, PREVIOUS_RUN_ID_KEY) == []
+    assert PREVIOUS_RUN_ID_KEY not in pushed(retry)
 
 
 @pytest.mark.parametrize("store", [True, False], ids=["state store", "no state store"])
 @pytest.mark.parametrize("ending", ["failed", "cancelled"])
 def test_a_retry_after_a_failed_or_cancelled_run_starts_a_fresh_one(
-    ending: str, store: bool, case: Case, conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker, capsys
+    ending: str,
+    store: bool,
+    case: Case,
+    conn: str,
+    emulator: Emulator,
+    pdfs: dict[str, Path],
+    mocker: MockerFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     status = getattr(case, ending)
     if not store and not case.by_task_key:
@@ -138,44 +152,44 @@ def test_a_retry_after_a_failed_or_cancelled_run_starts_a_fresh_one(
     if status is None:
         pytest.skip(f"{case.platform} runs cannot be cancelled")
     tasks = StateStore() if store else None
-    first = operator(case, conn, pdfs).execute(context(mocker, 1, tasks))
+    first = operator(case, conn, pdfs).execute(context(task_try(mocker, 1), tasks))
     emulator.set_status(first["id"], status, error="unreadable scan" if ending == "failed" else None)
-    retry = context(mocker, 2, tasks)
-    second = operator(case, conn, pdfs).execute(retry)
+    retry = task_try(mocker, 2)
+    second = operator(case, conn, pdfs).execute(context(retry, tasks))
     assert second["id"] != first["id"]
     assert sorted(run["id"] for run in emulator.runs()) == sorted([first["id"], second["id"]])
-    assert pushed(retry, PREVIOUS_RUN_ID_KEY) == [first["id"]], "XCom names the run this one replaces"
+    assert pushed(retry)[PREVIOUS_RUN_ID_KEY] == [first["id"]], "XCom names the run this one replaces"
     assert f"earlier {case.platform} run {first['id']} of this task ended {status}" in capsys.readouterr().out
     if tasks is not None:
         assert tasks.values[STATE_STORE_KEY]["id"] == second["id"], "the store now names the fresh run"
-    third = operator(case, conn, pdfs).execute(context(mocker, 3, tasks))
+    third = operator(case, conn, pdfs).execute(context(task_try(mocker, 3), tasks))
     assert third["id"] == second["id"], "a third try follows the fresh run, still alive"
 
 
 def test_the_run_id_is_saved_the_moment_the_start_returns(
-    case: Case, conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+    case: Case, conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker: MockerFixture
 ) -> None:
     tasks = StateStore()
-    first = operator(case, conn, pdfs).execute(context(mocker, 1, tasks))
+    first = operator(case, conn, pdfs).execute(context(task_try(mocker, 1), tasks))
     assert tasks.values == {STATE_STORE_KEY: {"id": first["id"], "flow_id": case.flow_id}}
 
 
 def test_reattach_false_starts_fresh_on_every_try(
-    case: Case, conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+    case: Case, conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker: MockerFixture
 ) -> None:
     tasks = StateStore()
-    first = operator(case, conn, pdfs, reattach=False).execute(context(mocker, 1, tasks))
-    second = operator(case, conn, pdfs, reattach=False).execute(context(mocker, 2, tasks))
+    first = operator(case, conn, pdfs, reattach=False).execute(context(task_try(mocker, 1), tasks))
+    second = operator(case, conn, pdfs, reattach=False).execute(context(task_try(mocker, 2), tasks))
     assert first["id"] != second["id"] and len(emulator.runs()) == 2
 
 
 def test_a_cleared_task_whose_saved_run_was_deleted_looks_it_up(
-    case: Case, conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+    case: Case, conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker: MockerFixture
 ) -> None:
     """A saved id the platform no longer knows (404) is not fatal: the task key lookup takes over."""
     tasks = StateStore()
     tasks.set(STATE_STORE_KEY, {"id": "gone", "flow_id": case.flow_id})
-    first = operator(case, conn, pdfs).execute(context(mocker, 2, tasks))
+    first = operator(case, conn, pdfs).execute(context(task_try(mocker, 2), tasks))
     assert [run["id"] for run in emulator.runs()] == [first["id"]]
 
 
@@ -188,7 +202,7 @@ START_PATHS = {
 
 @pytest.mark.parametrize("kind", ["500_after", "drop"])
 def test_an_ambiguous_start_is_looked_up_not_resent(
-    kind: str, case: Case, conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+    kind: str, case: Case, conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker: MockerFixture
 ) -> None:
     """The platform made the run, then the answer was a 5xx or was lost: the run is followed, not made twice.
 
@@ -196,7 +210,7 @@ def test_an_ambiguous_start_is_looked_up_not_resent(
     key: its run is the one whose input names the files this start uploaded.
     """
     emulator.fault(START_PATHS[case.platform], 0, method="POST", kind=kind)
-    result = operator(case, conn, pdfs).execute(context(mocker, 1, StateStore()))
+    result = operator(case, conn, pdfs).execute(context(task_try(mocker, 1), StateStore()))
     starts = [r for r in emulator.requests() if r["method"] == "POST" and r["path"] == START_PATHS[case.platform]]
     (run,) = emulator.runs()
     assert result["id"] == run["id"] and len(starts) == 1

@@ -32,7 +32,8 @@ def test_poke_is_false_while_running_then_returns_the_run(tableflow_conn: str, e
     assert task.poke({}).is_done is False
     emulator.set_status(run_id, "completed")
     done = task.poke({})
-    assert done.is_done and done.xcom_value["state"] == "succeeded" and done.xcom_value["id"] == run_id
+    assert done.is_done and done.xcom_value is not None
+    assert (done.xcom_value["state"], done.xcom_value["id"]) == ("succeeded", run_id)
 
 
 def test_poke_fails_on_a_failed_run(tableflow_conn: str, emulator: Emulator, run_id: str) -> None:
@@ -53,7 +54,8 @@ def test_poke_applies_the_review_policy(
     elif outcome is None:
         assert task.poke({}).is_done is False
     else:
-        assert task.poke({}).xcom_value["state"] == outcome
+        done = task.poke({})
+        assert done.xcom_value is not None and done.xcom_value["state"] == outcome
 
 
 def test_deferrable_mode_defers_and_completes(tableflow_conn: str, emulator: Emulator, run_id: str) -> None:

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from airflow.providers.common.compat.sdk import Context
 from airflow.sdk.log import redact
 
 from airflow_flowruns.emulator.config import (
@@ -57,7 +58,7 @@ def oauth_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, url: str, pa
 
 
 def test_synchronous_run_with_files_and_small_outputs_runs_in_the_worker_when_deferrable(
-    stackai_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any], capsys: pytest.CaptureFixture[str]
+    stackai_conn: str, emulator: Emulator, pdf: Path, context: Context, capsys: pytest.CaptureFixture[str]
 ) -> None:
     result = task(stackai_conn, pdf, deferrable=True).execute(context)  # a defer() would raise TaskDeferred
     (run,) = emulator.runs()
@@ -79,7 +80,7 @@ def test_synchronous_run_with_files_and_small_outputs_runs_in_the_worker_when_de
 
 
 def test_large_outputs_go_to_output_path(
-    stackai_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any], tmp_path: Path
+    stackai_conn: str, emulator: Emulator, pdf: Path, context: Context, tmp_path: Path
 ) -> None:
     target = tmp_path / "outputs" / "report.json"
     result = task(stackai_conn, pdf, STACKAI_BIG_OUTPUT_FLOW, output_path=f"file://{target}").execute(context)
@@ -89,7 +90,7 @@ def test_large_outputs_go_to_output_path(
 
 
 def test_large_outputs_without_output_path_fail_clearly_and_a_retry_reattaches(
-    stackai_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any], tmp_path: Path
+    stackai_conn: str, emulator: Emulator, pdf: Path, context: Context, tmp_path: Path
 ) -> None:
     with pytest.raises(FlowRunsConfigError, match="over max_xcom_output_bytes=65536, and no output_path"):
         task(stackai_conn, pdf, STACKAI_BIG_OUTPUT_FLOW).execute(context)
@@ -101,7 +102,7 @@ def test_large_outputs_without_output_path_fail_clearly_and_a_retry_reattaches(
 
 
 def test_failed_run_fails_the_task_with_its_error(
-    stackai_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any]
+    stackai_conn: str, emulator: Emulator, pdf: Path, context: Context
 ) -> None:
     with pytest.raises(FlowRunFailedError, match="LLM node out-0 timed out"):
         task(stackai_conn, pdf, STACKAI_FAILING_FLOW).execute(context)
@@ -109,7 +110,7 @@ def test_failed_run_fails_the_task_with_its_error(
 
 
 def test_a_run_call_outlasting_run_timeout_is_followed_through_the_listing_not_repeated(
-    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, pdf: Path, context: dict[str, Any]
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, pdf: Path, context: Context
 ) -> None:
     emulator.scenario(STACKAI_FLOW, platform="stackai", processing_seconds=1.5)
     conn = set_connection(monkeypatch, "stackai_slow", "stackai", emulator.url, org_id=STACKAI_ORG, run_timeout=0.2)
@@ -125,7 +126,7 @@ def test_a_run_call_outlasting_run_timeout_is_followed_through_the_listing_not_r
 
 
 def test_a_run_not_yet_in_the_listing_is_taken_from_the_run_answer(
-    stackai_conn: str, emulator: Emulator, pdf: Path, context: dict[str, Any]
+    stackai_conn: str, emulator: Emulator, pdf: Path, context: Context
 ) -> None:
     emulator.fault(RUNS_PATH, 200, "[]", method="GET", count=2)  # also hides it from a lookup after an error
     result = task(stackai_conn, pdf).execute(context)
@@ -179,7 +180,8 @@ def test_sensor_follows_a_run_through_the_listing(
     elif outcome is None:
         assert sensor.poke({}).is_done is False
     else:
-        assert sensor.poke({}).xcom_value["state"] == outcome
+        done = sensor.poke({})
+        assert done.xcom_value is not None and done.xcom_value["state"] == outcome
 
 
 def follow_in_triggerer(conn_id: str, run_id: str) -> dict[str, Any]:
@@ -268,7 +270,12 @@ def test_oauth_token_is_fetched_once_cached_renewed_on_expiry_and_after_401_and_
 ) -> None:
     masked: list[str] = []
     real_mask = stackai.mask_secret
-    monkeypatch.setattr(stackai, "mask_secret", lambda secret: (masked.append(secret), real_mask(secret)))
+
+    def mask_and_note(secret: str) -> None:
+        masked.append(secret)
+        real_mask(secret)
+
+    monkeypatch.setattr(stackai, "mask_secret", mask_and_note)
     hook = FlowRunsHook(oauth_connection(monkeypatch, "stackai_oauth", emulator.url, "analyst-password"))
 
     def token_calls() -> list[int]:
@@ -351,7 +358,7 @@ def test_bad_input_starts_nothing(
     emulator: Emulator,
     monkeypatch: pytest.MonkeyPatch,
     pdf: Path,
-    context: dict[str, Any],
+    context: Context,
     conn_extra: dict[str, Any],
     kwargs: dict[str, Any],
     message: str,

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from airflow.sdk.module_loading import import_string
+from pytest_mock import MockerFixture
 
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.hooks.http import AsyncFlowRunsClient
@@ -128,7 +129,7 @@ def test_a_run_finished_at_the_deadline_is_not_a_timeout(
 
 
 def test_triggers_on_one_connection_share_one_client_per_event_loop(
-    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker
+    tableflow_conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker: MockerFixture
 ) -> None:
     emulator.scenario(RECONCILIATION_FLOW, processing_seconds=0.2)
     run_ids = [started_run(tableflow_conn, pdfs) for _ in range(5)]

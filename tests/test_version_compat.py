@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import pytest
 from airflow import __version__ as airflow_version
-from airflow.providers.common.compat.sdk import TaskDeferred
+from airflow.providers.common.compat.sdk import Context, TaskDeferred
 
 from airflow_flowruns.operators import _waiting
 from airflow_flowruns.operators.flow_run import FlowRunOperator
@@ -39,7 +38,7 @@ def test_deferring_says_on_airflow_before_3_3_that_a_kill_will_not_cancel_the_ru
     tableflow_conn: str,
     emulator: Emulator,
     pdfs: dict[str, Path],
-    context: dict[str, Any],
+    context: Context,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -36,7 +36,7 @@ FLOWS = {
 }
 EXTRAS = {"stackai": {"org_id": emulator_config.STACKAI_ORG}}
 LISTING = {"tableflow": "/flows/runs", "extend": "/workflow_runs", "noxus": "/v1/", "stackai": "/analytics/"}
-FAST = {"poll_interval": 0.1}
+FAST_POLL = 0.1
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_dags"
 BOUND = 60.0
 """Seconds a test waits for events that should come within a few polls: a bound on a hang, not a timing."""
@@ -95,7 +95,7 @@ def test_runs_started_outside_airflow_are_announced_once_each(
     emulator.control.post(
         "/seed", json={"platform": platform, "flow_id": flow_id, "count": 3, "created_from": long_done}
     ).raise_for_status()
-    trigger = FlowRunEventTrigger(conn_id=conn_id, flow_id=flow_id, **FAST)
+    trigger = FlowRunEventTrigger(conn_id=conn_id, flow_id=flow_id, poll_interval=FAST_POLL)
     started: list[str] = []
     events = asyncio.run(
         started_watching(trigger, lambda: started.extend(manual_runs(emulator, platform, flow_id, 3)), 3)
@@ -134,7 +134,7 @@ def test_runs_a_task_started_carry_its_task_key(
     key = "af-" + "0123456789abcdef01234567"
     files = {"document" if platform == "tableflow" else "file": pdf}
     request = StartRequest(flow_id=flow_id, files=files, task_key=key)
-    trigger = FlowRunEventTrigger(conn_id=conn_id, flow_id=flow_id, **FAST)
+    trigger = FlowRunEventTrigger(conn_id=conn_id, flow_id=flow_id, poll_interval=FAST_POLL)
     [event] = asyncio.run(started_watching(trigger, lambda: FlowRunsHook(conn_id).start_run(request), 1))
     assert event["task_key"] == key
 
@@ -146,7 +146,7 @@ def test_only_the_watched_states_are_announced(emulator: Emulator, monkeypatch: 
     emulator.scenario(good, processing_seconds=0.2)
     emulator.scenario(failing, processing_seconds=0.2, outcome="failed")
     emulator.scenario(review, processing_seconds=0.2, review=True)
-    trigger = FlowRunEventTrigger(conn_id=conn_id, states=["failed", "needs_review"], **FAST)
+    trigger = FlowRunEventTrigger(conn_id=conn_id, states=["failed", "needs_review"], poll_interval=FAST_POLL)
 
     def start() -> None:
         for flow_id in (good, failing, review):
@@ -320,7 +320,9 @@ def test_without_a_state_store_a_restart_begins_at_start_from(
     began = datetime.now(UTC) - timedelta(seconds=1)
     first = asyncio.run(
         started_watching(
-            FlowRunEventTrigger(conn_id=conn_id, **FAST), lambda: manual_runs(emulator, "tableflow", flow_id), 1
+            FlowRunEventTrigger(conn_id=conn_id, poll_interval=FAST_POLL),
+            lambda: manual_runs(emulator, "tableflow", flow_id),
+            1,
         )
     )
     while_down = manual_runs(emulator, "tableflow", flow_id)
@@ -328,12 +330,12 @@ def test_without_a_state_store_a_restart_begins_at_start_from(
     ended = asyncio.run(until_finished(emulator, while_down[0]))
     asyncio.run(until(lambda: time.time() >= int(ended) + 1))
 
-    fresh = FlowRunEventTrigger(**FlowRunEventTrigger(conn_id=conn_id, **FAST).serialize()[1])
+    fresh = FlowRunEventTrigger(**FlowRunEventTrigger(conn_id=conn_id, poll_interval=FAST_POLL).serialize()[1])
     later: list[str] = []
     after = asyncio.run(started_watching(fresh, lambda: later.extend(manual_runs(emulator, "tableflow", flow_id)), 1))
     assert [event["run_id"] for event in after] == later  # the run finished while down is not announced
 
-    replaying = FlowRunEventTrigger(conn_id=conn_id, start_from=began.isoformat(), **FAST)
+    replaying = FlowRunEventTrigger(conn_id=conn_id, start_from=began.isoformat(), poll_interval=FAST_POLL)
     replayed = asyncio.run(payloads(replaying, 3))
     assert {event["run_id"] for event in replayed} == {first[0]["run_id"], *while_down, *later}
     assert {event["dedup_key"] for event in replayed} >= {first[0]["dedup_key"], after[0]["dedup_key"]}
@@ -404,7 +406,7 @@ def test_a_restarted_watcher_continues_from_the_stored_position_without_losing_a
     flow_id = FLOWS["tableflow"][0]
     emulator.scenario(flow_id, processing_seconds=0.1)
     store = MemoryAccessor()
-    kwargs = FlowRunEventTrigger(conn_id=conn_id, flow_id=flow_id, **FAST).serialize()[1]
+    kwargs = FlowRunEventTrigger(conn_id=conn_id, flow_id=flow_id, poll_interval=FAST_POLL).serialize()[1]
 
     async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], list[str]]:
         first = Triggerer(FlowRunEventTrigger(**kwargs), store)
