@@ -188,8 +188,19 @@ def dags_test(
             "SELECT run_id, state FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)
         ).fetchone()
         tasks = dict(db.execute("SELECT task_id, state FROM task_instance WHERE run_id = ?", (run_id,)).fetchall())
-        xcom = {
-            f"{task}.{key}": json.loads(value)
-            for task, key, value in db.execute("SELECT task_id, key, value FROM xcom WHERE run_id = ?", (run_id,))
-        }
+        xcom = xcom_values(db, run_id)
     return state, tasks, xcom
+
+
+def xcom_values(db: sqlite3.Connection, run_id: str) -> dict[str, Any]:
+    """A DAG run's XComs by ``task.key``, decoded."""
+    return {
+        f"{task}.{key}": xcom_value(value)
+        for task, key, value in db.execute("SELECT task_id, key, value FROM xcom WHERE run_id = ?", (run_id,))
+    }
+
+
+def xcom_value(stored: object) -> Any:
+    """An XCom value as SQLite hands it back. Airflow declares the column JSON, which gives it SQLite's numeric
+    affinity: a bare number comes back as a number, every other value as its JSON text."""
+    return json.loads(stored) if isinstance(stored, str) else stored

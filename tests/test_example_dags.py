@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from conftest import API_KEY, Emulator, dags_test
+from conftest import API_KEY, Emulator, dags_test, xcom_values
 
 
 @pytest.mark.slow
@@ -35,3 +36,21 @@ def test_tableflow_example_runs_end_to_end(airflow_home: Path, emulator: Emulato
     assert xcom["reconcile.flow_run_url"] == result["url"]
     assert len(run["files"]) == 4 and run["name"] == "PO-123 Reconciliation"
     assert API_KEY not in json.dumps(xcom)
+
+
+@pytest.mark.slow
+def test_xcoms_read_back_as_pushed_bare_numbers_included(airflow_home: Path) -> None:
+    """Airflow's XCom table, as `airflow db migrate` makes it, stores a bare number as a number, not JSON text."""
+    with sqlite3.connect(airflow_home / "airflow.db") as migrated:
+        (schema,) = migrated.execute("SELECT sql FROM sqlite_master WHERE name = 'xcom'").fetchone()
+    pushed = {"count": 3, "share": 0.5, "run": {"id": "r1"}, "url": "http://x", "nothing": None, "done": True}
+    db = sqlite3.connect(":memory:")
+    db.execute(schema)
+    db.executemany(
+        "INSERT INTO xcom (dag_run_id, dag_id, run_id, task_id, key, value, timestamp) "
+        "VALUES (1, 'd', 'r', 't', ?, ?, 0)",
+        [(key, json.dumps(value)) for key, value in pushed.items()],
+    )
+    assert {type(value) for (value,) in db.execute("SELECT value FROM xcom")} == {int, float, str}
+    assert xcom_values(db, "r") == {f"t.{key}": value for key, value in pushed.items()}
+    db.close()

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conftest import AIRFLOW, API_KEY, Emulator, airflow_env, dags_test
+from conftest import AIRFLOW, API_KEY, Emulator, airflow_env, dags_test, xcom_value
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ def mapped(home: Path, dag_id: str, task_id: str) -> dict[int, dict[str, Any]]:
             "SELECT map_index, key, value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ?",
             (dag_id, run_id, task_id),
         ):
-            found[index][key] = json.loads(value)
+            found[index][key] = xcom_value(value)
     return found
 
 
