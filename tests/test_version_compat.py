@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from airflow import __version__ as airflow_version
 from airflow.providers.common.compat.sdk import Context, TaskDeferred
+from pytest_mock import MockerFixture
 
-from airflow_flowruns.operators import _waiting
+from airflow_flowruns.operators import _reattach, _waiting
 from airflow_flowruns.operators.flow_run import FlowRunOperator
 from airflow_flowruns.version_compat import missing_feature
-from conftest import Emulator
+from conftest import Emulator, task_instance
 from helpers import RECONCILIATION_FLOW
 
 LOGGER = "airflow_flowruns.version_compat"
@@ -57,3 +58,35 @@ def test_deferring_says_on_airflow_before_3_3_that_a_kill_will_not_cancel_the_ru
         assert said == []
     else:
         assert len(said) == 1 and said[0].startswith("Cancelling the run when its deferred task is marked failed")
+
+
+@pytest.mark.parametrize("airflow_3_3", [True, False])
+def test_retries_say_once_on_airflow_before_3_3_that_runs_are_found_by_task_key_only(
+    airflow_3_3: bool,
+    tableflow_conn: str,
+    emulator: Emulator,
+    pdfs: dict[str, Path],
+    mocker: MockerFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No task state store before Airflow 3.3: every try would look for one, and the log says so once."""
+    monkeypatch.setattr(_reattach, "AIRFLOW_V_3_3_PLUS", airflow_3_3)
+    operator = FlowRunOperator(
+        task_id="reconcile",
+        flowruns_conn_id=tableflow_conn,
+        flow_id=RECONCILIATION_FLOW,
+        files={"purchase_order": pdfs["po"], "invoice": pdfs["inv"]},
+        wait_for_completion=False,
+    )
+    with caplog.at_level(logging.INFO):
+        runs = [operator.execute(Context(ti=task_instance(mocker, try_number))) for try_number in (1, 2, 3)]
+    assert [run["id"] for run in runs] == [runs[0]["id"]] * 3, "each retry follows the first run, by its task key"
+    said = [r.getMessage() for r in caplog.records if "state store" in r.getMessage()]
+    if airflow_3_3:
+        assert said == []
+    else:
+        assert said == [
+            "Finding an earlier try's run in the task state store (task keys are used instead) needs Airflow 3.3 "
+            f"or later; this is Airflow {airflow_version}, so it is off."
+        ]

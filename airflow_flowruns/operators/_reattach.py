@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_flowruns.exceptions import FlowRunsApiError
 from airflow_flowruns.platforms import FlowRun, RunState
+from airflow_flowruns.version_compat import AIRFLOW_V_3_3_PLUS, missing_feature
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -45,7 +46,8 @@ def earlier_run(hook: FlowRunsHook, flow_id: str, key: str, context: Context) ->
     """The run an earlier try of this task instance started, in its current state, or None."""
     store = state_store(context)
     if store is None:
-        log.info("No task state store in the task context (Airflow < 3.3): earlier runs are found by task key only.")
+        if not AIRFLOW_V_3_3_PLUS:
+            missing_feature("Finding an earlier try's run in the task state store (task keys are used instead)", "3.3")
     else:
         saved = store.get(STATE_STORE_KEY)
         if isinstance(saved, dict) and isinstance(saved.get("id"), str):
