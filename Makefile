@@ -36,8 +36,10 @@ test: lint $(SDK_INSTALLED)
 
 # A real Airflow (SQLite, one process per component) over the emulator in fault mode: 200 mapped tasks,
 # a killed triggerer and worker, then runs, task states and secrets checked. About 8 minutes; see e2e/run.py.
+# Then the real-triggerer benchmark at 10 tasks (about 2 minutes; see e2e/test_real_triggerer_smoke.py).
 e2e: $(INSTALLED)
 	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m e2e
+	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m pytest -q e2e/test_real_triggerer_smoke.py
 
 # A production-shaped Airflow on one machine: PostgreSQL and Redis (Debian's packages, installed when missing),
 # the CeleryExecutor with two workers, two triggerers alive at once, 300 documents on TableFlow, Extend and
@@ -84,7 +86,8 @@ docs: $(INSTALLED)
 	$(BIN)/python -m pip install --quiet -e ".[docs]"
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
-# The three benchmarks with their baselines (about 20 minutes); flags: make bench BENCH_ARGS="--sizes 1000".
+# The five benchmarks with their baselines (see benchmarks/README.md for how long each takes); flags:
+# make bench BENCH_ARGS="--sizes 1000 --only density", BENCH_ARGS="--only real_triggerer --real-sizes 1000".
 bench: $(INSTALLED)
 	$(BIN)/python -m pip install --quiet matplotlib
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

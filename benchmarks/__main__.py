@@ -1,20 +1,22 @@
-"""`make bench`: the four benchmarks, each against a baseline measured in the same run.
+"""`make bench`: the five benchmarks, each against a baseline measured in the same run.
 
 python -m benchmarks [--sizes 1000,5000,10000] [--poll-interval 30] [--window 60] [--upload-mib 1024]
                      [--upload-rounds 3] [--economy-runs 1000] [--extend-runs 10000] [--extend-limit 5]
-                     [--only density,uploads,economy,extend]
+                     [--real-sizes 1000,10000] [--real-platforms tableflow,extend] [--real-upto 20]
+                     [--only density,uploads,economy,extend,real_triggerer]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks import extend_economy, request_economy, trigger_density, uploads
+from benchmarks import extend_economy, real_triggerer, request_economy, trigger_density, uploads
 from benchmarks.common import RESULTS, emulator, table, write_result
 
 DENSITY_COLUMNS = [
@@ -31,6 +33,24 @@ DENSITY_COLUMNS = [
     "loop_lag_max_ms",
     "tcp_connections",
     "detect_p50_s",
+    "detect_p99_s",
+]
+REAL_COLUMNS = [
+    "platform",
+    "trigger",
+    "n",
+    "created",
+    "events",
+    "still_deferred",
+    "polls_per_run",
+    "requests_per_run",
+    "cpu_ms_per_poll",
+    "cores",
+    "supervisor_cores",
+    "runner_cores",
+    "loop_lag_p99_ms",
+    "loop_lag_max_ms",
+    "tcp_connections",
     "detect_p99_s",
 ]
 
@@ -78,7 +98,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--extend-interval", type=float, default=30.0)
     parser.add_argument("--extend-offset", type=float, help="runs start finishing after this (default: 1.25 N / limit)")
     parser.add_argument("--extend-window", type=float, help="and finish at random over this (default: 2 N / limit)")
-    parser.add_argument("--only", default="density,uploads,economy,extend")
+    parser.add_argument("--real-sizes", default="1000,10000", help="deferred tasks in the real triggerer")
+    parser.add_argument("--real-platforms", default="tableflow,extend")
+    parser.add_argument("--real-upto", type=int, default=20, help="up to this N the operator really defers")
+    parser.add_argument("--only", default="density,uploads,economy,extend,real_triggerer")
     args = parser.parse_args(argv)
     chosen = set(args.only.split(","))
     print(f"machine: {machine()}")
@@ -104,6 +127,24 @@ def main(argv: list[str] | None = None) -> None:
             row = request_economy.run(emu, args.economy_runs, args.economy_limit, poll_interval=5.0)
             print("\n3. request economy\n" + table([row], list(row)))
             write_result("request_economy", {"machine": machine(), "row": row})
+        if "real_triggerer" in chosen:
+            with tempfile.TemporaryDirectory(prefix="flowruns-bench-triggerer-") as tmp:
+                rows = real_triggerer.run(
+                    emu,
+                    Path(tmp),
+                    args.real_platforms.split(","),
+                    [int(n) for n in args.real_sizes.split(",")],
+                    args.poll_interval,
+                    args.window,
+                    args.real_upto,
+                )
+            print("\n5. inside a real airflow triggerer\n" + table(rows, REAL_COLUMNS))
+            earlier = RESULTS / "real_triggerer.json"
+            rows = real_triggerer.merge(json.loads(earlier.read_text())["rows"] if earlier.exists() else [], rows)
+            ratios = real_triggerer.ratios(rows)
+            if ratios:
+                print("\nratios\n" + table(ratios, list(ratios[0])))
+            write_result("real_triggerer", {"machine": machine(), "rows": rows, "ratios": ratios})
     if "extend" in chosen:
         with extend_economy.limited_emulator(args.extend_limit) as emu:
             rows = extend_economy.run(
