@@ -25,6 +25,7 @@ from airflow.providers.common.compat.sdk import Context
 from pytest_mock import MockerFixture
 
 from airflow_flowruns.emulator import EmulatorServer
+from hostile_server import HostileServer
 
 API_KEY = "emulator-key"
 # Retries stay on in tests, only with short waits, so retry paths run without slowing the suite.
@@ -94,6 +95,13 @@ def emulator(emulator_server: EmulatorServer) -> Emulator:
     emu = Emulator(emulator_server.url)
     emu.reset()
     return emu
+
+
+@pytest.fixture(scope="module")
+def hostile() -> Iterator[HostileServer]:
+    """A hostile HTTP server on loopback (tests/hostile_server.py), one per test module."""
+    with HostileServer() as server:
+        yield server
 
 
 def set_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, conn_type: str, url: str, **extra: Any) -> str:

@@ -17,7 +17,7 @@ import re
 import time
 import traceback
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -77,12 +77,6 @@ EXPECTED: dict[str, Expected] = {
 assert EXPECTED.keys() == MODES.keys()
 
 
-@pytest.fixture(scope="module")
-def hostile() -> Iterator[HostileServer]:
-    with HostileServer() as server:
-        yield server
-
-
 _CONNECTIONS = itertools.count()
 
 
@@ -115,6 +109,20 @@ def measured(work: Any) -> tuple[Any, int]:
         tracemalloc.stop()
 
 
+def failure(work: Callable[[], object]) -> tuple[BaseException, int]:
+    """What ``work()`` raised (a hostile answer must never be accepted) and the memory peak meanwhile."""
+
+    def run() -> BaseException:
+        try:
+            work()
+        except BaseException as exc:
+            return exc
+        raise AssertionError("a hostile answer was accepted")
+
+    result: tuple[BaseException, int] = measured(run)
+    return result
+
+
 def followed(trigger: FlowRunTrigger) -> dict[str, Any]:
     """The payload of the one event ``trigger`` fires in an event loop of its own, the memory held at the
     peak meanwhile checked."""
@@ -142,14 +150,7 @@ def test_worker_path(mode: str, hostile: HostileServer, conn_id: str, caplog: py
     hostile.mode = mode
     caplog.set_level(logging.DEBUG)
 
-    def read() -> BaseException:
-        try:
-            FlowRunsHook(conn_id).get_run(FLOW_ID, RUN_ID)
-        except BaseException as exc:
-            return exc
-        raise AssertionError("a hostile answer was accepted")
-
-    error, peak = measured(read)
+    error, peak = failure(lambda: FlowRunsHook(conn_id).get_run(FLOW_ID, RUN_ID))
     assert isinstance(error, FlowRunsError), repr(error)
     assert peak < MEMORY_BOUND, f"{peak / 2**20:.1f} MiB held at the peak"
     assert re.search(EXPECTED[mode].worker, str(error)), str(error)

@@ -14,8 +14,6 @@ import logging
 import re
 import time
 import traceback
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -24,7 +22,7 @@ from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from conftest import FAST_RETRIES
 from hostile_server import FLOW_ID, MODES, RUN_ID, Exchange, HostileServer
-from test_hostile_platform import KEY, LIMIT, MEMORY_BOUND, assert_no_key, followed, measured
+from test_hostile_platform import KEY, LIMIT, MEMORY_BOUND, assert_no_key, failure, followed
 
 TOKEN = "issued-token-77e0b3"
 ORG = "org_hostile"
@@ -50,12 +48,6 @@ def _huge_401(ex: Exchange) -> None:
 _CONNECTIONS = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def hostile() -> Iterator[HostileServer]:
-    with HostileServer() as server:
-        yield server
-
-
 @pytest.fixture
 def conn_id(hostile: HostileServer, monkeypatch: pytest.MonkeyPatch) -> str:
     hostile.requests.clear()
@@ -79,22 +71,11 @@ def conn_id(hostile: HostileServer, monkeypatch: pytest.MonkeyPatch) -> str:
     return conn_id
 
 
-def _failure(work: Any) -> tuple[BaseException, int]:
-    def run() -> BaseException:
-        try:
-            work()
-        except BaseException as exc:
-            return exc
-        raise AssertionError("a hostile answer was accepted")
-
-    return measured(run)
-
-
 @pytest.mark.parametrize("mode", TOKEN_MODES)
 def test_worker_path(mode: str, hostile: HostileServer, conn_id: str, caplog: pytest.LogCaptureFixture) -> None:
     hostile.mode = mode
     caplog.set_level(logging.DEBUG)
-    error, peak = _failure(lambda: FlowRunsHook(conn_id).get_run(FLOW_ID, RUN_ID))
+    error, peak = failure(lambda: FlowRunsHook(conn_id).get_run(FLOW_ID, RUN_ID))
     assert isinstance(error, FlowRunsError), repr(error)
     assert re.search(TOKEN_MODES[mode], str(error)), str(error)
     assert peak < MEMORY_BOUND, f"{peak / 2**20:.1f} MiB held at the peak"
@@ -125,7 +106,7 @@ def test_a_401_read_before_renewing_the_token_is_read_within_the_limit(
     hook = FlowRunsHook(conn_id)
     assert list(hook.list_runs(flow_id=FLOW_ID)) == []
     hostile.modes_by_run[listing] = _huge_401
-    error, peak = _failure(lambda: list(hook.list_runs(flow_id=FLOW_ID)))
+    error, peak = failure(lambda: list(hook.list_runs(flow_id=FLOW_ID)))
     assert isinstance(error, FlowRunsError), repr(error)
     assert re.search(r"StackAI API call 'list runs' answered with more than 1048576 bytes", str(error)), str(error)
     assert peak < MEMORY_BOUND, f"{peak / 2**20:.1f} MiB held at the peak"

@@ -78,7 +78,9 @@ class AsyncFlowRunsClient:
             connector = aiohttp.TCPConnector(
                 limit=self.options.max_concurrent_requests, ssl=self._ssl, keepalive_timeout=KEEPALIVE_SECONDS
             )
-            self._session = aiohttp.ClientSession(connector=connector)
+            # trust_env: the proxies the environment names (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), for both ways a
+            # request is sent, within the same overall deadline (``asyncio.timeout`` bounds either route)
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=True)
         return self._session
 
     async def call(self, call: ApiCall) -> Any:

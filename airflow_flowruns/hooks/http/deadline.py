@@ -2,8 +2,9 @@
 
 Per-operation timeouts alone let a server that trickles its answer a byte at a time keep a request
 (and its connection slot) alive indefinitely. The async client bounds a request with
-``asyncio.timeout``; the sync client gives httpx a network backend whose every socket operation waits
-at most the time left before the deadline of the request running in that thread.
+``asyncio.timeout``, whatever the route; the sync client gives httpx a network backend whose every
+socket operation waits at most the time left before the deadline of the request running in that thread,
+on its direct transport and on the one of each proxy the environment names.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 
 import httpcore
 import httpx
+from httpx._utils import get_environment_proxies  # what httpx itself mounts proxies for
 
 _deadline: ContextVar[float | None] = ContextVar("flowruns_request_deadline", default=None)
 
@@ -112,8 +114,23 @@ class DeadlineBackend(httpcore.NetworkBackend):
 
 
 def sync_transport(**kwargs: Any) -> httpx.HTTPTransport:
-    """httpx's sync transport on :class:`DeadlineBackend`."""
+    """httpx's sync transport on :class:`DeadlineBackend` (through a proxy too, given ``proxy``)."""
     transport = httpx.HTTPTransport(**kwargs)
     pool = transport._pool  # httpx exposes no way to pass a network backend
     pool._network_backend = DeadlineBackend(pool._network_backend)
     return transport
+
+
+def sync_proxy_mounts(**kwargs: Any) -> dict[str, httpx.BaseTransport | None]:
+    """A transport on :class:`DeadlineBackend` for each proxy the environment names (``HTTP_PROXY``,
+    ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``, read exactly as httpx reads them).
+
+    httpx reads them only when it makes its own transport, and the client gives it one (on this backend):
+    these are the proxy transports httpx would have mounted, each on this backend and with the
+    connection's TLS settings, so a request through a proxy has the same overall deadline as one sent
+    directly.
+    """
+    return {
+        pattern: None if url is None else sync_transport(proxy=url, **kwargs)
+        for pattern, url in get_environment_proxies().items()
+    }

@@ -12,7 +12,7 @@ from tenacity import Retrying
 from airflow_flowruns.files import OpenWhileRead
 from airflow_flowruns.hooks.http.auth import bounded_auth
 from airflow_flowruns.hooks.http.body import ACCEPT_ENCODING, Answer, build_request, seconds_for
-from airflow_flowruns.hooks.http.deadline import request_deadline, start_deadline, sync_transport
+from airflow_flowruns.hooks.http.deadline import request_deadline, start_deadline, sync_proxy_mounts, sync_transport
 from airflow_flowruns.hooks.http.errors import (
     found,
     reading_body,
@@ -28,22 +28,23 @@ from airflow_flowruns.platforms.base import ApiCall, FlowRun, Platform, RunQuery
 class FlowRunsClient:
     """Blocking client for workers: uploads stream from disk, so memory does not grow with file size.
 
-    Each request has an overall deadline (the call's or the connection's ``timeout``); an upload's starts
-    once its body is sent, since sending a large file takes as long as it takes.
+    Each request has an overall deadline (the call's or the connection's ``timeout``), directly or through
+    a proxy the environment names; an upload's starts once its body is sent, since sending a large file
+    takes as long as it takes.
     """
 
     def __init__(self, platform: Platform, options: HttpOptions) -> None:
         self.platform = platform
         self.options = options
         self._scheduler = scheduler_for(platform.settings.conn_id, options.max_requests_per_second)
+        transport = {"verify": options.ssl_context(), "limits": httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS)}
         self._http = httpx.Client(
             base_url=platform.settings.base_url,
             headers={**platform.headers(), "Accept-Encoding": ACCEPT_ENCODING},
             auth=bounded_auth(platform, options.max_response_bytes),
             timeout=options.timeout,
-            transport=sync_transport(
-                verify=options.ssl_context(), limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS)
-            ),
+            transport=sync_transport(**transport),
+            mounts=sync_proxy_mounts(**transport),
         )
 
     def call(self, call: ApiCall) -> Any:
