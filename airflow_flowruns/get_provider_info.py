@@ -27,6 +27,26 @@ MODULES: dict[str, list[str]] = {
 }
 """Every platform is served by the same modules, so each integration lists all of them."""
 
+DEFAULT_MIN_POLL_INTERVAL = 1.0
+CONFIG: dict[str, Any] = {
+    "flowruns": {
+        "description": "Settings of the airflow-flowruns provider.\n",
+        "options": {
+            "min_poll_interval": {
+                "description": "The shortest ``poll_interval``, in seconds, that FlowRunOperator and FlowRunSensor "
+                "accept; a shorter one is refused when the DAG is parsed. Runs take "
+                "seconds to minutes: polling faster only spends the platform's rate limit on the same answer.\n",
+                "version_added": None,
+                "type": "float",
+                "example": "5",
+                "default": str(DEFAULT_MIN_POLL_INTERVAL),
+            },
+        },
+    },
+}
+"""The provider's ``[flowruns]`` configuration options, as official providers declare theirs, so
+``airflow config list`` shows them with their defaults and descriptions."""
+
 
 def get_provider_info() -> dict[str, Any]:
     labels = {conn_type: FORMS[conn_type].label for conn_type in INTEGRATIONS}
@@ -50,4 +70,5 @@ def get_provider_info() -> dict[str, Any]:
             ]
         ),
         "extra-links": ["airflow_flowruns.links.FlowRunLink"],
+        "config": CONFIG,
     }

@@ -13,6 +13,7 @@ from typing import Any, Self
 from airflow.providers.common.compat.sdk import conf
 
 from airflow_flowruns.exceptions import FlowRunFailedError, FlowRunsConfigError, FlowRunTimeoutError
+from airflow_flowruns.get_provider_info import DEFAULT_MIN_POLL_INTERVAL
 from airflow_flowruns.platforms.base import FlowRun, RunState
 
 log = logging.getLogger(__name__)
@@ -39,11 +40,6 @@ class OnReview(StrEnum):
 def is_settled(run: FlowRun, on_review: OnReview) -> bool:
     """Whether waiting is over: a final state, or review when the policy does not wait it out."""
     return run.state.is_final or (run.state is RunState.NEEDS_REVIEW and on_review is not OnReview.WAIT)
-
-
-DEFAULT_MIN_POLL_INTERVAL = 1.0
-"""The shortest poll interval unless ``[flowruns] min_poll_interval`` says otherwise: runs take seconds to
-minutes, and faster polling only spends the platform's rate limit on the same answer."""
 
 
 def check_poll_interval(poll_interval: float) -> float:

@@ -11,10 +11,13 @@ from pathlib import Path
 import airflow
 import jsonschema
 import pytest
+from airflow.configuration import conf
 from airflow.providers_manager import ProvidersManager
 
-from airflow_flowruns.get_provider_info import get_provider_info
+from airflow_flowruns.exceptions import FlowRunsConfigError
+from airflow_flowruns.get_provider_info import DEFAULT_MIN_POLL_INTERVAL, get_provider_info
 from airflow_flowruns.version_compat import AIRFLOW_V_3_2_PLUS
+from airflow_flowruns.waiting import check_poll_interval
 
 SCHEMAS = Path(airflow.__file__).parent
 
@@ -69,3 +72,17 @@ def test_provider_info_loads_nothing_from_airflow() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_airflow_knows_the_providers_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``[flowruns] min_poll_interval`` is declared: Airflow gives its default with no fallback, with its
+    description, and setting it moves the floor ``poll_interval`` is checked against."""
+    declared = {package: section for package, section in ProvidersManager().provider_configs}
+    option = declared["airflow-flowruns"]["flowruns"]["options"]["min_poll_interval"]
+    assert option["type"] == "float" and option["description"] and option["example"]
+    monkeypatch.delenv("AIRFLOW__FLOWRUNS__MIN_POLL_INTERVAL")  # the suite's own, lowered for fast tests
+    assert conf.getfloat("flowruns", "min_poll_interval") == DEFAULT_MIN_POLL_INTERVAL == float(option["default"])
+    monkeypatch.setenv("AIRFLOW__FLOWRUNS__MIN_POLL_INTERVAL", "10")
+    with pytest.raises(FlowRunsConfigError, match="at least 10 s"):
+        check_poll_interval(5)
+    assert check_poll_interval(10) == 10.0
