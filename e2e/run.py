@@ -17,7 +17,6 @@ run and kept (its path printed) after a failed one.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import random
 import re
@@ -43,6 +42,7 @@ from airflow_flowruns.emulator import config as emulator_config
 from airflow_flowruns.emulator.app import PLATFORM_MODULES
 from airflow_flowruns.operators.flow_run import task_key
 from airflow_flowruns.platforms.base import TASK_KEY_FIELD
+from e2e.retry_rule import Run, retry_problems
 from e2e.secret_scan import Findings, scan_json, scan_sqlite, scan_tree
 from e2e.stack import BIN, AirflowApi, E2EError, Stack, wait_for
 
@@ -88,27 +88,6 @@ PROFILES: dict[str, Profile] = {
 def phases_of() -> dict[str, dict[str, str]]:
     """Raw status to emulator phase per platform: the emulator, not the provider, says how a run ended."""
     return {m.PLATFORM: {raw: phase for phase, raw in m.STATUSES.items()} for m in PLATFORM_MODULES}
-
-
-def retry_problems(found: list[dict[str, Any]], phase: Callable[[dict[str, Any]], str]) -> list[str]:
-    """What breaks "retries re-run failures, never live runs" among one task instance's runs.
-
-    Never two of its runs alive at once, never two succeeded (a run in review counts: under
-    ``on_review="succeed"`` it made the task succeed), and every run after the first was created after
-    the one before it had failed.
-    """
-    ordered = sorted(found, key=lambda run: run["created_at"])
-    problems = []
-    for before, after in itertools.pairwise(ordered):
-        ended = before["finished_at"]
-        if ended is None or ended > after["created_at"]:
-            problems.append(f"{after['id']} started while {before['id']} was alive")
-        elif phase(before) != "failed":
-            problems.append(f"{after['id']} started after {before['id']} ended {phase(before)}, not failed")
-    kept = [run["id"] for run in ordered if phase(run) in ("completed", "review")]
-    if len(kept) > 1:
-        problems.append(f"two succeeded runs: {kept}")
-    return problems
 
 
 # --- the worker kill -----------------------------------------------------------------------------
@@ -434,6 +413,9 @@ class E2E:
         def phase(run: dict[str, Any]) -> str:
             return phases[run["platform"]].get(run["status"], run["status"])
 
+        def as_run(run: dict[str, Any]) -> Run:
+            return Run(run["id"], run["platform"], phase(run), run["created_at"], run["finished_at"])
+
         by_index: dict[int, list[dict[str, Any]]] = {index: [] for index in range(len(plan))}
         strays: list[dict[str, Any]] = []
         for run in runs:
@@ -441,7 +423,7 @@ class E2E:
             (strays if index is None else by_index[index]).append(run)
         # The emulator lists runs in the order they were created: a task's last run is the one it ended on.
         several = {index: found for index, found in by_index.items() if len(found) > 1}
-        broken = {index: retry_problems(found, phase) for index, found in several.items()}
+        broken = {index: retry_problems(map(as_run, found)) for index, found in several.items()}
         broken = {index: problems for index, problems in broken.items() if problems}
         mismatches, wrong_run = [], []
         for index, found in by_index.items():

@@ -6,13 +6,13 @@ platform keeps no metadata (Noxus), by the uploaded document's file name, which 
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_flowruns.platforms.base import TASK_KEY_FIELD
+from e2e.retry_rule import Run, retry_problems
 from e2e.run import Outcome, phases_of
 
 CANCELLED_STATUSES = {"CANCELLED", "REJECTED", "stopped", "cancelled"}
@@ -23,16 +23,6 @@ EXPECTED_TASK_STATE = {"completed": "success", "review": "success", "failed": "f
 
 TaskRef = tuple[str, int]
 """(task id, map index)"""
-
-
-@dataclass
-class Run:
-    id: str
-    platform: str
-    phase: str
-    created: float
-    ended: float | None
-    """When it first reached a final status (completed, failed or cancelled)."""
 
 
 @dataclass
@@ -87,19 +77,6 @@ def _phase_of(phases: Mapping[str, Mapping[str, str]], summary: Mapping[str, Any
     return "cancelled" if status in CANCELLED_STATUSES else phases[summary["platform"]].get(status, status)
 
 
-def retry_violations(runs: list[Run]) -> list[str]:
-    """What breaks "never a second run" among one task instance's runs, oldest first."""
-    problems = []
-    if sum(run.phase == "completed" for run in runs) > 1:
-        problems.append("two succeeded runs")
-    for before, after in itertools.pairwise(runs):
-        if before.ended is None or before.ended > after.created:
-            problems.append(f"{after.id} started while {before.id} was alive")
-        if before.phase not in ("failed", "cancelled"):
-            problems.append(f"{after.id} started after {before.id}, which {before.phase}")
-    return problems
-
-
 def check_runs(
     out: Outcome,
     runs: RunsOf,
@@ -117,7 +94,7 @@ def check_runs(
             mismatches.append(f"{ref}: task {tasks.get(ref)}, last run {last.id} {last.phase}")
         if last and followed.get(ref, last.id) != last.id:
             wrong_run.append(f"{ref} follows {followed[ref]}, not its last run {last.id}")
-        problems = retry_violations(found)
+        problems = retry_problems(found)
         broken += [f"{ref} on {found[0].platform}: {problem}" for problem in problems]
         broken_on.update({found[0].platform: 1} if problems else {})
     with_runs = sum(1 for found in runs.by_task.values() if found)
