@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from airflow.providers.common.compat.sdk import Context
 from pytest_mock import MockerFixture
 
+from airflow_flowruns.emulator import EmulatorServer
 from airflow_flowruns.emulator import cli as emulator_cli
 from airflow_flowruns.emulator.config import (
     EXTEND_INVOICE_WORKFLOW,
     NOXUS_DOCUMENT_WORKFLOW,
     STACKAI_FLOW,
 )
+from airflow_flowruns.emulator.server import NotLoopback
 from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError
 from airflow_flowruns.hooks.http import HttpOptions
 from airflow_flowruns.operators.flow_run import FlowRunOperator
@@ -373,7 +377,7 @@ def test_emulator_control_refuses_unbounded_values(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--host", "0.0.0.0"], "not a loopback address; add --allow-remote"),
+        (["--host", "0.0.0.0"], "--host 0.0.0.0 is not a loopback address; add --allow-remote"),
         (["--rate-limit", "-1"], "--rate-limit -1.0 must be a positive number"),
         (["--fault-rate", "2"], "fault options: rate"),
     ],
@@ -382,3 +386,16 @@ def test_emulator_cli_refuses_bad_options(argv: list[str], message: str, capsys:
     with pytest.raises(SystemExit):
         emulator_cli.main(argv)
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "emulator.example.com"])
+def test_the_emulator_server_refuses_a_host_beyond_loopback(host: str) -> None:
+    """The check is the server's own, so code that serves the emulator without the CLI meets it too."""
+    with pytest.raises(NotLoopback, match=f"{re.escape(host)} is not a loopback address; add --allow-remote"):
+        EmulatorServer(host=host)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "127.0.0.2"])
+def test_the_emulator_server_serves_loopback_hosts(host: str) -> None:
+    with EmulatorServer(host=host) as server:
+        assert httpx.get(f"{server.url}/_emulator/runs").status_code == 200

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import math
 
 import uvicorn
@@ -12,7 +11,7 @@ from pydantic import ValidationError
 from airflow_flowruns.emulator.app import create_app
 from airflow_flowruns.emulator.config import load_config
 from airflow_flowruns.emulator.faults import ALL_KINDS, FaultMode
-from airflow_flowruns.emulator.server import bind
+from airflow_flowruns.emulator.server import NotLoopback, bind
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,8 +32,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fault-seed", type=int)
     parser.add_argument("--rate-limit", type=float, help="requests per second per API key (429 beyond it)")
     args = parser.parse_args(argv)
-    if not args.allow_remote and not is_loopback(args.host):
-        parser.error(f"--host {args.host} is not a loopback address; add --allow-remote to serve it anyway")
     if not 0 <= args.port <= 65535:
         parser.error(f"--port {args.port} is not a port number (0-65535)")
     if args.rate_limit is not None and not (math.isfinite(args.rate_limit) and args.rate_limit > 0):
@@ -51,7 +48,10 @@ def main(argv: list[str] | None = None) -> None:
     except ValidationError as exc:
         parser.error(f"fault options: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}")
 
-    sock = bind(args.host, args.port)
+    try:
+        sock = bind(args.host, args.port, allow_remote=args.allow_remote)
+    except NotLoopback as exc:
+        parser.error(f"--host {exc}")
     scheme = "https" if args.ssl_certfile else "http"
     print(f"flowruns-emulator listening on {scheme}://{args.host}:{sock.getsockname()[1]}", flush=True)
     server_config = uvicorn.Config(
@@ -64,13 +64,3 @@ def main(argv: list[str] | None = None) -> None:
         timeout_graceful_shutdown=2,
     )
     uvicorn.Server(server_config).run(sockets=[sock])
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only ever reaches this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
 import time
@@ -14,7 +15,28 @@ from airflow_flowruns.emulator.app import create_app
 from airflow_flowruns.emulator.config import EmulatorConfig
 
 
-def bind(host: str, port: int) -> socket.socket:
+class NotLoopback(ValueError):
+    """A host other than loopback, asked for without allowing it."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only ever reaches this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind(host: str, port: int, *, allow_remote: bool = False) -> socket.socket:
+    """The listening socket of the emulator, on loopback unless ``allow_remote``: the emulator takes fixed
+    test keys, so anyone who can reach it can use it. Every way of serving it binds here."""
+    if not allow_remote and not is_loopback(host):
+        raise NotLoopback(
+            f"{host} is not a loopback address; add --allow-remote (allow_remote=True) to serve it anyway: the "
+            "emulator takes fixed test keys, so anyone reaching it can use them"
+        )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -24,6 +46,8 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class EmulatorServer:
+    """The emulator served on a background thread; on loopback only unless ``allow_remote`` (see :func:`bind`)."""
+
     def __init__(
         self,
         config: EmulatorConfig | None = None,
@@ -31,10 +55,12 @@ class EmulatorServer:
         port: int = 0,
         ssl_certfile: str | None = None,
         ssl_keyfile: str | None = None,
+        *,
+        allow_remote: bool = False,
     ) -> None:
+        self._socket = bind(host, port, allow_remote=allow_remote)
         self.app = create_app(config)
         self.host = host
-        self._socket = bind(host, port)
         self.port: int = self._socket.getsockname()[1]
         self.scheme = "https" if ssl_certfile else "http"
         self._server = uvicorn.Server(
