@@ -5,13 +5,19 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 SDK_INSTALLED := .venv-sdk/.installed
 LINTED := $(wildcard airflow_flowruns tests example_dags benchmarks scripts e2e)
+PIP_INSTALL := $(BIN)/python -m pip install --quiet -c constraints.txt
+# What `make docs`, `make dist` and `make bench` add to .venv on first use. `make lock` installs them all before
+# it pins, so constraints.txt holds the versions of these tools too.
+DOCS_TOOLS := -e ".[docs]"
+DIST_TOOLS := build twine
+BENCH_TOOLS := matplotlib
 
 .PHONY: install demo test e2e e2e-distributed e2e-watcher compat dist docs ui lint format bench lock clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	$(PIP_INSTALL) -e ".[test]"
 	touch $@
 
 # The vendors' SDKs, as independent clients of the emulator in tests, in a virtualenv of their own.
@@ -45,7 +51,7 @@ e2e: $(INSTALLED)
 # the CeleryExecutor with two workers, two triggerers alive at once, 300 documents on TableFlow, Extend and
 # Noxus; kills a triggerer and a worker and restarts Redis, then checks. Flags: E2E_DISTRIBUTED_ARGS="--files 150".
 e2e-distributed: $(INSTALLED)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -r e2e/distributed/requirements.txt
+	$(PIP_INSTALL) -r e2e/distributed/requirements.txt
 	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m e2e.distributed $(E2E_DISTRIBUTED_ARGS)
 
 # The asset watcher under a real Airflow: 100 runs started outside Airflow over 2.5 minutes, the triggerer
@@ -71,7 +77,7 @@ compat:
 # fresh virtualenv (.venv-dist) with nothing but its `examples` extra (the SQLite provider the invoices demo
 # loads into; versions pinned by constraints.txt), runs the demo DAGs from outside the source tree.
 dist: $(INSTALLED)
-	$(BIN)/python -m pip install --quiet build twine
+	$(PIP_INSTALL) $(DIST_TOOLS)
 	rm -rf dist build .venv-dist
 	$(BIN)/python -m build --outdir dist .
 	$(BIN)/twine check --strict dist/*
@@ -83,21 +89,24 @@ dist: $(INSTALLED)
 
 # The documentation site in site/, built with --strict: a broken link, snippet or API reference fails it.
 docs: $(INSTALLED)
-	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	$(PIP_INSTALL) $(DOCS_TOOLS)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 # The five benchmarks with their baselines (see benchmarks/README.md for how long each takes); flags:
 # make bench BENCH_ARGS="--sizes 1000 --only density", BENCH_ARGS="--only real_triggerer --real-sizes 1000".
 bench: $(INSTALLED)
-	$(BIN)/python -m pip install --quiet matplotlib
+	$(PIP_INSTALL) $(BENCH_TOOLS)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 format: $(INSTALLED)
 	$(BIN)/ruff check --fix $(LINTED)
 	$(BIN)/ruff format $(LINTED)
 
-# Pins every installed version so a fresh clone installs what the tests last passed with.
+# Pins every version in .venv, the tools of the targets above included (Selenium, MkDocs and its plugins, build,
+# twine, pre-commit, matplotlib), so a fresh clone installs what the tests and targets last passed with. Run it
+# after those passed; versions already pinned stay, a tool not pinned yet gets its newest.
 lock: $(INSTALLED)
+	$(PIP_INSTALL) $(DOCS_TOOLS) $(DIST_TOOLS) $(BENCH_TOOLS)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e ' > constraints.txt
 
 clean:
