@@ -41,7 +41,7 @@ test: lint $(SDK_INSTALLED)
 	$(BIN)/python -m pytest
 
 # A real Airflow (SQLite, one process per component) over the emulator in fault mode: 200 mapped tasks,
-# a killed triggerer and worker, then runs, task states and secrets checked. About 8 minutes; see e2e/run.py.
+# a killed triggerer and worker, then runs, task states and secrets checked. 8 to 10 minutes; see e2e/run.py.
 # Then the real-triggerer benchmark at 10 tasks (about 2 minutes; see e2e/test_real_triggerer_smoke.py).
 e2e: $(INSTALLED)
 	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m e2e
