@@ -1,9 +1,9 @@
-"""`make bench`: the five benchmarks, each against a baseline measured in the same run.
+"""`make bench`: the six benchmarks, each against a baseline measured in the same run.
 
 python -m benchmarks [--sizes 1000,5000,10000] [--poll-interval 30] [--window 60] [--upload-mib 1024]
                      [--upload-rounds 3] [--economy-runs 1000] [--extend-runs 10000] [--extend-limit 5]
                      [--real-sizes 1000,10000] [--real-platforms tableflow,extend] [--real-upto 20]
-                     [--only density,uploads,economy,extend,real_triggerer]
+                     [--body-polls 200] [--only density,uploads,economy,extend,real_triggerer,body_reading]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks import extend_economy, real_triggerer, request_economy, trigger_density, uploads
+from benchmarks import body_reading, extend_economy, real_triggerer, request_economy, trigger_density, uploads
 from benchmarks.common import RESULTS, emulator, table, write_result
 
 DENSITY_COLUMNS = [
@@ -53,6 +53,8 @@ REAL_COLUMNS = [
     "tcp_connections",
     "detect_p99_s",
 ]
+
+BODY_COLUMNS = ["client", "answer", "variant", "bytes", "cpu_us_per_poll", "cpu_over_plain", "cpu_us_added"]
 
 
 def machine() -> dict[str, Any]:
@@ -101,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--real-sizes", default="1000,10000", help="deferred tasks in the real triggerer")
     parser.add_argument("--real-platforms", default="tableflow,extend")
     parser.add_argument("--real-upto", type=int, default=20, help="up to this N the operator really defers")
-    parser.add_argument("--only", default="density,uploads,economy,extend,real_triggerer")
+    parser.add_argument("--body-polls", type=int, default=200, help="polls per variant and round (body reading)")
+    parser.add_argument("--only", default="density,uploads,economy,extend,real_triggerer,body_reading")
     args = parser.parse_args(argv)
     chosen = set(args.only.split(","))
     print(f"machine: {machine()}")
@@ -145,6 +148,11 @@ def main(argv: list[str] | None = None) -> None:
             if ratios:
                 print("\nratios\n" + table(ratios, list(ratios[0])))
             write_result("real_triggerer", {"machine": machine(), "rows": rows, "ratios": ratios})
+        if "body_reading" in chosen:
+            measured = body_reading.run(emu, args.body_polls)
+            print("\n6. reading answers within max_response_bytes, per poll\n" + table(measured["http"], BODY_COLUMNS))
+            print("\ndecoding alone\n" + table(measured["decoding"], list(measured["decoding"][0])))
+            write_result("body_reading", {"machine": machine(), "polls": args.body_polls, **measured})
     if "extend" in chosen:
         with extend_economy.limited_emulator(args.extend_limit) as emu:
             rows = extend_economy.run(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import extend_economy, request_economy, trigger_density, uploads
+from benchmarks import body_reading, extend_economy, request_economy, trigger_density, uploads
 from benchmarks.common import Emulator, emulator
 
 
@@ -64,3 +64,26 @@ def test_extend_economy_follows_both_sets_of_runs_under_a_limit() -> None:
     ]
     assert all(r["requests"] >= 20 for r in rows), "every run read at least once"
     assert all(r["detection_p99_s"] >= r["detection_p50_s"] >= 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_body_reading_compares_each_bounded_read_with_a_plain_one(tls_emulator: Emulator) -> None:
+    measured = body_reading.run(tls_emulator, polls=2, rounds=1)
+    http = measured["http"]
+    assert sorted((r["client"], r["answer"], r["variant"]) for r in http) == sorted(
+        (client, answer, variant)
+        for client in ("sync (workers)", "async (triggerer)")
+        for answer in ("status", "page of 1000 runs")
+        for variant in body_reading.VARIANTS
+    )
+    sizes = {(r["answer"], r["bytes"]) for r in http}
+    assert len(sizes) == 2, "both variants and clients read the same answers"
+    assert all(r["cpu_us_per_poll"] > 0 and r["cpu_over_plain"] > 0 for r in http)
+    assert [r["cpu_over_plain"] for r in http if r["variant"] == "plain"] == [1.0] * 4
+    decoding = measured["decoding"]
+    assert sorted((r["answer"], r["encoding"], r["variant"]) for r in decoding) == sorted(
+        (answer, encoding, variant)
+        for answer in ("status", "page of 1000 runs")
+        for encoding in ("identity", "gzip")
+        for variant in ("bounded", "plain")
+    )
