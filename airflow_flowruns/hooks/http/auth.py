@@ -5,9 +5,10 @@ httpx reads every answer an auth flow sees whole when the flow asks for bodies
 (``requires_response_body``), and reads an answer whole when the flow follows it with another request
 (a 401 renewing the token), both before any size is checked: a token URL answering with an endless or
 compressed-to-gigabytes body would grow the process without bound. Here each such answer's stream counts
-its decompressed bytes as httpx reads it and stops past the limit with the provider's own error; the
-answers to the flow's own requests (the token exchange) are read within the limit, and the answer of
-the API call itself is left unread, for the client to read within the limit as every other answer.
+its decompressed bytes as httpx reads it and stops past the limit with the provider's own error: the
+answers to the flow's own requests (the token exchange), and an answer the flow follows with another
+request. The final answer of the API call itself is left untouched, for the client to read within the
+limit as every other answer (or to stream, for a file download).
 An answer to the flow's own request is named by the auth's ``call_name`` (StackAI: "OAuth token").
 """
 
@@ -43,12 +44,15 @@ class _BoundedAuth(httpx.Auth):
         sent = next(flow)
         while True:
             response = yield sent
-            if self._limited(request, sent, response):
+            if self._reads_body(request, sent):
+                self._bound(request, sent, response)
                 response.read()
             try:
-                sent = flow.send(response)
+                sent, answered = flow.send(response), sent
             except StopIteration:
-                return
+                return  # the API call's own answer: the client reads it, within the limit (or streams a file)
+            if not response.is_stream_consumed:  # httpx reads it whole before sending ``sent``
+                self._bound(request, answered, response)
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         if self.requires_request_body:
@@ -57,20 +61,27 @@ class _BoundedAuth(httpx.Auth):
         sent = next(flow)
         while True:
             response = yield sent
-            if self._limited(request, sent, response):
+            if self._reads_body(request, sent):
+                self._bound(request, sent, response)
                 await response.aread()
             try:
-                sent = flow.send(response)
+                sent, answered = flow.send(response), sent
             except StopIteration:
                 return
+            if not response.is_stream_consumed:
+                self._bound(request, answered, response)
 
-    def _limited(self, request: httpx.Request, sent: httpx.Request, response: httpx.Response) -> bool:
-        """Bound ``response``'s stream to the limit; whether the flow must see its body read (an answer to
-        one of the flow's own requests, where the flow reads bodies)."""
-        own = sent is not request
-        name = getattr(self._auth, "call_name", "authentication") if own else request.extensions.get(CALL_NAME, "")
+    def _reads_body(self, request: httpx.Request, sent: httpx.Request) -> bool:
+        """Whether the flow reads the body of the answer to ``sent``: one of its own requests' answers."""
+        return sent is not request and self._auth.requires_response_body
+
+    def _bound(self, request: httpx.Request, sent: httpx.Request, response: httpx.Response) -> None:
+        """Make ``response``'s stream stop past the limit, with an error naming the call it answers."""
+        if sent is not request:
+            name = getattr(self._auth, "call_name", "authentication")
+        else:
+            name = request.extensions.get(CALL_NAME) or f"{request.method} {request.url.path}"
         response.stream = _LimitedStream(response.stream, self._platform, name, response.headers, self._limit)
-        return own and self._auth.requires_response_body
 
 
 class _LimitedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
