@@ -15,10 +15,12 @@ import re
 import time
 import traceback
 
+import httpx
 import pytest
 
 from airflow_flowruns.exceptions import FlowRunsError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.hooks.http.auth import bounded_auth
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from conftest import FAST_RETRIES
 from hostile_server import FLOW_ID, MODES, RUN_ID, Exchange, HostileServer
@@ -115,3 +117,14 @@ def test_a_401_read_before_renewing_the_token_is_read_within_the_limit(
 
 
 assert set(TOKEN_MODES) <= set(MODES)
+
+
+def test_the_final_answer_is_left_to_its_reader_so_a_file_download_streams_past_the_limit(
+    hostile: HostileServer, conn_id: str
+) -> None:
+    """Only the answers the auth flow reads are bounded: a file is streamed by the downloader, whole."""
+    hostile.modes_by_run = {"token": _token, "file": lambda ex: ex.send(200, bytes(2 * LIMIT))}
+    auth = bounded_auth(FlowRunsHook(conn_id).platform, LIMIT)
+    with httpx.Client(base_url=hostile.url, auth=auth) as http, http.stream("GET", "/file") as response:
+        assert sum(len(chunk) for chunk in response.iter_raw()) == 2 * LIMIT
+    assert [r["path"] for r in hostile.requests] == ["/oauth/token", "/file"]
