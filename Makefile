@@ -11,6 +11,12 @@ PIP_INSTALL := $(BIN)/python -m pip install --quiet -c constraints.txt
 DOCS_TOOLS := -e ".[docs]"
 DIST_TOOLS := build twine
 BENCH_TOOLS := matplotlib
+# The clients honour the proxies the environment names; the emulator and Airflow of every target are on loopback,
+# so loopback is kept off any proxy whatever the machine sets (urllib, httpx and aiohttp read both spellings).
+comma := ,
+space := $() $()
+export NO_PROXY := $(subst $(space),$(comma),$(strip $(subst $(comma),$(space),$(NO_PROXY) $(no_proxy)) 127.0.0.1 localhost ::1))
+export no_proxy := $(NO_PROXY)
 
 .PHONY: install demo test e2e e2e-distributed e2e-watcher compat dist docs ui lint format bench lock clean
 
