@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from airflow import __version__ as airflow_version
@@ -22,6 +23,17 @@ LOGGER = "airflow_flowruns.version_compat"
 @pytest.fixture(autouse=True)
 def said_nothing_yet() -> None:
     missing_feature.cache_clear()
+
+
+def reconcile(conn_id: str, pdfs: dict[str, Path], **kwargs: Any) -> FlowRunOperator:
+    """The operator both features are seen through; ``kwargs`` choose how it waits."""
+    return FlowRunOperator(
+        task_id="reconcile",
+        flowruns_conn_id=conn_id,
+        flow_id=RECONCILIATION_FLOW,
+        files={"purchase_order": pdfs["po"], "invoice": pdfs["inv"]},
+        **kwargs,
+    )
 
 
 def test_a_missing_feature_is_said_once_per_process(caplog: pytest.LogCaptureFixture) -> None:
@@ -44,13 +56,7 @@ def test_deferring_says_on_airflow_before_3_3_that_a_kill_will_not_cancel_the_ru
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setattr(_waiting, "AIRFLOW_V_3_3_PLUS", airflow_3_3)
-    operator = FlowRunOperator(
-        task_id="reconcile",
-        flowruns_conn_id=tableflow_conn,
-        flow_id=RECONCILIATION_FLOW,
-        files={"purchase_order": pdfs["po"], "invoice": pdfs["inv"]},
-        deferrable=True,
-    )
+    operator = reconcile(tableflow_conn, pdfs, deferrable=True)
     with caplog.at_level(logging.WARNING, logger=LOGGER), pytest.raises(TaskDeferred):
         operator.execute(context)
     # Only this feature's line: on Airflow before 3.3 the re-attach lookup says its own once as well.
@@ -74,13 +80,7 @@ def test_retries_say_once_on_airflow_before_3_3_that_runs_are_found_by_task_key_
 ) -> None:
     """No task state store before Airflow 3.3: every try would look for one, and the log says so once."""
     monkeypatch.setattr(_reattach, "AIRFLOW_V_3_3_PLUS", airflow_3_3)
-    operator = FlowRunOperator(
-        task_id="reconcile",
-        flowruns_conn_id=tableflow_conn,
-        flow_id=RECONCILIATION_FLOW,
-        files={"purchase_order": pdfs["po"], "invoice": pdfs["inv"]},
-        wait_for_completion=False,
-    )
+    operator = reconcile(tableflow_conn, pdfs, wait_for_completion=False)
     with caplog.at_level(logging.INFO):
         runs = [operator.execute(Context(ti=task_instance(mocker, try_number))) for try_number in (1, 2, 3)]
     assert [run["id"] for run in runs] == [runs[0]["id"]] * 3, "each retry follows the first run, by its task key"
