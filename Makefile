@@ -11,6 +11,9 @@ PIP_INSTALL := $(BIN)/python -m pip install --quiet -c constraints.txt
 DOCS_TOOLS := -e ".[docs]"
 DIST_TOOLS := build twine
 BENCH_TOOLS := matplotlib
+# PostgreSQL's and Redis's Python clients and the Celery provider, for `make e2e-distributed`; `make bench` needs
+# the PostgreSQL drivers of them (the real triggerer runs on PostgreSQL).
+DISTRIBUTED_REQUIREMENTS := -r e2e/distributed/requirements.txt
 # The clients honour the proxies the environment names; the emulator and Airflow of every target are on loopback,
 # so loopback is kept off any proxy whatever the machine sets (urllib, httpx and aiohttp read both spellings).
 comma := ,
@@ -57,7 +60,7 @@ e2e: $(INSTALLED)
 # the CeleryExecutor with two workers, two triggerers alive at once, 300 documents on TableFlow, Extend and
 # Noxus; kills a triggerer and a worker and restarts Redis, then checks. Flags: E2E_DISTRIBUTED_ARGS="--files 150".
 e2e-distributed: $(INSTALLED)
-	$(PIP_INSTALL) -r e2e/distributed/requirements.txt
+	$(PIP_INSTALL) $(DISTRIBUTED_REQUIREMENTS)
 	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m e2e.distributed $(E2E_DISTRIBUTED_ARGS)
 
 # The asset watcher under a real Airflow: 100 runs started outside Airflow over 2.5 minutes, the triggerer
@@ -98,10 +101,12 @@ docs: $(INSTALLED)
 	$(PIP_INSTALL) $(DOCS_TOOLS)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
-# The five benchmarks with their baselines (see benchmarks/README.md for how long each takes); flags:
+# The six benchmarks with their baselines (see benchmarks/README.md for how long each takes); flags:
 # make bench BENCH_ARGS="--sizes 1000 --only density", BENCH_ARGS="--only real_triggerer --real-sizes 1000".
+# The real triggerer runs on a PostgreSQL server of its own (Debian's package, installed when missing);
+# BENCH_ARGS="--real-db sqlite" runs it on SQLite instead.
 bench: $(INSTALLED)
-	$(PIP_INSTALL) $(BENCH_TOOLS)
+	$(PIP_INSTALL) $(BENCH_TOOLS) $(DISTRIBUTED_REQUIREMENTS)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 format: $(INSTALLED)

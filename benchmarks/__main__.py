@@ -3,6 +3,7 @@
 python -m benchmarks [--sizes 1000,5000,10000] [--poll-interval 30] [--window 60] [--upload-mib 1024]
                      [--upload-rounds 3] [--economy-runs 1000] [--extend-runs 10000] [--extend-limit 5]
                      [--real-sizes 1000,10000] [--real-platforms tableflow,extend] [--real-upto 20]
+                     [--real-db postgres|sqlite]
                      [--body-polls 200] [--only density,uploads,economy,extend,real_triggerer,body_reading]
 """
 
@@ -12,12 +13,15 @@ import argparse
 import json
 import os
 import platform
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from benchmarks import body_reading, extend_economy, real_triggerer, request_economy, trigger_density, uploads
 from benchmarks.common import RESULTS, emulator, table, write_result
+from benchmarks.real_triggerer_metadata import DATABASES
+from e2e.run import _interrupt
 
 DENSITY_COLUMNS = [
     "trigger",
@@ -39,6 +43,7 @@ REAL_COLUMNS = [
     "platform",
     "trigger",
     "n",
+    "database",
     "created",
     "events",
     "still_deferred",
@@ -48,6 +53,7 @@ REAL_COLUMNS = [
     "cores",
     "supervisor_cores",
     "runner_cores",
+    "database_cores",
     "loop_lag_p99_ms",
     "loop_lag_max_ms",
     "tcp_connections",
@@ -103,11 +109,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--real-sizes", default="1000,10000", help="deferred tasks in the real triggerer")
     parser.add_argument("--real-platforms", default="tableflow,extend")
     parser.add_argument("--real-upto", type=int, default=20, help="up to this N the operator really defers")
+    parser.add_argument(
+        "--real-db", choices=DATABASES, default="postgres", help="the real triggerer's metadata database"
+    )
     parser.add_argument("--body-polls", type=int, default=200, help="polls per variant and round (body reading)")
     parser.add_argument("--only", default="density,uploads,economy,extend,real_triggerer,body_reading")
     args = parser.parse_args(argv)
     chosen = set(args.only.split(","))
     print(f"machine: {machine()}")
+    signal.signal(signal.SIGTERM, _interrupt)  # so a stopped run still stops its Airflow and PostgreSQL
     with emulator() as emu:
         if "density" in chosen:
             rows = trigger_density.run(emu, [int(n) for n in args.sizes.split(",")], args.poll_interval, args.window)
@@ -140,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
                     args.poll_interval,
                     args.window,
                     args.real_upto,
+                    args.real_db,
                 )
             print("\n5. inside a real airflow triggerer\n" + table(rows, REAL_COLUMNS))
             earlier = RESULTS / "real_triggerer.json"

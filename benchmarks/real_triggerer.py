@@ -1,6 +1,7 @@
 """Benchmark 5: the trigger density inside a real ``airflow triggerer`` process.
 
-One temporary ``AIRFLOW_HOME`` (SQLite) holds, per configuration (platform, N, trigger kind), a DAG
+One temporary ``AIRFLOW_HOME``, on PostgreSQL (a server of the benchmark's own, as production runs) or
+SQLite (``benchmarks/real_triggerer_metadata.py``), holds, per configuration (platform, N, trigger kind), a DAG
 whose ``follow`` task is a ``FlowRunOperator`` mapped over N documents. Its N task instances are left
 deferred with their trigger rows (``benchmarks/real_triggerer_db.py``): for a few tasks by really running
 the operator as ``airflow dags test`` does, so it starts its run and defers (``--real-upto``, default 20);
@@ -13,7 +14,8 @@ The runs finish at random over ``window`` seconds after ``offset`` (by default t
 N / 50 s, so every trigger is running and has polled before the first run finishes). Measured, over the
 steady window from the moment every trigger has polled once to the last event the triggerer delivered:
 
-- CPU of the triggerer's process tree (psutil, sampled every second: supervisor and runner apart);
+- CPU of the triggerer's process tree (psutil, sampled every second: supervisor and runner apart), and
+  apart from it, the PostgreSQL server's, where the triggerer's queries run when it is on PostgreSQL;
 - polls: each trigger records when it polled and its event carries the times (``real_triggerer_triggers``);
 - event-loop lag: a canary trigger in the same triggerer sleeps 100 ms over and over and records how late
   it wakes;
@@ -29,7 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -41,6 +42,8 @@ import psutil
 
 from airflow_flowruns.emulator.config import EXTEND_INVOICE_WORKFLOW, TABLEFLOW_SMALL_FILE_FLOW
 from benchmarks.common import Emulator, percentile
+from benchmarks.real_triggerer_metadata import MetadataDb
+from benchmarks.real_triggerer_triggers import CANARY_TASK, FOLLOW_TASK
 from e2e.stack import BIN, Stack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,19 +70,22 @@ class Config:
 
 @dataclass
 class Samples:
-    """CPU seconds of the triggerer's processes (supervisor, the rest) every second, and their peak RSS."""
+    """CPU seconds of the triggerer's processes (supervisor, the rest) and of the database server every
+    second, and the triggerer's peak RSS."""
 
     times: list[float] = field(default_factory=list)
     supervisor: list[float] = field(default_factory=list)
     children: list[float] = field(default_factory=list)
+    database: list[float] = field(default_factory=list)
     peak_rss: int = 0
 
-    def take(self, root: psutil.Process) -> None:
+    def take(self, root: psutil.Process, db: MetadataDb) -> None:
         procs = [root, *root.children(recursive=True)]
         cpu = [p.cpu_times() for p in procs]
         self.times.append(time.time())
         self.supervisor.append(cpu[0].user + cpu[0].system)
         self.children.append(sum(c.user + c.system for c in cpu[1:]))
+        self.database.append(db.server_cpu_seconds())
         self.peak_rss = max(self.peak_rss, sum(p.memory_info().rss for p in procs))
 
     def at(self, series: list[float], when: float) -> float:
@@ -93,14 +99,24 @@ class Samples:
 
 
 class Bench:
-    """The Airflow home, DAG file and emulator shared by every configuration of one benchmark run."""
+    """The Airflow home, its metadata database, DAG file and emulator shared by every configuration of one
+    benchmark run."""
 
-    def __init__(self, emulator: Emulator, root: Path, configs: list[Config], poll_interval: float, window: float):
-        self.emulator, self.root, self.configs = emulator, root, configs
+    def __init__(
+        self,
+        emulator: Emulator,
+        stack: Stack,
+        db: MetadataDb,
+        configs: list[Config],
+        poll_interval: float,
+        window: float,
+    ):
+        self.emulator, self.stack, self.db, self.configs = emulator, stack, db, configs
+        self.root = root = stack.root
         self.poll_interval, self.window = poll_interval, window
-        self.stack = Stack(root, parallelism=32)
         capacity = str(max(c.n for c in configs) + 10)
         self.stack.env.update(
+            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=db.url,
             PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
             AIRFLOW__TRIGGERER__CAPACITY=capacity,
             AIRFLOW__TRIGGERER__MAX_TRIGGER_TO_SELECT_PER_LOOP=capacity,
@@ -142,12 +158,6 @@ class Bench:
             raise RuntimeError(f"{' '.join(argv[2:])} failed:\n{done.stderr[-4000:]}")
         return json.loads(done.stdout.strip().splitlines()[-1])
 
-    def deferred_left(self, dag_id: str, task_id: str = "follow") -> int:
-        with sqlite3.connect(f"file:{self.stack.home / 'airflow.db'}?mode=ro", uri=True, timeout=30) as db:
-            query = "SELECT count(*) FROM task_instance WHERE dag_id = ? AND task_id = ? AND state = 'deferred'"
-            left: int = db.execute(query, (dag_id, task_id)).fetchone()[0]
-        return left
-
     def run_one(self, config: Config) -> dict[str, Any]:
         plan = self.plan(config)
         offset = 2 * self.poll_interval + config.n / 50
@@ -167,14 +177,14 @@ class Bench:
         proc = self.stack.airflow(f"triggerer-{config.dag_id}", "triggerer", "--skip-serve-logs")
         root = psutil.Process(proc.pid)
         give_up = started + offset + self.window + 6 * self.poll_interval + config.n / 20
-        while self.deferred_left(config.dag_id) and time.time() < give_up:
+        while self.db.deferred_left(config.dag_id, FOLLOW_TASK) and time.time() < give_up:
             self.stack.check_alive()
-            samples.take(root)
+            samples.take(root, self.db)
             time.sleep(1.0)
-        samples.take(root)
+        samples.take(root, self.db)
         Path(plan["canary_file"] + ".stop").touch()
         for _ in range(30):
-            if not self.deferred_left(config.dag_id, "canary"):
+            if not self.db.deferred_left(config.dag_id, CANARY_TASK):
                 break
             time.sleep(1.0)
         self.stack.stop_one(f"triggerer-{config.dag_id}")
@@ -215,6 +225,7 @@ class Bench:
         cpu_sup = samples.at(samples.supervisor, t1) - samples.at(samples.supervisor, t0)
         cpu_children = samples.at(samples.children, t1) - samples.at(samples.children, t0)
         cpu = cpu_sup + cpu_children
+        cpu_db = samples.at(samples.database, t1) - samples.at(samples.database, t0)
         wall = max(t1 - t0, 1e-9)
         lags = sorted(self.canary_lags(plan["canary_file"], t0, t1))
         by_run = {e["run_id"]: ti["scheduled_at"] for ti, e in ((ti, ti["event"]) for ti in tis) if e}
@@ -223,6 +234,7 @@ class Bench:
             "platform": config.platform,
             "trigger": config.kind,
             "n": config.n,
+            "database": self.db.kind,
             "created": config.mode,
             "poll_interval_s": self.poll_interval,
             "events": len(events),
@@ -234,6 +246,7 @@ class Bench:
             "tcp_connections": connections,
             "load_s": t0 - started,
             "load_cpu_s": samples.at(samples.supervisor, t0) + samples.at(samples.children, t0),
+            "load_database_cpu_s": samples.at(samples.database, t0) - samples.database[0],
             "steady_s": t1 - t0,
             "steady_polls": window_polls,
             "cpu_ms_per_poll": 1000 * cpu / window_polls if window_polls else None,
@@ -241,6 +254,8 @@ class Bench:
             "cores": cpu / wall,
             "supervisor_cores": cpu_sup / wall,
             "runner_cores": cpu_children / wall,
+            "database_cpu_ms_per_poll": 1000 * cpu_db / window_polls if window_polls else None,
+            "database_cores": cpu_db / wall,
             "peak_rss_mib": samples.peak_rss / 2**20,
             "loop_lag_p50_ms": 1000 * percentile(lags, 50),
             "loop_lag_p99_ms": 1000 * percentile(lags, 99),
@@ -265,6 +280,7 @@ def run(
     poll_interval: float,
     window: float,
     real_upto: int = 20,
+    database: str = "sqlite",
 ) -> list[dict[str, Any]]:
     configs = [
         Config(platform, n, kind, "real" if n <= real_upto else "bulk")
@@ -272,41 +288,58 @@ def run(
         for n in sizes
         for kind in KINDS
     ]
-    bench = Bench(emulator, root, configs, poll_interval, window)
+    stack = Stack(root, parallelism=32)
+    db = MetadataDb(database, stack.home, root / "postgres")
     try:
+        db.start()
+        bench = Bench(emulator, stack, db, configs, poll_interval, window)
         return [bench.run_one(config) for config in configs]
     finally:
-        bench.stack.stop()
+        stack.stop()
+        db.stop()
 
 
 def merge(earlier: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows of this run, and those of an earlier one for the platforms and sizes this run left out (each
-    pair of trigger kinds is always measured in the same run), in a stable order."""
-    measured = {(r["platform"], r["n"]) for r in rows}
-    kept = [r for r in earlier if (r["platform"], r["n"]) not in measured]
+    """The rows of this run, and those of an earlier one for the platforms, sizes and databases this run left
+    out (each pair of trigger kinds is always measured in the same run), in a stable order."""
+    measured = {_pair(r) for r in rows}
+    kept = [r for r in earlier if _pair(r) not in measured]
     order = {kind: i for i, kind in enumerate(KINDS)}
-    return sorted([*kept, *rows], key=lambda r: (r["platform"], r["n"], order.get(r["trigger"], 9)))
+    return sorted([*kept, *rows], key=lambda r: (*_pair(r), order.get(r["trigger"], 9)))
+
+
+def _pair(row: dict[str, Any]) -> tuple[str, int, str]:
+    """What a pair of trigger kinds measured together shares: platform, N and metadata database."""
+    return row["platform"], row["n"], row["database"]
 
 
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The baseline's CPU per poll over the shared trigger's, per platform and N, in the same triggerer."""
-    by = {(r["platform"], r["n"], r["trigger"]): r for r in rows}
+    """The baseline's CPU per poll over the shared trigger's, per platform, N and database, in the same
+    triggerer: the whole triggerer, its runner alone, and the triggerer with the database server."""
+    by = {(*_pair(r), r["trigger"]): r for r in rows}
     out = []
-    for platform, n, kind in by:
-        base = by.get((platform, n, "session-per-poll"))
-        if kind != "shared" or base is None or not by[(platform, n, kind)]["cpu_ms_per_poll"]:
+    for platform, n, database, kind in by:
+        base = by.get((platform, n, database, "session-per-poll"))
+        mine = by[(platform, n, database, kind)]
+        if kind != "shared" or base is None or not mine["cpu_ms_per_poll"]:
             continue
-        mine = by[(platform, n, kind)]
         out.append(
             {
                 "platform": platform,
                 "n": n,
+                "database": database,
                 "cpu_per_poll_baseline_over_shared": base["cpu_ms_per_poll"] / mine["cpu_ms_per_poll"],
                 "runner_cpu_per_poll_baseline_over_shared": (
                     base["runner_cpu_ms_per_poll"] / mine["runner_cpu_ms_per_poll"]
                 ),
+                "with_database_cpu_per_poll_baseline_over_shared": (
+                    (base["cpu_ms_per_poll"] + base["database_cpu_ms_per_poll"])
+                    / (mine["cpu_ms_per_poll"] + mine["database_cpu_ms_per_poll"])
+                ),
                 "cores_shared": mine["cores"],
                 "cores_baseline": base["cores"],
+                "database_cores_shared": mine["database_cores"],
+                "database_cores_baseline": base["database_cores"],
             }
         )
     return out
