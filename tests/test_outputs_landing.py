@@ -172,13 +172,18 @@ def test_failure_midway_keeps_the_previous_landing_and_the_next_try_replaces_the
     first = land(extend_conn, run, out, context)
     folder = Path(first["path"])
     landed = {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+    stamps = {path: path.stat().st_mtime_ns for path in landed}
+    fetched_first, cut_second = [e["path"] for e in read_json(folder / "_MANIFEST.json")["files"][2:]]
     emulator.set_status(run["id"], "PROCESSED")  # the review changes the run: the next landing rewrites it
-    emulator.fault("/_storage/", 503, count=100)
+    # the first file downloads, the second breaks off in the middle of its body on every try
+    emulator.fault(f"/_storage/{cut_second.split('/')[1]}/", 200, kind="drop", count=100)
     with pytest.raises(FlowRunsApiError, match="download file"):
         land(extend_conn, run, out, context)
     assert {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()} == landed
+    assert {path: path.stat().st_mtime_ns for path in landed} == stamps  # not rewritten with the same bytes
     partial = folder.parent / f"{folder.name}.partial"
-    assert partial.is_dir() and not (partial / "_MANIFEST.json").exists()
+    assert (partial / fetched_first).read_bytes() == landed[folder / fetched_first]
+    assert not (partial / "_MANIFEST.json").exists()
     emulator.control.delete("/faults").raise_for_status()
     second = land(extend_conn, run, out, context)
     assert second["written"] is True and not partial.exists()
