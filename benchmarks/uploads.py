@@ -1,7 +1,7 @@
 """Benchmark 2: a large file through the provider's upload path versus `curl -F`, to the same endpoint.
 
 Each upload runs in a subprocess of its own so its peak RSS is its own: the provider's peak is reset
-just before the upload (``/proc/self/clear_refs``), curl's is that of a fresh process. Throughput is
+just before the upload (``benchmarks.peak_memory``), curl's is that of a fresh process. Throughput is
 size / wall time.
 
 The emulator, not the client, bounds both uploads, and its cost per byte swings by 2x from one upload
@@ -32,20 +32,15 @@ import json, sys, time
 from pathlib import Path
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.platforms import StartRequest
-
-def status_kib(field):
-    with open("/proc/self/status") as status:
-        return int(next(line for line in status if line.startswith(field)).split()[1])
+from benchmarks.peak_memory import peak_kib, reset_peak
 
 hook = FlowRunsHook("bench_upload")
 hook.test_connection()
-with open("/proc/self/clear_refs", "w") as refs:  # reset the peak (VmHWM): imports peaked higher than now
-    refs.write("5")
-rss = status_kib("VmRSS")
+rss = reset_peak()  # imports peaked higher than the upload will
 start = time.monotonic()
 hook.start_run(StartRequest(flow_id=sys.argv[2], files={"document": Path(sys.argv[1])}))
 wall = time.monotonic() - start
-print(json.dumps({"wall_s": wall, "rss_before_kib": rss, "rss_peak_kib": status_kib("VmHWM")}))
+print(json.dumps({"wall_s": wall, "rss_before_kib": rss, "rss_peak_kib": peak_kib()}))
 """
 
 CURL_UPLOAD = """
@@ -60,7 +55,13 @@ print(json.dumps({"wall_s": wall, "rss_before_kib": 0, "rss_peak_kib": peak}))
 
 def _measure(args: list[str]) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, "-c", *args], capture_output=True, text=True, env=os.environ.copy(), check=True, timeout=1800
+        [sys.executable, "-c", *args],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        cwd=Path(__file__).parents[1],  # where `benchmarks` imports from
+        check=True,
+        timeout=1800,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
