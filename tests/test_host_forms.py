@@ -72,3 +72,26 @@ def test_a_tableflow_host_without_v2_reaches_v2(form: str, emulator: Emulator, m
     assert ok, message
     assert f"{emulator.url}/v2" in message, "test_connection names the base URL it used"
     assert [r["path"] for r in emulator.requests()] == ["/v2/flows"]
+
+
+@pytest.mark.parametrize("failure", ["bad key", "nothing listening"])
+def test_a_failed_connection_test_names_the_base_url_it_tried(
+    failure: str, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong host is when the user most needs to see where the test went; the key is never shown."""
+    host = emulator.url if failure == "bad key" else "http://127.0.0.1:9"
+    set_connection(monkeypatch, "tf_failing", "tableflow", host, password="not-the-key", max_retries=0)
+    ok, message = FlowRunsHook("tf_failing").test_connection()
+    assert not ok
+    assert message.endswith(f"(base URL tried: {host}/v2)"), message
+    assert "not-the-key" not in message
+
+
+def test_a_connection_test_refuses_a_password_in_the_host_without_showing_it(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_connection(monkeypatch, "tf_userinfo", "tableflow", emulator.url.replace("://", "://me:s3cr3t-pw@"))
+    ok, message = FlowRunsHook("tf_userinfo").test_connection()
+    assert not ok and "user name or password in its host" in message, message
+    assert "s3cr3t-pw" not in message and "base URL tried" not in message
+    assert emulator.requests() == []

@@ -217,11 +217,19 @@ class FlowRunsHook(BaseHook):
         return None
 
     def test_connection(self) -> tuple[bool, str]:
+        """Make one cheap call; pass or fail, the answer names the base URL it used, the first thing to
+        check when a host was typed wrong. A connection refused before any call (one with a password in
+        its host, say) has no URL to name and is reported as refused."""
         try:
-            self.client.call(self.platform.test_call())
+            client = self.client
         except FlowRunsError as exc:
             return False, str(exc)
-        return True, f"Connected to {self.platform.label} at {self.platform.settings.base_url}."
+        base_url = client.platform.settings.base_url
+        try:
+            client.call(client.platform.test_call())
+        except FlowRunsError as exc:
+            return False, f"{exc} (base URL tried: {base_url})"
+        return True, f"Connected to {client.platform.label} at {base_url}."
 
     @classmethod
     async def get_async_client(cls, conn_id: str) -> AsyncFlowRunsClient:
