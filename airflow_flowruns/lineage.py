@@ -5,7 +5,8 @@ Imported only when the OpenLineage provider asks the operator for its facets, so
 
 Names follow OpenLineage's dataset naming spec: a local file is namespace ``file`` with its absolute path
 as name, ``s3://`` and ``gs://`` objects are namespace ``s3://bucket`` / ``gs://bucket`` with the key as
-name, other object stores ``scheme://authority`` with the path. The run is an output dataset in namespace
+name, other object stores ``scheme://authority`` with the path; the Airflow connection id a path may
+name (``s3://aws_default@bucket/...``) is left out. The run is an output dataset in namespace
 ``{platform}://{API host}`` named after the flow, carrying a ``flowRun`` facet (run id, final state); the
 run id is also the job run's standard ``externalQuery`` facet.
 
@@ -124,14 +125,17 @@ def _external_query(run: FlowRun) -> dict[str, Any]:
 
 
 def file_dataset(uri: str) -> Dataset:
+    """A stored file or folder as OpenLineage names it. The Airflow connection id that object storage paths
+    may carry (``s3://aws_default@bucket/key``) is how Airflow reaches the bucket, not part of its name."""
     parts = urlsplit(uri)
+    authority = parts.netloc.rpartition("@")[2]
     naming: Any
     if parts.scheme == "file":
         naming = LocalFileSystem(path=parts.path)
     elif parts.scheme == "s3":
-        naming = S3(bucket_name=parts.netloc, object_key=parts.path.lstrip("/"))
+        naming = S3(bucket_name=authority, object_key=parts.path.lstrip("/"))
     elif parts.scheme in ("gs", "gcs"):
-        naming = GCS(bucket_name=parts.netloc, object_key=parts.path.lstrip("/"))
+        naming = GCS(bucket_name=authority, object_key=parts.path.lstrip("/"))
     else:
-        return Dataset(namespace=f"{parts.scheme}://{parts.netloc}", name=parts.path.lstrip("/"))
+        return Dataset(namespace=f"{parts.scheme}://{authority}", name=parts.path.lstrip("/"))
     return Dataset(namespace=naming.get_namespace(), name=naming.get_name())

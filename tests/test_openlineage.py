@@ -108,6 +108,7 @@ def test_a_task_that_failed_before_starting_a_run_reports_only_its_inputs(
     [
         ("file:///data/in/a.pdf", "file", "/data/in/a.pdf"),
         ("s3://bucket/in/a.pdf", "s3://bucket", "in/a.pdf"),
+        ("s3://aws_default@bucket/in/a.pdf", "s3://bucket", "in/a.pdf"),
         ("gs://bucket/in/a.pdf", "gs://bucket", "in/a.pdf"),
         ("gcs://bucket/a.pdf", "gs://bucket", "a.pdf"),
         ("abfs://container/in/a.pdf", "abfs://container", "in/a.pdf"),

@@ -178,3 +178,28 @@ def test_golden_runs_are_valid_for_the_official_sdks(tmp_path: Path) -> None:
     assert legacy == ["ExtractResult:ExtractRun"]
     (files,) = sdk_models("noxus", golden("noxus_run.json"), tmp=tmp_path)
     assert files == ["9c1d2e3f-aaaa-4bbb-8ccc-0123456789ab", "11111111-2222-4333-8444-555555555555"]
+
+
+@pytest.mark.parametrize(
+    ("destination", "namespace", "name"),
+    [
+        ("s3://aws_default@bucket/landed", "s3://bucket", "landed/extend/flow/run"),
+        ("s3://bucket/landed", "s3://bucket", "landed/extend/flow/run"),
+        ("gs://google_cloud_default@bucket/landed", "gs://bucket", "landed/extend/flow/run"),
+        ("gcs://bucket/landed", "gs://bucket", "landed/extend/flow/run"),
+        ("/data/landed", "file", "/data/landed/extend/flow/run"),
+        ("file:///data/landed", "file", "/data/landed/extend/flow/run"),
+    ],
+)
+def test_a_landing_is_named_per_the_openlineage_naming_spec_without_the_connection_id(
+    destination: str, namespace: str, name: str
+) -> None:
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    from airflow_flowruns.lineage import landing_dataset
+    from airflow_flowruns.outputs.landing import Landing
+
+    folder = ObjectStoragePath(destination) / "extend" / "flow" / "run"
+    landing = Landing(str(folder), str(folder / "_MANIFEST.json"), 1, 0, 0, 10, written=True)
+    dataset = landing_dataset(landing)
+    assert (dataset.namespace, dataset.name) == (namespace, name)
