@@ -230,14 +230,22 @@ def test_tableflow_drive_files_land_as_references(
     assert not (Path(landing["path"]) / "files").exists()
 
 
-def test_stackai_outputs_land_by_node(
+def test_stackai_outputs_land_by_node_and_stay_out_of_xcom(
     emulator: Emulator, monkeypatch: pytest.MonkeyPatch, invoice: Path, tmp_path: Path, context: Context
 ) -> None:
     conn = set_connection(monkeypatch, "stackai_outputs", "stackai", emulator.url, org_id="org_emulator")
     result = start(conn, STACKAI_FLOW, {"doc-0": invoice}, outputs_to=str(tmp_path)).execute(context)
-    document = read_json(Path(result["landing"]["path"]) / "outputs.json")
+    folder = Path(result["landing"]["path"])
+    document = read_json(folder / "outputs.json")
     assert [(o["name"], o["kind"]) for o in document["outputs"]] == [("out-0", "text")]
-    assert document["outputs"][0]["value"] == result["outputs"]["out-0"]
+    assert document["outputs"][0]["value"] == json.loads(read_json(folder / "run.json")["outputs"])["out-0"]
+    # with outputs_to the outputs are in outputs.json only: XCom holds where they went, never them
+    assert "outputs" not in result and "output_path" not in result
+    assert document["outputs"][0]["value"] not in json.dumps(result)
+    both = start(conn, STACKAI_FLOW, {"doc-0": invoice}, outputs_to=str(tmp_path), output_path=str(tmp_path / "o"))
+    with pytest.raises(FlowRunsConfigError, match="output_path and outputs_to"):
+        both.execute(context)
+    assert len(emulator.runs()) == 1  # refused before anything was sent
 
 
 def test_output_values_are_never_logged(

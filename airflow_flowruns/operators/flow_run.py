@@ -59,9 +59,11 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         Larger outputs without it fail the task; the run is kept and a retry re-attaches to it.
     :param outputs_to: land the settled run's outputs under this folder or URI (templated), as
         :class:`~airflow_flowruns.operators.outputs.FlowRunOutputsOperator` does; XCom then holds ``landing``
-        (paths, counts, bytes). A landing that fails fails the task; its retry re-attaches to the run and
-        lands it again.
-    :param max_xcom_output_bytes: the largest outputs (as JSON) returned in XCom under ``outputs``.
+        (paths, counts, bytes) and never the outputs themselves, on every platform (StackAI's are in the
+        landed ``outputs.json``; ``output_path`` cannot be set beside it). A landing that fails fails the task;
+        its retry re-attaches to the run and lands it again.
+    :param max_xcom_output_bytes: the largest outputs (as JSON) returned in XCom under ``outputs`` (without
+        ``outputs_to``).
     :param follow_symlinks: let a folder or glob in ``files`` send files that symbolic links lead to outside it
         (off: such a link fails the task before anything is uploaded).
     :param reattach: on a retry or a cleared task, follow the run an earlier try of this task instance
@@ -139,10 +141,16 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         request = replace(self.start_request(), task_key=task_key(context))
         deadline_after(self.timeout)  # a bad timeout fails here, before anything is uploaded
         target = output_target(self.output_path)
-        if output_target(self.outputs_to, "outputs_to") is not None and not self.wait_for_completion:
+        landing_to = output_target(self.outputs_to, "outputs_to")
+        if landing_to is not None and not self.wait_for_completion:
             raise FlowRunsConfigError(
                 "outputs_to lands a finished run's outputs, and wait_for_completion=False does not wait for it: "
                 "set wait_for_completion=True, or land them later with FlowRunOutputsOperator."
+            )
+        if landing_to is not None and target is not None:
+            raise FlowRunsConfigError(
+                "output_path and outputs_to are both set: with outputs_to the run's outputs land in its "
+                "outputs.json and XCom holds only where they went. Drop output_path."
             )
         hook = FlowRunsHook(self.flowruns_conn_id)
         run = self._run = self._start_once(hook, request, context)
@@ -153,6 +161,8 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         if hook.platform.synchronous and self.deferrable:
             self.log.info("%s has no asynchronous runs: the run ran in the worker, not deferred.", hook.platform.label)
         result = self.wait_for_run(hook, run, deadline) if self.wait_for_completion else run.to_xcom()
+        if landing_to is not None:  # the outputs land in outputs.json: never in XCom
+            return self._land(result)
         final = self._run or run  # the settled run, which may carry outputs a re-attached run did not yet
         outputs = final.outputs if final.outputs is not None else run.outputs
         return self._land(place_outputs(outputs, result, target, self.max_xcom_output_bytes))
