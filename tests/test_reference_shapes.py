@@ -20,6 +20,7 @@ from airflow_flowruns.emulator.config import (
     TABLEFLOW_SMALL_FILE_FLOW,
 )
 from conftest import API_KEY, Emulator
+from test_sdk_models import injected
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -42,11 +43,52 @@ def test_tableflow_runs_have_the_reference_pages_fields(emulator: Emulator, pdf:
     assert all(isinstance(started[key], int) for key in ("created_at", "updated_at", "start_time"))
 
 
+def test_tableflow_workspace_listing_pages_whole_runs(emulator: Emulator, pdf: Path) -> None:
+    """``GET /v2/flows/runs`` (api-notes §1; no reference page): each item is the run object the reference
+    pages show, the very one the per-flow listing holds, in the ``{flow_runs, pagination}`` envelope."""
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    with httpx.Client(base_url=f"{emulator.url}/v2", headers=auth, timeout=10) as http:
+        for _ in range(3):
+            files = {"document": ("doc.pdf", pdf.read_bytes(), "application/pdf")}
+            http.post(f"/flows/{TABLEFLOW_SMALL_FILE_FLOW}/run", files=files).raise_for_status()
+        first = http.get("/flows/runs", params={"limit": 2}).json()
+        second = http.get("/flows/runs", params={"limit": 2, "offset": first["pagination"]["next_offset"]}).json()
+        per_flow = http.get(f"/flows/{TABLEFLOW_SMALL_FILE_FLOW}/runs").json()
+    assert set(first) == set(second) == {"flow_runs", "pagination"}
+    assert first["pagination"] == {"total": 3, "limit": 2, "offset": 0, "next_offset": 2}
+    assert second["pagination"] == {"total": 3, "limit": 2, "offset": 2, "next_offset": None}
+    items = first["flow_runs"] + second["flow_runs"]
+    assert [set(item) for item in items] == [fields("tableflow_run_started.json")] * 3
+    assert sorted(items, key=lambda r: r["id"]) == sorted(per_flow, key=lambda r: r["id"])
+
+
+def test_tableflow_errors_are_the_documented_body(emulator: Emulator) -> None:
+    """``{"error", "message"}`` on every status (api-notes §1), the emulator's own injected faults included."""
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    with httpx.Client(base_url=f"{emulator.url}/v2", headers=auth, timeout=10) as http:
+        answers = [
+            http.get("/flows", headers={"Authorization": "Bearer wrong"}),
+            http.get("/flows/runs/missing"),
+            http.post(f"/flows/{TABLEFLOW_SMALL_FILE_FLOW}/run", data={"name": "no file"}),
+            http.get("/flows/runs", params={"limit": 0}),
+            *injected(emulator, http, "/v2/flows"),
+        ]
+    assert [r.status_code for r in answers] == [401, 404, 422, 422, 429, 500, 503]
+    assert all(set(r.json()) == {"error", "message"} for r in answers), [r.json() for r in answers]
+
+
 def test_stackai_listing_items_have_the_reference_pages_fields(emulator: Emulator) -> None:
+    """Listing items and the metadata read of one run: the page's fields, and null where the page lists an
+    enum without its values (``run_type``, ``ran_by_type``): any value would be made up."""
     with httpx.Client(base_url=emulator.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10) as http:
-        http.post(f"/inference/v0/run/{STACKAI_ORG}/{STACKAI_FLOW}", json={"in-0": "hello", "user_id": "u1"})
+        ran = http.post(f"/inference/v0/run/{STACKAI_ORG}/{STACKAI_FLOW}", json={"in-0": "hello", "user_id": "u1"})
         items = http.get(f"/analytics/org/{STACKAI_ORG}/flows/{STACKAI_FLOW}").json()
+        metadata = http.get(
+            f"/inference/v0/run/{STACKAI_ORG}/{STACKAI_FLOW}/metadata", params={"run_id": ran.json()["run_id"]}
+        ).json()
     assert items and all(set(item) == fields("stackai_flow_runs.json") for item in items)
+    assert metadata == items[0]
+    assert all(item["run_type"] is None and item["ran_by_type"] is None for item in items)
 
 
 def test_noxus_workspace_listing_items_have_the_reference_pages_fields(emulator: Emulator, pdf: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from airflow_flowruns.emulator.config import EXTEND_INVOICE_WORKFLOW, NOXUS_DOCUMENT_WORKFLOW
+from airflow_flowruns.emulator.config import EXTEND_INVOICE_WORKFLOW, EXTEND_SPLIT_WORKFLOW, NOXUS_DOCUMENT_WORKFLOW
 from conftest import API_KEY, Emulator
 from test_vendor_sdks import SCRIPTS, SDK_PYTHON
 
@@ -23,6 +23,10 @@ EXTEND_STATUSES = ["PENDING", "PROCESSING", "NEEDS_REVIEW", "PROCESSED", "FAILED
 NOXUS_STATUSES = ["queued", "running", "awaiting_human_feedback", "completed", "failed", "stopped"]
 EXTEND = "extend_ai.types"
 NOXUS_RUN = "noxus_sdk.resources.runs:Run"
+NOXUS_REFERENCE = "reference_models"
+"""``vendor_sdk/reference_models.py``: the Noxus answers the SDK leaves unmodelled, each from its source."""
+INJECTED = ["429", "500", "503"]
+"""Faults the emulator answers itself, in the platform's own error body, before the route runs."""
 
 
 def problems(answers: list[tuple[str, str, Any]]) -> dict[str, list[str]]:
@@ -96,17 +100,59 @@ def test_every_extend_answer_has_exactly_the_sdk_models_fields(emulator: Emulato
         assert listing["nextPageToken"] and len(listing["data"]) == 3
         everything = http.get("/workflow_runs", params={"maxPageSize": 100}).json()
         answers.append(("list, all statuses", "extend_ai.workflow_runs.types:WorkflowRunsListResponse", everything))
+        answers += extend_package_and_file_answers(emulator, http, pdf)
         errors = [
             http.get("/workflow_runs/workflow_run_missing"),
             http.post("/workflow_runs", json={"workflow": {"id": EXTEND_INVOICE_WORKFLOW}}),
             http.get("/workflow_runs", headers={"Authorization": "Bearer wrong"}),
             http.post(f"/workflow_runs/{run['id']}/cancel"),
+            http.get("/files/file_missing"),
+            http.post("/workflow_runs", json={**body, "file": None, "package": {"files": [{"id": file_id}]}}),
+            *injected(emulator, http, "/workflow_runs"),
         ]
         answers += [(f"error {r.status_code} #{i}", f"{EXTEND}:ApiError", r.json()) for i, r in enumerate(errors)]
-        assert [r.status_code for r in errors] == [404, 400, 401, 400]
+        assert [r.status_code for r in errors] == [404, 400, 401, 400, 404, 400, 429, 500, 503]
     statuses = {item["status"] for item in everything["data"]}
     assert set(EXTEND_STATUSES) <= statuses | {"CANCELLING"}
     assert problems(answers) == {}
+
+
+def extend_package_and_file_answers(emulator: Emulator, http: httpx.Client, pdf: Path) -> list[tuple[str, str, Any]]:
+    """A run started with ``package`` (created, read, listed) and ``GET /files/{id}`` of a file a split made."""
+    answers: list[tuple[str, str, Any]] = []
+    ids = [
+        http.post("/files/upload", files={"file": (f"part-{i}.pdf", pdf.read_bytes(), "application/pdf")}).json()["id"]
+        for i in range(2)
+    ]
+    body = {"workflow": {"id": EXTEND_INVOICE_WORKFLOW}, "package": {"files": [{"id": i} for i in ids]}}
+    package = http.post("/workflow_runs", json=body)
+    assert package.status_code == 200, package.text
+    answers.append(("package create", f"{EXTEND}:WorkflowRun", package.json()))
+    assert [f["id"] for f in package.json()["files"]] == ids
+    emulator.set_status(package.json()["id"], "PROCESSED")
+    answers.append(
+        ("package retrieve", f"{EXTEND}:WorkflowRun", http.get(f"/workflow_runs/{package.json()['id']}").json())
+    )
+    split = http.post("/workflow_runs", json={"workflow": {"id": EXTEND_SPLIT_WORKFLOW}, "file": {"id": ids[0]}})
+    emulator.set_status(split.json()["id"], "PROCESSED")
+    step_runs = http.get(f"/workflow_runs/{split.json()['id']}").json()["stepRuns"]
+    made = {f["id"]: f for step in step_runs for f in step["files"] if f.get("parentFileId")}
+    assert made, "a split step lists the files it made"
+    for i, (file_id, summary) in enumerate(made.items()):
+        file = http.get(f"/files/{file_id}").json()
+        answers.append((f"file {i}", f"{EXTEND}:File", file))
+        assert {**summary, "presignedUrl": file["presignedUrl"]} == file, "the file the run lists, plus its URL"
+    return answers
+
+
+def injected(emulator: Emulator, http: httpx.Client, path: str) -> list[httpx.Response]:
+    """The error answers the emulator makes up itself (rate limit, server errors), one per kind, to a GET of
+    ``path`` on the server (whatever base path ``http`` has)."""
+    answers = []
+    for kind in INJECTED:
+        emulator.fault(path, int(kind), method="GET", kind=kind)
+        answers.append(http.get(f"{emulator.url}{path}"))
+    return answers
 
 
 @pytest.mark.slow
@@ -126,6 +172,27 @@ def test_every_noxus_answer_has_exactly_the_sdk_models_fields(emulator: Emulator
         answers.append(("stop", NOXUS_RUN, stopped))
         page = http.get(runs, params={"page": 1, "size": 100}).json()
         answers += [(f"workflow listing item {i}", NOXUS_RUN, item) for i, item in enumerate(page["items"])]
+        for item in page["items"]:
+            by_id = http.get(f"/v1/runs/{item['id']}").json()
+            answers.append((f"get /v1/runs/{{id}} {item['status']}", f"{NOXUS_REFERENCE}:RunWithWorkflow", by_id))
+        invalid = [
+            http.post(runs, json={}),
+            http.post(runs, json={"input": {"nope": 1}}),
+            http.post("/v1/file", files={"other": ("x.txt", b"x", "text/plain")}),
+            http.get(runs, params={"size": 0}),
+        ]
+        answers += [(f"422 #{i}", f"{NOXUS_REFERENCE}:ValidationErrorBody", r.json()) for i, r in enumerate(invalid)]
+        errors = [
+            http.get(f"{runs}/missing"),
+            http.get("/v1/runs/missing"),
+            http.get(runs, headers={"X-API-Key": "wrong"}),
+            *injected(emulator, http, runs),
+        ]
+        answers += [
+            (f"error {r.status_code} #{i}", f"{NOXUS_REFERENCE}:ErrorBody", r.json()) for i, r in enumerate(errors)
+        ]
+    assert [r.status_code for r in invalid] == [422] * 4
+    assert [r.status_code for r in errors] == [404, 404, 401, 429, 500, 503]
     assert {item["status"] for item in page["items"]} == set(NOXUS_STATUSES)
     assert problems(answers) == {}
 

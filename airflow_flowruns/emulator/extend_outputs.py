@@ -76,11 +76,10 @@ def step_runs(run: EmulatedRun, workflow: ExtendWorkflow) -> list[dict[str, Any]
     history = run.history()
     if history[-1].status not in WITH_OUTPUTS:
         return []
-    done = next((e.time for e in history if e.status in WITH_OUTPUTS), history[-1].time)
     reviewed = was_reviewed(run)
     document = _document(run)
-    at = _iso(done)
-    source = _file_summary(document.get("id") or f"file_{run.id[-12:]}", document["name"], _iso(run.created))
+    at = _results_at(run)
+    source = _file_summary(_source_id(run), document["name"], _iso(run.created))
     made: list[dict[str, Any]] = []
     for index, step_type in enumerate(workflow.steps, start=1):
         step_run_id = f"workflow_step_run_{run.id[-12:]}_{index}"
@@ -114,6 +113,16 @@ def step_runs(run: EmulatedRun, workflow: ExtendWorkflow) -> list[dict[str, Any]
             result = {"splitRun": split_run}
         made.append({**base, "files": files, "result": result})
     return made
+
+
+def _results_at(run: EmulatedRun) -> str:
+    """When the run's results, and the files its split step made, came to be."""
+    history = run.history()
+    return _iso(next((e.time for e in history if e.status in WITH_OUTPUTS), history[-1].time))
+
+
+def _source_id(run: EmulatedRun) -> str:
+    return _document(run).get("id") or f"file_{run.id[-12:]}"
 
 
 STEP_NAMES = {"EXTRACT": "Extract invoice", "CLASSIFY": "Classify document", "SPLIT": "Split packet"}
@@ -188,23 +197,22 @@ def _split_file(run_id: str, part: int, workflow: ExtendWorkflow) -> GeneratedFi
     return GeneratedFile(file_id, f"invoice-{part}.pdf", workflow.split_file_bytes)
 
 
-def _find_split_file(request: Request, file_id: str) -> GeneratedFile | None:
+def _find_split_file(request: Request, file_id: str) -> tuple[GeneratedFile, EmulatedRun] | None:
     key, _, part = file_id.removeprefix("file_").rpartition(PART_MARK)
     run = request.app.state.emulator.runs.get(RUN_PREFIX + key)
     workflows = {workflow.id: workflow for workflow in request.app.state.config.extend.workflows}
     workflow = workflows.get(run.flow_id) if run is not None and run.platform == "extend" else None
     if workflow is None or "SPLIT" not in workflow.steps or not part.isdigit() or not 1 <= int(part) <= SPLIT_PARTS:
         return None
-    return _split_file(run.id, int(part), workflow)
+    return _split_file(run.id, int(part), workflow), run
 
 
 def file_object(request: Request, file_id: str) -> dict[str, Any]:
-    """``GET /files/{id}``: the File object with a fresh ``presignedUrl`` (about 15 minutes)."""
-    file = _find_split_file(request, file_id)
-    if file is None:
+    """``GET /files/{id}``: the File the run lists, with its ``parentFileId`` (the SDK's ``File``: present for
+    files a splitter made) and a fresh ``presignedUrl`` (about 15 minutes)."""
+    found = _find_split_file(request, file_id)
+    if found is None:
         raise ApiError(404, "Not Found", f"File {file_id} not found")
-    now = _iso(datetime.now(UTC).timestamp())
-    return {
-        **_file_summary(file.id, file.name, now),
-        "presignedUrl": store(request).sign(request, file),
-    }
+    file, run = found
+    summary = _file_summary(file.id, file.name, _results_at(run), parent=_source_id(run))
+    return {**summary, "presignedUrl": store(request).sign(request, file)}

@@ -80,8 +80,8 @@ def item(run: EmulatedRun, outputs: dict[str, Any] | None) -> dict[str, Any]:
         "outputs": json.dumps(outputs) if outputs is not None else None,
         "llms": json.dumps(["gpt-emulated"]),
         "feedback": json.dumps(None),
-        "run_type": "api",
-        "ran_by_type": "api_key",
+        "run_type": None,  # the reference page lists the enum without its values: none is made up
+        "ran_by_type": None,
         "ran_by_id": None,
         "ran_by_display_name": None,
         "parent_run_id": None,
