@@ -7,12 +7,14 @@ exactly as each platform module does it for the hook and the triggerer.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.platforms import (
     PLATFORMS,
     ApiCall,
@@ -200,6 +202,36 @@ def test_stackai_listing_reads_the_documented_fields() -> None:
         ),
         ("noxus", RunQuery(flow_id="wf", page_size=500), "GET", "/v1/workflows/wf/runs", {"page": 1, "size": 100}),
         ("noxus", RunQuery(), "GET", "/v1/runs", {"page": 1, "size": 100}),
+        (
+            "stackai",
+            RunQuery(
+                flow_id="flow_1",
+                states=frozenset({RunState.NEEDS_REVIEW, RunState.FAILED}),
+                created_after=datetime(2026, 2, 10, 8, tzinfo=UTC),
+                created_before=datetime(2026, 2, 11, 8, tzinfo=UTC),
+                user_id="af-1",
+            ),
+            "GET",
+            "/analytics/org/org_1/flows/flow_1",
+            {
+                "page": 0,
+                "page_size": 100,
+                "state": "PAUSED,FAILED",
+                "start_date": "2026-02-10T08:00:00+00:00",
+                "end_date": "2026-02-11T08:00:00+00:00",
+                "user_id": "af-1",
+            },
+        ),
+        (
+            "stackai",
+            RunQuery(flow_id="flow_1", page_size=10),
+            "GET",
+            "/analytics/org/org_1/flows/flow_1",
+            {
+                "page": 0,
+                "page_size": 10,
+            },
+        ),
     ],
     ids=lambda value: value if isinstance(value, str) else None,
 )
@@ -256,8 +288,14 @@ def test_each_platform_maps_exactly_its_documented_statuses(module: Any) -> None
     assert set(module.STATUSES) == DOCUMENTED[module]
 
 
+def test_stackai_lists_runs_only_per_flow() -> None:
+    with pytest.raises(FlowRunsConfigError, match="give flow_id"):
+        platform("stackai").list_runs_call(RunQuery())
+
+
 class Recorder:
-    """The ``Api`` a start is written against: records each call and answers from a script."""
+    """The ``Api`` a start is written against: records each call and answers from a script (an iterator
+    answers each call by that name with its next item)."""
 
     def __init__(self, answers: dict[str, Any]) -> None:
         self.answers = answers
@@ -265,7 +303,20 @@ class Recorder:
 
     def call(self, call: ApiCall) -> Any:
         self.calls.append(call)
-        return self.answers[call.name]
+        answer = self.answers[call.name]
+        return next(answer) if isinstance(answer, Iterator) else answer
+
+
+def documents(tmp_path: Path, *names: str) -> list[Path]:
+    paths = [tmp_path / name for name in names]
+    for path in paths:
+        path.write_bytes(b"%PDF")
+    return paths
+
+
+def uploads(fixture: str, ids: list[str]) -> Iterator[dict[str, Any]]:
+    """The golden upload answer, once per id."""
+    return iter([{**golden(fixture), "id": file_id} for file_id in ids])
 
 
 def test_tableflow_start_request_is_the_documented_multipart_form(tmp_path: Path) -> None:
@@ -317,3 +368,106 @@ def test_extend_start_uploads_then_sends_one_file_by_id(tmp_path: Path) -> None:
         "file": {"id": "file_xK9mLPqRtN3vS8wF5hB2cQ"},
         "metadata": {"airflow_task_key": "af-1"},
     }
+
+
+def test_extend_package_start_uploads_each_file_then_sends_one_package(tmp_path: Path) -> None:
+    """Two to fifty files: one run over a ``package`` of the uploaded ids (the SDK's ``WorkflowRunPackageParams``)."""
+    ids = ["file_a00000000000000000001", "file_b00000000000000000002", "file_c00000000000000000003"]
+    api = Recorder(
+        {
+            "upload file": uploads("extend_file_uploaded.json", ids),
+            "start run": golden("extend_workflow_run_failed.json"),
+        }
+    )
+    paths = tuple(documents(tmp_path, "a.pdf", "b.pdf", "c.pdf"))
+    request = StartRequest(
+        flow_id="workflow_BMdfq_yWM3sT-ZzvCnA3f", files={"file": paths}, metadata={"batch": "7"}, task_key="af-1"
+    )
+    run = platform("extend").start_run(api, request)
+    assert [c.path for c in api.calls] == ["/files/upload"] * 3 + ["/workflow_runs"]
+    assert [[(f.field, f.path.name) for f in c.files] for c in api.calls[:3]] == [
+        [("file", "a.pdf")],
+        [("file", "b.pdf")],
+        [("file", "c.pdf")],
+    ]
+    start = api.calls[-1]
+    assert (start.method, start.idempotent) == ("POST", False)
+    assert start.json == {
+        "workflow": {"id": "workflow_BMdfq_yWM3sT-ZzvCnA3f"},
+        "package": {"files": [{"id": file_id} for file_id in ids]},
+        "metadata": {"batch": "7", "airflow_task_key": "af-1"},
+    }
+    assert run.id == "workflow_run_8k9m-xyzAB_Pqrst-Nvw4"
+
+
+def test_noxus_start_uploads_files_and_sends_them_with_the_inputs(tmp_path: Path) -> None:
+    """A file input is ``{"uri", "name"}`` of its upload, a list of files a list of those; plain inputs go
+    as given; the workflow is checked first, before anything is uploaded."""
+    workflow = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
+    ids = ["0d1e7700-0000-4000-8000-000000000001", "0d1e7700-0000-4000-8000-000000000002"]
+    document, appendix = documents(tmp_path, "invoice.pdf", "appendix.pdf")
+    uploaded = [{**golden("noxus_file_uploaded.json"), "id": i, "uri": f"noxus://files/{i}"} for i in ids]
+    api = Recorder(
+        {
+            "check workflow": golden("noxus_runs_page.json"),
+            "upload file": iter(uploaded),
+            "start run": golden("noxus_run_queued.json"),
+        }
+    )
+    request = StartRequest(
+        flow_id=workflow,
+        files={"document": document, "attachments": (appendix,)},
+        inputs={"instructions": "Summarize"},
+        flow_version="7",
+    )
+    run = platform("noxus").start_run(api, request)
+    runs = f"/v1/workflows/{workflow}/runs"
+    assert [(c.method, c.path) for c in api.calls] == [
+        ("GET", runs),
+        ("POST", "/v1/file"),
+        ("POST", "/v1/file"),
+        ("POST", runs),
+    ]
+    assert [(f.field, f.path.name, f.content_type) for c in api.calls[1:3] for f in c.files] == [
+        ("file", "invoice.pdf", "application/pdf"),
+        ("file", "appendix.pdf", "application/pdf"),
+    ]
+    assert api.calls[-1].idempotent is False
+    assert api.calls[-1].json == {
+        "input": {
+            "instructions": "Summarize",
+            "document": {"uri": f"noxus://files/{ids[0]}", "name": "invoice.pdf"},
+            "attachments": [{"uri": f"noxus://files/{ids[1]}", "name": "appendix.pdf"}],
+        },
+        "workflow_version_id": "7",
+    }
+    assert (run.id, run.state, run.flow_id) == ("5e8c1a2b-3d4f-4a6b-8c9d-0e1f2a3b4c5d", RunState.QUEUED, workflow)
+
+
+@pytest.mark.parametrize("listed", [True, False], ids=["listed", "not listed yet"])
+def test_stackai_start_puts_documents_then_runs_as_the_task_key(tmp_path: Path, listed: bool) -> None:
+    """Documents go to the flow's document node under the task key as ``user_id``; the run call sends the
+    inputs with that ``user_id``; the run is read from the listing, or stands as the answer until it shows."""
+    key = "af-0123456789abcdef01234567"
+    answer = golden("stackai_run_answer.json")
+    item = {**golden("stackai_flow_runs.json")[1], "user_id": key}
+    assert item["run_id"] == answer["run_id"]
+    api = Recorder({"upload document": {}, "run flow": answer, "list runs": [item] if listed else []})
+    (document,) = documents(tmp_path, "contract.pdf")
+    request = StartRequest(flow_id="flow_1", files={"doc-0": document}, inputs={"in-0": "hello"}, task_key=key)
+    run = platform("stackai").start_run(api, request)
+    upload, ran, listing = api.calls
+    assert (upload.method, upload.path) == ("POST", f"/documents/org_1/flow_1/doc-0/{key}")
+    assert [(f.field, f.path.name) for f in upload.files] == [("file", "contract.pdf")]
+    assert (ran.method, ran.path, ran.json, ran.idempotent) == (
+        "POST",
+        "/inference/v0/run/org_1/flow_1",
+        {"in-0": "hello", "user_id": key},
+        False,
+    )
+    assert (listing.path, dict(listing.params or {})) == (
+        "/analytics/org/org_1/flows/flow_1",
+        {"page": 0, "page_size": 100, "user_id": key},
+    )
+    assert (run.id, run.state, run.outputs) == (answer["run_id"], RunState.SUCCEEDED, answer["outputs"])
+    assert run.metadata == {"user_id": key}

@@ -203,6 +203,9 @@ def test_the_golden_payloads_built_from_the_sdk_models_match_them() -> None:
         "extend_workflow_run_failed.json": f"{EXTEND}:WorkflowRun",
         "extend_runs_page.json": "extend_ai.workflow_runs.types:WorkflowRunsListResponse",
         "noxus_run_failed.json": NOXUS_RUN,
+        "noxus_run_queued.json": NOXUS_RUN,
+        "extend_file_uploaded.json": f"{EXTEND}:File",
+        "noxus_file_uploaded.json": "noxus_sdk.resources.files:File",
     }
     answers = [(name, model, json.loads((golden / name).read_text())["body"]) for name, model in fixtures.items()]
     assert problems(answers) == {}
