@@ -5,6 +5,13 @@ connection's credentials (as every other call does); presigned URLs go through a
 none, so the API key never reaches the storage host that signed URL points at. Each attempt asks for a
 fresh presigned URL just before fetching it, so a retry never meets an expired one. The URL itself is
 a bearer credential for its file: it is never logged nor put in an error.
+
+Both clients run on the hook's deadline transport (directly or through the proxies the environment names),
+so no host can hold the task: the answer's headers must come within the connection's ``timeout``, and so
+must each next ``CHUNK_BYTES`` of the file (a large file takes as long as it takes; a host trickling it
+does not). Only ``200`` with the file's bytes is saved: neither the platforms' file endpoints nor their
+presigned URLs are documented to redirect, so a redirect is refused with an error rather than saved as
+the file, or followed to a host that was never named.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsResponseError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.hooks.http.auth import bounded_auth
+from airflow_flowruns.hooks.http.deadline import request_deadline, start_deadline, sync_proxy_mounts, sync_transport
 from airflow_flowruns.outputs.model import ApiDownload, Download, PresignedDownload
 
 CHUNK_BYTES = 1024 * 1024
@@ -40,16 +48,19 @@ class FileDownloader:
         self._client = hook.client
         self._platform = hook.platform
         options = hook.client.options
-        verify = options.ssl_context()
-        settings = self._platform.settings
+        self._seconds = options.timeout
+        transport = {"verify": options.ssl_context()}
         self._api = httpx.Client(
-            base_url=settings.base_url,
+            base_url=self._platform.settings.base_url,
             headers=self._platform.headers(),
             auth=bounded_auth(self._platform, options.max_response_bytes),
             timeout=options.timeout,
-            verify=verify,
+            transport=sync_transport(**transport),
+            mounts=sync_proxy_mounts(**transport),
         )
-        self._presigned = httpx.Client(timeout=options.timeout, verify=verify, follow_redirects=True)
+        self._presigned = httpx.Client(
+            timeout=options.timeout, transport=sync_transport(**transport), mounts=sync_proxy_mounts(**transport)
+        )
         self._retrying: dict[str, Any] = {
             "retry": retry_if_exception(_retryable),
             "wait": wait_exponential_jitter(initial=options.retry_min_wait, max=options.retry_max_wait),
@@ -61,8 +72,8 @@ class FileDownloader:
         """Write the file through ``open_target()`` (a fresh binary writer per attempt), streamed."""
         try:
             for attempt in Retrying(**self._retrying):
-                with attempt, self._response(download) as response, open_target() as out:
-                    return _copy(response, out)
+                with attempt, request_deadline(None), self._response(download) as response, open_target() as out:
+                    return _copy(response, out, self._seconds)
         except httpx.TransportError as exc:  # named by its type only: its message may hold the presigned URL
             raise FlowRunsApiError(
                 platform=self._platform.label,
@@ -81,16 +92,29 @@ class FileDownloader:
         else:
             request = self._presigned.build_request("GET", self._presigned_url(download))
             presigned = True
+        start_deadline(self._seconds)  # for the answer's headers; each chunk of the file restarts it
         response = (self._presigned if presigned else self._api).send(request, stream=True)
         try:
+            what = "download file" + (" (presigned URL)" if presigned else "")
+            if response.is_redirect:
+                raise FlowRunsResponseError(
+                    f"{self._platform.label} answered '{what}' with a redirect (HTTP {response.status_code}), which "
+                    "its API does not document for files: nothing was saved, nor was the redirect followed. "
+                    "Report it to the airflow-flowruns maintainers if the platform now redirects downloads."
+                )
             if response.status_code >= 400:
                 raise FlowRunsApiError(
                     platform=self._platform.label,
-                    call="download file" + (" (presigned URL)" if presigned else ""),
+                    call=what,
                     status=response.status_code,
                     detail="the file could not be downloaded",
                     # a presigned URL that expired meanwhile is asked for again on the next attempt
                     retryable=response.status_code in (403, 429) if presigned else _retry_status(response),
+                )
+            if response.status_code != 200:
+                raise FlowRunsResponseError(
+                    f"{self._platform.label} answered '{what}' with HTTP {response.status_code} instead of the "
+                    "file's bytes (HTTP 200): nothing was saved."
                 )
             yield response
         finally:
@@ -118,13 +142,15 @@ class FileDownloader:
         self._presigned.close()
 
 
-def _copy(response: httpx.Response, out: IO[bytes]) -> Fetched:
+def _copy(response: httpx.Response, out: IO[bytes], seconds: float) -> Fetched:
+    """Stream the body to ``out``; each next chunk must arrive within ``seconds``."""
     digest = hashlib.sha256()
     size = 0
     for chunk in response.iter_bytes(CHUNK_BYTES):
         out.write(chunk)
         digest.update(chunk)
         size += len(chunk)
+        start_deadline(seconds)
     return Fetched(size, digest.hexdigest())
 
 

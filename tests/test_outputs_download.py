@@ -1,0 +1,94 @@
+"""Output file downloads against hosts that misbehave: one that trickles its answer cannot hold the task
+past the connection's timeout, and a redirect is never saved as the file nor followed."""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+from typing import IO
+
+import pytest
+from airflow.providers.common.compat.sdk import Context
+
+from airflow_flowruns.emulator.config import EXTEND_SPLIT_WORKFLOW
+from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsResponseError
+from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.operators.flow_run import FlowRunOperator
+from airflow_flowruns.operators.outputs import FlowRunOutputsOperator
+from airflow_flowruns.outputs.download import FileDownloader
+from airflow_flowruns.outputs.model import ApiDownload
+from airflow_flowruns.platforms.base import ApiCall
+from conftest import Emulator, set_connection
+from hostile_server import HostileServer
+
+HANG_GUARD = 120.0
+"""Only so that a regression fails the test instead of freezing the suite; no test asserts on time."""
+
+
+def download_from(hostile: HostileServer, monkeypatch: pytest.MonkeyPatch, mode: str) -> tuple[BaseException, int]:
+    """What downloading a Noxus file from ``hostile`` (answering as ``mode``) raised, and how many times the
+    file was opened for writing."""
+    hostile.mode = mode
+    hostile.requests.clear()
+    conn = set_connection(monkeypatch, "hostile_files", "noxus", hostile.url, timeout=1, max_retries=1)
+    opened: list[IO[bytes]] = []
+
+    def open_target() -> IO[bytes]:
+        opened.append(io.BytesIO())
+        return opened[-1]
+
+    raised: list[BaseException] = []
+
+    def fetch() -> None:
+        downloader = FileDownloader(FlowRunsHook(conn))
+        try:
+            downloader.fetch(ApiDownload(ApiCall("download file", "GET", "/v1/file/f_1")), open_target)
+        except BaseException as exc:
+            raised.append(exc)
+        finally:
+            downloader.close()
+
+    worker = threading.Thread(target=fetch, daemon=True)  # a daemon: a hang cannot keep the suite from ending
+    worker.start()
+    worker.join(HANG_GUARD)
+    assert not worker.is_alive(), "the download is still running"
+    assert raised, "the hostile answer was saved as the file"
+    return raised[0], len(opened)
+
+
+@pytest.mark.parametrize("mode", ["trickled body", "trickled headers"])
+def test_a_host_trickling_a_file_fails_the_download_at_the_connections_timeout(
+    mode: str, hostile: HostileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    error, _ = download_from(hostile, monkeypatch, mode)
+    assert isinstance(error, FlowRunsApiError), repr(error)
+    assert "'download file' failed (no response): ReadTimeout while downloading" in str(error)
+    assert len(hostile.requests) == 2  # the first try and the connection's one retry
+
+
+def test_a_redirect_from_a_file_endpoint_is_neither_saved_nor_followed(
+    hostile: HostileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    error, opened = download_from(hostile, monkeypatch, "redirect with a run in its body")
+    assert isinstance(error, FlowRunsResponseError), repr(error)
+    assert "answered 'download file' with a redirect (HTTP 302)" in str(error)
+    assert opened == 0  # nothing was written, not even an empty file
+    assert [r["path"] for r in hostile.requests] == ["/v1/file/f_1"]  # the redirect was not followed
+
+
+def test_a_redirect_from_a_presigned_url_fails_the_landing_without_a_manifest(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, context: Context
+) -> None:
+    conn = set_connection(monkeypatch, "extend_redirect", "extend", emulator.url)
+    document = tmp_path / "packet.pdf"
+    document.write_bytes(b"%PDF-1.4\n%%EOF\n")
+    run = FlowRunOperator(
+        task_id="t", flowruns_conn_id=conn, flow_id=EXTEND_SPLIT_WORKFLOW, files={"file": document}, poll_interval=0.05
+    ).execute(context)
+    emulator.fault("/_storage/", 307, "<Error/>", headers={"Location": f"{emulator.url}/_elsewhere"}, count=100)
+    land = FlowRunOutputsOperator(task_id="land", flowruns_conn_id=conn, run=run, destination=str(tmp_path / "out"))
+    with pytest.raises(FlowRunsResponseError, match=r"'download file \(presigned URL\)' with a redirect \(HTTP 307\)"):
+        land.execute(context)
+    assert not list((tmp_path / "out").rglob("_MANIFEST.json"))
+    assert not [r for r in emulator.requests() if r["path"].startswith("/_elsewhere")]
