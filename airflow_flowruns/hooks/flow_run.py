@@ -193,9 +193,12 @@ class FlowRunsHook(BaseHook):
 
         Where listing items carry no metadata (Extend's ``WorkflowRunSummary``), each candidate in the
         window is read in full, newest first, at most ``Platform.lookup_reads`` of them. ``newer_than``:
-        stop at that run (an earlier try's), so only a run started after it is found.
+        stop at that run (an earlier try's), so only a run started after it is found. None at once where runs
+        keep no task key (``Platform.keeps_task_key``): listing them could not find it.
         """
         platform = self.platform
+        if not platform.keeps_task_key:
+            return None
         reads = 0
         for listed in self.list_runs(flow_id=flow_id, created_after=created_after):
             if listed.id == newer_than:

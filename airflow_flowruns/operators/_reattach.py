@@ -3,7 +3,9 @@
 Airflow 3.3's ``ResumableJobMixin`` convention: on a retry (or a cleared task) follow the earlier run while
 it is queued, running, waiting for review or succeeded; start a fresh one when it failed or was cancelled.
 The earlier run is found first in the task's state store (Airflow 3.3+), where the run id is saved the
-moment the start call returns, and otherwise by the task key the platform keeps on the run.
+moment the start call returns, and otherwise by the task key the platform keeps on the run. Unlike the
+mixin, which names the gap between a start returning and its save as a known limit, a saved run that
+ended failed or cancelled is not trusted to be the newest: the task key finds one started after it.
 """
 
 from __future__ import annotations
@@ -43,25 +45,40 @@ def save_run(context: Context, run: FlowRun) -> None:
 
 
 def earlier_run(hook: FlowRunsHook, flow_id: str, key: str, context: Context) -> FlowRun | None:
-    """The run an earlier try of this task instance started, in its current state, or None."""
+    """The newest run an earlier try of this task instance started, in its current state, or None.
+
+    The state store names the run the last try saved. A try that started a fresh run after a failed one may
+    have died before saving it, so when the saved run ended in ``RESTART_STATES`` a newer run is looked up
+    by task key before any decision: otherwise the next try would start another run next to a live one.
+    """
+    since = lookup_window_start(context)
+    saved = saved_run(hook, flow_id, context)
+    if saved is not None:
+        if saved.state not in RESTART_STATES:
+            return saved
+        return hook.find_run_for_task(flow_id, key, since, newer_than=saved.id) or saved
+    if try_number(context) <= 1:
+        return None
+    return hook.find_run_for_task(flow_id, key, since)
+
+
+def saved_run(hook: FlowRunsHook, flow_id: str, context: Context) -> FlowRun | None:
+    """The run named in the task's state store, read now; None without a store, a saved run, or that run (404)."""
     store = state_store(context)
     if store is None:
         if not AIRFLOW_V_3_3_PLUS:
             missing_feature("Finding an earlier try's run in the task state store (task keys are used instead)", "3.3")
-    else:
-        saved = store.get(STATE_STORE_KEY)
-        if isinstance(saved, dict) and isinstance(saved.get("id"), str):
-            try:
-                return hook.get_run(saved.get("flow_id") or flow_id, saved["id"])
-            except FlowRunsApiError as exc:
-                if exc.status != 404:
-                    raise
-                log.warning(
-                    "Run %s saved by an earlier try is gone (HTTP 404); looking it up by task key.", saved["id"]
-                )
-    if try_number(context) <= 1:
         return None
-    return hook.find_run_for_task(flow_id, key, lookup_window_start(context))
+    saved = store.get(STATE_STORE_KEY)
+    if not (isinstance(saved, dict) and isinstance(saved.get("id"), str)):
+        return None
+    try:
+        return hook.get_run(saved.get("flow_id") or flow_id, saved["id"])
+    except FlowRunsApiError as exc:
+        if exc.status != 404:
+            raise
+        log.warning("Run %s saved by an earlier try is gone (HTTP 404); looking it up by task key.", saved["id"])
+        return None
 
 
 def try_number(context: Context) -> int:

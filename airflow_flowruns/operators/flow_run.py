@@ -185,10 +185,11 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
 
         A retry or a cleared task follows the run an earlier try started while it is queued, running,
         waiting for review or succeeded, and starts a fresh run when it failed or was cancelled, naming the
-        earlier run in the log and in XCom (``previous_flow_run_id``); see :mod:`._reattach`. A start call
-        that failed in a way the platform may still have accepted (a timeout, a dropped connection, a 5xx,
-        an unreadable answer) is looked up by the task key; only when no run newer than the earlier one is
-        found is it sent again.
+        earlier run in the log and in XCom (``previous_flow_run_id``); see :mod:`._reattach` for how the
+        earlier run is found, including one whose start a dead worker never saved. A start call that failed
+        in a way the platform may still have accepted (a timeout, a dropped connection, a 5xx, an unreadable
+        answer) is looked up by the task key; only when no run newer than the earlier one is found is it sent
+        again.
         """
         key = request.task_key or task_key(context)
         earlier = earlier_run(hook, request.flow_id, key, context) if self.reattach else None
@@ -199,6 +200,7 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
                 earlier.id,
                 earlier.status,
             )
+            save_run(context, earlier)  # it may have been found by task key: the next try then reads it directly
             return earlier
         if earlier is not None:
             self.log.warning(

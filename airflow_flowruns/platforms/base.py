@@ -273,6 +273,9 @@ class Platform(ABC):
     base_path: ClassVar[str] = ""
     """The path every call of the API lives under (TableFlow: ``/v2``), added to a host typed without it."""
     can_cancel: ClassVar[bool] = False
+    keeps_task_key: ClassVar[bool] = True
+    """Runs carry the task key the provider stores on them (see :meth:`task_key_of`); False: no run can be found
+    by it, and only the task's state store tells a retry which run an earlier try started."""
     listing_has_metadata: ClassVar[bool] = True
     """Listing items carry the run's metadata; False: finding a run by its task key reads each run in full."""
     lookup_reads: ClassVar[int] = 50

@@ -86,6 +86,7 @@ class Noxus(Platform):
     label = "Noxus"
     default_base_url = "https://backend.noxus.ai"
     can_cancel = True
+    keeps_task_key = False
 
     def headers(self) -> dict[str, str]:
         return {"X-API-Key": self.settings.api_key}
@@ -182,9 +183,6 @@ class Noxus(Platform):
             pages.append(self.parse_model(RunsListing, last, "run listing"))
         item = next((item for page in pages for item in page.items if item.get("input") == inputs), None)
         return self.parse_run(item, workflow_id) if item is not None else None
-
-    def task_key_of(self, run: FlowRun) -> str | None:
-        return None
 
     def _upload(self, api: Api, path: Any) -> dict[str, str]:
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
