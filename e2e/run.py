@@ -39,10 +39,9 @@ import httpx
 import psutil
 
 from airflow_flowruns.emulator import config as emulator_config
-from airflow_flowruns.emulator.app import PLATFORM_MODULES
 from airflow_flowruns.operators.flow_run import task_key
 from airflow_flowruns.platforms.base import TASK_KEY_FIELD
-from e2e.retry_rule import Run, retry_problems
+from e2e.retry_rule import EXPECTED_TASK_STATE, retry_problems, run_of
 from e2e.secret_scan import Findings, scan_json, scan_sqlite, scan_tree
 from e2e.stack import BIN, AirflowApi, E2EError, Stack, wait_for
 
@@ -52,8 +51,6 @@ DAG_ID, TASK_ID, RUN_ID = "flowruns_e2e", "flow_run", "e2e"
 HAND_OFF_SETTLE_SECONDS = 3.0
 OUTCOMES = {"completed": 2, "failed": 1, "review": 1}
 """Random outcomes and their weights. Under on_review="succeed" a run in review makes a successful task."""
-EXPECTED_TASK_STATE = {"completed": "success", "review": "success", "failed": "failed"}
-SETTLED_PHASES = set(EXPECTED_TASK_STATE)
 
 
 @dataclass(frozen=True)
@@ -83,11 +80,6 @@ PROFILES: dict[str, Profile] = {
     ),
 }
 """Noxus is left out: its runs keep no metadata, so a run cannot be matched to the task that started it."""
-
-
-def phases_of() -> dict[str, dict[str, str]]:
-    """Raw status to emulator phase per platform: the emulator, not the provider, says how a run ended."""
-    return {m.PLATFORM: {raw: phase for phase, raw in m.STATUSES.items()} for m in PLATFORM_MODULES}
 
 
 # --- the worker kill -----------------------------------------------------------------------------
@@ -408,13 +400,10 @@ class E2E:
         """Match runs to task instances by task key, then compare counts and states."""
         out = self.outcome
         tasks, tries, followed = self.read_tasks()
-        phases = phases_of()
+        phases = {run["id"]: run_of(run).phase for run in runs}
 
         def phase(run: dict[str, Any]) -> str:
-            return phases[run["platform"]].get(run["status"], run["status"])
-
-        def as_run(run: dict[str, Any]) -> Run:
-            return Run(run["id"], run["platform"], phase(run), run["created_at"], run["finished_at"])
+            return phases[run["id"]]
 
         by_index: dict[int, list[dict[str, Any]]] = {index: [] for index in range(len(plan))}
         strays: list[dict[str, Any]] = []
@@ -423,7 +412,7 @@ class E2E:
             (strays if index is None else by_index[index]).append(run)
         # The emulator lists runs in the order they were created: a task's last run is the one it ended on.
         several = {index: found for index, found in by_index.items() if len(found) > 1}
-        broken = {index: retry_problems(map(as_run, found)) for index, found in several.items()}
+        broken = {index: retry_problems(map(run_of, found)) for index, found in several.items()}
         broken = {index: problems for index, problems in broken.items() if problems}
         mismatches, wrong_run = [], []
         for index, found in by_index.items():
@@ -433,7 +422,7 @@ class E2E:
             if last and followed.get(index, last["id"]) != last["id"]:
                 wrong_run.append(f"map index {index} follows {followed[index]}, not its run {last['id']}")
         with_runs = sum(1 for found in by_index.values() if found)
-        left_running = [run["id"] for run in runs if phase(run) not in SETTLED_PHASES]
+        left_running = [run["id"] for run in runs if phase(run) not in EXPECTED_TASK_STATE]
         task_states = Counter(tasks.values())
         platforms = Counter(entry["flowruns_conn_id"].removesuffix("_e2e") for entry in plan)
 

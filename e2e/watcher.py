@@ -31,7 +31,8 @@ from typing import Any
 import httpx
 
 from airflow_flowruns.emulator import config as emulator_config
-from e2e.run import Outcome, _counts, common_arguments, conduct, phases_of, scan_for_key, start_emulator
+from e2e.retry_rule import phases_of
+from e2e.run import Outcome, _counts, common_arguments, conduct, scan_for_key, start_emulator
 from e2e.secret_scan import Findings, scan_sqlite
 from e2e.stack import BIN, AirflowApi, E2EError, Stack, wait_for
 

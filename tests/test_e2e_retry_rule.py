@@ -1,11 +1,14 @@
 """The retry rule `make e2e` and `make e2e-distributed` check every task instance's runs against, on hand-made
-run histories: a fresh run only after a failed or cancelled one, never two alive, never two succeeded."""
+run histories and on the emulator's own record of runs: a fresh run only after a failed, rejected or cancelled
+one, never two alive, never two succeeded."""
 
 from __future__ import annotations
 
 import pytest
 
-from e2e.retry_rule import Run, retry_problems
+from airflow_flowruns.emulator.config import EXTEND_INVOICE_WORKFLOW
+from conftest import Emulator
+from e2e.retry_rule import Run, retry_problems, run_of
 
 
 def run(run_id: str, phase: str, created: float, ended: float | None) -> Run:
@@ -55,3 +58,29 @@ def test_fresh_runs_after_failed_or_cancelled_ones_break_nothing(runs: list[Run]
 )
 def test_a_second_run_beside_a_live_or_succeeded_one_is_named(runs: list[Run], problems: list[str]) -> None:
     assert retry_problems(runs) == problems
+
+
+def start_extend_run(emulator: Emulator) -> str:
+    """A run that stays processing until a test ends it."""
+    emulator.scenario(EXTEND_INVOICE_WORKFLOW, "extend", processing_seconds=3600)
+    started = emulator.control.post(f"/extend/flows/{EXTEND_INVOICE_WORKFLOW}/manual-runs", json={"count": 1})
+    (run_id,) = started.raise_for_status().json()["ids"]
+    return str(run_id)
+
+
+@pytest.mark.parametrize("ending", ["CANCELLED", "REJECTED", "FAILED"])
+def test_the_emulators_record_ends_a_run_however_it_ended(ending: str, emulator: Emulator) -> None:
+    """A run cancelled or rejected on Extend has ended: the run started after it breaks no rule."""
+    first = start_extend_run(emulator)
+    emulator.set_status(first, ending)
+    start_extend_run(emulator)
+    runs = [run_of(summary) for summary in emulator.runs()]
+    assert runs[0].phase == ("failed" if ending == "FAILED" else "cancelled") and runs[0].ended is not None
+    assert retry_problems(runs) == []
+
+
+def test_the_emulators_record_names_a_run_started_beside_a_live_one(emulator: Emulator) -> None:
+    first = start_extend_run(emulator)
+    second = start_extend_run(emulator)
+    emulator.set_status(first, "CANCELLED")
+    assert retry_problems(map(run_of, emulator.runs())) == [f"{second} started while {first} was alive"]

@@ -126,13 +126,17 @@ class EmulatedRun:
         return last.time if last.status in final else None
 
     def summary(self) -> dict[str, Any]:
+        """The control API's record of the run; ``history`` ([raw status, unix time], oldest first) tells when it
+        ended however it ended, cancelled or rejected included, which ``finished_at`` does not."""
+        history = self.history()
         return {
             "platform": self.platform,
             "id": self.id,
             "flow_id": self.flow_id,
-            "status": self.status,
+            "status": history[-1].status,
             "created_at": self.created,
             "finished_at": self.finished_at(),
+            "history": [[entry.status, entry.time] for entry in history],
             **self.record,
         }
 

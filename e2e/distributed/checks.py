@@ -12,14 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_flowruns.platforms.base import TASK_KEY_FIELD
-from e2e.retry_rule import Run, retry_problems
-from e2e.run import Outcome, phases_of
-
-CANCELLED_STATUSES = {"CANCELLED", "REJECTED", "stopped", "cancelled"}
-"""Raw statuses of a run that ended without succeeding or failing; a fresh run may follow them."""
-ENDED = {"completed", "failed", "cancelled"}
-EXPECTED_TASK_STATE = {"completed": "success", "review": "success", "failed": "failed", "cancelled": "failed"}
-"""The task state each way a run ends leads to, under on_review="succeed"."""
+from e2e.retry_rule import ENDED, EXPECTED_TASK_STATE, Run, phase_of, retry_problems, run_of
+from e2e.run import Outcome
 
 TaskRef = tuple[str, int]
 """(task id, map index)"""
@@ -39,19 +33,10 @@ def match(
     by_key: Mapping[str, TaskRef],
     by_file: Mapping[str, TaskRef],
 ) -> RunsOf:
-    phases = phases_of()
     created = {t["id"]: t for t in timelines}
     found = RunsOf(by_task={ref: [] for ref in {*by_key.values(), *by_file.values()}})
     for summary in summaries:
-        timeline = created[summary["id"]]
-        ended = next((at for status, at in timeline["history"] if _phase_of(phases, summary, status) in ENDED), None)
-        run = Run(
-            summary["id"],
-            summary["platform"],
-            _phase_of(phases, summary, summary["status"]),
-            timeline["created"],
-            ended,
-        )
+        run = run_of(summary, created[summary["id"]]["history"])
         ref = ref_of(summary, by_key, by_file)
         (found.strays if ref is None else found.by_task[ref]).append(run)
     for runs in found.by_task.values():
@@ -70,11 +55,7 @@ def ref_of(summary: Mapping[str, Any], by_key: Mapping[str, TaskRef], by_file: M
 
 def phase(summary: Mapping[str, Any]) -> str:
     """A run's normalized phase as the emulator scripted it (cancelled for the raw statuses of a stopped run)."""
-    return _phase_of(phases_of(), summary, summary["status"])
-
-
-def _phase_of(phases: Mapping[str, Mapping[str, str]], summary: Mapping[str, Any], status: str) -> str:
-    return "cancelled" if status in CANCELLED_STATUSES else phases[summary["platform"]].get(status, status)
+    return phase_of(summary["platform"], summary["status"])
 
 
 def check_runs(
