@@ -176,9 +176,10 @@ def test_a_fresh_run_whose_save_a_dead_worker_missed_is_found_by_task_key(
     unsaved_run: str, case: Case, conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker: MockerFixture
 ) -> None:
     """The worker died after a retry's fresh start returned and before its save: the store still names the
-    failed run before it. The next try looks for a newer run by task key before deciding, so it follows the
-    fresh run while it is alive (no third run), and names it as the earlier run when it failed too.
-    (Noxus keeps no task key: the README's "What remains uncovered".)"""
+    failed run before it, with the note that a start was under way. The next try looks for a newer run by
+    task key before deciding, so it follows the fresh run while it is alive (no third run), and names it as
+    the earlier run when it failed too. (Noxus keeps no task key: docs/guides/runs.md, What remains
+    uncovered.)"""
     tasks = StateStore()
     first = operator(case, conn, pdfs).execute(context(task_try(mocker, 1), tasks))
     emulator.set_status(first["id"], case.failed, error="unreadable scan")
@@ -187,7 +188,7 @@ def test_a_fresh_run_whose_save_a_dead_worker_missed_is_found_by_task_key(
         operator(case, conn, pdfs).execute(context(task_try(mocker, 2), tasks))
     mocker.stop(crash)
     (unsaved,) = (run["id"] for run in emulator.runs() if run["id"] != first["id"])
-    assert tasks.values[STATE_STORE_KEY]["id"] == first["id"], "the store still names the failed run"
+    assert tasks.values[STATE_STORE_KEY] == {"id": first["id"], "flow_id": case.flow_id, "starting": True}
     if unsaved_run == "failed":
         emulator.set_status(unsaved, case.failed, error="unreadable scan")
     retry = task_try(mocker, 3)
@@ -200,6 +201,24 @@ def test_a_fresh_run_whose_save_a_dead_worker_missed_is_found_by_task_key(
         assert third["id"] not in (first["id"], unsaved) and len(runs) == 3
         assert pushed(retry)[PREVIOUS_RUN_ID_KEY] == [unsaved], "XCom names the newest failed run, not the saved one"
     assert tasks.values[STATE_STORE_KEY]["id"] == third["id"], "the store names the run this try follows"
+
+
+LISTING_PATHS = {"tableflow": "/v2/flows/runs", "extend": "/workflow_runs"}
+
+
+@pytest.mark.parametrize("case", sorted(LISTING_PATHS), indirect=True)
+def test_a_retry_after_a_failed_run_its_try_saved_lists_nothing(
+    case: Case, conn: str, emulator: Emulator, pdfs: dict[str, Path], mocker: MockerFixture
+) -> None:
+    """Only a start noted and never saved sends the next try to the task key lookup: a retry after a failed
+    run that its try saved reads that run and starts afresh, without listing the flow's runs."""
+    tasks = StateStore()
+    first = operator(case, conn, pdfs).execute(context(task_try(mocker, 1), tasks))
+    emulator.set_status(first["id"], case.failed, error="unreadable scan")
+    emulator.clear_requests()
+    second = operator(case, conn, pdfs).execute(context(task_try(mocker, 2), tasks))
+    listings = [r for r in emulator.requests() if r["method"] == "GET" and r["path"] == LISTING_PATHS[case.platform]]
+    assert second["id"] != first["id"] and listings == []
 
 
 def test_the_run_id_is_saved_the_moment_the_start_returns(

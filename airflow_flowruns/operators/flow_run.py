@@ -15,7 +15,13 @@ from airflow_flowruns.files import FileArgument, collect_files
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.links import FLOW_RUN_ID_KEY, FLOW_RUN_URL_KEY, FlowRunLink
 from airflow_flowruns.operators._outputs import check_output_limit, output_target, place_outputs
-from airflow_flowruns.operators._reattach import RESTART_STATES, earlier_run, lookup_window_start, save_run
+from airflow_flowruns.operators._reattach import (
+    RESTART_STATES,
+    earlier_run,
+    lookup_window_start,
+    note_start,
+    save_run,
+)
 from airflow_flowruns.operators._waiting import FlowRunWaitMixin
 from airflow_flowruns.outputs.landing import Landing, land_run
 from airflow_flowruns.platforms import FlowRun, StartRequest
@@ -211,6 +217,7 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
                 earlier.error or "no reason given",
             )
             context["ti"].xcom_push(key=PREVIOUS_RUN_ID_KEY, value=earlier.id)
+        note_start(context, earlier)
         run = self._start(hook, request, key, lookup_window_start(context), earlier.id if earlier else None)
         save_run(context, run)
         return run
