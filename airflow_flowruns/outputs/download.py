@@ -29,7 +29,8 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsResponseError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.hooks.http.auth import bounded_auth
-from airflow_flowruns.hooks.http.deadline import request_deadline, start_deadline, sync_proxy_mounts, sync_transport
+from airflow_flowruns.hooks.http.deadline import request_deadline, start_deadline, sync_transport
+from airflow_flowruns.hooks.http.proxies import proxy_mounts
 from airflow_flowruns.outputs.model import ApiDownload, Download, PresignedDownload
 
 CHUNK_BYTES = 1024 * 1024
@@ -56,10 +57,12 @@ class FileDownloader:
             auth=bounded_auth(self._platform, options.max_response_bytes),
             timeout=options.timeout,
             transport=sync_transport(**transport),
-            mounts=sync_proxy_mounts(**transport),
+            mounts=proxy_mounts(lambda proxy: sync_transport(proxy=proxy, **transport)),
         )
         self._presigned = httpx.Client(
-            timeout=options.timeout, transport=sync_transport(**transport), mounts=sync_proxy_mounts(**transport)
+            timeout=options.timeout,
+            transport=sync_transport(**transport),
+            mounts=proxy_mounts(lambda proxy: sync_transport(proxy=proxy, **transport)),
         )
         self._retrying: dict[str, Any] = {
             "retry": retry_if_exception(_retryable),

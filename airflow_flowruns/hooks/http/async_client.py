@@ -32,6 +32,7 @@ from airflow_flowruns.hooks.http.errors import (
     translated_errors,
 )
 from airflow_flowruns.hooks.http.options import KEEPALIVE_SECONDS, HttpOptions
+from airflow_flowruns.hooks.http.proxies import environment_proxy, proxy_mounts
 from airflow_flowruns.hooks.http.retry import decode_and_pace, is_retryable, retry_policy
 from airflow_flowruns.hooks.ratelimit import scheduler_for
 from airflow_flowruns.platforms.base import ApiCall, ChangesPage, FlowRun, Platform, RunQuery, RunsPage
@@ -42,6 +43,14 @@ _CHUNK_BYTES = 64 * 1024
 def _aiohttp_timeout(timeout: httpx.Timeout) -> aiohttp.ClientTimeout:
     """httpx's timeouts in aiohttp's terms, mapped as the httpx-aiohttp transport maps them."""
     return aiohttp.ClientTimeout(sock_connect=timeout.connect, sock_read=timeout.read, connect=timeout.pool)
+
+
+def _aiohttp_proxy(proxy: httpx.Proxy | None) -> dict[str, Any]:
+    """A proxy in aiohttp's request arguments, as the httpx-aiohttp transport passes it."""
+    if proxy is None:
+        return {}
+    auth = aiohttp.BasicAuth(*proxy.auth) if proxy.auth else None
+    return {"proxy": str(proxy.url), "proxy_auth": auth, "proxy_headers": proxy.headers}
 
 
 class AsyncFlowRunsClient:
@@ -61,8 +70,10 @@ class AsyncFlowRunsClient:
             auth=bounded_auth(platform, options.max_response_bytes),
             timeout=options.timeout,
             transport=AiohttpTransport(client=self._aiohttp_session),
+            mounts=proxy_mounts(lambda proxy: AiohttpTransport(client=self._aiohttp_session, proxy=proxy)),
         )
         self._base_url = str(self._http.base_url).rstrip("/") + "/"
+        self._proxy = _aiohttp_proxy(environment_proxy(self._http.base_url))
         self._headers = dict(self._http.headers)
         self._timeout = _aiohttp_timeout(self._http.timeout)
         self._direct = self._http.auth is None
@@ -78,9 +89,11 @@ class AsyncFlowRunsClient:
             connector = aiohttp.TCPConnector(
                 limit=self.options.max_concurrent_requests, ssl=self._ssl, keepalive_timeout=KEEPALIVE_SECONDS
             )
-            # trust_env: the proxies the environment names (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), for both ways a
-            # request is sent, within the same overall deadline (``asyncio.timeout`` bounds either route)
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=True)
+            # No trust_env: aiohttp would then look the proxy up again and read ~/.netrc (in threads) for every
+            # request, and add a netrc login beside the platform's own key. The environment's proxies are
+            # chosen once, as httpx chooses them (``proxy_mounts``, ``environment_proxy``), for both ways a
+            # request is sent, within the same overall deadline (``asyncio.timeout`` bounds either route).
+            self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
     async def call(self, call: ApiCall) -> Any:
@@ -149,6 +162,7 @@ class AsyncFlowRunsClient:
                 headers=self._headers,
                 timeout=timeout,
                 allow_redirects=False,
+                **self._proxy,
                 auto_decompress=False,  # decompressed within the size limit by reading_body
             ) as response:
                 headers = httpx.Headers(response.raw_headers)

@@ -4,7 +4,7 @@ Per-operation timeouts alone let a server that trickles its answer a byte at a t
 (and its connection slot) alive indefinitely. The async client bounds a request with
 ``asyncio.timeout``, whatever the route; the sync client gives httpx a network backend whose every
 socket operation waits at most the time left before the deadline of the request running in that thread,
-on its direct transport and on the one of each proxy the environment names.
+on its direct transport and on the one of each proxy the environment names (``proxies.proxy_mounts``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 
 import httpcore
 import httpx
-from httpx._utils import get_environment_proxies  # what httpx itself mounts proxies for
 
 _deadline: ContextVar[float | None] = ContextVar("flowruns_request_deadline", default=None)
 
@@ -119,18 +118,3 @@ def sync_transport(**kwargs: Any) -> httpx.HTTPTransport:
     pool = transport._pool  # httpx exposes no way to pass a network backend
     pool._network_backend = DeadlineBackend(pool._network_backend)
     return transport
-
-
-def sync_proxy_mounts(**kwargs: Any) -> dict[str, httpx.BaseTransport | None]:
-    """A transport on :class:`DeadlineBackend` for each proxy the environment names (``HTTP_PROXY``,
-    ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``, read exactly as httpx reads them).
-
-    httpx reads them only when it makes its own transport, and the client gives it one (on this backend):
-    these are the proxy transports httpx would have mounted, each on this backend and with the
-    connection's TLS settings, so a request through a proxy has the same overall deadline as one sent
-    directly.
-    """
-    return {
-        pattern: None if url is None else sync_transport(proxy=url, **kwargs)
-        for pattern, url in get_environment_proxies().items()
-    }

@@ -12,7 +12,7 @@ from tenacity import Retrying
 from airflow_flowruns.files import OpenWhileRead
 from airflow_flowruns.hooks.http.auth import bounded_auth
 from airflow_flowruns.hooks.http.body import ACCEPT_ENCODING, Answer, build_request, seconds_for
-from airflow_flowruns.hooks.http.deadline import request_deadline, start_deadline, sync_proxy_mounts, sync_transport
+from airflow_flowruns.hooks.http.deadline import request_deadline, start_deadline, sync_transport
 from airflow_flowruns.hooks.http.errors import (
     found,
     reading_body,
@@ -20,6 +20,7 @@ from airflow_flowruns.hooks.http.errors import (
     translated_errors,
 )
 from airflow_flowruns.hooks.http.options import KEEPALIVE_SECONDS, HttpOptions
+from airflow_flowruns.hooks.http.proxies import proxy_mounts
 from airflow_flowruns.hooks.http.retry import decode_and_pace, retry_policy
 from airflow_flowruns.hooks.ratelimit import scheduler_for
 from airflow_flowruns.platforms.base import ApiCall, FlowRun, Platform, RunQuery
@@ -44,7 +45,7 @@ class FlowRunsClient:
             auth=bounded_auth(platform, options.max_response_bytes),
             timeout=options.timeout,
             transport=sync_transport(**transport),
-            mounts=sync_proxy_mounts(**transport),
+            mounts=proxy_mounts(lambda proxy: sync_transport(proxy=proxy, **transport)),
         )
 
     def call(self, call: ApiCall) -> Any:
