@@ -116,3 +116,59 @@ def test_the_cap_still_caps_the_learnt_rate() -> None:
     scheduler = RequestScheduler(2)
     scheduler.adaptive.rate = scheduler.adaptive.ceiling = 50.0
     assert scheduler.interval == pytest.approx(0.5)
+
+
+class FakeClock:
+    """Time that moves only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def served(scheduler: RequestScheduler, clock: FakeClock, woken_at: float, waiting: int) -> list[float]:
+    """When each of ``waiting`` requests leaves, all of them woken together at ``woken_at`` and asking again
+    whenever they are told to wait, as ``await_turn`` does."""
+    clock.now = woken_at
+    asks = [woken_at] * waiting
+    sent: list[float] = []
+    while asks:
+        clock.now = min(asks)
+        index = asks.index(clock.now)
+        delay = scheduler.clear_to_send()
+        if delay <= 0:
+            sent.append(clock.now)
+            asks.pop(index)
+        else:
+            asks[index] = clock.now + delay
+    return sent
+
+
+def test_requests_woken_late_together_leave_one_interval_apart() -> None:
+    clock = FakeClock()
+    scheduler = RequestScheduler(4, clock=clock)
+    waits = [scheduler.reserve() for _ in range(5)]
+    assert waits == pytest.approx([0, 0.25, 0.5, 0.75, 1.0])
+    sent = served(scheduler, clock, woken_at=clock.now + 2.0, waiting=5)
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    assert len(sent) == 5 and min(gaps) >= 0.25 - 1e-9, gaps
+
+
+def test_requests_already_in_line_keep_to_a_429_pause_and_the_lowered_rate() -> None:
+    clock = FakeClock()
+    scheduler = RequestScheduler(None, clock=clock)
+    for tick in range(20):  # 10 answers a second accepted for two seconds: a learnt ceiling of 10/s
+        clock.now = 100.0 + tick / 10
+        scheduler.answered(200, None)
+    in_line = [scheduler.reserve() for _ in range(3)]
+    assert in_line == [0, 0, 0], "no limit learnt yet: every place in line is now"
+    limited_at = clock.now
+    scheduler.answered(429, 2.0)
+    lowered, ceiling = scheduler.adaptive.rate, scheduler.adaptive.ceiling
+    assert lowered is not None and ceiling is not None and lowered == pytest.approx(ceiling / 2) and lowered < 6
+    sent = served(scheduler, clock, woken_at=limited_at, waiting=3)
+    assert sent[0] >= limited_at + 2.0, "not before the Retry-After"
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    assert min(gaps) >= 1 / 6, "at the lowered rate, not all at once"

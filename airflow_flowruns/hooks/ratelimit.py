@@ -6,14 +6,23 @@ stampede an API that just said "slow down". It also learns the rate the platform
 (:class:`AdaptiveRate`), so a connection without the extra settles below an unknown limit instead of
 meeting it again every few seconds. Reservations are computed under a lock and the wait happens
 outside it, so the same object serves worker threads and the triggerer's event loop.
+
+A reservation only places a request in line. When its turn comes, the request checks again that the
+connection is not paused and that the last request went out at least one current interval ago:
+requests that lined up before a 429 (or before the rate dropped) keep to the new pace, and requests
+woken late together (a busy event loop, a slow thread switch) leave one interval apart instead of in a
+burst the platform counts against the limit. A request held back this way waits again, so however late
+the turns are served the rate that leaves is never above the rate allowed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 DEFAULT_PAUSE_SECONDS = 1.0
 """How long every request waits after a 429 that names no Retry-After."""
@@ -101,29 +110,43 @@ class AdaptiveRate:
 
 
 class RequestScheduler:
-    def __init__(self, max_requests_per_second: float | None) -> None:
+    def __init__(self, max_requests_per_second: float | None, clock: Callable[[], float] = time.monotonic) -> None:
         self.cap = max_requests_per_second
         self.adaptive = AdaptiveRate()
+        self._clock = clock
         self._lock = threading.Lock()
         self._next = 0.0
+        self._paused_until = 0.0
+        self._last_sent = -math.inf
 
     @property
     def interval(self) -> float:
         """Seconds between two requests now: the slower of the cap and the learnt rate."""
         with self._lock:
-            return self._interval(time.monotonic())
+            return self._interval(self._clock())
 
     def _interval(self, now: float) -> float:
         rates = [rate for rate in (self.cap, self.adaptive.current(now)) if rate]
         return 1.0 / min(rates) if rates else 0.0
 
     def reserve(self) -> float:
-        """Take the next free slot; return how long to wait for it."""
+        """Take the next place in line; return how long to wait for it."""
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             start = max(now, self._next)
             self._next = start + self._interval(now)
             return start - now
+
+    def clear_to_send(self) -> float:
+        """0 when a request may leave now (it is then counted as sent); else how long to wait and ask again:
+        until a pause ends, or until the last request is one interval behind."""
+        with self._lock:
+            now = self._clock()
+            ready = max(self._paused_until, self._last_sent + self._interval(now))
+            if now >= ready:
+                self._last_sent = now
+                return 0.0
+            return ready - now
 
     def answered(self, status: int, retry_after: float | None, cap: float = MAX_PAUSE_SECONDS) -> None:
         """Learn from every answer: a 429 lowers the rate and pauses the connection; others count as accepted."""
@@ -131,7 +154,7 @@ class RequestScheduler:
             self.pause(retry_after, cap)
         else:
             with self._lock:
-                self.adaptive.accepted(time.monotonic())
+                self.adaptive.accepted(self._clock())
 
     def pause(self, seconds: float | None, cap: float = MAX_PAUSE_SECONDS) -> None:
         """The platform answered 429: nothing more goes out on this connection before ``seconds`` pass,
@@ -139,19 +162,30 @@ class RequestScheduler:
         wanted = DEFAULT_PAUSE_SECONDS if seconds is None else seconds
         pause = max(0.0, min(wanted, cap))
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             self.adaptive.limited(now, pause)
             self._next = max(self._next, now + pause)
+            self._paused_until = max(self._paused_until, now + pause)
 
     def wait(self) -> None:
+        """Block the calling thread until its request may leave."""
         delay = self.reserve()
-        if delay > 0:
-            time.sleep(delay)
+        while True:
+            if delay > 0:
+                time.sleep(delay)
+            delay = self.clear_to_send()
+            if delay <= 0:
+                return
 
     async def await_turn(self) -> None:
+        """Wait in the event loop until this request may leave."""
         delay = self.reserve()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        while True:
+            if delay > 0:
+                await asyncio.sleep(delay)
+            delay = self.clear_to_send()
+            if delay <= 0:
+                return
 
 
 _schedulers: dict[tuple[str, float | None], RequestScheduler] = {}
