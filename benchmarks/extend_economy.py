@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 from airflow_flowruns.emulator.config import EXTEND_INVOICE_WORKFLOW
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.hooks.http.async_client import AsyncFlowRunsClient
 from airflow_flowruns.hooks.ratelimit import MAX_PAUSE_SECONDS, RequestScheduler, scheduler_for
 from airflow_flowruns.platforms import FlowRun
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
@@ -47,8 +48,7 @@ class ReadPerPollTrigger(FlowRunTrigger):
     def polls_by_listing(self) -> bool:
         return False
 
-    async def poll(self) -> FlowRun:
-        client = await FlowRunsHook.get_async_client(self.conn_id)
+    async def fetch_run(self, client: AsyncFlowRunsClient) -> FlowRun:
         return await client.read_run(self.flow_id, self.run_id)
 
 

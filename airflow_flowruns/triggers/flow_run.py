@@ -8,7 +8,7 @@ import random
 import time
 import weakref
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -16,6 +16,9 @@ from airflow_flowruns.exceptions import FlowRunsError, is_transient
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.platforms import PLATFORMS, FlowRun
 from airflow_flowruns.waiting import OnReview, is_settled
+
+if TYPE_CHECKING:
+    from airflow_flowruns.hooks.http.async_client import AsyncFlowRunsClient
 
 TICKS_PER_INTERVAL = 10
 DEFERRED = "deferred"
@@ -181,7 +184,12 @@ class FlowRunTrigger(BaseTrigger):
         """
         client = await FlowRunsHook.get_async_client(self.conn_id)
         async with asyncio.timeout(max(self.deadline - time.time(), client.options.timeout)):
-            return await client.get_run(self.flow_id, self.run_id)
+            return await self.fetch_run(client)
+
+    async def fetch_run(self, client: AsyncFlowRunsClient) -> FlowRun:
+        """What one poll asks the shared client: the run, answered by the platform's listing or change feed
+        where it has one (``polls_by_listing``), else by a read of its own."""
+        return await client.get_run(self.flow_id, self.run_id)
 
     def _event(self, outcome: str, **payload: Any) -> TriggerEvent:
         return TriggerEvent({"outcome": outcome, "run_id": self.run_id, "flow_id": self.flow_id, **payload})
