@@ -3,8 +3,8 @@
 The hostile server (the ``hostile`` fixture) plays the proxy and trickles its answers a byte at a time;
 the platform's host does not resolve, so a request that bypassed the proxy would fail to connect instead
 of reaching it. The
-worker (httpx, which reads ``HTTP_PROXY``, ``HTTPS_PROXY`` and ``ALL_PROXY``) and a trigger (aiohttp,
-which reads ``HTTP_PROXY`` and ``HTTPS_PROXY``) both end at the connection's timeout.
+worker (httpx) and a trigger (aiohttp, given the proxy httpx would pick: ``tests/test_environment_proxies.py``)
+both end at the connection's timeout.
 """
 
 from __future__ import annotations
