@@ -1,5 +1,6 @@
 """FlowRunEventTrigger in an event loop against the emulator: runs started outside Airflow, states,
-restarts (with Airflow's own ack-mode shared stream and an in-memory state store), errors and 429s."""
+restarts (with Airflow's own ack-mode shared stream and an in-memory state store), errors and 429s.
+What a restart does without a state store (Airflow before 3.3) is in ``test_watcher_without_store.py``."""
 
 from __future__ import annotations
 
@@ -7,15 +8,11 @@ import asyncio
 import importlib.util
 import os
 import time
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-from airflow.sdk import Asset, AssetWatcher
-from airflow.sdk.module_loading import import_string
-from airflow.triggers.base import BaseEventTrigger
 from airflow.triggers.shared_stream import SharedStreamManager
 
 from airflow_flowruns.emulator import config as emulator_config
@@ -24,64 +21,22 @@ from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.platforms import StartRequest
 from airflow_flowruns.triggers.watch_position import Position
 from airflow_flowruns.triggers.watcher import FlowRunEventTrigger
-from conftest import API_KEY, Emulator, set_connection
+from conftest import API_KEY, Emulator
+from watching import (
+    BOUND,
+    FAST_POLL,
+    FLOWS,
+    connect,
+    logged,
+    manual_runs,
+    started_watching,
+    take,
+    until,
+    until_finished,
+)
 
-T = TypeVar("T")
-
-FLOWS = {
-    "tableflow": (emulator_config.TABLEFLOW_SMALL_FILE_FLOW, emulator_config.TABLEFLOW_FAILING_FLOW),
-    "extend": (emulator_config.EXTEND_INVOICE_WORKFLOW, emulator_config.EXTEND_FAILING_WORKFLOW),
-    "noxus": (emulator_config.NOXUS_DOCUMENT_WORKFLOW, emulator_config.NOXUS_FAILING_WORKFLOW),
-    "stackai": (emulator_config.STACKAI_FLOW, emulator_config.STACKAI_FAILING_FLOW),
-}
-EXTRAS = {"stackai": {"org_id": emulator_config.STACKAI_ORG}}
 LISTING = {"tableflow": "/flows/runs", "extend": "/workflow_runs", "noxus": "/v1/", "stackai": "/analytics/"}
-FAST_POLL = 0.1
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_dags"
-BOUND = 60.0
-"""Seconds a test waits for events that should come within a few polls: a bound on a hang, not a timing."""
-
-
-def connect(monkeypatch: pytest.MonkeyPatch, emulator: Emulator, platform: str) -> str:
-    return set_connection(monkeypatch, f"{platform}_watch", platform, emulator.url, **EXTRAS.get(platform, {}))
-
-
-def manual_runs(emulator: Emulator, platform: str, flow_id: str, count: int = 1) -> list[str]:
-    """Runs started outside Airflow, as a person starts them in the platform's app."""
-    response = emulator.control.post(f"/{platform}/flows/{flow_id}/manual-runs", json={"count": count})
-    response.raise_for_status()
-    ids: list[str] = response.json()["ids"]
-    return ids
-
-
-async def take(events: AsyncIterator[T], count: int, bound: float = BOUND) -> list[T]:
-    taken: list[T] = []
-
-    async def fill() -> None:
-        async for event in events:
-            taken.append(event)
-            if len(taken) == count:
-                return
-
-    await asyncio.wait_for(fill(), bound)
-    return taken
-
-
-async def payloads(trigger: FlowRunEventTrigger, count: int) -> list[dict[str, Any]]:
-    found = await take(trigger.run(), count)
-    await FlowRunsHook.close_async_clients()
-    return [event.payload for event in found]
-
-
-async def started_watching(trigger: FlowRunEventTrigger, then: Callable[[], Any], count: int) -> list[dict[str, Any]]:
-    """Start the watcher, let it take its first look, then act (start runs) and collect ``count`` events."""
-    events = trigger.run()
-    first = asyncio.ensure_future(take(events, count))
-    await asyncio.sleep(trigger.poll_interval * 3)
-    await asyncio.to_thread(then)
-    found = await first
-    await FlowRunsHook.close_async_clients()
-    return [event.payload for event in found]
 
 
 @pytest.mark.parametrize("platform", sorted(FLOWS))
@@ -253,31 +208,7 @@ def test_a_missing_connection_is_logged_and_the_watcher_goes_on(
     assert len(asyncio.run(later())) == 1
 
 
-def logged(capsys: pytest.CaptureFixture[str], text: str, times: int) -> Callable[[], bool]:
-    """Whether the watcher's log (structlog, on stdout) has said ``text`` at least ``times`` times so far."""
-    output: list[str] = []
-
-    def check() -> bool:
-        output.append(capsys.readouterr().out)
-        return "".join(output).count(text) >= times
-
-    return check
-
-
-# --- kwargs, and what a restart does without a state store --------------------------------------------
-
-
-def test_kwargs_are_plain_deterministic_and_make_an_asset_watcher(tableflow_conn: str) -> None:
-    trigger = FlowRunEventTrigger(conn_id=tableflow_conn, flow_id="f", states=["failed", "succeeded"])
-    classpath, kwargs = trigger.serialize()
-    assert import_string(classpath) is FlowRunEventTrigger
-    assert kwargs["start_from"] == "now" and kwargs["states"] == ["failed", "succeeded"]
-    assert all(isinstance(v, str | int | float | list | type(None)) for v in kwargs.values())
-    again = FlowRunEventTrigger(**kwargs)
-    assert again.serialize() == (classpath, kwargs)
-    assert BaseEventTrigger.hash(classpath, kwargs) == BaseEventTrigger.hash(*again.serialize())
-    assert AssetWatcher(name="w", trigger=again) in Asset("tableflow://f", watchers=[AssetWatcher("w", again)]).watchers
-    assert API_KEY not in repr(kwargs)
+# --- kwargs and states refused ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -294,51 +225,27 @@ def test_bad_kwargs_are_refused_up_front(kwargs: dict[str, Any], names: str) -> 
         FlowRunEventTrigger(conn_id="c", **kwargs)
 
 
+@pytest.mark.parametrize("state", ["needs_review", "running"])
 def test_states_a_platform_does_not_timestamp_are_refused_once_connected(
-    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    state: str, emulator: Emulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Noxus runs carry a creation and an end time only: when a run began running or entered review is unknown,
+    so such a watcher could never announce a run. It is told so, with the states it can watch instead."""
     conn_id = connect(monkeypatch, emulator, "noxus")
-    trigger = FlowRunEventTrigger(conn_id=conn_id, states=["needs_review"], poll_interval=0.05)
+    trigger = FlowRunEventTrigger(conn_id=conn_id, states=[state], poll_interval=0.05)
 
     async def polls() -> None:
         watching = asyncio.ensure_future(take(trigger.run(), 1))
-        await until(logged(capsys, "Noxus does not say when a run entered needs_review", times=2))
+        refused = (
+            f"Noxus does not say when a run entered {state}, so a watcher cannot tell when it happened: "
+            "watch cancelled, failed, queued, succeeded instead."
+        )
+        await until(logged(capsys, refused, times=2))
         assert not watching.done()  # refused, logged, and polling on: the watcher did not end
         watching.cancel()
         await FlowRunsHook.close_async_clients()
 
     asyncio.run(polls())
-
-
-def test_without_a_state_store_a_restart_begins_at_start_from(
-    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Older Airflow: "now" forgets what finished while no watcher ran; a timestamp announces it again."""
-    conn_id = connect(monkeypatch, emulator, "tableflow")
-    flow_id = FLOWS["tableflow"][0]
-    emulator.scenario(flow_id, processing_seconds=0.1)
-    began = datetime.now(UTC) - timedelta(seconds=1)
-    first = asyncio.run(
-        started_watching(
-            FlowRunEventTrigger(conn_id=conn_id, poll_interval=FAST_POLL),
-            lambda: manual_runs(emulator, "tableflow", flow_id),
-            1,
-        )
-    )
-    while_down = manual_runs(emulator, "tableflow", flow_id)
-    # The run finishes while no watcher runs, in a second before the next watcher's start (starts are whole seconds).
-    ended = asyncio.run(until_finished(emulator, while_down[0]))
-    asyncio.run(until(lambda: time.time() >= int(ended) + 1))
-
-    fresh = FlowRunEventTrigger(**FlowRunEventTrigger(conn_id=conn_id, poll_interval=FAST_POLL).serialize()[1])
-    later: list[str] = []
-    after = asyncio.run(started_watching(fresh, lambda: later.extend(manual_runs(emulator, "tableflow", flow_id)), 1))
-    assert [event["run_id"] for event in after] == later  # the run finished while down is not announced
-
-    replaying = FlowRunEventTrigger(conn_id=conn_id, start_from=began.isoformat(), poll_interval=FAST_POLL)
-    replayed = asyncio.run(payloads(replaying, 3))
-    assert {event["run_id"] for event in replayed} == {first[0]["run_id"], *while_down, *later}
-    assert {event["dedup_key"] for event in replayed} >= {first[0]["dedup_key"], after[0]["dedup_key"]}
 
 
 # --- restarts with a state store, through Airflow's ack-mode shared stream ------------------------------
@@ -392,13 +299,6 @@ class Triggerer:
         await FlowRunsHook.close_async_clients()
 
 
-async def until(check: Callable[[], bool], bound: float = BOUND) -> None:
-    deadline = time.monotonic() + bound
-    while not check():
-        assert time.monotonic() < deadline, "gave up waiting"
-        await asyncio.sleep(0.02)
-
-
 def test_a_restarted_watcher_continues_from_the_stored_position_without_losing_a_run(
     emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -430,18 +330,6 @@ def test_a_restarted_watcher_continues_from_the_stored_position_without_losing_a
     assert {e["run_id"] for e in stored + after} == set(started)  # nothing lost
     assert {e["dedup_key"] for e in after} >= {e["dedup_key"] for e in in_flight}  # announced again, same key
     assert not {e["dedup_key"] for e in after} & {e["dedup_key"] for e in stored}  # confirmed ones are not
-
-
-async def until_finished(emulator: Emulator, run_id: str) -> float:
-    """When the run finished (unix seconds), once the emulator says it has."""
-    finished: list[float] = []
-
-    def done() -> bool:
-        finished.extend(run["finished_at"] for run in emulator.runs() if run["id"] == run_id and run["finished_at"])
-        return bool(finished)
-
-    await until(done)
-    return finished[0]
 
 
 def _seen(store: MemoryAccessor) -> set[str]:

@@ -16,9 +16,11 @@ position. Each platform answers that question differently, and this module is th
   the workflow's runs (up to 100 per page), filtered here. Give Noxus watchers a longer poll interval.
 
 A run's *change time* is when it entered its current state: its end time for a final state; for a
-state that is not final, the platform's last status change where it reports one (TableFlow, Extend), the
-start time for a running Noxus run, the creation time for a queued one. States whose entry time a
-platform does not report cannot be watched there and are refused up front.
+state that is not final, the platform's last status change where it reports one (TableFlow, Extend), else
+the creation time for a queued run. States whose entry time a platform does not report cannot be watched
+there and are refused at the first poll: Noxus runs carry only ``created_at`` and ``finished_at`` (the
+SDK's ``Run`` model has no start or update time), so on Noxus ``running`` and ``needs_review`` cannot be
+watched; StackAI runs carry a creation time and a latency, so there neither can they.
 """
 
 from __future__ import annotations
@@ -69,13 +71,8 @@ def _extend_status_time(run: FlowRun) -> datetime | None:
     return _raw_time(run, "updatedAt")
 
 
-def _noxus_status_time(run: FlowRun) -> datetime | None:
-    if run.state is RunState.RUNNING:
-        return _aware(run.started_at)
-    return _aware(run.created_at) if run.state is RunState.QUEUED else None
-
-
-def _stackai_status_time(run: FlowRun) -> datetime | None:
+def _queued_since_creation(run: FlowRun) -> datetime | None:
+    """For platforms that time a run only by its creation (and end): a queued run entered its state then."""
     return _aware(run.created_at) if run.state is RunState.QUEUED else None
 
 
@@ -144,8 +141,8 @@ class ChangeSource:
 SOURCES: dict[str, ChangeSource] = {
     "tableflow": ChangeSource(_tableflow_status_time, frozenset(RunState) - _FINAL, order="created"),
     "extend": ChangeSource(_extend_status_time, frozenset(RunState) - _FINAL, order="updated", task_key_needs_run=True),
-    "stackai": ChangeSource(_stackai_status_time, frozenset({RunState.QUEUED}), order="filtered"),
-    "noxus": ChangeSource(_noxus_status_time, frozenset({RunState.QUEUED, RunState.RUNNING}), order="none"),
+    "stackai": ChangeSource(_queued_since_creation, frozenset({RunState.QUEUED}), order="filtered"),
+    "noxus": ChangeSource(_queued_since_creation, frozenset({RunState.QUEUED}), order="none"),
 }
 
 

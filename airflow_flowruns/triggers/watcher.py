@@ -39,6 +39,7 @@ from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.platforms import PLATFORMS, FlowRun, RunState
 from airflow_flowruns.triggers.run_changes import ChangeSource, run_times, source_for
 from airflow_flowruns.triggers.watch_position import Position, PositionStore
+from airflow_flowruns.version_compat import AIRFLOW_V_3_3_PLUS, missing_feature
 
 try:  # Airflow 3.3+: events confirmed stored before the position moves
     from airflow.triggers.shared_stream import AdvanceItem, SharedStreamProducer
@@ -128,6 +129,11 @@ class FlowRunEventTrigger(BaseEventTrigger):
     # --- standalone: position in memory ------------------------------------------------------------
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        if not AIRFLOW_V_3_3_PLUS:
+            missing_feature(
+                "Keeping an asset watcher's position in the asset's state store (each start begins at start_from)",
+                "3.3",
+            )
         async for payload, _ in self.announcements(self.initial_position()):
             yield TriggerEvent(payload)
 
@@ -141,8 +147,9 @@ class FlowRunEventTrigger(BaseEventTrigger):
     # --- Airflow 3.3+: position in the asset's state store, moved once events are stored ------------
 
     def shared_stream_key(self) -> Hashable | None:
-        """A stream of this watcher alone, in ack mode, where the triggerer gave it the asset's state store."""
-        if self.asset_state_store is None:
+        """A stream of this watcher alone, in ack mode, where the triggerer gave it the asset's state store
+        (Airflow 3.3+; before, triggers have no ``asset_state_store`` and the triggerer runs ``run()``)."""
+        if getattr(self, "asset_state_store", None) is None:
             return None
         key = _stream_key(self.serialize()[1])
         _ACK_STREAM_WATCHERS[key] = self

@@ -1,0 +1,85 @@
+"""The asset watcher where Airflow gives it no state store: Airflow 3.1 and 3.2 (``make compat`` runs this
+module there), or a triggerer that injected none. The triggerer then runs ``FlowRunEventTrigger.run()``,
+the position lives in memory, and every start of the watcher begins at ``start_from``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from airflow import __version__ as airflow_version
+from airflow.sdk import Asset, AssetWatcher
+from airflow.sdk.module_loading import import_string
+from airflow.triggers.base import BaseEventTrigger
+
+from airflow_flowruns.triggers.watcher import FlowRunEventTrigger
+from airflow_flowruns.version_compat import AIRFLOW_V_3_3_PLUS, missing_feature
+from conftest import API_KEY, Emulator
+from watching import FAST_POLL, FLOWS, connect, manual_runs, payloads, started_watching, until, until_finished
+
+
+def test_kwargs_are_plain_deterministic_and_make_an_asset_watcher(tableflow_conn: str) -> None:
+    trigger = FlowRunEventTrigger(conn_id=tableflow_conn, flow_id="f", states=["failed", "succeeded"])
+    classpath, kwargs = trigger.serialize()
+    assert import_string(classpath) is FlowRunEventTrigger
+    assert kwargs["start_from"] == "now" and kwargs["states"] == ["failed", "succeeded"]
+    assert all(isinstance(v, str | int | float | list | type(None)) for v in kwargs.values())
+    again = FlowRunEventTrigger(**kwargs)
+    assert again.serialize() == (classpath, kwargs)
+    assert BaseEventTrigger.hash(classpath, kwargs) == BaseEventTrigger.hash(*again.serialize())
+    assert AssetWatcher(name="w", trigger=again) in Asset("tableflow://f", watchers=[AssetWatcher("w", again)]).watchers
+    assert API_KEY not in repr(kwargs)
+
+
+def test_without_a_state_store_the_watcher_is_no_shared_stream(tableflow_conn: str) -> None:
+    """Airflow 3.3's triggerer runs a trigger as a shared stream only when it names one; without a state store
+    this watcher names none, so every Airflow runs it through ``run()``."""
+    trigger = FlowRunEventTrigger(**FlowRunEventTrigger(conn_id=tableflow_conn).serialize()[1])
+    assert trigger.shared_stream_key() is None
+
+
+def test_without_a_state_store_a_restart_begins_at_start_from(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With start_from "now" a restart forgets what finished while no watcher ran; with a timestamp it announces
+    it again, with the same keys. Before Airflow 3.3 the log says why, once per process."""
+    missing_feature.cache_clear()
+    caplog.set_level(logging.WARNING, logger="airflow_flowruns.version_compat")
+    conn_id = connect(monkeypatch, emulator, "tableflow")
+    flow_id = FLOWS["tableflow"][0]
+    emulator.scenario(flow_id, processing_seconds=0.1)
+    began = datetime.now(UTC) - timedelta(seconds=1)
+    first = asyncio.run(
+        started_watching(
+            FlowRunEventTrigger(conn_id=conn_id, poll_interval=FAST_POLL),
+            lambda: manual_runs(emulator, "tableflow", flow_id),
+            1,
+        )
+    )
+    while_down = manual_runs(emulator, "tableflow", flow_id)
+    # The run finishes while no watcher runs, in a second before the next watcher's start (starts are whole seconds).
+    ended = asyncio.run(until_finished(emulator, while_down[0]))
+    asyncio.run(until(lambda: time.time() >= int(ended) + 1))
+
+    fresh = FlowRunEventTrigger(**FlowRunEventTrigger(conn_id=conn_id, poll_interval=FAST_POLL).serialize()[1])
+    later: list[str] = []
+    after = asyncio.run(started_watching(fresh, lambda: later.extend(manual_runs(emulator, "tableflow", flow_id)), 1))
+    assert [event["run_id"] for event in after] == later  # the run finished while down is not announced
+
+    replaying = FlowRunEventTrigger(conn_id=conn_id, start_from=began.isoformat(), poll_interval=FAST_POLL)
+    replayed = asyncio.run(payloads(replaying, 3))
+    assert {event["run_id"] for event in replayed} == {first[0]["run_id"], *while_down, *later}
+    assert {event["dedup_key"] for event in replayed} >= {first[0]["dedup_key"], after[0]["dedup_key"]}
+
+    said = [r.getMessage() for r in caplog.records if "state store" in r.getMessage()]
+    assert said == (
+        []
+        if AIRFLOW_V_3_3_PLUS
+        else [
+            "Keeping an asset watcher's position in the asset's state store (each start begins at start_from) "
+            f"needs Airflow 3.3 or later; this is Airflow {airflow_version}, so it is off."
+        ]
+    )
