@@ -11,10 +11,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from airflow import __version__ as airflow_version
+from airflow.executors import workloads
+from airflow.jobs.triggerer_job_runner import TriggerRunner
+from airflow.models.trigger import Trigger
 from airflow.sdk import Asset, AssetWatcher
 from airflow.sdk.module_loading import import_string
 from airflow.triggers.base import BaseEventTrigger
 
+from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.triggers.watcher import FlowRunEventTrigger
 from airflow_flowruns.version_compat import AIRFLOW_V_3_3_PLUS, missing_feature
 from conftest import API_KEY, Emulator
@@ -39,6 +43,36 @@ def test_without_a_state_store_the_watcher_is_no_shared_stream(tableflow_conn: s
     this watcher names none, so every Airflow runs it through ``run()``."""
     trigger = FlowRunEventTrigger(**FlowRunEventTrigger(conn_id=tableflow_conn).serialize()[1])
     assert trigger.shared_stream_key() is None
+
+
+def test_this_airflows_trigger_runner_builds_the_watcher_from_its_stored_kwargs_and_runs_it(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As this Airflow's triggerer does: the kwargs come encrypted from the database, its trigger runner builds
+    the watcher from them, sees a watcher, and runs it; with no watched assets (no state store) through ``run()``."""
+    conn_id = connect(monkeypatch, emulator, "tableflow")
+    flow_id = FLOWS["tableflow"][0]
+    emulator.scenario(flow_id, processing_seconds=0.1)
+    since = (datetime.now(UTC) - timedelta(seconds=5)).isoformat()  # the runs below finish after it, however slow
+    watcher = FlowRunEventTrigger(conn_id=conn_id, flow_id=flow_id, start_from=since, poll_interval=FAST_POLL)
+    classpath, kwargs = watcher.serialize()
+    stored = Trigger.encrypt_kwargs(kwargs)  # as the trigger row holds them
+    workload = workloads.RunTrigger(id=7, ti=None, classpath=classpath, encrypted_kwargs=stored, timeout_after=None)
+
+    async def triggerer() -> tuple[list[str], list[str]]:
+        runner = TriggerRunner()
+        runner.to_create.append(workload)
+        await runner.create_triggers()
+        assert 7 in runner.triggers and runner.triggers[7]["is_watcher"], list(runner.failed_triggers)
+        started = await asyncio.to_thread(manual_runs, emulator, "tableflow", flow_id, 3)
+        await until(lambda: len(runner.events) >= 3)
+        runner.triggers[7]["task"].cancel()
+        await asyncio.gather(runner.triggers[7]["task"], return_exceptions=True)
+        await FlowRunsHook.close_async_clients()
+        return started, [entry[1].payload["run_id"] for entry in runner.events]  # (trigger id, event, ...)
+
+    started, announced = asyncio.run(triggerer())
+    assert sorted(announced) == sorted(started)
 
 
 def test_without_a_state_store_a_restart_begins_at_start_from(
