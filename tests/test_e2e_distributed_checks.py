@@ -32,7 +32,7 @@ RAW = {
 def run(platform: str, ref: TaskRef | None, run_id: str, phases: list[tuple[str, float]]) -> dict[str, Any]:
     """A run as the emulator lists it (summary) and times it (timeline): ``phases`` in order, with their times."""
     history = [[RAW[platform][name], at] for name, at in phases]
-    summary: dict[str, Any] = {"id": run_id, "platform": platform, "status": history[-1][0]}
+    summary: dict[str, Any] = {"id": run_id, "platform": platform, "status": history[-1][0], "created_at": phases[0][1]}
     if platform == "tableflow":
         summary["metadata"] = {"airflow_task_key": report.task_key(DAG, RUN, *ref) if ref else "elsewhere"}
     else:
