@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
+import math
 import time
 from pathlib import Path
 
@@ -172,3 +174,58 @@ def test_requests_already_in_line_keep_to_a_429_pause_and_the_lowered_rate() -> 
     assert sent[0] >= limited_at + 2.0, "not before the Retry-After"
     gaps = [b - a for a, b in itertools.pairwise(sent)]
     assert min(gaps) >= 1 / 6, "at the lowered rate, not all at once"
+
+
+class TokenBucket:
+    """A platform's limit as the emulator keeps it: ``per_second`` tokens a second, a second's worth banked."""
+
+    def __init__(self, per_second: float, now: float) -> None:
+        self.per_second = per_second
+        self.tokens = per_second
+        self.stamp = now
+
+    def answer(self, now: float) -> tuple[int, float | None]:
+        self.tokens = min(self.per_second, self.tokens + (now - self.stamp) * self.per_second)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 200, None
+        return 429, float(max(1, math.ceil((1 - self.tokens) / self.per_second)))
+
+
+def test_a_start_up_burst_settles_below_an_unknown_limit_within_the_first_minute() -> None:
+    """Hundreds of triggers asking at once against a 5/s token bucket, on a fake clock: the bucket's banked
+    second lets a burst through in the first instant, which must not be learnt as a rate above the limit
+    (it was: the rate then climbed back into the limit minutes later)."""
+    clock = FakeClock()
+    start = clock.now
+    scheduler = RequestScheduler(None, clock=clock)
+    bucket = TokenBucket(5.0, start)
+    latency, workers, horizon = 0.05, 300, 600.0
+    events: list[tuple[float, int, str]] = []  # (when, worker, "ask" or "answer:<status>:<retry-after>")
+    for worker in range(workers):
+        heapq.heappush(events, (start + scheduler.reserve(), worker, "ask"))
+    limited: list[float] = []
+    sent: list[float] = []
+    while events:
+        clock.now, worker, what = heapq.heappop(events)
+        if clock.now > start + horizon:
+            break
+        if what == "ask":
+            delay = scheduler.clear_to_send()
+            if delay > 0:
+                heapq.heappush(events, (clock.now + delay, worker, "ask"))
+                continue
+            sent.append(clock.now)
+            status, retry_after = bucket.answer(clock.now)
+            heapq.heappush(events, (clock.now + latency, worker, f"answer:{status}:{retry_after}"))
+        else:
+            _, code, wait = what.split(":")
+            if code == "429":
+                limited.append(clock.now - start)
+            scheduler.answered(int(code), None if wait == "None" else float(wait))
+            heapq.heappush(events, (clock.now + scheduler.reserve(), worker, "ask"))
+    assert limited, "the burst met the limit"
+    assert max(limited) < 60, f"429s after the first minute, at {[round(t) for t in limited if t >= 60]} s"
+    last_minute = sum(1 for at in sent if at > start + horizon - 60) / 60
+    assert 0.5 * 5 <= last_minute <= 5, f"settled at {last_minute:.2f}/s against a 5/s limit"

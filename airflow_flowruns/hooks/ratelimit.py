@@ -42,8 +42,11 @@ CEILING_GROWTH_PER_HOUR = 0.05
 upgrade, another process gone quiet) is found again, slowly enough that one stays rare."""
 ACCEPTED_WINDOW_SECONDS = 2.0
 """A 429's new rate is measured from the answers other than 429 received over this window."""
-MEASURE_MIN_SECONDS = 0.25
-"""The shortest span the first measurement divides by, so a burst in the first instant is not read as a rate."""
+MEASURE_MIN_SECONDS = 1.0
+"""The shortest span the first measurement divides by. Limits are stated per second and platforms let a
+second's allowance through at once (a token bucket's burst): the answers accepted in the first instant say
+"this many per second", not "this many per instant", so a start-up burst never sets a ceiling above the
+limit that the rate would later climb back into."""
 MIN_RATE = 0.2
 """Never slower than one request every five seconds, whatever the 429s say."""
 
