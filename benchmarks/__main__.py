@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
                     args.real_db,
                 )
             print("\n5. inside a real airflow triggerer\n" + table(rows, REAL_COLUMNS))
-            for late in (r for r in rows if r["load_s"] > r["offset_s"]):
+            for late in (r for r in rows if r["load_s"] > r["first_finish_s"]):
                 print(f"warning: {late['trigger']} at {late['n']} loaded after its first runs finished: a short window")
             earlier = RESULTS / "real_triggerer.json"
             rows = real_triggerer.merge(json.loads(earlier.read_text())["rows"] if earlier.exists() else [], rows)
