@@ -28,7 +28,7 @@ from typing import IO, Any, TypeAlias
 from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 from airflow_flowruns.exceptions import FlowRunsConfigError
-from airflow_flowruns.platforms.base import FilePath
+from airflow_flowruns.platforms.start import FilePath
 
 PathArgument: TypeAlias = str | os.PathLike[str] | ObjectStoragePath
 StoredPath: TypeAlias = Path | ObjectStoragePath

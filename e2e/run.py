@@ -40,7 +40,7 @@ import psutil
 
 from airflow_flowruns.emulator import config as emulator_config
 from airflow_flowruns.operators.flow_run import task_key
-from airflow_flowruns.platforms.base import TASK_KEY_FIELD
+from airflow_flowruns.platforms.start import TASK_KEY_FIELD
 from e2e.retry_rule import EXPECTED_TASK_STATE, retry_problems, run_of
 from e2e.secret_scan import Findings, scan_json, scan_sqlite, scan_tree
 from e2e.stack import BIN, AirflowApi, E2EError, Stack, wait_for

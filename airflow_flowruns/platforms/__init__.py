@@ -12,12 +12,11 @@ from airflow_flowruns.platforms.base import (
     RunQuery,
     RunsPage,
     RunState,
-    StartRequest,
-    UploadFile,
 )
 from airflow_flowruns.platforms.extend import Extend
 from airflow_flowruns.platforms.noxus import Noxus
 from airflow_flowruns.platforms.stackai import StackAI
+from airflow_flowruns.platforms.start import StartRequest, UploadFile
 from airflow_flowruns.platforms.tableflow import TableFlow
 
 PLATFORMS: dict[str, type[Platform]] = {cls.name: cls for cls in (TableFlow, Extend, Noxus, StackAI)}

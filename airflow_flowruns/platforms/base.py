@@ -10,21 +10,19 @@ against the small :class:`Api` protocol, and it only ever runs in a worker.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import IO, Any, ClassVar, Literal, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsResponseError
+from airflow_flowruns.platforms.start import TASK_KEY_FIELD, StartRequest, UploadFile
 
 M = TypeVar("M", bound=BaseModel)
-
-TASK_KEY_FIELD = "airflow_task_key"
-"""Run metadata key under which the operator stores the task key, to find its run again after a crash."""
 
 
 class RunState(StrEnum):
@@ -82,41 +80,6 @@ def map_status(platform: str, raw_status: str, mapping: Mapping[str, RunState]) 
             f"(known: {known}). The platform's API may have changed: upgrade airflow-flowruns or "
             "report the status to its maintainers."
         ) from None
-
-
-class FileStat(Protocol):
-    @property
-    def st_size(self) -> int: ...
-
-
-class FilePath(Protocol):
-    """A file to upload: a ``pathlib.Path``, or an ``ObjectStoragePath`` (``s3://``, ``gs://``, ``file://``, ...).
-
-    Only what an upload and the platforms' checks use, so a file is streamed from wherever it lives.
-    """
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def suffix(self) -> str: ...
-
-    def open(self, mode: Literal["rb"]) -> IO[bytes]: ...
-
-    def stat(self) -> FileStat: ...
-
-
-@dataclass(frozen=True)
-class UploadFile:
-    """One file part of a multipart request; opened only when the request is sent, and streamed."""
-
-    field: str
-    path: FilePath
-    content_type: str = "application/octet-stream"
-
-    @property
-    def filename(self) -> str:
-        return self.path.name
 
 
 @dataclass(frozen=True)
@@ -230,36 +193,6 @@ class ConnectionSettings:
     base_url: str
     extras: Mapping[str, Any] = field(default_factory=dict)
     login: str | None = None
-
-
-@dataclass(frozen=True)
-class StartRequest:
-    """Everything the operator asks for when it starts a run, already checked for shape.
-
-    ``files`` maps a platform field (TableFlow file field, Noxus input label, ...) to one file, or to a
-    tuple of files when the user passed a list (some platforms name the parts differently then).
-    """
-
-    flow_id: str
-    files: Mapping[str, FilePath | tuple[FilePath, ...]] = field(default_factory=dict)
-    run_name: str | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-    file_metadata: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    file_guidance: Mapping[str, str] = field(default_factory=dict)
-    inputs: Mapping[str, Any] = field(default_factory=dict)
-    flow_version: str | None = None
-    task_key: str | None = None
-    """Stable id of the Airflow task instance (dag, task, run, map index) that starts the run; the same on
-    every try. Platforms store it where they can (metadata, user id, ...) to find the run again."""
-
-    def metadata_with_task_key(self) -> dict[str, Any]:
-        """The run metadata to send: the user's, plus the task key where the platform keeps metadata."""
-        return {**self.metadata, TASK_KEY_FIELD: self.task_key} if self.task_key else dict(self.metadata)
-
-    def iter_files(self) -> Iterator[tuple[str, FilePath]]:
-        for key, value in self.files.items():
-            for path in value if isinstance(value, tuple) else (value,):
-                yield key, path
 
 
 class Platform(ABC):

@@ -35,17 +35,15 @@ from airflow_flowruns.platforms.base import (
     Api,
     ApiCall,
     ChangesPage,
-    FilePath,
     FlowRun,
     Platform,
     RunChange,
     RunQuery,
     RunsPage,
     RunState,
-    StartRequest,
-    UploadFile,
     map_status,
 )
+from airflow_flowruns.platforms.start import FilePath, StartRequest, UploadFile
 from airflow_flowruns.platforms.values import path_segment
 
 STATUSES: dict[str, RunState] = {

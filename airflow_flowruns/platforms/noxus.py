@@ -28,18 +28,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError, FlowRunsResponseError
-from airflow_flowruns.platforms.base import (
-    Api,
-    ApiCall,
-    FlowRun,
-    Platform,
-    RunQuery,
-    RunsPage,
-    RunState,
-    StartRequest,
-    UploadFile,
-    map_status,
-)
+from airflow_flowruns.platforms.base import Api, ApiCall, FlowRun, Platform, RunQuery, RunsPage, RunState, map_status
+from airflow_flowruns.platforms.start import StartRequest, UploadFile
 from airflow_flowruns.platforms.values import path_segment
 
 STATUSES: dict[str, RunState] = {

@@ -48,10 +48,9 @@ from airflow_flowruns.platforms.base import (
     RunQuery,
     RunsPage,
     RunState,
-    StartRequest,
-    UploadFile,
     map_status,
 )
+from airflow_flowruns.platforms.start import StartRequest, UploadFile
 from airflow_flowruns.platforms.values import path_segment
 
 STATUSES: dict[str, RunState] = {

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_flowruns.platforms.base import TASK_KEY_FIELD
+from airflow_flowruns.platforms.start import TASK_KEY_FIELD
 from e2e.retry_rule import ENDED, EXPECTED_TASK_STATE, Run, phase_of, retry_problems, run_of
 from e2e.run import Outcome
 
