@@ -33,8 +33,8 @@ CONFIG: dict[str, Any] = {
         "description": "Settings of the airflow-flowruns provider.\n",
         "options": {
             "min_poll_interval": {
-                "description": "The shortest ``poll_interval``, in seconds, that FlowRunOperator and FlowRunSensor "
-                "accept; a shorter one is refused when the DAG is parsed. Runs take "
+                "description": "The shortest ``poll_interval``, in seconds, that FlowRunOperator, FlowRunSensor and "
+                "FlowRunEventTrigger accept; a shorter one is refused when the DAG is parsed. Runs take "
                 "seconds to minutes: polling faster only spends the platform's rate limit on the same answer.\n",
                 "version_added": None,
                 "type": "float",

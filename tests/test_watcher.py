@@ -217,7 +217,9 @@ def test_a_missing_connection_is_logged_and_the_watcher_goes_on(
         ({"states": ["done"]}, "'done' is not a valid RunState"),
         ({"states": []}, "states is empty"),
         ({"start_from": "yesterday"}, "start_from must be 'now' or an ISO 8601 timestamp"),
-        ({"poll_interval": 0}, "must be positive"),
+        ({"poll_interval": 0}, "poll_interval must be a positive number"),
+        ({"poll_interval": 0.001}, r"at least 0.01 s.*\[flowruns\] min_poll_interval"),
+        ({"max_events_per_poll": 0}, "must be positive"),
     ],
 )
 def test_bad_kwargs_are_refused_up_front(kwargs: dict[str, Any], names: str) -> None:

@@ -40,6 +40,7 @@ from airflow_flowruns.platforms import PLATFORMS, FlowRun, RunState
 from airflow_flowruns.triggers.run_changes import ChangeSource, run_times, source_for
 from airflow_flowruns.triggers.watch_position import Position, PositionStore
 from airflow_flowruns.version_compat import AIRFLOW_V_3_3_PLUS, missing_feature
+from airflow_flowruns.waiting import check_poll_interval
 
 try:  # Airflow 3.3+: events confirmed stored before the position moves
     from airflow.triggers.shared_stream import AdvanceItem, SharedStreamProducer
@@ -68,7 +69,7 @@ class FlowRunEventTrigger(BaseEventTrigger):
     :param states: normalized states to announce; default the final ones (succeeded, failed, cancelled).
     :param start_from: ``"now"`` (runs entering a state after the watcher first started) or an ISO 8601
         timestamp. Only read when the watcher has no stored position.
-    :param poll_interval: seconds between polls.
+    :param poll_interval: seconds between polls, at least ``[flowruns] min_poll_interval``.
     :param max_events_per_poll: a longer backlog is announced over several polls, oldest first.
     :param lookback_hours: how long a run may take from its creation to a watched state and still be
         announced, on platforms whose listing is ordered or filtered by creation (TableFlow, StackAI).
@@ -99,9 +100,9 @@ class FlowRunEventTrigger(BaseEventTrigger):
         if not self.states:
             raise FlowRunsConfigError("states is empty: name at least one state to watch.")
         self.start_from = _check_start(start_from)
-        if poll_interval <= 0 or max_events_per_poll < 1 or lookback_hours <= 0:
-            raise FlowRunsConfigError("poll_interval, max_events_per_poll and lookback_hours must be positive.")
-        self.poll_interval = float(poll_interval)
+        self.poll_interval = check_poll_interval(poll_interval)
+        if max_events_per_poll < 1 or lookback_hours <= 0:
+            raise FlowRunsConfigError("max_events_per_poll and lookback_hours must be positive.")
         self.max_events_per_poll = int(max_events_per_poll)
         self.lookback_hours = float(lookback_hours)
 
