@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,11 +14,10 @@ from airflow.sdk.io.store import attach
 from fsspec.implementations.memory import MemoryFileSystem
 from pytest_mock import MockerFixture
 
-from airflow_flowruns.emulator.config import TABLEFLOW_LARGE_FILE_FLOW
 from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.files import OpenWhileRead, collect_files, file_uri
 from airflow_flowruns.operators.flow_run import FlowRunOperator
-from conftest import Emulator, set_connection
+from conftest import Emulator
 from helpers import RECONCILIATION_FLOW
 
 
@@ -176,44 +171,6 @@ def test_a_templated_uri_renders_before_it_resolves(folder: Path) -> None:
     op = FlowRunOperator(task_id="t", flow_id="f", files={"document": "file://{{ params.dir }}/*.pdf"})
     op.render_template_fields({"params": {"dir": str(folder)}})  # type: ignore[arg-type]
     assert names(op.start_request().files["document"]) == ["a.pdf", "b.pdf"]
-
-
-UPLOADER = """
-import json, resource, sys
-from airflow.sdk import ObjectStoragePath
-from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.platforms import StartRequest
-
-hook = FlowRunsHook("tf_storage_memory")
-assert hook.test_connection()[0]
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-run = hook.start_run(StartRequest(flow_id=sys.argv[2], files={"document": ObjectStoragePath(sys.argv[1])}))
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"run": run.id, "before_kib": before, "after_kib": after}))
-"""
-
-
-@pytest.mark.slow
-def test_an_object_storage_upload_streams(emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A 200 MiB file:// object goes up through fsspec without growing the uploader's peak RSS."""
-    size = 200 * 1024 * 1024
-    big = tmp_path / "scan.pdf"
-    with big.open("wb") as f:
-        f.write(b"%PDF-1.4\n")
-        f.truncate(size)
-    set_connection(monkeypatch, "tf_storage_memory", "tableflow", emulator.url, timeout=120)
-    done = subprocess.run(
-        [sys.executable, "-c", UPLOADER, big.as_uri(), TABLEFLOW_LARGE_FILE_FLOW],
-        env=os.environ.copy(),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
-    growth_mib = (figures["after_kib"] - figures["before_kib"]) / 1024
-    assert growth_mib < 32, f"peak RSS grew by {growth_mib:.0f} MiB for a {size >> 20} MiB upload"
-    (run,) = emulator.runs()
-    assert run["id"] == figures["run"] and run["files"][0]["size"] == size
 
 
 class _WatchedFile:
