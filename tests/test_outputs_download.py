@@ -10,10 +10,12 @@ from typing import IO
 
 import pytest
 from airflow.providers.common.compat.sdk import Context
+from tenacity import RetryCallState
 
 from airflow_flowruns.emulator.config import EXTEND_SPLIT_WORKFLOW
 from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsResponseError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.hooks.http.retry import WaitRetryAfter
 from airflow_flowruns.operators.flow_run import FlowRunOperator
 from airflow_flowruns.operators.outputs import FlowRunOutputsOperator
 from airflow_flowruns.outputs.download import FileDownloader
@@ -26,12 +28,16 @@ HANG_GUARD = 120.0
 """Only so that a regression fails the test instead of freezing the suite; no test asserts on time."""
 
 
-def download_from(hostile: HostileServer, monkeypatch: pytest.MonkeyPatch, mode: str) -> tuple[BaseException, int]:
+def download_from(
+    hostile: HostileServer, monkeypatch: pytest.MonkeyPatch, mode: str, **extra: float
+) -> tuple[BaseException, int]:
     """What downloading a Noxus file from ``hostile`` (answering as ``mode``) raised, and how many times the
     file was opened for writing."""
     hostile.mode = mode
     hostile.requests.clear()
-    conn = set_connection(monkeypatch, "hostile_files", "noxus", hostile.url, timeout=1, max_retries=1)
+    conn = set_connection(
+        monkeypatch, "hostile_files", "noxus", hostile.url, **{"timeout": 1, "max_retries": 1, **extra}
+    )
     opened: list[IO[bytes]] = []
 
     def open_target() -> IO[bytes]:
@@ -65,6 +71,25 @@ def test_a_host_trickling_a_file_fails_the_download_at_the_connections_timeout(
     assert isinstance(error, FlowRunsApiError), repr(error)
     assert "'download file' failed (no response): ReadTimeout while downloading" in str(error)
     assert len(hostile.requests) == 2  # the first try and the connection's one retry
+
+
+@pytest.mark.parametrize("mode", ["Retry-After an hour", "Retry-After inf"])
+def test_a_429_on_a_download_waits_its_retry_after_capped_by_retry_max_wait(
+    mode: str, hostile: HostileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Backoff from ``retry_min_wait`` would wait a hundredth of a second: the platform asked for longer."""
+    waits: list[float] = []
+
+    class RecordedWait(WaitRetryAfter):
+        def __call__(self, state: RetryCallState) -> float:
+            waits.append(super().__call__(state))
+            return waits[-1]
+
+    monkeypatch.setattr("airflow_flowruns.outputs.download.WaitRetryAfter", RecordedWait)
+    error, _ = download_from(hostile, monkeypatch, mode, retry_min_wait=0.01, retry_max_wait=0.5)
+    assert isinstance(error, FlowRunsApiError) and error.status == 429, repr(error)
+    assert waits and set(waits) == {0.5}, waits  # tenacity also computes the wait it then stops before
+    assert len(hostile.requests) == 2
 
 
 def test_a_redirect_from_a_file_endpoint_is_neither_saved_nor_followed(

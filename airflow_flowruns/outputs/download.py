@@ -24,13 +24,15 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 import httpx
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import Retrying, retry_if_exception, stop_after_attempt
 
 from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsResponseError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.hooks.http.auth import bounded_auth
 from airflow_flowruns.hooks.http.deadline import request_deadline, start_deadline, sync_transport
+from airflow_flowruns.hooks.http.errors import retry_after
 from airflow_flowruns.hooks.http.proxies import proxy_mounts
+from airflow_flowruns.hooks.http.retry import PastDeadline, WaitRetryAfter
 from airflow_flowruns.outputs.model import ApiDownload, Download, PresignedDownload
 
 CHUNK_BYTES = 1024 * 1024
@@ -66,8 +68,8 @@ class FileDownloader:
         )
         self._retrying: dict[str, Any] = {
             "retry": retry_if_exception(_retryable),
-            "wait": wait_exponential_jitter(initial=options.retry_min_wait, max=options.retry_max_wait),
-            "stop": stop_after_attempt(options.max_retries + 1),
+            "wait": WaitRetryAfter(options),
+            "stop": stop_after_attempt(options.max_retries + 1) | PastDeadline(),
             "reraise": True,
         }
 
@@ -113,6 +115,7 @@ class FileDownloader:
                     detail="the file could not be downloaded",
                     # a presigned URL that expired meanwhile is asked for again on the next attempt
                     retryable=response.status_code in (403, 429) if presigned else _retry_status(response),
+                    retry_after=retry_after(response.headers),
                 )
             if response.status_code != 200:
                 raise FlowRunsResponseError(

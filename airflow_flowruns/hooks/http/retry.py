@@ -46,7 +46,7 @@ def time_left() -> float | None:
     return None if deadline is None else deadline - time.time()
 
 
-class _WaitRetryAfter:
+class WaitRetryAfter:
     """Exponential backoff with jitter, unless the platform said how long to wait; capped either way."""
 
     def __init__(self, options: HttpOptions) -> None:
@@ -63,7 +63,7 @@ class _WaitRetryAfter:
         return wait if left is None else max(0.0, min(wait, left))
 
 
-class _PastDeadline(stop_base):
+class PastDeadline(stop_base):
     """Stop where no attempt after the wait would start with time left before the task's deadline."""
 
     def __call__(self, retry_state: RetryCallState) -> bool:
@@ -101,8 +101,8 @@ def retry_policy(platform: Platform, options: HttpOptions, call: ApiCall) -> dic
 
     return {
         "retry": retry_if_exception(is_retryable(call)),
-        "wait": _WaitRetryAfter(options),
-        "stop": stop_after_attempt(options.max_retries + 1) | _PastDeadline(),
+        "wait": WaitRetryAfter(options),
+        "stop": stop_after_attempt(options.max_retries + 1) | PastDeadline(),
         "before_sleep": log_retry,
         "reraise": True,
     }
