@@ -55,7 +55,8 @@ class AdaptiveRate:
     """Additive increase, multiplicative decrease of a connection's request rate, driven by 429s.
 
     Until the first 429 there is no limit: the first one sets the ceiling to the rate the platform was
-    accepting just before (its answers other than 429 over the last two seconds); a later one sets it
+    accepting just before (its answers other than 429 over the last two seconds, divided by no less than
+    one second: see ``MEASURE_MIN_SECONDS``); a later one sets it
     to the rate in force. Either way the rate drops to half the ceiling (the 429s of requests already in
     flight count as the same event) and then grows linearly back to 90% of it, where it stays: a margin
     below the limit rather than a sawtooth through it. Not thread-safe: :class:`RequestScheduler` holds
