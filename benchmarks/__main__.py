@@ -21,7 +21,7 @@ from typing import Any
 from benchmarks import body_reading, extend_economy, real_triggerer, request_economy, trigger_density, uploads
 from benchmarks.common import RESULTS, emulator, table, write_result
 from benchmarks.real_triggerer_metadata import DATABASES
-from e2e.run import _interrupt
+from e2e.harness import interrupt
 
 DENSITY_COLUMNS = [
     "trigger",
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     chosen = set(args.only.split(","))
     print(f"machine: {machine()}")
-    signal.signal(signal.SIGTERM, _interrupt)  # so a stopped run still stops its Airflow and PostgreSQL
+    signal.signal(signal.SIGTERM, interrupt)  # so a stopped run still stops its Airflow and PostgreSQL
     with emulator() as emu:
         if "density" in chosen:
             rows = trigger_density.run(emu, [int(n) for n in args.sizes.split(",")], args.poll_interval, args.window)

@@ -19,36 +19,33 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import secrets
 import shutil
-import signal
 import sqlite3
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, SimpleNamespace
-from typing import Any, Protocol
+from types import SimpleNamespace
+from typing import Any
 
 import httpx
-import psutil
 
 from airflow_flowruns.emulator import config as emulator_config
 from airflow_flowruns.operators.flow_run import task_key
 from airflow_flowruns.platforms.start import TASK_KEY_FIELD
+from e2e.harness import Outcome, common_arguments, conduct, counts, scan_for_key, start_emulator
 from e2e.retry_rule import EXPECTED_TASK_STATE, retry_problems, run_of
-from e2e.secret_scan import Findings, scan_json, scan_sqlite, scan_tree
+from e2e.secret_scan import Findings, scan_sqlite
 from e2e.stack import BIN, AirflowApi, E2EError, Stack, wait_for
+from e2e.worker_kill import MappedTask, WorkerKiller
 
 HERE = Path(__file__).resolve().parent
 DAG_FILE = HERE / "dags" / "flowruns_e2e.py"
 DAG_ID, TASK_ID, RUN_ID = "flowruns_e2e", "flow_run", "e2e"
-HAND_OFF_SETTLE_SECONDS = 3.0
 OUTCOMES = {"completed": 2, "failed": 1, "review": 1}
 """Random outcomes and their weights. Under on_review="succeed" a run in review makes a successful task."""
 
@@ -82,118 +79,6 @@ PROFILES: dict[str, Profile] = {
 """Noxus is left out: its runs keep no metadata, so a run cannot be matched to the task that started it."""
 
 
-# --- the worker kill -----------------------------------------------------------------------------
-
-
-@dataclass
-class WorkerKill:
-    map_index: int
-    run_id: str
-    pids: list[int]
-    after_seconds: float
-    """From the moment the killer saw the run on the emulator to the SIGKILL."""
-
-
-class WorkerKiller(threading.Thread):
-    """Watches the emulator for new runs and kills the first worker still alive right after its start call.
-
-    A deferrable task leaves its worker a moment after the start call returns, so the killer polls fast
-    and tries again with the next new run until one kill lands. Airflow names a task's processes after
-    the task instance id (``airflow worker -- <id>`` for the task, ``... LocalExecutor: <id>`` for its
-    supervisor); the ids of running first tries come from the REST API, refreshed continuously.
-    """
-
-    def __init__(self, emulator: httpx.Client, api: AirflowApi, scheduler_pid: int, keys: Mapping[str, int]) -> None:
-        super().__init__(name="worker-killer", daemon=True)
-        self.emulator = emulator
-        self.api = api
-        self.scheduler = psutil.Process(scheduler_pid)
-        self.map_index_of = keys
-        self.stopping = threading.Event()
-        self.kill: WorkerKill | None = None
-        self.missed: Counter[str] = Counter()
-        self.error: BaseException | None = None
-        self._running: dict[int, str] = {}
-
-    def run(self) -> None:
-        try:
-            self._watch()
-        except BaseException as exc:
-            self.error = exc
-
-    def _watch(self) -> None:
-        seen: set[str] = set()
-        refreshed = 0.0
-        while not self.stopping.is_set() and self.kill is None:
-            if time.monotonic() - refreshed > 0.3:
-                self._refresh()
-                refreshed = time.monotonic()
-            if self.emulator.get("/stats").json()["runs"] > len(seen):
-                for run in self.emulator.get("/runs").json():
-                    if run["id"] not in seen:
-                        seen.add(run["id"])
-                        self._spotted(run, time.monotonic())
-            time.sleep(0.02)
-
-    def _refresh(self) -> None:
-        """Task instance id of every mapped task running its first try, by map index."""
-        found = self.api.call(
-            "GET", f"/dags/{DAG_ID}/dagRuns/{RUN_ID}/taskInstances", task_id=TASK_ID, state="running", limit=1000
-        )
-        self._running = {ti["map_index"]: ti["id"] for ti in found["task_instances"] if ti["try_number"] == 1}
-
-    def _spotted(self, run: dict[str, Any], spotted: float) -> None:
-        index = self.map_index_of.get((run.get("metadata") or {}).get(TASK_KEY_FIELD, ""))
-        if self.kill is not None or index is None:
-            return
-        if index not in self._running:
-            self._refresh()
-        ti_id = self._running.get(index)
-        if ti_id is None:
-            self.missed["not running a first try"] += 1
-            return
-        task = next((p for p in self._processes() if _title(p) == f"airflow worker -- {ti_id}"), None)
-        try:
-            supervisor = task.parent() if task else None
-            if task is None or supervisor is None or not _title(supervisor).endswith(f"LocalExecutor: {ti_id}"):
-                self.missed["task process gone"] += 1
-                return
-            task.kill()
-            supervisor.kill()
-        except psutil.NoSuchProcess:
-            self.missed["task process gone"] += 1
-            return
-        killed_after = time.monotonic() - spotted
-        if not self._killed_before_hand_off(index, task.pid):
-            self.missed["deferral recorded before the kill"] += 1
-            return
-        self.kill = WorkerKill(index, run["id"], [task.pid, supervisor.pid], killed_after)
-
-    def _killed_before_hand_off(self, index: int, task_pid: int) -> bool:
-        """Whether the killed try is still ``running`` in Airflow, under the killed process.
-
-        The supervisor may have told the API server the task deferred in the milliseconds between the run
-        appearing and the kill; such a task resumes from its trigger in the same try and is no test of
-        the retry. A request the supervisor had in flight when killed is answered within this wait.
-        """
-        time.sleep(HAND_OFF_SETTLE_SECONDS)
-        ti = self.api.call("GET", f"/dags/{DAG_ID}/dagRuns/{RUN_ID}/taskInstances/{TASK_ID}/{index}")
-        return ti["state"] == "running" and ti["try_number"] == 1 and ti["pid"] == task_pid
-
-    def _processes(self) -> list[psutil.Process]:
-        try:
-            return self.scheduler.children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
-
-
-def _title(proc: psutil.Process) -> str:
-    try:
-        return " ".join(proc.cmdline()).strip()  # setproctitle pads the title with empty arguments
-    except psutil.Error:
-        return ""
-
-
 @dataclass
 class TriggererRestart:
     how: str
@@ -205,19 +90,6 @@ class TriggererRestart:
 
 
 # --- the run -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Outcome:
-    figures: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    def figure(self, text: str) -> None:
-        self.figures.append(text)
-
-    def require(self, ok: bool, problem: str) -> None:
-        if not ok:
-            self.problems.append(problem)
 
 
 class E2E:
@@ -319,7 +191,13 @@ class E2E:
         killer_api = AirflowApi(self.stack.api_url)
         killer_api.login()
         killer_emulator = httpx.Client(base_url=self.emulator.base_url, timeout=30)
-        killer = WorkerKiller(killer_emulator, killer_api, self.stack.processes["scheduler"].pid, keys)
+        killer = WorkerKiller(
+            killer_emulator,
+            killer_api,
+            self.stack.processes["scheduler"].pid,
+            keys,
+            MappedTask(DAG_ID, TASK_ID, RUN_ID),
+        )
         self.api.call(
             "POST",
             f"/dags/{DAG_ID}/dagRuns",
@@ -426,9 +304,9 @@ class E2E:
         task_states = Counter(tasks.values())
         platforms = Counter(entry["flowruns_conn_id"].removesuffix("_e2e") for entry in plan)
 
-        out.figure(f"task instances: {len(tasks)} of {len(plan)} ({_counts(platforms)})")
-        out.figure(f"final task states: {_counts(task_states)}")
-        out.figure(f"runs created on the emulator: {len(runs)} ({_counts(Counter(map(phase, runs)))})")
+        out.figure(f"task instances: {len(tasks)} of {len(plan)} ({counts(platforms)})")
+        out.figure(f"final task states: {counts(task_states)}")
+        out.figure(f"runs created on the emulator: {len(runs)} ({counts(Counter(map(phase, runs)))})")
         out.figure(
             f"runs per task instance: exactly one {with_runs - len(several)}, none {len(plan) - with_runs}, "
             f"more than one {len(several)} (a retry's fresh run after a failed one: {len(several) - len(broken)}); "
@@ -463,12 +341,12 @@ class E2E:
         out.require(len(self.restarts) == 2, f"the triggerer was restarted {len(self.restarts)} times, not twice")
         kill = killer.kill
         if kill is None:
-            out.require(False, f"no worker could be killed right after its start call: {_counts(killer.missed)}")
+            out.require(False, f"no worker could be killed right after its start call: {counts(killer.missed)}")
             return
         out.figure(
             f"worker of map index {kill.map_index} killed (SIGKILL, pids {kill.pids}) "
             f"{kill.after_seconds * 1000:.0f} ms after its run {kill.run_id} appeared "
-            f"(earlier runs missed: {_counts(killer.missed)}); it ran "
+            f"(earlier runs missed: {counts(killer.missed)}); it ran "
             f"{tries.get(kill.map_index)} tries, started {len(by_index[kill.map_index])} run(s), "
             f"ended {tasks.get(kill.map_index)}"
         )
@@ -491,7 +369,7 @@ class E2E:
     def figure_faults(self, stats: Mapping[str, Any]) -> None:
         faults: dict[str, int] = stats["faults"]
         self.outcome.figure(
-            f"emulator: {stats['requests']:,} API requests, {sum(faults.values())} faults injected ({_counts(faults)})"
+            f"emulator: {stats['requests']:,} API requests, {sum(faults.values())} faults injected ({counts(faults)})"
         )
         if self.args.fault_rate > 0:
             self.outcome.require(bool(faults), "the emulator reported no injected faults")
@@ -501,58 +379,9 @@ class E2E:
         scan_for_key(self.outcome, self.key, self.stack, runs, requests, self.trigger_findings)
 
 
-def scan_for_key(
-    out: Outcome,
-    key: str,
-    stack: Stack,
-    runs: list[dict[str, Any]],
-    requests: list[dict[str, Any]],
-    trigger_findings: Findings,
-    folders: tuple[Path, ...] = (),
-) -> None:
-    """The key, everywhere: Airflow's home (logs, database), process output, the emulator's logs, ``folders``;
-    ``trigger_findings`` holds what scans of the trigger table found while triggers ran."""
-    some_run = runs[0]["id"] if runs else "no-run"
-    findings = Findings(key, controls=(some_run,))
-    for folder in (stack.home, stack.procs, *folders):
-        scan_tree(findings, folder)
-    scan_sqlite(findings, stack.home / "airflow.db", fernet_key=stack.fernet_key)
-    scan_json(findings, "emulator request log", requests, "emulator requests")
-    scan_json(findings, "emulator runs", runs, "emulator runs")
-    out.figure(f"secret scan of Airflow's home, process output and emulator logs: {findings.summary()}")
-    out.figure(f"secret scan of trigger kwargs while triggers ran: {trigger_findings.summary()}")
-    out.require(not findings.hits and not trigger_findings.hits, "the API key was found (see above)")
-    out.require(trigger_findings.control_hits["poll_interval"] > 0, "no trigger kwargs were read in clear")
-    out.require(findings.control_hits[some_run] > 0, f"the scan never saw run id {some_run}: it read the wrong places")
-
-
-def start_emulator(stack: Stack, key: str, options: list[str]) -> str:
-    """Start the emulator on a free port, accepting only ``key``, and return its URL once it listens."""
-    config = stack.root / "emulator.json"
-    config.write_text(json.dumps({"api_keys": [key]}))
-    argv = [str(BIN / "flowruns-emulator"), "--host", "127.0.0.1", "--port", "0", "--config", str(config), *options]
-    stack.start("emulator", argv)
-    log = stack.procs / "emulator.log"
-
-    def listening() -> str | None:
-        stack.check_alive()
-        found = re.search(r"listening on (\S+)", log.read_text()) if log.exists() else None
-        return found.group(1) if found else None
-
-    return wait_for("the emulator", listening, timeout=30, interval=0.1)
-
-
 def _task_key(map_index: int) -> str:
     ti = SimpleNamespace(dag_id=DAG_ID, task_id=TASK_ID, run_id=RUN_ID, map_index=map_index)
     return task_key({"ti": ti})  # type: ignore[typeddict-item]
-
-
-def _counts(counter: Mapping[str, int]) -> str:
-    return ", ".join(f"{name} {count}" for name, count in sorted(counter.items())) or "none"
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -569,50 +398,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def common_arguments(parser: argparse.ArgumentParser, *, fault_rate: float) -> None:
-    """The options every e2e scenario takes: the emulator's fault rate, the seed, and whether to keep the folder."""
-    parser.add_argument("--fault-rate", type=float, default=fault_rate, help="share of API requests the emulator fails")
-    parser.add_argument("--seed", type=int, default=random.randrange(1_000_000))
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder even after a clean run")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="flowruns-e2e-"))
     stack = Stack(root, parallelism=args.parallelism)
     return conduct("e2e", E2E(stack, args), stack, args)
-
-
-class Scenario(Protocol):
-    """What ``conduct`` runs: a scenario with its figures and problems, timed from ``started``."""
-
-    outcome: Outcome
-    started: float
-
-    def run(self) -> bool: ...
-
-
-def conduct(name: str, scenario: Scenario, stack: Stack, args: argparse.Namespace) -> int:
-    """Run a scenario on its stack, always stop the stack, print figures and problems, and keep the folder
-    of a failed run (or of any run with ``--keep``)."""
-    print(f"{name} seed {args.seed}; working in {stack.root}", flush=True)
-    signal.signal(signal.SIGTERM, _interrupt)
-    ok = False
-    try:
-        ok = scenario.run()
-    except (E2EError, KeyboardInterrupt) as exc:
-        scenario.outcome.problems.append(f"{type(exc).__name__}: {exc}")
-    finally:
-        stack.stop()
-    print("\n".join(["", f"{name} figures:", *(f"  {line}" for line in scenario.outcome.figures)]))
-    if scenario.outcome.problems:
-        print("\n".join(["", f"{name} FAILED:", *(f"  - {line}" for line in scenario.outcome.problems)]))
-    print(f"\n{name} {'passed' if ok else 'failed'} in {time.monotonic() - scenario.started:.0f} s (seed {args.seed})")
-    if ok and not args.keep:
-        shutil.rmtree(stack.root, ignore_errors=True)
-    else:
-        print(f"kept {stack.root}")
-    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -31,8 +31,8 @@ from typing import Any
 import httpx
 
 from airflow_flowruns.emulator import config as emulator_config
+from e2e.harness import Outcome, common_arguments, conduct, counts, scan_for_key, start_emulator
 from e2e.retry_rule import phases_of
-from e2e.run import Outcome, _counts, common_arguments, conduct, scan_for_key, start_emulator
 from e2e.secret_scan import Findings, scan_sqlite
 from e2e.stack import BIN, AirflowApi, Stack, wait_for
 
@@ -162,7 +162,7 @@ class WatcherE2E:
             time.sleep(every)
         self.outcome.figure(
             f"{len(self.started_runs)} runs started on the emulator over {self.args.minutes:.1f} min "
-            f"({_counts(Counter(o for _, _, o in self.started_runs))}); triggerer killed at {killed_at:.0f} s, "
+            f"({counts(Counter(o for _, _, o in self.started_runs))}); triggerer killed at {killed_at:.0f} s, "
             f"successor started at {restarted_at:.0f} s"
         )
         self.wait_for_consumer()
@@ -262,7 +262,7 @@ class WatcherE2E:
         )
         out.figure(
             f"events consumed: {len(consumed)} ({len(keys)} distinct dedup keys) in {sum(dag_run_states.values())} "
-            f"consumer DAG runs ({_counts({str(k): v for k, v in dag_run_states.items()})}); "
+            f"consumer DAG runs ({counts({str(k): v for k, v in dag_run_states.items()})}); "
             f"asset events: {asset_events}"
         )
         out.figure(
@@ -275,7 +275,7 @@ class WatcherE2E:
             f"{len(self.stranded)} more runs started for it"
         )
         out.figure(
-            f"emulator: {stats['requests']:,} API requests, faults injected: {_counts(stats['faults'])}, "
+            f"emulator: {stats['requests']:,} API requests, faults injected: {counts(stats['faults'])}, "
             f"answered 429: {stats['rate_limited']}"
         )
         never_stored = missing - self.stored_keys()

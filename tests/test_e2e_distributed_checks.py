@@ -15,7 +15,7 @@ import pytest
 from e2e.distributed import report
 from e2e.distributed.chaos import TriggererHandOff, WorkerKill
 from e2e.distributed.checks import TaskRef
-from e2e.run import Outcome
+from e2e.harness import Outcome
 from e2e.secret_scan import Findings
 from e2e.stack import Stack
 

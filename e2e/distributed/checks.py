@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_flowruns.platforms.start import TASK_KEY_FIELD
+from e2e.harness import Outcome
 from e2e.retry_rule import ENDED, EXPECTED_TASK_STATE, Run, phase_of, retry_problems, run_of
-from e2e.run import Outcome
 
 TaskRef = tuple[str, int]
 """(task id, map index)"""

@@ -15,7 +15,7 @@ from e2e.distributed.chaos import TriggererHandOff, WorkerKill
 from e2e.distributed.checks import TaskRef, check_runs, counts, match
 from e2e.distributed.services import Postgres
 from e2e.distributed.traffic import UNATTRIBUTED, peak_rate, shares
-from e2e.run import Outcome
+from e2e.harness import Outcome
 from e2e.secret_scan import Findings, scan_json, scan_tree
 from e2e.stack import Stack
 

@@ -35,7 +35,8 @@ from e2e.distributed.emulator import TIMELINES_PATH, TRAFFIC_PATH
 from e2e.distributed.platforms import PROFILES, file_name
 from e2e.distributed.services import Postgres, Redis, ensure_packages
 from e2e.distributed.traffic import PortSampler
-from e2e.run import OUTCOMES, Outcome, _interrupt
+from e2e.harness import Outcome, interrupt
+from e2e.run import OUTCOMES
 from e2e.secret_scan import Findings, scan_rows
 from e2e.stack import BIN, AirflowApi, E2EError, Stack, free_port, wait_for
 
@@ -336,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     postgres, redis = Postgres(root / "postgres"), Redis(stack, root / "redis")
     run = Distributed(stack, postgres, redis, args)
     print(f"e2e-distributed seed {args.seed}; working in {root}", flush=True)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         postgres.start()
         redis.start()
