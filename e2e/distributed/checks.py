@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_flowruns.platforms.start import TASK_KEY_FIELD
-from e2e.harness import Outcome
+from e2e.harness import Outcome, counts
 from e2e.retry_rule import ENDED, EXPECTED_TASK_STATE, Run, phase_of, retry_problems, run_of
 
 TaskRef = tuple[str, int]
@@ -112,7 +112,3 @@ def check_runs(
     out.require(
         set(tasks.values()) <= {"success", "failed"}, f"tasks not in a final state: {counts(Counter(tasks.values()))}"
     )
-
-
-def counts(counter: Mapping[str, int]) -> str:
-    return ", ".join(f"{name} {count}" for name, count in sorted(counter.items())) or "none"

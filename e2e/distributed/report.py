@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,10 +13,10 @@ from typing import Any
 
 from airflow_flowruns.operators.flow_run import task_key as operator_task_key
 from e2e.distributed.chaos import TriggererHandOff, WorkerKill
-from e2e.distributed.checks import TaskRef, check_runs, counts, match
+from e2e.distributed.checks import TaskRef, check_runs, match
 from e2e.distributed.services import Postgres
 from e2e.distributed.traffic import UNATTRIBUTED, peak_rate, shares
-from e2e.harness import Outcome
+from e2e.harness import Outcome, counts
 from e2e.secret_scan import Findings, scan_json, scan_tree
 from e2e.stack import Stack
 
@@ -102,9 +103,7 @@ def disruptions(
     else:
         retried = {ref: tasks.tries.get(ref, 0) for ref in kill.waiting}
         stuck = sorted(ref for ref, lost in kill.waiting.items() if retried[ref] <= lost)
-        ended = counts(
-            {state: sum(1 for ref in kill.waiting if tasks.states.get(ref) == state) for state in tasks.states.values()}
-        )
+        ended = counts(Counter(str(tasks.states.get(ref)) for ref in kill.waiting))
         out.figure(
             f"{kill.worker} killed (SIGKILL, {len(kill.pids)} processes) at {kill.at_seconds:.0f} s with "
             f"{len(kill.waiting)} tasks waiting on live runs; each ran a later try: "
