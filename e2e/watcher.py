@@ -203,7 +203,7 @@ class WatcherE2E:
             if len(expected) == finished and expected <= seen:
                 self.log("consumer caught up")
                 return
-            if len(expected) == finished and expected <= self.stored_keys() and self.consumer_idle():
+            if len(expected) == finished and self.left_waiting(expected):
                 idle_since = idle_since or time.monotonic()
             else:
                 idle_since = None
@@ -221,6 +221,14 @@ class WatcherE2E:
                 return
             time.sleep(2)
 
+    def left_waiting(self, expected: set[str]) -> bool:
+        """Every run in ``expected`` stored as an asset event, and the consumer idle: no DAG run queued or
+        running, nothing in the asset queue for it (a database busy with a write counts as not idle)."""
+        try:
+            return expected <= self.stored_keys() and self.consumer_idle()
+        except sqlite3.Error:
+            return False
+
     def stored_keys(self) -> set[str]:
         """The dedup key of every asset event Airflow stored (what the watchers announced)."""
         with self.db() as db:
@@ -228,7 +236,6 @@ class WatcherE2E:
         return {json.loads(extra)["payload"]["dedup_key"] for (extra,) in extras if extra and "payload" in extra}
 
     def consumer_idle(self) -> bool:
-        """No consumer DAG run queued or running, and nothing in the asset queue for it."""
         with self.db() as db:
             active = db.execute(
                 "SELECT COUNT(*) FROM dag_run WHERE dag_id = ? AND state IN ('queued', 'running')", (DAG_ID,)
