@@ -42,11 +42,8 @@ CEILING_GROWTH_PER_HOUR = 0.05
 upgrade, another process gone quiet) is found again, slowly enough that one stays rare."""
 ACCEPTED_WINDOW_SECONDS = 2.0
 """A 429's new rate is measured from the answers other than 429 received over this window."""
-MEASURE_MIN_SECONDS = 1.0
-"""The shortest span the first measurement divides by. Limits are stated per second and platforms let a
-second's allowance through at once (a token bucket's burst): the answers accepted in the first instant say
-"this many per second", not "this many per instant", so a start-up burst never sets a ceiling above the
-limit that the rate would later climb back into."""
+MEASURE_MIN_SECONDS = 0.25
+"""The shortest span the first measurement divides by, so a burst in the first instant is not read as a rate."""
 MIN_RATE = 0.2
 """Never slower than one request every five seconds, whatever the 429s say."""
 
@@ -55,8 +52,7 @@ class AdaptiveRate:
     """Additive increase, multiplicative decrease of a connection's request rate, driven by 429s.
 
     Until the first 429 there is no limit: the first one sets the ceiling to the rate the platform was
-    accepting just before (its answers other than 429 over the last two seconds, divided by no less than
-    one second: see ``MEASURE_MIN_SECONDS``); a later one sets it
+    accepting just before (its answers other than 429 over the last two seconds); a later one sets it
     to the rate in force. Either way the rate drops to half the ceiling (the 429s of requests already in
     flight count as the same event) and then grows linearly back to 90% of it, where it stays: a margin
     below the limit rather than a sawtooth through it. Not thread-safe: :class:`RequestScheduler` holds
