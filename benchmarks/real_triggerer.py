@@ -84,13 +84,21 @@ class Samples:
     peak_rss: int = 0
 
     def take(self, root: psutil.Process, db: MetadataDb) -> None:
-        procs = [root, *root.children(recursive=True)]
-        cpu = [p.cpu_times() for p in procs]
+        cpu = root.cpu_times()
+        rss = root.memory_info().rss
+        children = 0.0
+        for child in root.children(recursive=True):
+            try:  # a short-lived child may exit between the listing and the reading
+                with child.oneshot():
+                    times, rss = child.cpu_times(), rss + child.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+            children += times.user + times.system
         self.times.append(time.time())
-        self.supervisor.append(cpu[0].user + cpu[0].system)
-        self.children.append(sum(c.user + c.system for c in cpu[1:]))
+        self.supervisor.append(cpu.user + cpu.system)
+        self.children.append(children)
         self.database.append(db.server_cpu_seconds())
-        self.peak_rss = max(self.peak_rss, sum(p.memory_info().rss for p in procs))
+        self.peak_rss = max(self.peak_rss, rss)
 
     def at(self, series: list[float], when: float) -> float:
         """``series`` linearly interpolated at ``when``."""
