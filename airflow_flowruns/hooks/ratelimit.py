@@ -31,19 +31,24 @@ MAX_PAUSE_SECONDS = 60.0
 
 DECREASE_FACTOR = 0.5
 """Multiplicative decrease: after a 429 the rate drops to this share of what the platform was accepting."""
-INCREASE_PER_SECOND = 0.05
-"""Additive increase: requests per second gained per second without a 429, up to ``TARGET_SHARE`` of the
-rate that met the last 429. At 0.05 a halved 5 requests/s is back at 4.5 after 40 s."""
+PROBE_GROWTH_PER_SECOND = 0.07
+"""While the limit is still unknown the rate grows by this share per second (it doubles in ten seconds)
+until the next 429, so a first guess that was too low is corrected within seconds, not hours."""
+INCREASE_SHARE_PER_SECOND = 0.01
+"""Additive increase once the ceiling is known: this share of the ceiling gained per second without a 429,
+up to ``TARGET_SHARE`` of it. A halved rate is back at 90% of the ceiling after 40 s, whatever the plan."""
 TARGET_SHARE = 0.9
-"""The rate creeps back to this share of the one that met the last 429 and stays there, a margin below
-the limit, instead of climbing into the next 429."""
+"""The rate creeps back to this share of the ceiling and stays there, a margin below the limit, instead of
+climbing into the next 429."""
 CEILING_GROWTH_PER_HOUR = 0.05
 """Without a 429 the remembered ceiling itself grows by this share per hour, so a raised limit (a plan
 upgrade, another process gone quiet) is found again, slowly enough that one stays rare."""
-ACCEPTED_WINDOW_SECONDS = 2.0
-"""A 429's new rate is measured from the answers other than 429 received over this window."""
+ACCEPTED_WINDOW_SECONDS = 10.0
+"""A 429's rate is measured from the answers other than 429 received over this window. Ten seconds, because
+a token bucket also accepts the second's worth it banked: over this window that inflates the measure by a
+tenth at most, which ``TARGET_SHARE`` absorbs."""
 MEASURE_MIN_SECONDS = 0.25
-"""The shortest span the first measurement divides by, so a burst in the first instant is not read as a rate."""
+"""The shortest span a measurement divides by, so a burst in the first instant is not read as a rate."""
 MIN_RATE = 0.2
 """Never slower than one request every five seconds, whatever the 429s say."""
 
@@ -51,12 +56,17 @@ MIN_RATE = 0.2
 class AdaptiveRate:
     """Additive increase, multiplicative decrease of a connection's request rate, driven by 429s.
 
-    Until the first 429 there is no limit: the first one sets the ceiling to the rate the platform was
-    accepting just before (its answers other than 429 over the last two seconds); a later one sets it
-    to the rate in force. Either way the rate drops to half the ceiling (the 429s of requests already in
-    flight count as the same event) and then grows linearly back to 90% of it, where it stays: a margin
-    below the limit rather than a sawtooth through it. Not thread-safe: :class:`RequestScheduler` holds
-    its lock.
+    Until the first 429 there is no limit. A 429 measures the rate the platform was accepting (its answers
+    other than 429 over the last ``ACCEPTED_WINDOW_SECONDS``, never above the rate in force) and drops the
+    rate to half of it; the 429s of requests already in flight count as the same event.
+
+    What happens next depends on how much the measure saw. Before a whole window of answers (the start-up
+    burst) it is a guess: a bucket's banked tokens accepted in the first instant read as a rate above the
+    limit, and 429s answered before the slower accepted answers read as one far below it. So the guess sets
+    no ceiling: the rate grows by ``PROBE_GROWTH_PER_SECOND`` until the next 429, which comes within
+    seconds whichever way the guess was wrong. A 429 measured over a whole window sets the ceiling, and the
+    rate then grows linearly back to 90% of it and stays: a margin below the limit rather than a sawtooth
+    through it. Not thread-safe: :class:`RequestScheduler` holds its lock.
     """
 
     def __init__(self) -> None:
@@ -69,15 +79,18 @@ class AdaptiveRate:
         self.decreases = 0
 
     def current(self, now: float) -> float | None:
-        """The rate allowed now, after the additive increase since the last change."""
-        if self.rate is None or self.ceiling is None:
+        """The rate allowed now, after the growth since the last change."""
+        if self.rate is None:
             return None
         elapsed = now - self._changed
         if elapsed > 0:
-            self.ceiling *= 1 + CEILING_GROWTH_PER_HOUR * elapsed / 3600
-            target = TARGET_SHARE * self.ceiling
-            if self.rate < target:
-                self.rate = min(target, self.rate + INCREASE_PER_SECOND * elapsed)
+            if self.ceiling is None:
+                self.rate *= math.exp(PROBE_GROWTH_PER_SECOND * elapsed)
+            else:
+                self.ceiling *= 1 + CEILING_GROWTH_PER_HOUR * elapsed / 3600
+                target = TARGET_SHARE * self.ceiling
+                if self.rate < target:
+                    self.rate = min(target, self.rate + INCREASE_SHARE_PER_SECOND * self.ceiling * elapsed)
             self._changed = now
         return self.rate
 
@@ -91,15 +104,19 @@ class AdaptiveRate:
         """A 429: decrease once per congestion event (the pause it asked for, at least one second)."""
         if now < self._hold_until:
             return
-        rate = self.current(now)
-        if rate is None:
-            self._forget(now)
-            if not self._accepted:  # nothing measured yet: the pause alone answers this one
-                return
-            since = now - (self._first_answer if self._first_answer is not None else now)
-            rate = len(self._accepted) / min(ACCEPTED_WINDOW_SECONDS, max(MEASURE_MIN_SECONDS, since))
-        self.ceiling = max(MIN_RATE, rate)
-        self.rate = max(MIN_RATE, DECREASE_FACTOR * self.ceiling)
+        in_force = self.current(now)
+        self._forget(now)
+        seen = 0.0 if self._first_answer is None else now - self._first_answer
+        if self._accepted:
+            accepted = len(self._accepted) / min(ACCEPTED_WINDOW_SECONDS, max(MEASURE_MIN_SECONDS, seen))
+            measured = accepted if in_force is None else min(accepted, in_force)
+        elif in_force is not None:
+            measured = in_force
+        else:  # nothing measured yet: the pause alone answers this one
+            return
+        if self.ceiling is not None or seen >= ACCEPTED_WINDOW_SECONDS:
+            self.ceiling = max(MIN_RATE, measured)
+        self.rate = max(MIN_RATE, DECREASE_FACTOR * measured)
         self._changed = now
         self._hold_until = now + max(1.0, hold)
         self.decreases += 1
