@@ -6,12 +6,31 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+from airflow.providers.common.compat.sdk import Context, TaskDeferred
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_flowruns.exceptions import FlowRunFailedError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.operators.flow_run import FlowRunOperator
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 
 RECONCILIATION_FLOW = "dk4g1tUg1uHLs8YU"
+FLOW_RUN_XCOM_KEYS = {
+    "id",
+    "flow_id",
+    "platform",
+    "state",
+    "status",
+    "error",
+    "url",
+    "metadata",
+    "created_at",
+    "started_at",
+    "ended_at",
+    "duration_ms",
+}
+"""The keys of the run a ``FlowRunOperator`` pushes to XCom (and ``FlowRunsExportOperator`` writes a row of)."""
 
 
 async def collect_events(trigger: BaseTrigger) -> list[TriggerEvent]:
@@ -23,6 +42,25 @@ def run_trigger(trigger: BaseTrigger) -> dict[str, Any]:
     events = asyncio.run(collect_events(trigger))
     assert len(events) == 1, events
     return events[0].payload
+
+
+def finish(op: FlowRunOperator, context: Context) -> dict[str, Any]:
+    """Run the task to its end the way Airflow would, through the triggerer when it defers."""
+    try:
+        return op.execute(context)
+    except TaskDeferred as deferred:
+        return op.execute_complete(context, run_trigger(deferred.trigger))
+
+
+def check_review_policy(op: FlowRunOperator, context: Context, expected: str, failure: str) -> None:
+    """A run stopped for review under ``op``'s ``on_review``: the task fails with ``failure`` in its message
+    when ``expected`` is "error", else it ends with ``expected`` as the run's state or raw status."""
+    if expected == "error":
+        with pytest.raises(FlowRunFailedError, match=failure):
+            finish(op, context)
+        return
+    result = finish(op, context)
+    assert expected in (result["state"], result["status"])
 
 
 def follow(

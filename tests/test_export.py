@@ -17,7 +17,7 @@ from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.hooks.http import FlowRunsClient
 from airflow_flowruns.operators.export import FlowRunsExportOperator
 from conftest import API_KEY, Emulator, dags_test
-from helpers import RECONCILIATION_FLOW
+from helpers import FLOW_RUN_XCOM_KEYS, RECONCILIATION_FLOW
 
 DAY = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -54,20 +54,7 @@ def test_writes_exactly_the_runs_of_the_interval(tableflow_conn: str, emulator: 
     assert [row["id"] for row in written] == ids[24:48][::-1]
     assert written[-1]["created_at"] == "2026-03-02T00:00:00Z", "a run exactly at the start is in"
     assert ids[48] not in {row["id"] for row in written}, "a run exactly at the end is out"
-    assert set(written[0]) == {
-        "id",
-        "flow_id",
-        "platform",
-        "state",
-        "status",
-        "error",
-        "url",
-        "metadata",
-        "created_at",
-        "started_at",
-        "ended_at",
-        "duration_ms",
-    }
+    assert set(written[0]) == FLOW_RUN_XCOM_KEYS
 
 
 def test_states_filter_and_empty_interval(tableflow_conn: str, emulator: Emulator, tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from airflow_flowruns.platforms import RunState
 from airflow_flowruns.sensors.flow_run import FlowRunSensor
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from conftest import API_KEY, Emulator, dags_test, set_connection
-from helpers import run_trigger
+from helpers import check_review_policy, finish
 
 
 @pytest.fixture
@@ -45,13 +45,6 @@ def task(conn_id: str, pdf: Path, workflow: str = EXTEND_INVOICE_WORKFLOW, **kwa
         poll_interval=0.05,
         **kwargs,
     )
-
-
-def finish(op: FlowRunOperator, context: Context) -> dict[str, Any]:
-    try:
-        return op.execute(context)
-    except TaskDeferred as deferred:
-        return op.execute_complete(context, run_trigger(deferred.trigger))
 
 
 def wait_for(emulator: Emulator, run_id: str, status: str) -> None:
@@ -125,12 +118,7 @@ def test_review_policies(
 ) -> None:
     emulator.scenario(EXTEND_REVIEW_WORKFLOW, "extend", processing_seconds=0.05, review=True, review_seconds=2.0)
     op = task(extend_conn, pdf, EXTEND_REVIEW_WORKFLOW, deferrable=True, on_review=on_review)
-    if expected == "error":
-        with pytest.raises(FlowRunFailedError, match="human review"):
-            finish(op, context)
-        return
-    result = finish(op, context)
-    assert expected in (result["state"], result["status"])
+    check_review_policy(op, context, expected, "human review")
 
 
 def test_worker_on_kill_cancels(extend_conn: str, emulator: Emulator, pdf: Path, context: Context) -> None:

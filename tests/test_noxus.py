@@ -18,7 +18,7 @@ from airflow_flowruns.operators.flow_run import FlowRunOperator
 from airflow_flowruns.platforms import RunState
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from conftest import API_KEY, Emulator, dags_test, set_connection
-from helpers import run_trigger
+from helpers import check_review_policy, finish
 
 
 @pytest.fixture
@@ -29,13 +29,6 @@ def noxus_conn(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> str:
 def task(conn_id: str, pdf: Path, workflow: str = NOXUS_DOCUMENT_WORKFLOW, **kwargs: Any) -> FlowRunOperator:
     args = {"flow_id": workflow, "files": {"document": pdf}, "inputs": {"instructions": "Summarize"}, **kwargs}
     return FlowRunOperator(task_id="t", flowruns_conn_id=conn_id, poll_interval=0.05, **args)
-
-
-def finish(op: FlowRunOperator, context: Context) -> dict[str, Any]:
-    try:
-        return op.execute(context)
-    except TaskDeferred as deferred:
-        return op.execute_complete(context, run_trigger(deferred.trigger))
 
 
 def status_of(emulator: Emulator, run_id: str) -> str:
@@ -104,12 +97,7 @@ def test_review_policies(
 ) -> None:
     emulator.scenario(NOXUS_REVIEW_WORKFLOW, "noxus", processing_seconds=0.05, review=True, review_seconds=2.0)
     op = task(noxus_conn, pdf, NOXUS_REVIEW_WORKFLOW, deferrable=True, on_review=on_review)
-    if expected == "error":
-        with pytest.raises(FlowRunFailedError, match="awaiting_human_feedback"):
-            finish(op, context)
-        return
-    result = finish(op, context)
-    assert expected in (result["state"], result["status"])
+    check_review_policy(op, context, expected, "awaiting_human_feedback")
 
 
 def test_worker_on_kill_stops_the_run(noxus_conn: str, emulator: Emulator, pdf: Path, context: Context) -> None:

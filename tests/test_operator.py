@@ -17,7 +17,7 @@ from airflow_flowruns.exceptions import FlowRunFailedError, FlowRunTimeoutError
 from airflow_flowruns.operators.flow_run import FlowRunOperator, task_key
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from conftest import API_KEY, Emulator, pushed
-from helpers import RECONCILIATION_FLOW, run_trigger
+from helpers import FLOW_RUN_XCOM_KEYS, RECONCILIATION_FLOW, finish, run_trigger
 
 
 def reconcile(conn_id: str, pdfs: dict[str, Path], **kwargs: Any) -> FlowRunOperator:
@@ -53,20 +53,7 @@ def test_worker_path_uploads_everything_and_returns_the_run(
     assert run["file_metadata"] == {"purchase_order": {"po_number": "PO-123"}}
     assert run["guidance"] == {"purchase_order": "Strip a trailing REV:n from the PO number"}
 
-    assert set(result) == {
-        "id",
-        "flow_id",
-        "platform",
-        "state",
-        "status",
-        "error",
-        "url",
-        "metadata",
-        "created_at",
-        "started_at",
-        "ended_at",
-        "duration_ms",
-    }
+    assert set(result) == FLOW_RUN_XCOM_KEYS
     assert (result["id"], result["state"], result["status"]) == (run["id"], "succeeded", "completed")
     assert result["metadata"]["customer_id"] == "12345" and result["duration_ms"] >= 0
     assert pushed(ti) == {"flow_run_id": [run["id"]], "flow_run_url": [result["url"]]}
@@ -123,7 +110,7 @@ def test_review_succeed_returns_needs_review(
 ) -> None:
     emulator.scenario(TABLEFLOW_REVIEW_FLOW, processing_seconds=0.05, review=True)
     op = one_document(TABLEFLOW_REVIEW_FLOW, tableflow_conn, pdf, deferrable=deferrable)
-    result = finish_task(op, context)
+    result = finish(op, context)
     assert (result["state"], result["status"]) == ("needs_review", "review")
 
 
@@ -139,7 +126,7 @@ def test_review_wait_waits_for_the_final_state(
 ) -> None:
     emulator.scenario(TABLEFLOW_REVIEW_FLOW, processing_seconds=0.05, review=True, review_seconds=0.3)
     op = one_document(TABLEFLOW_REVIEW_FLOW, tableflow_conn, pdf, deferrable=True, on_review="wait")
-    result = finish_task(op, context)
+    result = finish(op, context)
     assert result["state"] == "succeeded"
     history = httpx.get(f"{emulator.url}/v2/flows/runs/{result['id']}", headers={"Authorization": f"Bearer {API_KEY}"})
     statuses = [h["status"] for h in history.json()["status_history"]]
@@ -152,18 +139,10 @@ def test_deadline_fails_the_task_and_says_the_run_keeps_going(
     emulator.scenario(TABLEFLOW_REVIEW_FLOW, processing_seconds=60)
     op = one_document(TABLEFLOW_REVIEW_FLOW, tableflow_conn, pdf, timeout=0.2, deferrable=True)
     with pytest.raises(FlowRunTimeoutError, match="TableFlow has no cancel call, so the run keeps going"):
-        finish_task(op, context)
+        finish(op, context)
 
 
 def one_document(flow_id: str, conn_id: str, pdf: Path, **kwargs: Any) -> FlowRunOperator:
     return FlowRunOperator(
         task_id="t", flowruns_conn_id=conn_id, flow_id=flow_id, files={"document": pdf}, poll_interval=0.05, **kwargs
     )
-
-
-def finish_task(op: FlowRunOperator, context: Context) -> dict[str, Any]:
-    """Run the task to its end the way Airflow would, through the triggerer when it defers."""
-    try:
-        return op.execute(context)
-    except TaskDeferred as deferred:
-        return op.execute_complete(context, run_trigger(deferred.trigger))
