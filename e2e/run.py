@@ -21,7 +21,6 @@ import json
 import random
 import secrets
 import shutil
-import sqlite3
 import sys
 import tempfile
 import time
@@ -40,7 +39,7 @@ from airflow_flowruns.platforms.start import TASK_KEY_FIELD
 from e2e.harness import Outcome, common_arguments, conduct, counts, scan_for_key, start_emulator
 from e2e.retry_rule import EXPECTED_TASK_STATE, retry_problems, run_of
 from e2e.secret_scan import Findings, scan_sqlite
-from e2e.stack import BIN, AirflowApi, E2EError, Stack, wait_for
+from e2e.stack import BIN, AirflowApi, E2EError, Stack, read_only, wait_for
 from e2e.worker_kill import MappedTask, WorkerKiller
 
 HERE = Path(__file__).resolve().parent
@@ -355,7 +354,7 @@ class E2E:
     def read_tasks(self) -> tuple[dict[int, str], dict[int, int], dict[int, str]]:
         """State and try number of every mapped task instance, and the run id each pushed to XCom."""
         where = "dag_id = ? AND run_id = ? AND task_id = ?"
-        with sqlite3.connect(f"file:{self.stack.home / 'airflow.db'}?mode=ro", uri=True) as db:
+        with read_only(self.stack.home / "airflow.db") as db:
             rows = db.execute(
                 f"SELECT map_index, state, try_number FROM task_instance WHERE {where}", (DAG_ID, RUN_ID, TASK_ID)
             ).fetchall()

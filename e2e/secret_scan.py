@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 import zlib
 from collections import Counter
 from collections.abc import Iterable
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
+
+from e2e.stack import read_only
 
 
 @dataclass
@@ -59,7 +60,7 @@ def scan_sqlite(findings: Findings, db: Path, *, fernet_key: str | None = None, 
     With ``fernet_key``, trigger kwargs are decrypted first; the connection table stays encrypted,
     since keeping the key there, encrypted, is its job.
     """
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+    with read_only(db) as conn:
         names = list(tables) or [
             name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
         ]

@@ -14,10 +14,11 @@ import os
 import secrets
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +31,14 @@ T = TypeVar("T")
 
 class E2EError(Exception):
     """The environment did not come up or behave as the run needs; not a finding about the provider."""
+
+
+@contextlib.contextmanager
+def read_only(db: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to a SQLite database that Airflow keeps writing, closed when done (a
+    ``with sqlite3.connect(...)`` block only commits; the connection and its file stay open)."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as conn:
+        yield conn
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval: float = 0.5) -> T:

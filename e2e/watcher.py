@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from airflow_flowruns.emulator import config as emulator_config
 from e2e.harness import Outcome, common_arguments, conduct, counts, scan_for_key, start_emulator
 from e2e.retry_rule import phases_of
 from e2e.secret_scan import Findings, scan_sqlite
-from e2e.stack import BIN, AirflowApi, Stack, wait_for
+from e2e.stack import BIN, AirflowApi, Stack, read_only, wait_for
 
 HERE = Path(__file__).resolve().parent
 DAG_FILE = HERE / "dags" / "flowruns_watcher_e2e.py"
@@ -117,8 +118,8 @@ class WatcherE2E:
         wait_for("both watchers to store their start position", self.positions_stored, timeout=240, interval=1)
         self.log("Airflow is up; both watchers have stored where they start")
 
-    def db(self) -> sqlite3.Connection:
-        return sqlite3.connect(f"file:{self.stack.home / 'airflow.db'}?mode=ro", uri=True, timeout=30)
+    def db(self) -> AbstractContextManager[sqlite3.Connection]:
+        return read_only(self.stack.home / "airflow.db")
 
     def positions_stored(self) -> bool | None:
         self.stack.check_alive()
