@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sqlite3
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from airflow_flowruns.connection_forms import FORMS
 from airflow_flowruns.emulator import EmulatorServer
 from airflow_flowruns.links import FLOW_RUN_URL_KEY
-from e2e.stack import BIN, AirflowApi, E2EError, Stack, wait_for
+from e2e.stack import BIN, AirflowApi, E2EError, Stack, read_only, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DAG_ID = "tableflow_invoice_reconciliation"
@@ -145,7 +144,7 @@ def finished_run(stack: Stack, emulator_url: str, data: Path) -> tuple[str, str]
         {"conn_type": "tableflow", "password": API_KEY, "host": emulator_url}
     )
     stack.run("dags-test", [str(BIN / "airflow"), "dags", "test", DAG_ID], timeout=600)
-    with sqlite3.connect(stack.home / "airflow.db") as db:
+    with read_only(stack.home / "airflow.db") as db:
         run_id, state = db.execute("SELECT run_id, state FROM dag_run WHERE dag_id = ?", (DAG_ID,)).fetchone()
         (url,) = db.execute(
             "SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = 'reconcile' AND key = ?",
