@@ -8,7 +8,8 @@ Each extra field carries its real default as the field's value: Airflow 3.3's fo
 no placeholders for extra fields), so a new connection starts from what the code would apply anyway.
 Airflow calls ``get_provider_info`` while it is still importing itself, so this module imports nothing
 from Airflow or from the rest of the package: the defaults are written here, and a test checks them
-against the code that applies them (``HttpOptions``, the platform classes).
+against the code that applies them (``HttpOptions``, the platform classes). Each platform's own fields are
+in its folder's facts (``platforms/<name>/__init__.py``).
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ _CLIENT_FIELDS: tuple[ExtraField, ...] = (
 """The HTTP client settings every platform's connection takes (read by ``HttpOptions.from_extras``)."""
 
 
-def _run_url_template(default: str) -> ExtraField:
+def run_url_template_field(default: str) -> ExtraField:
     return ExtraField(
         "run_url_template",
         "Run URL template",
@@ -132,12 +133,15 @@ def _run_url_template(default: str) -> ExtraField:
     )
 
 
-_API_KEY_HOST: dict[str, str] = {"host": "API base URL (optional)", "password": "API key"}
+API_KEY_HOST: dict[str, str] = {"host": "API base URL (optional)", "password": "API key"}
 _STANDARD: tuple[StandardField, ...] = ("host", "schema", "port", "login", "password")
 
 
-def _form(label: str, base_url: str, relabeling: Mapping[str, str], extras: tuple[ExtraField, ...]) -> ConnectionForm:
-    """A standard field left out of ``relabeling`` is hidden; the client settings follow the platform's extras."""
+def platform_form(
+    label: str, base_url: str, relabeling: Mapping[str, str], extras: tuple[ExtraField, ...]
+) -> ConnectionForm:
+    """A platform's form: a standard field left out of ``relabeling`` is hidden; the client settings every
+    connection takes follow the platform's own extras."""
     return ConnectionForm(
         label=label,
         hidden=tuple(name for name in _STANDARD if name not in relabeling),
@@ -147,64 +151,11 @@ def _form(label: str, base_url: str, relabeling: Mapping[str, str], extras: tupl
     )
 
 
-FORMS: dict[str, ConnectionForm] = {
-    "tableflow": _form(
-        "TableFlow",
-        "https://api.tableflow.com/v2",
-        _API_KEY_HOST,
-        (_run_url_template("{base_url}/flows/runs/{run_id}"),),
-    ),
-    "extend": _form(
-        "Extend",
-        "https://api.extend.ai",
-        _API_KEY_HOST,
-        (
-            ExtraField(
-                "api_version",
-                "API version",
-                "string",
-                "Sent as x-extend-api-version on every call. Default 2026-02-09.",
-                "2026-02-09",
-            ),
-            ExtraField(
-                "workspace_id",
-                "Workspace id",
-                "string",
-                "Sent as x-extend-workspace-id; needed with organization-scoped API keys.",
-            ),
-        ),
-    ),
-    "noxus": _form(
-        "Noxus",
-        "https://backend.noxus.ai",
-        _API_KEY_HOST,
-        (_run_url_template("{base_url}/v1/workflows/{flow_id}/runs/{run_id}"),),
-    ),
-    "stackai": _form(
-        "StackAI",
-        "https://api.stack-ai.com",
-        {**_API_KEY_HOST, "login": "OAuth username (optional)", "password": "API key, or OAuth password"},
-        (
-            ExtraField("org_id", "Organization id", "string", "The StackAI organization id (required)."),
-            ExtraField(
-                "token_url",
-                "OAuth token URL (optional)",
-                "string",
-                "With a login set, the username and password are exchanged here for a bearer token "
-                "instead of using the password as API key. Relative to the API base URL or absolute.",
-            ),
-        ),
-    ),
-}
-"""One form per connection type (the platform's ``name``)."""
+def form_of(conn_type: str) -> ConnectionForm:
+    """The form of a registered platform's connection type (the registry is read when asked, not imported)."""
+    from airflow_flowruns.platforms import facts_of
 
-
-def with_connection_forms(connection_types: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Provider-info ``connection-types`` entries completed with each type's display name and form."""
-    return [
-        {"hook-name": FORMS[entry["connection-type"]].label, **entry} | FORMS[entry["connection-type"]].provider_info()
-        for entry in connection_types
-    ]
+    return facts_of(conn_type).form
 
 
 H = TypeVar("H", bound=type)
@@ -221,8 +172,16 @@ def has_connection_form(hook: H) -> H:
         "get_ui_field_behaviour": ConnectionForm.ui_field_behaviour,
     }
     for name, build in builders.items():
-        setattr(hook, name, classmethod(lambda cls, build=build: build(FORMS[cls.conn_type])))
+        setattr(hook, name, classmethod(lambda cls, build=build: build(form_of(cls.conn_type))))
     return hook
 
 
-__all__ = ["FORMS", "ConnectionForm", "ExtraField", "has_connection_form", "with_connection_forms"]
+__all__ = [
+    "API_KEY_HOST",
+    "ConnectionForm",
+    "ExtraField",
+    "form_of",
+    "has_connection_form",
+    "platform_form",
+    "run_url_template_field",
+]

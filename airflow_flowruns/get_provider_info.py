@@ -5,15 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_flowruns import __version__
-from airflow_flowruns.connection_forms import FORMS, with_connection_forms
-
-INTEGRATIONS: dict[str, str] = {
-    "tableflow": "https://tableflow.com",
-    "extend": "https://www.extend.ai",
-    "noxus": "https://noxus.ai",
-    "stackai": "https://www.stack-ai.com",
-}
-"""One integration per platform (its connection type), with the vendor's site."""
+from airflow_flowruns.platforms import registered
 
 MODULES: dict[str, list[str]] = {
     "operators": [
@@ -49,26 +41,30 @@ CONFIG: dict[str, Any] = {
 
 
 def get_provider_info() -> dict[str, Any]:
-    labels = {conn_type: FORMS[conn_type].label for conn_type in INTEGRATIONS}
+    """Built from the platform registry: one integration and one connection type per registered platform."""
+    platforms = registered()
     return {
         "package-name": "airflow-flowruns",
         "name": "Flow runs",
         "description": "Start document-AI flow runs (TableFlow, Extend, Noxus, StackAI) and wait for them.",
         "versions": [__version__],
         "integrations": [
-            {"integration-name": labels[conn_type], "external-doc-url": url, "tags": ["service"]}
-            for conn_type, url in INTEGRATIONS.items()
+            {"integration-name": facts.label, "external-doc-url": facts.integration_url, "tags": ["service"]}
+            for facts in platforms
         ],
         **{
-            section: [{"integration-name": label, "python-modules": modules} for label in labels.values()]
+            section: [{"integration-name": facts.label, "python-modules": modules} for facts in platforms]
             for section, modules in MODULES.items()
         },
-        "connection-types": with_connection_forms(
-            [
-                {"connection-type": conn_type, "hook-class-name": f"airflow_flowruns.hooks.flow_run.{label}Hook"}
-                for conn_type, label in labels.items()
-            ]
-        ),
+        "connection-types": [
+            {
+                "hook-name": facts.label,
+                "connection-type": facts.name,
+                "hook-class-name": facts.hook_class_name,
+                **facts.form.provider_info(),
+            }
+            for facts in platforms
+        ],
         "extra-links": ["airflow_flowruns.links.FlowRunLink"],
         "config": CONFIG,
     }

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     from airflow_flowruns.operators.flow_run import FlowRunOperator
     from airflow_flowruns.outputs.landing import Landing
-    from airflow_flowruns.platforms import FlowRun
+    from airflow_flowruns.platforms.base import FlowRun
 
 
 @define

@@ -1,6 +1,6 @@
 """Benchmark 6: what reading answers within ``max_response_bytes`` costs per poll.
 
-Every answer is read through ``BoundedBody`` (hooks/http/body.py), which counts decompressed bytes as they
+Every answer is read through ``BoundedBody`` (client/body.py), which counts decompressed bytes as they
 arrive. The baseline reads the same answer of the same request on the same client the plain way
 (``response.read()`` in httpx, ``await response.read()`` in aiohttp), in the same run, the variants taking
 turns round by round (in alternating order), so drift on a shared machine falls on both alike. Two
@@ -24,12 +24,12 @@ from typing import Any, TypeVar
 
 import httpx
 
-from airflow_flowruns.emulator.config import TABLEFLOW_RECONCILIATION_FLOW
+from airflow_flowruns.client.async_client import AsyncFlowRunsClient
+from airflow_flowruns.client.body import BoundedBody, build_request
+from airflow_flowruns.client.options import DEFAULT_MAX_RESPONSE_BYTES
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.hooks.http.async_client import AsyncFlowRunsClient
-from airflow_flowruns.hooks.http.body import BoundedBody, build_request
-from airflow_flowruns.hooks.http.options import DEFAULT_MAX_RESPONSE_BYTES
 from airflow_flowruns.platforms.base import ApiCall, RunQuery
+from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_RECONCILIATION_FLOW
 from benchmarks.common import Emulator
 
 T = TypeVar("T")

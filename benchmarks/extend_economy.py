@@ -24,11 +24,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from airflow_flowruns.emulator.config import EXTEND_INVOICE_WORKFLOW
+from airflow_flowruns.client.async_client import AsyncFlowRunsClient
+from airflow_flowruns.client.ratelimit import MAX_PAUSE_SECONDS, RequestScheduler, scheduler_for
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.hooks.http.async_client import AsyncFlowRunsClient
-from airflow_flowruns.hooks.ratelimit import MAX_PAUSE_SECONDS, RequestScheduler, scheduler_for
-from airflow_flowruns.platforms import FlowRun
+from airflow_flowruns.platforms.base import FlowRun
+from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from benchmarks.common import Emulator, emulator, percentile
 

@@ -40,7 +40,8 @@ from typing import Any
 
 import psutil
 
-from airflow_flowruns.emulator.config import EXTEND_INVOICE_WORKFLOW, TABLEFLOW_SMALL_FILE_FLOW
+from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
+from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_SMALL_FILE_FLOW
 from benchmarks.common import Emulator, percentile
 from benchmarks.real_triggerer_metadata import MetadataDb
 from benchmarks.real_triggerer_triggers import CANARY_TASK, FOLLOW_TASK

@@ -20,7 +20,7 @@ from airflow.sdk import DAG
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_flowruns.operators.flow_run import FlowRunOperator
-from airflow_flowruns.platforms import FlowRun
+from airflow_flowruns.platforms.base import FlowRun
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from benchmarks.trigger_density import SessionPerPollTrigger
 

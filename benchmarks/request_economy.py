@@ -11,8 +11,8 @@ import asyncio
 import time
 from typing import Any
 
-from airflow_flowruns.emulator.config import TABLEFLOW_RECONCILIATION_FLOW
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_RECONCILIATION_FLOW
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from benchmarks.common import Emulator
 

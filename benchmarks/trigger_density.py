@@ -19,10 +19,10 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from airflow_flowruns.emulator.config import TABLEFLOW_RECONCILIATION_FLOW
+from airflow_flowruns.client import HttpOptions
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.hooks.http import HttpOptions
-from airflow_flowruns.platforms import FlowRun
+from airflow_flowruns.platforms.base import FlowRun
+from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_RECONCILIATION_FLOW
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from benchmarks.common import Emulator, percentile
 

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from airflow_flowruns.emulator.config import TABLEFLOW_LARGE_FILE_FLOW
+from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_LARGE_FILE_FLOW
 from benchmarks.common import API_KEY, Emulator
 
 ROUNDS = 3
@@ -31,7 +31,7 @@ PROVIDER_UPLOAD = """
 import json, sys, time
 from pathlib import Path
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.platforms import StartRequest
+from airflow_flowruns.platforms.start import StartRequest
 from benchmarks.peak_memory import peak_kib, reset_peak
 
 hook = FlowRunsHook("bench_upload")

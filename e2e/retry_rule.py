@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_flowruns.emulator.app import PLATFORM_MODULES
+from airflow_flowruns.platforms import emulator_parts
 
 CANCELLED_STATUSES = frozenset({"CANCELLED", "REJECTED", "stopped", "cancelled"})
 """Raw statuses of a run stopped or rejected rather than scripted to an outcome: the phase ``cancelled``."""
@@ -44,7 +44,7 @@ class Run:
 @functools.cache
 def phases_of() -> dict[str, dict[str, str]]:
     """Raw status to emulator phase per platform: the emulator, not the provider, says how a run ended."""
-    return {m.PLATFORM: {raw: phase for phase, raw in m.STATUSES.items()} for m in PLATFORM_MODULES}
+    return {m.PLATFORM: {raw: phase for phase, raw in m.STATUSES.items()} for m in emulator_parts()}
 
 
 def phase_of(platform: str, status: str) -> str:

@@ -33,9 +33,18 @@ from typing import Any
 
 import httpx
 
-from airflow_flowruns.emulator import config as emulator_config
 from airflow_flowruns.operators.flow_run import task_key
+from airflow_flowruns.platforms.extend.emulator import (
+    EXTEND_FAILING_WORKFLOW,
+    EXTEND_INVOICE_WORKFLOW,
+    EXTEND_REVIEW_WORKFLOW,
+)
 from airflow_flowruns.platforms.start import TASK_KEY_FIELD
+from airflow_flowruns.platforms.tableflow.emulator import (
+    TABLEFLOW_FAILING_FLOW,
+    TABLEFLOW_REVIEW_FLOW,
+    TABLEFLOW_SMALL_FILE_FLOW,
+)
 from e2e.harness import Outcome, common_arguments, conduct, counts, scan_for_key, start_emulator
 from e2e.retry_rule import EXPECTED_TASK_STATE, retry_problems, run_of
 from e2e.secret_scan import Findings, scan_sqlite
@@ -60,17 +69,17 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "tableflow": Profile(
         flows={
-            "completed": emulator_config.TABLEFLOW_SMALL_FILE_FLOW,
-            "failed": emulator_config.TABLEFLOW_FAILING_FLOW,
-            "review": emulator_config.TABLEFLOW_REVIEW_FLOW,
+            "completed": TABLEFLOW_SMALL_FILE_FLOW,
+            "failed": TABLEFLOW_FAILING_FLOW,
+            "review": TABLEFLOW_REVIEW_FLOW,
         },
         files=lambda path: {"document": str(path)},
     ),
     "extend": Profile(
         flows={
-            "completed": emulator_config.EXTEND_INVOICE_WORKFLOW,
-            "failed": emulator_config.EXTEND_FAILING_WORKFLOW,
-            "review": emulator_config.EXTEND_REVIEW_WORKFLOW,
+            "completed": EXTEND_INVOICE_WORKFLOW,
+            "failed": EXTEND_FAILING_WORKFLOW,
+            "review": EXTEND_REVIEW_WORKFLOW,
         },
         files=lambda path: {"file": str(path)},
     ),

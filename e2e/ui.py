@@ -32,9 +32,9 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from airflow_flowruns.connection_forms import FORMS
 from airflow_flowruns.emulator import EmulatorServer
 from airflow_flowruns.links import FLOW_RUN_URL_KEY
+from airflow_flowruns.platforms import facts_of, registered
 from e2e.stack import BIN, AirflowApi, E2EError, Stack, read_only, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +81,7 @@ def by_text(driver: WebDriver, tag: str, text: str) -> list[WebElement]:
 
 def check_connection_form(driver: WebDriver, url: str, conn_type: str, shots: Path) -> list[str]:
     """Open Add Connection, pick the platform's type, and list what the form does not show as it should."""
-    form = FORMS[conn_type]
+    form = facts_of(conn_type).form
     driver.get(f"{url}/connections")
     wait_until(driver, "the Add Connection button", lambda d: by_text(d, "button", "Add Connection"))[0].click()
     dialog = wait_until(driver, "the Add Connection form", lambda d: d.find_elements(By.CSS_SELECTOR, "[role=dialog]"))[
@@ -177,7 +177,7 @@ def main() -> int:
             run_id, run_url = finished_run(stack, emulator.url, data)
             with browser(root / "chromium-profile") as driver:
                 problems = [
-                    p for conn_type in FORMS for p in check_connection_form(driver, stack.api_url, conn_type, shots)
+                    p for facts in registered() for p in check_connection_form(driver, stack.api_url, facts.name, shots)
                 ]
                 problems += check_task_link(driver, stack.api_url, run_id, run_url, shots)
         except (E2EError, WebDriverException) as exc:
@@ -187,7 +187,7 @@ def main() -> int:
             stack.stop()
     for problem in problems:
         print(f"ui: {problem}")
-    print(f"ui: {len(FORMS)} connection forms and the task's Open flow run link checked; screenshots in {shots}")
+    print(f"ui: {len(registered())} connection forms and the task's Open flow run link checked; screenshots in {shots}")
     return 1 if problems else 0
 
 

@@ -13,17 +13,15 @@ import pytest
 from airflow.providers.common.compat.sdk import Context
 from pytest_mock import MockerFixture
 
+from airflow_flowruns.client import HttpOptions
 from airflow_flowruns.emulator import EmulatorServer
 from airflow_flowruns.emulator import cli as emulator_cli
-from airflow_flowruns.emulator.config import (
-    EXTEND_INVOICE_WORKFLOW,
-    NOXUS_DOCUMENT_WORKFLOW,
-    STACKAI_FLOW,
-)
 from airflow_flowruns.emulator.server import NotLoopback
 from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError
-from airflow_flowruns.hooks.http import HttpOptions
 from airflow_flowruns.operators.flow_run import FlowRunOperator
+from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
+from airflow_flowruns.platforms.noxus.emulator import NOXUS_DOCUMENT_WORKFLOW
+from airflow_flowruns.platforms.stackai.emulator import STACKAI_FLOW
 from airflow_flowruns.sensors.flow_run import FlowRunSensor
 from conftest import API_KEY, Emulator, set_connection
 from helpers import RECONCILIATION_FLOW

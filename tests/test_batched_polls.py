@@ -11,10 +11,9 @@ from urllib.parse import parse_qs
 import pytest
 
 import helpers
-from airflow_flowruns.emulator.config import STACKAI_FLOW, STACKAI_ORG
-from airflow_flowruns.hooks import batching
+from airflow_flowruns.client import AsyncFlowRunsClient, batching
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.hooks.http import AsyncFlowRunsClient
+from airflow_flowruns.platforms.stackai.emulator import STACKAI_FLOW, STACKAI_ORG
 from conftest import FAST_RETRIES, Emulator, set_connection
 from helpers import RECONCILIATION_FLOW
 

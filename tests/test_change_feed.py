@@ -16,12 +16,11 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from airflow_flowruns.emulator.config import EXTEND_INVOICE_WORKFLOW
-from airflow_flowruns.hooks import feed
+from airflow_flowruns.client import AsyncFlowRunsClient, feed
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.hooks.http import AsyncFlowRunsClient
-from airflow_flowruns.platforms import ApiCall, FlowRun, RunQuery, extend
-from airflow_flowruns.platforms.base import ChangesPage
+from airflow_flowruns.platforms.base import ApiCall, ChangesPage, FlowRun, RunQuery
+from airflow_flowruns.platforms.extend import api as extend
+from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from conftest import Emulator, set_connection
 from helpers import follow

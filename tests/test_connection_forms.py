@@ -13,13 +13,18 @@ from unittest.mock import MagicMock
 import pytest
 from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
 
-from airflow_flowruns.connection_forms import FORMS, ExtraField
+from airflow_flowruns.client import HttpOptions
+from airflow_flowruns.connection_forms import ExtraField
 from airflow_flowruns.get_provider_info import get_provider_info
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.hooks.http import HttpOptions
-from airflow_flowruns.platforms import PLATFORMS, extend, noxus, tableflow
+from airflow_flowruns.platforms import PLATFORMS, registered
+from airflow_flowruns.platforms.extend import api as extend
+from airflow_flowruns.platforms.noxus import api as noxus
+from airflow_flowruns.platforms.tableflow import api as tableflow
 from airflow_flowruns.version_compat import AIRFLOW_V_3_2_PLUS, AIRFLOW_V_3_3_PLUS
 from conftest import AIRFLOW, API_KEY, Emulator, airflow_env, set_connection
+
+FORMS = {facts.name: facts.form for facts in registered()}
 
 
 def hook_classes() -> dict[str, type[FlowRunsHook]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_flowruns.emulator.config import EXTEND_INVOICE_WORKFLOW
+from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
 from conftest import Emulator
 from e2e.retry_rule import Run, retry_problems, run_of
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from airflow_flowruns.emulator.config import EXTEND_INVOICE_WORKFLOW
-from airflow_flowruns.hooks.http.proxies import environment_proxy
+from airflow_flowruns.client.proxies import environment_proxy
+from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from conftest import Emulator, set_connection
 from test_hostile_platform import followed

@@ -12,10 +12,10 @@ import pytest
 from airflow.providers.common.compat.sdk import Context
 from pytest_mock import MockerFixture
 
-from airflow_flowruns.emulator.config import TABLEFLOW_REVIEW_FLOW
+from airflow_flowruns.client import FlowRunsClient
 from airflow_flowruns.exceptions import FlowRunsConfigError
-from airflow_flowruns.hooks.http import FlowRunsClient
 from airflow_flowruns.operators.export import FlowRunsExportOperator
+from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_REVIEW_FLOW
 from conftest import API_KEY, Emulator, dags_test
 from helpers import FLOW_RUN_XCOM_KEYS, RECONCILIATION_FLOW
 

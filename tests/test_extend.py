@@ -14,7 +14,6 @@ from airflow.providers.common.compat.sdk import Context
 from airflow.sdk.exceptions import TaskDeferred
 from pytest_mock import MockerFixture
 
-from airflow_flowruns.emulator.config import EXTEND_FAILING_WORKFLOW, EXTEND_INVOICE_WORKFLOW, EXTEND_REVIEW_WORKFLOW
 from airflow_flowruns.exceptions import (
     FlowRunFailedError,
     FlowRunsApiError,
@@ -23,7 +22,12 @@ from airflow_flowruns.exceptions import (
 )
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.operators.flow_run import FlowRunOperator
-from airflow_flowruns.platforms import RunState
+from airflow_flowruns.platforms.base import RunState
+from airflow_flowruns.platforms.extend.emulator import (
+    EXTEND_FAILING_WORKFLOW,
+    EXTEND_INVOICE_WORKFLOW,
+    EXTEND_REVIEW_WORKFLOW,
+)
 from airflow_flowruns.sensors.flow_run import FlowRunSensor
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from conftest import API_KEY, Emulator, dags_test, set_connection

@@ -15,20 +15,13 @@ from typing import Any
 import pytest
 
 from airflow_flowruns.exceptions import FlowRunsConfigError
-from airflow_flowruns.platforms import (
-    PLATFORMS,
-    ApiCall,
-    ConnectionSettings,
-    Platform,
-    RunQuery,
-    RunsPage,
-    RunState,
-    StartRequest,
-    extend,
-    noxus,
-    stackai,
-    tableflow,
-)
+from airflow_flowruns.platforms import PLATFORMS
+from airflow_flowruns.platforms.base import ApiCall, ConnectionSettings, Platform, RunQuery, RunsPage, RunState
+from airflow_flowruns.platforms.extend import api as extend
+from airflow_flowruns.platforms.noxus import api as noxus
+from airflow_flowruns.platforms.stackai import api as stackai
+from airflow_flowruns.platforms.start import StartRequest
+from airflow_flowruns.platforms.tableflow import api as tableflow
 
 GOLDEN = Path(__file__).parent / "golden"
 EXTRAS: dict[str, dict[str, Any]] = {"stackai": {"org_id": "org_1"}}

@@ -16,7 +16,8 @@ from airflow_flowruns.exceptions import (
     FlowRunsResponseError,
 )
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.platforms import ApiCall, RunState, StartRequest, UploadFile
+from airflow_flowruns.platforms.base import ApiCall, RunState
+from airflow_flowruns.platforms.start import StartRequest, UploadFile
 from conftest import API_KEY, Emulator, set_connection
 from helpers import RECONCILIATION_FLOW
 

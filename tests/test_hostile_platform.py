@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
+from airflow_flowruns.client.ratelimit import RequestScheduler, scheduler_for
 from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.hooks.ratelimit import RequestScheduler, scheduler_for
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from conftest import set_connection
 from helpers import collect_events

@@ -18,9 +18,9 @@ import traceback
 import httpx
 import pytest
 
+from airflow_flowruns.client.auth import bounded_auth
 from airflow_flowruns.exceptions import FlowRunsError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.hooks.http.auth import bounded_auth
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from conftest import FAST_RETRIES
 from hostile_server import FLOW_ID, MODES, RUN_ID, Exchange, HostileServer

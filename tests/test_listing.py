@@ -9,16 +9,13 @@ from typing import Any
 
 import pytest
 
-from airflow_flowruns.emulator.config import (
-    EXTEND_INVOICE_WORKFLOW,
-    NOXUS_DOCUMENT_WORKFLOW,
-    STACKAI_FLOW,
-    STACKAI_ORG,
-    TABLEFLOW_REVIEW_FLOW,
-)
 from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.platforms import RunState
+from airflow_flowruns.platforms.base import RunState
+from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
+from airflow_flowruns.platforms.noxus.emulator import NOXUS_DOCUMENT_WORKFLOW
+from airflow_flowruns.platforms.stackai.emulator import STACKAI_FLOW, STACKAI_ORG
+from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_REVIEW_FLOW
 from conftest import Emulator, set_connection
 from helpers import RECONCILIATION_FLOW
 

@@ -11,11 +11,15 @@ import pytest
 from airflow.providers.common.compat.sdk import Context
 from airflow.sdk.exceptions import TaskDeferred
 
-from airflow_flowruns.emulator.config import NOXUS_DOCUMENT_WORKFLOW, NOXUS_FAILING_WORKFLOW, NOXUS_REVIEW_WORKFLOW
 from airflow_flowruns.exceptions import FlowRunFailedError, FlowRunsApiError, FlowRunsConfigError, FlowRunTimeoutError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.operators.flow_run import FlowRunOperator
-from airflow_flowruns.platforms import RunState
+from airflow_flowruns.platforms.base import RunState
+from airflow_flowruns.platforms.noxus.emulator import (
+    NOXUS_DOCUMENT_WORKFLOW,
+    NOXUS_FAILING_WORKFLOW,
+    NOXUS_REVIEW_WORKFLOW,
+)
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from conftest import API_KEY, Emulator, dags_test, set_connection
 from helpers import check_review_policy, finish

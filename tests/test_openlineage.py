@@ -15,10 +15,10 @@ from airflow.providers.openlineage.extractors.manager import ExtractorManager
 from openlineage.client.serde import Serde
 from pytest_mock import MockerFixture
 
-from airflow_flowruns.emulator.config import TABLEFLOW_FAILING_FLOW
 from airflow_flowruns.exceptions import FlowRunFailedError
 from airflow_flowruns.lineage import file_dataset
 from airflow_flowruns.operators.flow_run import FlowRunOperator
+from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_FAILING_FLOW
 from conftest import API_KEY, Emulator, dags_test
 
 

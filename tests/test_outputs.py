@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from airflow_flowruns.outputs import READERS, reader_for
 from airflow_flowruns.outputs.model import KINDS, ApiDownload, PresignedDownload, Review, outputs_document, safe_segment
-from airflow_flowruns.platforms import PLATFORMS, ConnectionSettings
+from airflow_flowruns.platforms import PLATFORMS, output_reader
+from airflow_flowruns.platforms.base import ConnectionSettings
 from conftest import ROOT
 
 GOLDEN = Path(__file__).parent / "outputs_golden"
@@ -27,11 +27,11 @@ def by_name(outputs: list[Any]) -> dict[str, Any]:
 
 
 def test_every_platform_has_an_outputs_reader() -> None:
-    assert set(READERS) == set(PLATFORMS)
+    assert all(output_reader(name) for name in PLATFORMS)
 
 
 def test_extend_fields_classification_and_splits_with_the_review_that_changed_a_value() -> None:
-    read = reader_for("extend").read(golden("extend_workflow_run_reviewed.json"))
+    read = output_reader("extend").read(golden("extend_workflow_run_reviewed.json"))
     outputs = by_name(read.outputs)
     assert read.reviewed is True
     assert outputs["Document type"].kind == "classification"
@@ -66,7 +66,7 @@ def test_extend_fields_classification_and_splits_with_the_review_that_changed_a_
 
 
 def test_extend_legacy_extraction_output() -> None:
-    read = reader_for("extend").read(golden("extend_workflow_run_legacy.json"))
+    read = output_reader("extend").read(golden("extend_workflow_run_legacy.json"))
     outputs = by_name(read.outputs)
     assert (outputs["vendor"].value, outputs["vendor"].confidence) == ("Globex Corporation", 0.91)
     assert (outputs["total"].value, outputs["total"].confidence, outputs["total"].step) == (88.0, None, "Extraction")
@@ -75,12 +75,12 @@ def test_extend_legacy_extraction_output() -> None:
 
 def test_extend_run_without_results_has_no_outputs() -> None:
     run = golden("extend_workflow_run_reviewed.json")
-    read = reader_for("extend").read({**run, "stepRuns": []})
+    read = output_reader("extend").read({**run, "stepRuns": []})
     assert read.outputs == [] and read.files == []
 
 
 def test_noxus_output_values_and_files_fetched_with_the_key() -> None:
-    read = reader_for("noxus").read(golden("noxus_run.json"))
+    read = output_reader("noxus").read(golden("noxus_run.json"))
     outputs = by_name(read.outputs)
     assert outputs["summary"].kind == "text"
     assert outputs["fields"].kind == "data" and outputs["fields"].value["total"] == 1243.5
@@ -103,18 +103,18 @@ def test_noxus_output_values_and_files_fetched_with_the_key() -> None:
 
 
 def test_stackai_outputs_by_node_from_the_json_encoded_listing_item() -> None:
-    read = reader_for("stackai").read(golden("stackai_listing_item.json"))
+    read = output_reader("stackai").read(golden("stackai_listing_item.json"))
     outputs = by_name(read.outputs)
     assert outputs["out-0"].kind == "text" and outputs["out-0"].value.startswith("The contract")
     assert outputs["out-1"].kind == "data" and outputs["out-1"].value == {"renewal": "2025-07-01", "risk": "low"}
     assert read.files == []
     # the run answer, where the listing does not show the run yet, reads the same
-    answer = reader_for("stackai").read({"run_id": "x", "outputs": {"out-0": "done"}})
+    answer = output_reader("stackai").read({"run_id": "x", "outputs": {"out-0": "done"}})
     assert [(o.name, o.value) for o in answer.outputs] == [("out-0", "done")]
 
 
 def test_tableflow_drive_files_are_references_only() -> None:
-    read = reader_for("tableflow").read(golden("tableflow_run.json"))
+    read = output_reader("tableflow").read(golden("tableflow_run.json"))
     (output,) = read.outputs
     assert output.kind == "file_reference" and output.name == "reconciliation.xlsx"
     assert output.value["sheets"] == ["Summary", "Mismatches"]
@@ -127,7 +127,7 @@ def test_outputs_document_is_the_documented_shape() -> None:
     raw = golden("extend_workflow_run_reviewed.json")
     platform = PLATFORMS["extend"](ConnectionSettings("c", "key", "https://api.extend.ai"))
     run = platform.parse_run(raw)
-    document = outputs_document(run, reader_for("extend").read(raw))
+    document = outputs_document(run, output_reader("extend").read(raw))
     assert document["format"] == "airflow-flowruns/outputs/1"
     assert (document["platform"], document["run_id"], document["state"]) == ("extend", run.id, "succeeded")
     assert {entry["kind"] for entry in document["outputs"]} <= set(KINDS)
@@ -150,7 +150,7 @@ def test_a_shape_that_cannot_be_read_names_the_problem() -> None:
     from airflow_flowruns.exceptions import FlowRunsResponseError
 
     with pytest.raises(FlowRunsResponseError, match="Extend workflow run"):
-        reader_for("extend").read({"stepRuns": "not a list"})
+        output_reader("extend").read({"stepRuns": "not a list"})
 
 
 def sdk_models(platform: str, *runs: dict[str, Any], tmp: Path) -> list[Any]:

@@ -12,15 +12,15 @@ import pytest
 from airflow.providers.common.compat.sdk import Context
 from tenacity import RetryCallState
 
-from airflow_flowruns.emulator.config import EXTEND_SPLIT_WORKFLOW
+from airflow_flowruns.client.retry import WaitRetryAfter
 from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsResponseError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.hooks.http.retry import WaitRetryAfter
 from airflow_flowruns.operators.flow_run import FlowRunOperator
 from airflow_flowruns.operators.outputs import FlowRunOutputsOperator
 from airflow_flowruns.outputs.download import FileDownloader
 from airflow_flowruns.outputs.model import ApiDownload
 from airflow_flowruns.platforms.base import ApiCall
+from airflow_flowruns.platforms.extend.emulator import EXTEND_SPLIT_WORKFLOW
 from conftest import Emulator, set_connection
 from hostile_server import HostileServer
 

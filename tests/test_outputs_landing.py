@@ -13,19 +13,19 @@ from urllib.parse import urlsplit
 import pytest
 from airflow.providers.common.compat.sdk import Context
 
-from airflow_flowruns.emulator.config import (
-    EXTEND_INVOICE_WORKFLOW,
-    EXTEND_REVIEW_WORKFLOW,
-    EXTEND_SPLIT_WORKFLOW,
-    NOXUS_DOCUMENT_WORKFLOW,
-    STACKAI_FLOW,
-    TABLEFLOW_RECONCILIATION_FLOW,
-)
 from airflow_flowruns.emulator.documents import invoice_facts, misread
 from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsConfigError, FlowRunsError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.operators.flow_run import FlowRunOperator
 from airflow_flowruns.operators.outputs import FlowRunOutputsOperator
+from airflow_flowruns.platforms.extend.emulator import (
+    EXTEND_INVOICE_WORKFLOW,
+    EXTEND_REVIEW_WORKFLOW,
+    EXTEND_SPLIT_WORKFLOW,
+)
+from airflow_flowruns.platforms.noxus.emulator import NOXUS_DOCUMENT_WORKFLOW
+from airflow_flowruns.platforms.stackai.emulator import STACKAI_FLOW
+from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_RECONCILIATION_FLOW
 from conftest import API_KEY, Emulator, set_connection
 from test_outputs import sdk_models
 

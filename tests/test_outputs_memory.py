@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from airflow_flowruns.emulator import EmulatorServer
-from airflow_flowruns.emulator.config import EXTEND_SPLIT_WORKFLOW, EmulatorConfig, ExtendConfig, ExtendWorkflow
+from airflow_flowruns.emulator.config import EmulatorConfig
+from airflow_flowruns.platforms.extend.emulator import EXTEND_SPLIT_WORKFLOW, ExtendConfig, ExtendWorkflow
 from conftest import set_connection
 
 LANDER = """
@@ -26,7 +27,7 @@ from pathlib import Path
 from airflow.sdk import ObjectStoragePath
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.outputs.landing import land_run
-from airflow_flowruns.platforms import StartRequest
+from airflow_flowruns.platforms.start import StartRequest
 from airflow_flowruns.waiting import OnReview
 from benchmarks.peak_memory import peak_kib, reset_peak
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from airflow_flowruns.client.options import HttpOptions
+from airflow_flowruns.client.ratelimit import PROBE_GROWTH_PER_SECOND, TARGET_SHARE, AdaptiveRate, RequestScheduler
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.hooks.http.options import HttpOptions
-from airflow_flowruns.hooks.ratelimit import PROBE_GROWTH_PER_SECOND, TARGET_SHARE, AdaptiveRate, RequestScheduler
-from airflow_flowruns.platforms import StartRequest
+from airflow_flowruns.platforms.start import StartRequest
 from conftest import Emulator, set_connection
 from helpers import RECONCILIATION_FLOW
 

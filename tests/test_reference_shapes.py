@@ -13,12 +13,9 @@ from typing import Any
 
 import httpx
 
-from airflow_flowruns.emulator.config import (
-    NOXUS_DOCUMENT_WORKFLOW,
-    STACKAI_FLOW,
-    STACKAI_ORG,
-    TABLEFLOW_SMALL_FILE_FLOW,
-)
+from airflow_flowruns.platforms.noxus.emulator import NOXUS_DOCUMENT_WORKFLOW
+from airflow_flowruns.platforms.stackai.emulator import STACKAI_FLOW, STACKAI_ORG
+from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_SMALL_FILE_FLOW
 from conftest import API_KEY, Emulator
 from test_sdk_models import injected
 

@@ -17,10 +17,11 @@ from airflow.sdk.execution_time.context import TaskStateStoreAccessor
 from pydantic import JsonValue
 from pytest_mock import MockerFixture
 
-from airflow_flowruns.emulator.config import EXTEND_INVOICE_WORKFLOW, NOXUS_DOCUMENT_WORKFLOW
 from airflow_flowruns.operators import flow_run
 from airflow_flowruns.operators._reattach import STATE_STORE_KEY
 from airflow_flowruns.operators.flow_run import PREVIOUS_RUN_ID_KEY, FlowRunOperator
+from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
+from airflow_flowruns.platforms.noxus.emulator import NOXUS_DOCUMENT_WORKFLOW
 from conftest import Emulator, pushed, set_connection, task_instance
 from helpers import RECONCILIATION_FLOW
 

@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from airflow_flowruns.emulator.config import EXTEND_INVOICE_WORKFLOW, EXTEND_SPLIT_WORKFLOW, NOXUS_DOCUMENT_WORKFLOW
+from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW, EXTEND_SPLIT_WORKFLOW
+from airflow_flowruns.platforms.noxus.emulator import NOXUS_DOCUMENT_WORKFLOW
 from conftest import API_KEY, Emulator
 from test_vendor_sdks import SCRIPTS, SDK_PYTHON
 

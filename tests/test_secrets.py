@@ -19,17 +19,18 @@ import pytest
 from airflow.sdk import Connection
 from airflow.sdk.log import redact
 
-from airflow_flowruns.emulator import EmulatorServer, extend, noxus, tableflow
-from airflow_flowruns.emulator.config import (
-    EXTEND_INVOICE_WORKFLOW,
-    NOXUS_DOCUMENT_WORKFLOW,
-    TABLEFLOW_RECONCILIATION_FLOW,
-    TABLEFLOW_SMALL_FILE_FLOW,
-    EmulatorConfig,
-)
+from airflow_flowruns.emulator import EmulatorServer
+from airflow_flowruns.emulator.config import EmulatorConfig
 from airflow_flowruns.exceptions import FlowRunsAuthError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook, platform_from_connection
-from airflow_flowruns.platforms import PLATFORMS, StartRequest
+from airflow_flowruns.platforms import PLATFORMS
+from airflow_flowruns.platforms.extend import emulator as extend
+from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
+from airflow_flowruns.platforms.noxus import emulator as noxus
+from airflow_flowruns.platforms.noxus.emulator import NOXUS_DOCUMENT_WORKFLOW
+from airflow_flowruns.platforms.start import StartRequest
+from airflow_flowruns.platforms.tableflow import emulator as tableflow
+from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_RECONCILIATION_FLOW, TABLEFLOW_SMALL_FILE_FLOW
 from conftest import AIRFLOW, FAST_RETRIES, ROOT, Emulator, airflow_env, set_connection
 
 sys.path.insert(0, str(ROOT))

@@ -10,7 +10,7 @@ from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_flowruns.exceptions import FlowRunFailedError, FlowRunsApiError, FlowRunsConfigError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.platforms import StartRequest
+from airflow_flowruns.platforms.start import StartRequest
 from airflow_flowruns.sensors.flow_run import FlowRunSensor
 from conftest import Emulator
 from helpers import RECONCILIATION_FLOW, run_trigger

@@ -14,16 +14,17 @@ import pytest
 from airflow.providers.common.compat.sdk import Context
 from airflow.sdk.log import redact
 
-from airflow_flowruns.emulator.config import (
+from airflow_flowruns.exceptions import FlowRunFailedError, FlowRunsApiError, FlowRunsConfigError
+from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.operators.flow_run import FlowRunOperator, task_key
+from airflow_flowruns.platforms.stackai import api as stackai
+from airflow_flowruns.platforms.stackai.emulator import (
     STACKAI_BIG_OUTPUT_FLOW,
     STACKAI_FAILING_FLOW,
     STACKAI_FLOW,
     STACKAI_ORG,
 )
-from airflow_flowruns.exceptions import FlowRunFailedError, FlowRunsApiError, FlowRunsConfigError
-from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.operators.flow_run import FlowRunOperator, task_key
-from airflow_flowruns.platforms import StartRequest, stackai
+from airflow_flowruns.platforms.start import StartRequest
 from airflow_flowruns.sensors.flow_run import FlowRunSensor
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from conftest import API_KEY, FAST_RETRIES, Emulator, set_connection

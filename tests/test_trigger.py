@@ -11,9 +11,9 @@ import pytest
 from airflow.sdk.module_loading import import_string
 from pytest_mock import MockerFixture
 
+from airflow_flowruns.client import AsyncFlowRunsClient
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.hooks.http import AsyncFlowRunsClient
-from airflow_flowruns.platforms import StartRequest
+from airflow_flowruns.platforms.start import StartRequest
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger, PollClock
 from conftest import API_KEY, Emulator
 from helpers import RECONCILIATION_FLOW, collect_events, run_trigger

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_flowruns.emulator.config import TABLEFLOW_LARGE_FILE_FLOW
+from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_LARGE_FILE_FLOW
 from conftest import Emulator, set_connection
 
 UPLOADER = """
@@ -23,7 +23,7 @@ import json, sys
 from pathlib import Path
 from airflow.sdk import ObjectStoragePath
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.platforms import StartRequest
+from airflow_flowruns.platforms.start import StartRequest
 from benchmarks.peak_memory import peak_kib, reset_peak
 
 hook = FlowRunsHook("tf_memory")

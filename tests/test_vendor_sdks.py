@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from airflow_flowruns.emulator.config import EXTEND_INVOICE_WORKFLOW, NOXUS_DOCUMENT_WORKFLOW
+from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
+from airflow_flowruns.platforms.noxus.emulator import NOXUS_DOCUMENT_WORKFLOW
 from conftest import API_KEY, ROOT, Emulator
 
 SDK_PYTHON = ROOT / ".venv-sdk" / "bin" / "python"

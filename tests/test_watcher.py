@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from airflow.triggers.shared_stream import SharedStreamManager
 
-from airflow_flowruns.emulator import config as emulator_config
 from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.platforms import StartRequest
+from airflow_flowruns.platforms.start import StartRequest
+from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_REVIEW_FLOW
 from airflow_flowruns.triggers.watch_position import Position
 from airflow_flowruns.triggers.watcher import FlowRunEventTrigger
 from conftest import API_KEY, Emulator
@@ -97,7 +97,7 @@ def test_runs_a_task_started_carry_its_task_key(
 def test_only_the_watched_states_are_announced(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
     conn_id = connect(monkeypatch, emulator, "tableflow")
     good, failing = FLOWS["tableflow"]
-    review = emulator_config.TABLEFLOW_REVIEW_FLOW
+    review = TABLEFLOW_REVIEW_FLOW
     emulator.scenario(good, processing_seconds=0.2)
     emulator.scenario(failing, processing_seconds=0.2, outcome="failed")
     emulator.scenario(review, processing_seconds=0.2, review=True)

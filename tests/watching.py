@@ -10,20 +10,23 @@ from typing import Any, TypeVar
 
 import pytest
 
-from airflow_flowruns.emulator import config as emulator_config
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.platforms.extend.emulator import EXTEND_FAILING_WORKFLOW, EXTEND_INVOICE_WORKFLOW
+from airflow_flowruns.platforms.noxus.emulator import NOXUS_DOCUMENT_WORKFLOW, NOXUS_FAILING_WORKFLOW
+from airflow_flowruns.platforms.stackai.emulator import STACKAI_FAILING_FLOW, STACKAI_FLOW, STACKAI_ORG
+from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_FAILING_FLOW, TABLEFLOW_SMALL_FILE_FLOW
 from airflow_flowruns.triggers.watcher import FlowRunEventTrigger
 from conftest import Emulator, set_connection
 
 T = TypeVar("T")
 
 FLOWS = {
-    "tableflow": (emulator_config.TABLEFLOW_SMALL_FILE_FLOW, emulator_config.TABLEFLOW_FAILING_FLOW),
-    "extend": (emulator_config.EXTEND_INVOICE_WORKFLOW, emulator_config.EXTEND_FAILING_WORKFLOW),
-    "noxus": (emulator_config.NOXUS_DOCUMENT_WORKFLOW, emulator_config.NOXUS_FAILING_WORKFLOW),
-    "stackai": (emulator_config.STACKAI_FLOW, emulator_config.STACKAI_FAILING_FLOW),
+    "tableflow": (TABLEFLOW_SMALL_FILE_FLOW, TABLEFLOW_FAILING_FLOW),
+    "extend": (EXTEND_INVOICE_WORKFLOW, EXTEND_FAILING_WORKFLOW),
+    "noxus": (NOXUS_DOCUMENT_WORKFLOW, NOXUS_FAILING_WORKFLOW),
+    "stackai": (STACKAI_FLOW, STACKAI_FAILING_FLOW),
 }
-EXTRAS = {"stackai": {"org_id": emulator_config.STACKAI_ORG}}
+EXTRAS = {"stackai": {"org_id": STACKAI_ORG}}
 FAST_POLL = 0.1
 BOUND = 60.0
 """Seconds a test waits for events that should come within a few polls: a bound on a hang, not a timing."""

@@ -10,18 +10,18 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from airflow_flowruns.emulator import control, extend, noxus, presigned, stackai, tableflow
+from airflow_flowruns.emulator import control, presigned
 from airflow_flowruns.emulator.config import EmulatorConfig
 from airflow_flowruns.emulator.errors import ApiError
 from airflow_flowruns.emulator.faults import ErrorBody
 from airflow_flowruns.emulator.ratelimit import retry_after_header
 from airflow_flowruns.emulator.state import EmulatorState
+from airflow_flowruns.platforms import emulator_parts
 
-PLATFORM_MODULES: tuple[ModuleType, ...] = (tableflow, extend, noxus, stackai)
 
-
-def platform_of(path: str) -> ModuleType | None:
-    return next((m for m in PLATFORM_MODULES if path.startswith(m.PATH_PREFIXES)), None)
+def platform_of(parts: list[ModuleType], path: str) -> ModuleType | None:
+    """The emulator part of the platform whose API serves ``path``."""
+    return next((m for m in parts if path.startswith(m.PATH_PREFIXES)), None)
 
 
 def _error_body(module: ModuleType | None) -> ErrorBody:
@@ -34,18 +34,19 @@ def _error_body(module: ModuleType | None) -> ErrorBody:
 
 def create_app(config: EmulatorConfig | None = None) -> FastAPI:
     config = config or EmulatorConfig()
+    parts = emulator_parts()
     app = FastAPI(title="flowruns emulator", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.config = config
     app.state.emulator = EmulatorState(
-        {(m.PLATFORM, flow_id): scenario for m in PLATFORM_MODULES for flow_id, scenario in m.scenarios(config)},
+        {(m.PLATFORM, flow_id): scenario for m in parts for flow_id, scenario in m.scenarios(config)},
         config.fault_mode,
         config.rate_limit,
     )
-    app.state.platforms = {m.PLATFORM: m for m in PLATFORM_MODULES}
+    app.state.platforms = {m.PLATFORM: m for m in parts}
     app.state.presigned = presigned.PresignedStore()
     app.include_router(control.router)
     app.include_router(presigned.router)
-    for module in PLATFORM_MODULES:
+    for module in parts:
         app.include_router(module.router)
 
     @app.middleware("http")
@@ -54,7 +55,7 @@ def create_app(config: EmulatorConfig | None = None) -> FastAPI:
         if path.startswith(control.router.prefix):
             return await call_next(request)
         state: EmulatorState = app.state.emulator
-        module = platform_of(path)
+        module = platform_of(parts, path)
         fault = state.take_fault(request.method, path)
         kind = fault.kind if fault is not None else state.injector.pick()
         wait = state.buckets.retry_after(request)
@@ -81,7 +82,7 @@ def create_app(config: EmulatorConfig | None = None) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        module = platform_of(request.url.path)
+        module = platform_of(parts, request.url.path)
         body = module.error_body(exc) if module else {"error": exc.title, "message": exc.message}
         return JSONResponse(body, exc.status)
 

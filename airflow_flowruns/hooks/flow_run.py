@@ -17,20 +17,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
+from airflow_flowruns.client import AsyncFlowRunsClient, FlowRunsClient, HttpOptions
+from airflow_flowruns.client.errors import readable_answers
+from airflow_flowruns.client.retry import until
 from airflow_flowruns.connection_forms import has_connection_form
 from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError, FlowRunTimeoutError, is_transient
-from airflow_flowruns.hooks.http import AsyncFlowRunsClient, FlowRunsClient, HttpOptions
-from airflow_flowruns.hooks.http.errors import readable_answers
-from airflow_flowruns.hooks.http.retry import until
-from airflow_flowruns.platforms import (
-    ConnectionSettings,
-    FlowRun,
-    Platform,
-    RunQuery,
-    RunState,
-    StartRequest,
-    platform_class,
-)
+from airflow_flowruns.platforms import PlatformFacts, platform_class, registered
+from airflow_flowruns.platforms.base import ConnectionSettings, FlowRun, Platform, RunQuery, RunState
+from airflow_flowruns.platforms.start import StartRequest
 from airflow_flowruns.platforms.values import base_url_from
 from airflow_flowruns.waiting import OnReview, is_settled
 
@@ -270,37 +264,30 @@ def _failed(task: asyncio.Task[Any]) -> bool:
     return task.cancelled() or task.exception() is not None
 
 
-@has_connection_form
-class TableFlowHook(FlowRunsHook):
-    """Registers the ``tableflow`` connection type; behaves exactly like :class:`FlowRunsHook`."""
-
-    conn_type = "tableflow"
-    hook_name = "TableFlow"
-    default_conn_name = "tableflow_default"
-
-
-@has_connection_form
-class ExtendHook(FlowRunsHook):
-    """Registers the ``extend`` connection type; behaves exactly like :class:`FlowRunsHook`."""
-
-    conn_type = "extend"
-    hook_name = "Extend"
-    default_conn_name = "extend_default"
-
-
-@has_connection_form
-class NoxusHook(FlowRunsHook):
-    """Registers the ``noxus`` connection type; behaves exactly like :class:`FlowRunsHook`."""
-
-    conn_type = "noxus"
-    hook_name = "Noxus"
-    default_conn_name = "noxus_default"
+def platform_hook(facts: PlatformFacts) -> type[FlowRunsHook]:
+    """The hook class that registers one platform's connection type (``{label}Hook``, as the provider info names
+    it); it behaves exactly like :class:`FlowRunsHook`, with the platform's connection form for UIs before 3.2."""
+    hook = type(
+        f"{facts.label}Hook",
+        (FlowRunsHook,),
+        {
+            "__module__": __name__,
+            "__doc__": f"Registers the ``{facts.name}`` connection type; behaves exactly like :class:`FlowRunsHook`.",
+            "conn_type": facts.name,
+            "hook_name": facts.label,
+            "default_conn_name": facts.default_conn_id,
+        },
+    )
+    return has_connection_form(hook)
 
 
-@has_connection_form
-class StackAIHook(FlowRunsHook):
-    """Registers the ``stackai`` connection type; behaves exactly like :class:`FlowRunsHook`."""
+_PLATFORM_HOOKS: dict[str, type[FlowRunsHook]] = {}
 
-    conn_type = "stackai"
-    hook_name = "StackAI"
-    default_conn_name = "stackai_default"
+
+def __getattr__(name: str) -> type[FlowRunsHook]:
+    """``TableFlowHook``, ``ExtendHook``, ...: one hook class per registered platform, made on first use, so a
+    platform registered later gets its hook too."""
+    for facts in registered():
+        if facts.hook_class_name == f"{__name__}.{name}":
+            return _PLATFORM_HOOKS.setdefault(name, platform_hook(facts))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

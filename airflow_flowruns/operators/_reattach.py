@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow_flowruns.exceptions import FlowRunsApiError
-from airflow_flowruns.platforms import FlowRun, RunState
+from airflow_flowruns.platforms.base import FlowRun, RunState
 from airflow_flowruns.version_compat import AIRFLOW_V_3_3_PLUS, missing_feature
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow_flowruns.exceptions import FlowRunsError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.platforms import FlowRun
+from airflow_flowruns.platforms.base import FlowRun
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from airflow_flowruns.version_compat import AIRFLOW_V_3_3_PLUS, missing_feature
 from airflow_flowruns.waiting import OnReview, finish, is_settled, timed_out

@@ -24,7 +24,8 @@ from airflow_flowruns.operators._reattach import (
 )
 from airflow_flowruns.operators._waiting import FlowRunWaitMixin
 from airflow_flowruns.outputs.landing import Landing, land_run
-from airflow_flowruns.platforms import FlowRun, StartRequest
+from airflow_flowruns.platforms.base import FlowRun
+from airflow_flowruns.platforms.start import StartRequest
 from airflow_flowruns.platforms.values import require_json_object, require_text
 from airflow_flowruns.waiting import OnReview, check_poll_interval, check_timeout, deadline_after
 

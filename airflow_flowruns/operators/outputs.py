@@ -11,7 +11,7 @@ from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.operators._outputs import output_target
 from airflow_flowruns.outputs.landing import Landing, land_run
-from airflow_flowruns.platforms import FlowRun
+from airflow_flowruns.platforms.base import FlowRun
 from airflow_flowruns.platforms.values import require_text
 
 if TYPE_CHECKING:

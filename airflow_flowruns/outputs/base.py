@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -16,10 +16,7 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class OutputReader(ABC):
-    """One per platform module in this package, registered in ``airflow_flowruns.outputs.READERS``."""
-
-    platform: ClassVar[str]
-    """The ``Platform.name`` whose runs this reads."""
+    """One per platform: its folder's ``outputs.py`` names it ``READER``."""
 
     @abstractmethod
     def read(self, raw: Mapping[str, Any]) -> RunOutputs:

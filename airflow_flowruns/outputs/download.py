@@ -26,13 +26,13 @@ from urllib.parse import urlsplit
 import httpx
 from tenacity import Retrying, retry_if_exception, stop_after_attempt
 
+from airflow_flowruns.client.auth import bounded_auth
+from airflow_flowruns.client.deadline import request_deadline, start_deadline, sync_transport
+from airflow_flowruns.client.errors import retry_after
+from airflow_flowruns.client.proxies import proxy_mounts
+from airflow_flowruns.client.retry import PastDeadline, WaitRetryAfter
 from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsResponseError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.hooks.http.auth import bounded_auth
-from airflow_flowruns.hooks.http.deadline import request_deadline, start_deadline, sync_transport
-from airflow_flowruns.hooks.http.errors import retry_after
-from airflow_flowruns.hooks.http.proxies import proxy_mounts
-from airflow_flowruns.hooks.http.retry import PastDeadline, WaitRetryAfter
 from airflow_flowruns.outputs.model import ApiDownload, Download, PresignedDownload
 
 CHUNK_BYTES = 1024 * 1024

@@ -30,9 +30,9 @@ from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 from airflow_flowruns.exceptions import FlowRunsError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.outputs import reader_for
 from airflow_flowruns.outputs.download import FileDownloader
 from airflow_flowruns.outputs.model import outputs_document, safe_segment
+from airflow_flowruns.platforms import output_reader
 from airflow_flowruns.platforms.base import FlowRun, RunState
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def land_run(hook: FlowRunsHook, run: FlowRun, destination: ObjectStoragePath) -
             f"{run.platform} run {run.id} is {run.state.value} ({run.status}): only succeeded runs, or runs "
             "waiting for review, have outputs to land. Wait for the run to finish first (FlowRunSensor)."
         )
-    parsed = reader_for(run.platform).read(run.raw)
+    parsed = output_reader(run.platform).read(run.raw)
     documents = {
         "run.json": _json_bytes(run.raw),
         "outputs.json": _json_bytes(outputs_document(run, parsed)),

@@ -20,6 +20,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsResponseError
+from airflow_flowruns.platforms.facts import PlatformFacts
 from airflow_flowruns.platforms.start import TASK_KEY_FIELD, StartRequest, UploadFile
 
 M = TypeVar("M", bound=BaseModel)
@@ -196,12 +197,14 @@ class ConnectionSettings:
 
 
 class Platform(ABC):
-    """Everything one platform does differently. Subclasses live one per module in this package."""
+    """Everything one platform does on the wire. Each is the ``api.py`` of its folder (``platforms/<name>/``),
+    declared with that folder's facts: ``class TableFlow(Platform, facts=FACTS)``."""
 
+    facts: ClassVar[PlatformFacts]
     name: ClassVar[str]
-    """Connection type and the ``platform`` value in XCom, e.g. ``tableflow``."""
+    """Connection type and the ``platform`` value in XCom, e.g. ``tableflow`` (from the facts)."""
     label: ClassVar[str]
-    """Human name used in messages, e.g. ``TableFlow``."""
+    """Human name used in messages, e.g. ``TableFlow`` (from the facts)."""
     default_base_url: ClassVar[str]
     base_path: ClassVar[str] = ""
     """The path every call of the API lives under (TableFlow: ``/v2``), added to a host typed without it."""
@@ -215,6 +218,13 @@ class Platform(ABC):
     """Where ``listing_has_metadata`` is False: the most runs one task key lookup reads in full."""
     synchronous: ClassVar[bool] = False
     """The start call returns when the run has finished: nothing to wait for, nothing to defer."""
+
+    def __init_subclass__(cls, facts: PlatformFacts | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if facts is not None:
+            cls.facts = facts
+            cls.name, cls.label = facts.name, facts.label
+            cls.default_base_url, cls.base_path = facts.default_base_url, facts.base_path
 
     def __init__(self, settings: ConnectionSettings) -> None:
         self.settings = settings

@@ -14,11 +14,12 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_flowruns.exceptions import FlowRunsError, is_transient
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.platforms import PLATFORMS, FlowRun
+from airflow_flowruns.platforms import PLATFORMS
+from airflow_flowruns.platforms.base import FlowRun
 from airflow_flowruns.waiting import OnReview, is_settled
 
 if TYPE_CHECKING:
-    from airflow_flowruns.hooks.http.async_client import AsyncFlowRunsClient
+    from airflow_flowruns.client.async_client import AsyncFlowRunsClient
 
 TICKS_PER_INTERVAL = 10
 DEFERRED = "deferred"

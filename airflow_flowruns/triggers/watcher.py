@@ -36,8 +36,9 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError, is_transient
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.platforms import PLATFORMS, FlowRun, RunState
-from airflow_flowruns.triggers.run_changes import ChangeSource, run_times, source_for
+from airflow_flowruns.platforms import PLATFORMS, change_source
+from airflow_flowruns.platforms.base import FlowRun, RunState
+from airflow_flowruns.platforms.changes import ChangeSource, run_times
 from airflow_flowruns.triggers.watch_position import Position, PositionStore
 from airflow_flowruns.version_compat import AIRFLOW_V_3_3_PLUS, missing_feature
 from airflow_flowruns.waiting import check_poll_interval
@@ -270,7 +271,7 @@ def dedup_key(run: FlowRun) -> str:
 def _source(platform: str, states: Sequence[str]) -> ChangeSource:
     if platform not in PLATFORMS:
         raise FlowRunsConfigError(f"platform {platform!r} is not one of: {', '.join(sorted(PLATFORMS))}.")
-    source = source_for(platform)
+    source = change_source(platform)
     source.check_states(platform, [RunState(state) for state in states])
     return source
 

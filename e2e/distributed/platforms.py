@@ -7,7 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from airflow_flowruns.emulator import config as emulator_config
+from airflow_flowruns.platforms.noxus.emulator import (
+    NOXUS_DOCUMENT_WORKFLOW,
+    NOXUS_FAILING_WORKFLOW,
+    NOXUS_REVIEW_WORKFLOW,
+)
 from e2e.run import PROFILES as E2E_PROFILES
 
 
@@ -28,9 +32,9 @@ PROFILES: dict[str, Profile] = {
     **{name: Profile(profile.flows, profile.files) for name, profile in E2E_PROFILES.items()},
     "noxus": Profile(
         flows={
-            "completed": emulator_config.NOXUS_DOCUMENT_WORKFLOW,
-            "failed": emulator_config.NOXUS_FAILING_WORKFLOW,
-            "review": emulator_config.NOXUS_REVIEW_WORKFLOW,
+            "completed": NOXUS_DOCUMENT_WORKFLOW,
+            "failed": NOXUS_FAILING_WORKFLOW,
+            "review": NOXUS_REVIEW_WORKFLOW,
         },
         files=lambda path: {"document": str(path)},
         inputs={"instructions": "Summarize the document"},

@@ -6,9 +6,9 @@ turned into the provider's own error), ``retry`` (retry policy and pacing), ``sy
 ``async_client`` (the two drivers, kept thin).
 """
 
-from airflow_flowruns.hooks.http.async_client import AsyncFlowRunsClient
-from airflow_flowruns.hooks.http.errors import decode
-from airflow_flowruns.hooks.http.options import KEEPALIVE_SECONDS, HttpOptions
-from airflow_flowruns.hooks.http.sync_client import FlowRunsClient
+from airflow_flowruns.client.async_client import AsyncFlowRunsClient
+from airflow_flowruns.client.errors import decode
+from airflow_flowruns.client.options import KEEPALIVE_SECONDS, HttpOptions
+from airflow_flowruns.client.sync_client import FlowRunsClient
 
 __all__ = ["KEEPALIVE_SECONDS", "AsyncFlowRunsClient", "FlowRunsClient", "HttpOptions", "decode"]

@@ -21,20 +21,20 @@ from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import map_aiohttp_exceptions
 from tenacity import AsyncRetrying
 
-from airflow_flowruns.hooks.batching import ListingBatcher
-from airflow_flowruns.hooks.feed import ChangeFeed
-from airflow_flowruns.hooks.http.auth import bounded_auth
-from airflow_flowruns.hooks.http.body import ACCEPT_ENCODING, Answer, build_request, seconds_for
-from airflow_flowruns.hooks.http.errors import (
+from airflow_flowruns.client.auth import bounded_auth
+from airflow_flowruns.client.batching import ListingBatcher
+from airflow_flowruns.client.body import ACCEPT_ENCODING, Answer, build_request, seconds_for
+from airflow_flowruns.client.errors import (
     found,
     reading_body,
     the_run_asked_for,
     translated_errors,
 )
-from airflow_flowruns.hooks.http.options import KEEPALIVE_SECONDS, HttpOptions
-from airflow_flowruns.hooks.http.proxies import environment_proxy, proxy_mounts
-from airflow_flowruns.hooks.http.retry import decode_and_pace, is_retryable, retry_policy
-from airflow_flowruns.hooks.ratelimit import scheduler_for
+from airflow_flowruns.client.feed import ChangeFeed
+from airflow_flowruns.client.options import KEEPALIVE_SECONDS, HttpOptions
+from airflow_flowruns.client.proxies import environment_proxy, proxy_mounts
+from airflow_flowruns.client.ratelimit import scheduler_for
+from airflow_flowruns.client.retry import decode_and_pace, is_retryable, retry_policy
 from airflow_flowruns.platforms.base import ApiCall, ChangesPage, FlowRun, Platform, RunQuery, RunsPage
 
 _CHUNK_BYTES = 64 * 1024

@@ -30,8 +30,6 @@ class Run(BaseModel):
 
 
 class NoxusOutputs(OutputReader):
-    platform = "noxus"
-
     def read(self, raw: Mapping[str, Any]) -> RunOutputs:
         run = parse_part(Run, raw, "Noxus run")
         outputs, files = [], []
@@ -56,3 +54,6 @@ def _file(output: str, value: Any) -> OutputFile | None:
         return None
     call = ApiCall("download file", "GET", f"/v1/file/{file_id}")
     return OutputFile(str(file_id), str(value["name"]), output, value.get("content_type"), ApiDownload(call))
+
+
+READER = NoxusOutputs

@@ -1,26 +1,20 @@
-"""Which runs reached a watched state since a moment: the cheapest listing each platform offers for it.
+"""Which runs reached a watched state since a moment: what the asset watcher asks each platform every poll.
 
-The asset watcher (``triggers/watcher.py``) asks every poll for the runs that may have changed since its
-position. Each platform answers that question differently, and this module is the one place that says how:
+Each platform answers with the cheapest listing it offers, described by its folder's ``changes.py`` as a
+:class:`ChangeSource` (the listing's order decides where reading can stop):
 
-* **TableFlow** lists runs newest first by creation and filters by one status only: the listing is read
-  until runs are older than the watch window minus ``lookback`` (how long a run may take from creation to
-  the watched state and still be announced).
-* **Extend** sorts its listing by ``updatedAt`` (newest first): reading stops at the first run not updated
-  since the window opened, so a poll reads only what changed. Listing items are summaries without
-  ``metadata``, so the task key of an announced run is read from the run itself (one call per event).
-* **StackAI** filters the listing by state and by creation date server-side: one filtered listing per poll,
-  from the window minus ``lookback``. Its runs carry no end time: a run reached its final state at its
-  creation time plus its latency.
-* **Noxus** filters neither by state nor by date and documents no order: every poll is a **full scan** of
-  the workflow's runs (up to 100 per page), filtered here. Give Noxus watchers a longer poll interval.
+* ``updated``: newest change first (Extend): reading stops at the first run not updated since the window
+  opened, so a poll reads only what changed;
+* ``created``: newest first by creation (TableFlow): read until runs are older than the window minus
+  ``lookback`` (how long a run may take from creation to the watched state and still be announced);
+* ``filtered``: the API filters by creation date (StackAI): one filtered listing from the window minus
+  ``lookback``;
+* ``none``: no order and no filter (Noxus): every poll is a full scan of the flow's runs, filtered here.
 
-A run's *change time* is when it entered its current state: its end time for a final state; for a
-state that is not final, the platform's last status change where it reports one (TableFlow, Extend), else
-the creation time for a queued run. States whose entry time a platform does not report cannot be watched
-there and are refused at the first poll: Noxus runs carry only ``created_at`` and ``finished_at`` (the
-SDK's ``Run`` model has no start or update time), so on Noxus ``running`` and ``needs_review`` cannot be
-watched; StackAI runs carry a creation time and a latency, so there neither can they.
+A run's *change time* is when it entered its current state: its end time for a final state; for a state that
+is not final, the platform's last status change where it reports one, else the creation time for a queued
+run. States whose entry time a platform does not report cannot be watched there and are refused at the
+first poll.
 """
 
 from __future__ import annotations
@@ -28,15 +22,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
 
 from airflow_flowruns.exceptions import FlowRunsConfigError
-from airflow_flowruns.hooks.http import AsyncFlowRunsClient
-from airflow_flowruns.platforms import PLATFORMS, ApiCall, FlowRun, RunQuery, RunState
+from airflow_flowruns.platforms.base import ApiCall, FlowRun, RunQuery, RunState
+
+if TYPE_CHECKING:
+    from airflow_flowruns.client import AsyncFlowRunsClient
 
 _FINAL = frozenset(state for state in RunState if state.is_final)
+NOT_FINAL = frozenset(RunState) - _FINAL
+"""Every state a run can be in before it settles."""
 _DATETIME: TypeAdapter[datetime] = TypeAdapter(datetime)
 
 
@@ -63,15 +61,12 @@ def _ended(run: FlowRun) -> datetime | None:
     return None
 
 
-def _tableflow_status_time(run: FlowRun) -> datetime | None:
-    return _raw_time(run, "updated_at")
+def updated_at(field: str) -> Callable[[FlowRun], datetime | None]:
+    """For platforms that stamp a run's last status change: read it from the run's ``field``."""
+    return lambda run: _raw_time(run, field)
 
 
-def _extend_status_time(run: FlowRun) -> datetime | None:
-    return _raw_time(run, "updatedAt")
-
-
-def _queued_since_creation(run: FlowRun) -> datetime | None:
+def queued_since_creation(run: FlowRun) -> datetime | None:
     """For platforms that time a run only by its creation (and end): a queued run entered its state then."""
     return _aware(run.created_at) if run.state is RunState.QUEUED else None
 
@@ -97,7 +92,9 @@ class ChangeSource:
     def check_states(self, platform: str, states: Collection[RunState]) -> None:
         untimed = sorted(set(states) - _FINAL - self.timestamped_states)
         if untimed:
-            label = PLATFORMS[platform].label
+            from airflow_flowruns.platforms import facts_of
+
+            label = facts_of(platform).label
             raise FlowRunsConfigError(
                 f"{label} does not say when a run entered {', '.join(untimed)}, so a watcher cannot tell when "
                 f"it happened: watch {', '.join(sorted(_FINAL | self.timestamped_states))} instead."
@@ -130,24 +127,12 @@ class ChangeSource:
     def _before_window(self, run: FlowRun, since: datetime, lookback: timedelta) -> bool:
         """For ordered listings: this run, and so every later one, changed before the window."""
         if self.order == "updated":
-            updated = _extend_status_time(run)
+            updated = self.status_time(run)
             return updated is not None and updated < since
         if self.order == "created":
             created = _aware(run.created_at)
             return created is not None and created < since - lookback
         return False
-
-
-SOURCES: dict[str, ChangeSource] = {
-    "tableflow": ChangeSource(_tableflow_status_time, frozenset(RunState) - _FINAL, order="created"),
-    "extend": ChangeSource(_extend_status_time, frozenset(RunState) - _FINAL, order="updated", task_key_needs_run=True),
-    "stackai": ChangeSource(_queued_since_creation, frozenset({RunState.QUEUED}), order="filtered"),
-    "noxus": ChangeSource(_queued_since_creation, frozenset({RunState.QUEUED}), order="none"),
-}
-
-
-def source_for(platform: str) -> ChangeSource:
-    return SOURCES[platform]
 
 
 def run_times(run: FlowRun) -> dict[str, Any]:

@@ -18,11 +18,11 @@ import httpx
 from tenacity import RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 from tenacity.stop import stop_base
 
+from airflow_flowruns.client.body import Answer
+from airflow_flowruns.client.errors import decode, retry_after
+from airflow_flowruns.client.options import HttpOptions
+from airflow_flowruns.client.ratelimit import RequestScheduler
 from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsResponseError
-from airflow_flowruns.hooks.http.body import Answer
-from airflow_flowruns.hooks.http.errors import decode, retry_after
-from airflow_flowruns.hooks.http.options import HttpOptions
-from airflow_flowruns.hooks.ratelimit import RequestScheduler
 from airflow_flowruns.platforms.base import ApiCall, Platform
 
 log = logging.getLogger(__name__)

@@ -50,6 +50,7 @@ from airflow_flowruns.platforms.base import (
     RunState,
     map_status,
 )
+from airflow_flowruns.platforms.stackai import FACTS
 from airflow_flowruns.platforms.start import StartRequest, UploadFile
 from airflow_flowruns.platforms.values import path_segment
 
@@ -151,10 +152,7 @@ class OAuth2PasswordAuth(httpx.Auth):
             self._expires = time.time() + lifetime - min(30.0, lifetime / 10)
 
 
-class StackAI(Platform):
-    name = "stackai"
-    label = "StackAI"
-    default_base_url = "https://api.stack-ai.com"
+class StackAI(Platform, facts=FACTS):
     synchronous = True
 
     def __init__(self, settings: ConnectionSettings) -> None:
@@ -353,3 +351,6 @@ def _decoded(value: Any) -> Any:
         except ValueError:
             return value
     return value
+
+
+PLATFORM = StackAI

@@ -12,11 +12,101 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 
-from airflow_flowruns.emulator.config import EmulatorConfig, Scenario, TableFlowFlow
+from airflow_flowruns.emulator.config import MIB, EmulatorConfig, Scenario
 from airflow_flowruns.emulator.errors import ApiError
 from airflow_flowruns.emulator.state import EmulatedRun, EmulatorState, new_id
+
+TABLEFLOW_RECONCILIATION_FLOW = "dk4g1tUg1uHLs8YU"
+TABLEFLOW_REVIEW_FLOW = "rv7Qm2ReviewFlow0"
+TABLEFLOW_FAILING_FLOW = "fa1LedFlow000000"
+TABLEFLOW_SMALL_FILE_FLOW = "sm4llFileFlow000"
+TABLEFLOW_LARGE_FILE_FLOW = "b1gUploadFlow000"
+TABLEFLOW_INACTIVE_FLOW = "in4ctiveFlow0000"
+
+
+class TableFlowFileField(BaseModel):
+    key: str
+    name: str
+    required: bool = False
+    file_types: list[str] = Field(default_factory=lambda: ["pdf", "image"])
+    max_file_size: int = 50 * MIB
+
+
+class TableFlowFlow(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    workspace_id: str = "ws_emulator"
+    name: str
+    description: str = ""
+    active: bool = True
+    created_at: str = "2026-01-05T09:00:00Z"
+    updated_at: str = "2026-01-05T09:00:00Z"
+    file_fields: list[TableFlowFileField]
+    steps: list[dict[str, Any]] = Field(
+        default_factory=lambda: [
+            {"id": "step_1", "title": "Extract", "description": "", "type": "extraction", "order": 1, "config": {}}
+        ]
+    )
+    scenario: Scenario = Field(default_factory=Scenario)
+
+    def api_object(self) -> dict[str, Any]:
+        """The flow as the API returns it: emulator-only fields left out."""
+        data = self.model_dump(exclude={"scenario", "file_fields"})
+        data["file_input_config"] = {"file_fields": [f.model_dump() for f in self.file_fields]}
+        return data
+
+
+def _document(max_size: int = 50 * MIB) -> list[TableFlowFileField]:
+    return [TableFlowFileField(key="document", name="Document", required=True, max_file_size=max_size)]
+
+
+def _default_tableflow_flows() -> list[TableFlowFlow]:
+    return [
+        TableFlowFlow(
+            id=TABLEFLOW_RECONCILIATION_FLOW,
+            name="PO reconciliation",
+            file_fields=[
+                TableFlowFileField(key="purchase_order", name="Purchase order", required=True, file_types=["pdf"]),
+                TableFlowFileField(key="invoice", name="Invoice", required=True),
+                TableFlowFileField(key="attachments", name="Attachments"),
+            ],
+            steps=[
+                {"id": "step_1", "title": "Extract", "description": "", "type": "extraction", "order": 1, "config": {}},
+                {
+                    "id": "step_2",
+                    "title": "Reconcile",
+                    "description": "",
+                    "type": "reconciliation",
+                    "order": 2,
+                    "config": {},
+                },
+            ],
+        ),
+        TableFlowFlow(
+            id=TABLEFLOW_REVIEW_FLOW,
+            name="Invoice with review",
+            file_fields=_document(),
+            scenario=Scenario(review=True),
+        ),
+        TableFlowFlow(
+            id=TABLEFLOW_FAILING_FLOW,
+            name="Always fails",
+            file_fields=_document(),
+            scenario=Scenario(outcome="failed", error="Extraction failed: the document is unreadable"),
+        ),
+        TableFlowFlow(id=TABLEFLOW_SMALL_FILE_FLOW, name="Small files only", file_fields=_document(MIB)),
+        TableFlowFlow(id=TABLEFLOW_LARGE_FILE_FLOW, name="Large scans", file_fields=_document(1024 * MIB)),
+        TableFlowFlow(id=TABLEFLOW_INACTIVE_FLOW, name="Retired", active=False, file_fields=_document()),
+    ]
+
+
+class TableFlowConfig(BaseModel):
+    flows: list[TableFlowFlow] = Field(default_factory=_default_tableflow_flows)
+
 
 PLATFORM = "tableflow"
 BASE_PATH = "/v2"
@@ -34,8 +124,13 @@ _EXTENSIONS = {"pdf": {".pdf"}, "image": {".png", ".jpg", ".jpeg", ".gif", ".tif
 router = APIRouter(prefix=BASE_PATH)
 
 
+def settings(config: EmulatorConfig) -> TableFlowConfig:
+    """This platform's section of the emulator's configuration."""
+    return config.platform(PLATFORM, TableFlowConfig)
+
+
 def scenarios(config: EmulatorConfig) -> list[tuple[str, Scenario]]:
-    return [(flow.id, flow.scenario) for flow in config.tableflow.flows]
+    return [(flow.id, flow.scenario) for flow in settings(config).flows]
 
 
 def new_run_id() -> str:
@@ -60,7 +155,7 @@ def _state(request: Request) -> EmulatorState:
 
 
 def _flows(request: Request) -> dict[str, TableFlowFlow]:
-    return {flow.id: flow for flow in request.app.state.config.tableflow.flows}
+    return {flow.id: flow for flow in settings(request.app.state.config).flows}
 
 
 def _active_flow(request: Request, flow_id: str) -> TableFlowFlow:

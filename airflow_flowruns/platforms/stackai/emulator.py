@@ -11,11 +11,46 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
-from airflow_flowruns.emulator.config import EmulatorConfig, Scenario, StackAIFlow
+from airflow_flowruns.emulator.config import EmulatorConfig, Scenario
 from airflow_flowruns.emulator.errors import ApiError
 from airflow_flowruns.emulator.state import EmulatedRun, EmulatorState
+
+STACKAI_ORG = "org_emulator"
+STACKAI_FLOW = "flow_contract_review"
+STACKAI_BIG_OUTPUT_FLOW = "flow_long_report"
+STACKAI_FAILING_FLOW = "flow_failing"
+
+
+class StackAIFlow(BaseModel):
+    id: str
+    name: str
+    document_nodes: list[str] = Field(default_factory=lambda: ["doc-0"])
+    output_bytes: int = 0
+    """Padding added to the outputs, to exercise outputs too large for XCom."""
+    scenario: Scenario = Field(default_factory=lambda: Scenario(processing_seconds=0.2))
+
+
+def _default_stackai_flows() -> list[StackAIFlow]:
+    return [
+        StackAIFlow(id=STACKAI_FLOW, name="Contract review"),
+        StackAIFlow(id=STACKAI_BIG_OUTPUT_FLOW, name="Long report", output_bytes=200_000),
+        StackAIFlow(
+            id=STACKAI_FAILING_FLOW,
+            name="Always fails",
+            scenario=Scenario(processing_seconds=0.1, outcome="failed", error="LLM node out-0 timed out"),
+        ),
+    ]
+
+
+class StackAIConfig(BaseModel):
+    org_id: str = STACKAI_ORG
+    flows: list[StackAIFlow] = Field(default_factory=_default_stackai_flows)
+    oauth_users: dict[str, str] = Field(default_factory=lambda: {"analyst": "analyst-password"})
+    token_ttl_seconds: float = 3600.0
+
 
 PLATFORM = "stackai"
 PATH_PREFIXES = ("/inference/", "/documents/", "/analytics/", "/oauth/")
@@ -31,8 +66,13 @@ def error_body(error: ApiError) -> dict[str, Any]:
     return {"detail": error.message}
 
 
+def settings(config: EmulatorConfig) -> StackAIConfig:
+    """This platform's section of the emulator's configuration."""
+    return config.platform(PLATFORM, StackAIConfig)
+
+
 def scenarios(config: EmulatorConfig) -> list[tuple[str, Scenario]]:
-    return [(flow.id, flow.scenario) for flow in config.stackai.flows]
+    return [(flow.id, flow.scenario) for flow in settings(config).flows]
 
 
 def new_run_id() -> str:
@@ -50,7 +90,7 @@ def _state(request: Request) -> EmulatorState:
 
 
 def _flow(request: Request, org_id: str, flow_id: str) -> StackAIFlow:
-    config = request.app.state.config.stackai
+    config = settings(request.app.state.config)
     flow = next((f for f in config.flows if f.id == flow_id), None)
     if org_id != config.org_id or flow is None:
         raise ApiError(404, "Not Found", f"Flow {flow_id} not found in organization {org_id}")
@@ -93,7 +133,7 @@ def item(run: EmulatedRun, outputs: dict[str, Any] | None) -> dict[str, Any]:
 @router.post(TOKEN_PATH)
 async def token(request: Request) -> dict[str, Any]:
     form = await request.form()
-    config = request.app.state.config.stackai
+    config = settings(request.app.state.config)
     username, password = str(form.get("username", "")), str(form.get("password", ""))
     if form.get("grant_type") != "password" or config.oauth_users.get(username) != password:
         raise ApiError(401, "Unauthorized", "Invalid username or password")

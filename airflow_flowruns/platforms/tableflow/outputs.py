@@ -35,8 +35,6 @@ class Run(BaseModel):
 
 
 class TableFlowOutputs(OutputReader):
-    platform = "tableflow"
-
     def read(self, raw: Mapping[str, Any]) -> RunOutputs:
         run = parse_part(Run, raw, "TableFlow run")
         outputs, files = [], []
@@ -61,3 +59,6 @@ class TableFlowOutputs(OutputReader):
     def drive_file_download(self, file_id: str) -> Download | None:
         """How to fetch one drive file: None, as no documented call serves them (see the module docstring)."""
         return None
+
+
+READER = TableFlowOutputs

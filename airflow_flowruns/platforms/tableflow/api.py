@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.platforms.base import Api, ApiCall, FlowRun, Platform, RunQuery, RunsPage, RunState, map_status
 from airflow_flowruns.platforms.start import FilePath, StartRequest, UploadFile
+from airflow_flowruns.platforms.tableflow import FACTS
 from airflow_flowruns.platforms.values import path_segment
 
 STATUSES: dict[str, RunState] = {
@@ -115,12 +116,7 @@ PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
 
-class TableFlow(Platform):
-    name = "tableflow"
-    label = "TableFlow"
-    default_base_url = "https://api.tableflow.com/v2"
-    base_path = "/v2"
-
+class TableFlow(Platform, facts=FACTS):
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.api_key}"}
 
@@ -262,3 +258,6 @@ def _check_files(flow: Flow, request: StartRequest) -> None:
                 f"File {str(path)!r} for field {key!r} is {size} bytes; flow {flow.id!r} accepts at most "
                 f"{spec.max_file_size} bytes there. Split or compress it."
             )
+
+
+PLATFORM = TableFlow

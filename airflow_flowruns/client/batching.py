@@ -9,8 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from airflow_flowruns.exceptions import FlowRunsError, FlowRunsResponseError, is_transient
-from airflow_flowruns.platforms import ApiCall, FlowRun, Platform, RunQuery
-from airflow_flowruns.platforms.base import RunsPage
+from airflow_flowruns.platforms.base import ApiCall, FlowRun, Platform, RunQuery, RunsPage
 
 log = logging.getLogger(__name__)
 

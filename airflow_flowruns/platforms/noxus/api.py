@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError, FlowRunsResponseError
 from airflow_flowruns.platforms.base import Api, ApiCall, FlowRun, Platform, RunQuery, RunsPage, RunState, map_status
+from airflow_flowruns.platforms.noxus import FACTS
 from airflow_flowruns.platforms.start import StartRequest, UploadFile
 from airflow_flowruns.platforms.values import path_segment
 
@@ -71,10 +72,7 @@ class RunsListing(BaseModel):
     pages: int = 1
 
 
-class Noxus(Platform):
-    name = "noxus"
-    label = "Noxus"
-    default_base_url = "https://backend.noxus.ai"
+class Noxus(Platform, facts=FACTS):
     can_cancel = True
     keeps_task_key = False
 
@@ -188,3 +186,6 @@ def _failure_text(run: Run) -> str:
     errors = [e for e in entries if str(e.get("level", "")).lower() == "error" and e.get("message")]
     messages = errors or [e for e in entries if e.get("message")]
     return str(messages[-1]["message"]) if messages else "Noxus reported the run as failed without a log message."
+
+
+PLATFORM = Noxus

@@ -5,15 +5,55 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
-from airflow_flowruns.emulator import extend_outputs
-from airflow_flowruns.emulator.config import EmulatorConfig, ExtendWorkflow, Scenario
+from airflow_flowruns.emulator.config import EmulatorConfig, Scenario
 from airflow_flowruns.emulator.errors import ApiError
 from airflow_flowruns.emulator.state import EmulatedRun, EmulatorState, Entry, new_id
+from airflow_flowruns.platforms.extend import emulator_outputs
+
+EXTEND_INVOICE_WORKFLOW = "workflow_invoice"
+EXTEND_REVIEW_WORKFLOW = "workflow_review"
+EXTEND_FAILING_WORKFLOW = "workflow_failing"
+EXTEND_SPLIT_WORKFLOW = "workflow_split"
+ExtendStep = Literal["CLASSIFY", "EXTRACT", "SPLIT"]
+
+
+def _invoice_steps() -> list[ExtendStep]:
+    return ["CLASSIFY", "EXTRACT"]
+
+
+class ExtendWorkflow(BaseModel):
+    id: str
+    name: str
+    version: str = "1"
+    scenario: Scenario = Field(default_factory=Scenario)
+    steps: list[ExtendStep] = Field(default_factory=_invoice_steps)
+    """The steps whose results the run's ``stepRuns`` carry (see emulator_outputs.py)."""
+    split_file_bytes: int = 64 * 1024
+    """Size of each file a SPLIT step produces."""
+
+
+def _default_extend_workflows() -> list[ExtendWorkflow]:
+    return [
+        ExtendWorkflow(id=EXTEND_INVOICE_WORKFLOW, name="Invoice extraction", scenario=Scenario(queued_seconds=0.2)),
+        ExtendWorkflow(id=EXTEND_REVIEW_WORKFLOW, name="Invoice with review", scenario=Scenario(review=True)),
+        ExtendWorkflow(id=EXTEND_SPLIT_WORKFLOW, name="Invoice packet split", steps=["SPLIT", "EXTRACT"]),
+        ExtendWorkflow(
+            id=EXTEND_FAILING_WORKFLOW,
+            name="Always fails",
+            scenario=Scenario(outcome="failed", error="OCR_FAILED: the document could not be read"),
+        ),
+    ]
+
+
+class ExtendConfig(BaseModel):
+    workflows: list[ExtendWorkflow] = Field(default_factory=_default_extend_workflows)
+
 
 PLATFORM = "extend"
 PATH_PREFIXES = ("/files/", "/workflow_runs")
@@ -64,8 +104,13 @@ def error_body(error: ApiError) -> dict[str, Any]:
     }
 
 
+def settings(config: EmulatorConfig) -> ExtendConfig:
+    """This platform's section of the emulator's configuration."""
+    return config.platform(PLATFORM, ExtendConfig)
+
+
 def scenarios(config: EmulatorConfig) -> list[tuple[str, Scenario]]:
-    return [(workflow.id, workflow.scenario) for workflow in config.extend.workflows]
+    return [(workflow.id, workflow.scenario) for workflow in settings(config).workflows]
 
 
 def new_run_id() -> str:
@@ -86,7 +131,7 @@ def _iso(ts: float | None) -> str | None:
 
 
 def _workflow(request: Request, workflow_id: str) -> ExtendWorkflow:
-    for workflow in request.app.state.config.extend.workflows:
+    for workflow in settings(request.app.state.config).workflows:
         if workflow.id == workflow_id:
             return workflow
     raise ApiError(404, "Not Found", f"Workflow {workflow_id} not found")
@@ -106,7 +151,7 @@ def run_object(
     status = last.status
     workflow = _workflow(request, run.flow_id)
     started = next((e.time for e in history if e.status != "PENDING"), None)
-    reviewed = extend_outputs.was_reviewed(run)
+    reviewed = emulator_outputs.was_reviewed(run)
     common: dict[str, Any] = {
         "object": "workflow_run",
         "id": run.id,
@@ -144,7 +189,7 @@ def run_object(
         "failureReason": "PROCESSING_ERROR" if status == "FAILED" else None,
         "failureMessage": run.error if status == "FAILED" else None,
         "reviewed": reviewed,
-        "stepRuns": extend_outputs.step_runs(run, workflow),
+        "stepRuns": emulator_outputs.step_runs(run, workflow),
     }
 
 
@@ -183,7 +228,8 @@ async def upload_file(request: Request) -> dict[str, Any]:
 @router.get("/files/{file_id}")
 def get_file(request: Request, file_id: str) -> dict[str, Any]:
     _state(request)
-    return extend_outputs.file_object(request, file_id)
+    workflows = {workflow.id: workflow for workflow in settings(request.app.state.config).workflows}
+    return emulator_outputs.file_object(request, file_id, workflows)
 
 
 @router.post("/workflow_runs")

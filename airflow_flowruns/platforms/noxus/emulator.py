@@ -4,15 +4,52 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
-from airflow_flowruns.emulator import noxus_outputs
-from airflow_flowruns.emulator.config import EmulatorConfig, NoxusWorkflow, Scenario
+from airflow_flowruns.emulator.config import EmulatorConfig, Scenario
 from airflow_flowruns.emulator.errors import ApiError
 from airflow_flowruns.emulator.state import EmulatedRun, EmulatorState
+from airflow_flowruns.platforms.noxus import emulator_outputs
+
+NOXUS_DOCUMENT_WORKFLOW = "5f0c7d1e-0000-4000-8000-00000000d0c1"
+NOXUS_REVIEW_WORKFLOW = "5f0c7d1e-0000-4000-8000-0000000f33d0"
+NOXUS_FAILING_WORKFLOW = "5f0c7d1e-0000-4000-8000-00000000fa11"
+
+
+class NoxusInput(BaseModel):
+    label: str
+    kind: Literal["file", "text"] = "text"
+    required: bool = True
+
+
+class NoxusWorkflow(BaseModel):
+    id: str
+    name: str
+    inputs: list[NoxusInput] = Field(
+        default_factory=lambda: [NoxusInput(label="document", kind="file"), NoxusInput(label="instructions")]
+    )
+    scenario: Scenario = Field(default_factory=Scenario)
+
+
+def _default_noxus_workflows() -> list[NoxusWorkflow]:
+    return [
+        NoxusWorkflow(id=NOXUS_DOCUMENT_WORKFLOW, name="Document summary", scenario=Scenario(queued_seconds=0.2)),
+        NoxusWorkflow(id=NOXUS_REVIEW_WORKFLOW, name="Summary with approval", scenario=Scenario(review=True)),
+        NoxusWorkflow(
+            id=NOXUS_FAILING_WORKFLOW,
+            name="Always fails",
+            scenario=Scenario(outcome="failed", error="Node 'Extract text' failed: unsupported file"),
+        ),
+    ]
+
+
+class NoxusConfig(BaseModel):
+    workflows: list[NoxusWorkflow] = Field(default_factory=_default_noxus_workflows)
+
 
 PLATFORM = "noxus"
 PATH_PREFIXES = ("/v1/",)
@@ -38,8 +75,13 @@ def error_body(error: ApiError) -> dict[str, Any]:
     return {"detail": error.message}
 
 
+def settings(config: EmulatorConfig) -> NoxusConfig:
+    """This platform's section of the emulator's configuration."""
+    return config.platform(PLATFORM, NoxusConfig)
+
+
 def scenarios(config: EmulatorConfig) -> list[tuple[str, Scenario]]:
-    return [(workflow.id, workflow.scenario) for workflow in config.noxus.workflows]
+    return [(workflow.id, workflow.scenario) for workflow in settings(config).workflows]
 
 
 def new_run_id() -> str:
@@ -57,7 +99,7 @@ def _iso(ts: float | None) -> str | None:
 
 
 def _workflow(request: Request, workflow_id: str) -> NoxusWorkflow:
-    for workflow in request.app.state.config.noxus.workflows:
+    for workflow in settings(request.app.state.config).workflows:
         if workflow.id == workflow_id:
             return workflow
     raise ApiError(404, "Not Found", f"Workflow {workflow_id} not found")
@@ -93,7 +135,7 @@ def run_object(
         ]
         data["progress_details"] = {"executed_nodes": [], "running_nodes": [], "run_logs": logs}
         done = status == "completed"
-        data["output"] = noxus_outputs.output(run) if done else None
+        data["output"] = emulator_outputs.output(run) if done else None
     if listed or with_workflow:
         data.update(definitions={}, source="api")
     if with_workflow:
@@ -232,7 +274,7 @@ def _page(request: Request, runs: list[EmulatedRun], *, listed: bool = False) ->
 @router.get("/v1/file/{file_id}")
 def download_file(request: Request, file_id: str) -> Response:
     _state(request)
-    return noxus_outputs.download(request, file_id)
+    return emulator_outputs.download(request, file_id)
 
 
 @router.get("/v1/runs")

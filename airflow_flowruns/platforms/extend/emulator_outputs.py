@@ -11,15 +11,17 @@ is ``reviewed``: its extraction carries ``initialOutput`` (the misread total), `
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
-from airflow_flowruns.emulator.config import ExtendWorkflow
 from airflow_flowruns.emulator.documents import REVIEWED_FIELD, GeneratedFile, invoice_facts, misread
 from airflow_flowruns.emulator.errors import ApiError
 from airflow_flowruns.emulator.presigned import store
 from airflow_flowruns.emulator.state import EmulatedRun
+
+if TYPE_CHECKING:
+    from airflow_flowruns.platforms.extend.emulator import ExtendWorkflow
 
 WITH_OUTPUTS = {"NEEDS_REVIEW", "PROCESSED", "REJECTED"}
 SCHEMA = {
@@ -197,20 +199,21 @@ def _split_file(run_id: str, part: int, workflow: ExtendWorkflow) -> GeneratedFi
     return GeneratedFile(file_id, f"invoice-{part}.pdf", workflow.split_file_bytes)
 
 
-def _find_split_file(request: Request, file_id: str) -> tuple[GeneratedFile, EmulatedRun] | None:
+def _find_split_file(
+    request: Request, file_id: str, workflows: dict[str, ExtendWorkflow]
+) -> tuple[GeneratedFile, EmulatedRun] | None:
     key, _, part = file_id.removeprefix("file_").rpartition(PART_MARK)
     run = request.app.state.emulator.runs.get(RUN_PREFIX + key)
-    workflows = {workflow.id: workflow for workflow in request.app.state.config.extend.workflows}
     workflow = workflows.get(run.flow_id) if run is not None and run.platform == "extend" else None
     if workflow is None or "SPLIT" not in workflow.steps or not part.isdigit() or not 1 <= int(part) <= SPLIT_PARTS:
         return None
     return _split_file(run.id, int(part), workflow), run
 
 
-def file_object(request: Request, file_id: str) -> dict[str, Any]:
+def file_object(request: Request, file_id: str, workflows: dict[str, ExtendWorkflow]) -> dict[str, Any]:
     """``GET /files/{id}``: the File the run lists, with its ``parentFileId`` (the SDK's ``File``: present for
     files a splitter made) and a fresh ``presignedUrl`` (about 15 minutes)."""
-    found = _find_split_file(request, file_id)
+    found = _find_split_file(request, file_id, workflows)
     if found is None:
         raise ApiError(404, "Not Found", f"File {file_id} not found")
     file, run = found

@@ -64,8 +64,6 @@ class Run(BaseModel):
 
 
 class ExtendOutputs(OutputReader):
-    platform = "extend"
-
     def read(self, raw: Mapping[str, Any]) -> RunOutputs:
         run = parse_part(Run, raw, "Extend workflow run")
         outputs: list[Output] = []
@@ -172,3 +170,6 @@ def _unique(files: list[OutputFile]) -> list[OutputFile]:
     for file in files:
         seen.setdefault(file.id, file)
     return list(seen.values())
+
+
+READER = ExtendOutputs

@@ -43,6 +43,7 @@ from airflow_flowruns.platforms.base import (
     RunState,
     map_status,
 )
+from airflow_flowruns.platforms.extend import FACTS
 from airflow_flowruns.platforms.start import FilePath, StartRequest, UploadFile
 from airflow_flowruns.platforms.values import path_segment
 
@@ -108,10 +109,7 @@ class RunsListing(BaseModel):
     nextPageToken: str | None = None
 
 
-class Extend(Platform):
-    name = "extend"
-    label = "Extend"
-    default_base_url = "https://api.extend.ai"
+class Extend(Platform, facts=FACTS):
     can_cancel = True
     listing_has_metadata = False
     """List items are ``WorkflowRunSummary`` objects: no metadata, no failure reason (extend-ai SDK)."""
@@ -265,3 +263,6 @@ def _failure_text(run: WorkflowRun) -> str | None:
         return None
     parts = [text for text in (run.failureReason, run.failureMessage) if text]
     return ": ".join(parts) or "Extend reported the run as failed without a reason."
+
+
+PLATFORM = Extend

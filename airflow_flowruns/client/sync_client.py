@@ -9,20 +9,20 @@ from typing import Any
 import httpx
 from tenacity import Retrying
 
-from airflow_flowruns.files import OpenWhileRead
-from airflow_flowruns.hooks.http.auth import bounded_auth
-from airflow_flowruns.hooks.http.body import ACCEPT_ENCODING, Answer, build_request, seconds_for
-from airflow_flowruns.hooks.http.deadline import request_deadline, start_deadline, sync_transport
-from airflow_flowruns.hooks.http.errors import (
+from airflow_flowruns.client.auth import bounded_auth
+from airflow_flowruns.client.body import ACCEPT_ENCODING, Answer, build_request, seconds_for
+from airflow_flowruns.client.deadline import request_deadline, start_deadline, sync_transport
+from airflow_flowruns.client.errors import (
     found,
     reading_body,
     the_run_asked_for,
     translated_errors,
 )
-from airflow_flowruns.hooks.http.options import KEEPALIVE_SECONDS, HttpOptions
-from airflow_flowruns.hooks.http.proxies import proxy_mounts
-from airflow_flowruns.hooks.http.retry import decode_and_pace, retry_policy
-from airflow_flowruns.hooks.ratelimit import scheduler_for
+from airflow_flowruns.client.options import KEEPALIVE_SECONDS, HttpOptions
+from airflow_flowruns.client.proxies import proxy_mounts
+from airflow_flowruns.client.ratelimit import scheduler_for
+from airflow_flowruns.client.retry import decode_and_pace, retry_policy
+from airflow_flowruns.files import OpenWhileRead
 from airflow_flowruns.platforms.base import ApiCall, FlowRun, Platform, RunQuery
 
 

@@ -20,13 +20,13 @@ from typing import Any
 
 import httpx
 
+from airflow_flowruns.client.body import Answer, BodyTooLarge, BoundedBody, UnknownEncoding
 from airflow_flowruns.exceptions import (
     FlowRunsApiError,
     FlowRunsAuthError,
     FlowRunsError,
     FlowRunsResponseError,
 )
-from airflow_flowruns.hooks.http.body import Answer, BodyTooLarge, BoundedBody, UnknownEncoding
 from airflow_flowruns.platforms.base import ApiCall, FlowRun, Platform
 
 MAX_JSON_DEPTH = 64

@@ -27,8 +27,6 @@ class Run(BaseModel):
 
 
 class StackAIOutputs(OutputReader):
-    platform = "stackai"
-
     def read(self, raw: Mapping[str, Any]) -> RunOutputs:
         run = parse_part(Run, raw, "StackAI run")
         outputs = run.outputs
@@ -39,3 +37,6 @@ class StackAIOutputs(OutputReader):
                 outputs = {"outputs": outputs}
         found = [Output(str(node), output_kind(value), value) for node, value in (outputs or {}).items()]
         return RunOutputs(found, [], latest([run.date]))
+
+
+READER = StackAIOutputs

@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
-from airflow_flowruns.hooks.http.body import CALL_NAME
-from airflow_flowruns.hooks.http.errors import reading_body
+from airflow_flowruns.client.body import CALL_NAME
+from airflow_flowruns.client.errors import reading_body
 from airflow_flowruns.platforms.base import Platform
 
 

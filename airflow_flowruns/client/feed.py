@@ -27,10 +27,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from airflow_flowruns.client.batching import PollGatherer, ReadRun, Waiting, refuses_listing, settle
 from airflow_flowruns.exceptions import FlowRunsError
-from airflow_flowruns.hooks.batching import PollGatherer, ReadRun, Waiting, refuses_listing, settle
-from airflow_flowruns.platforms import ApiCall, FlowRun, Platform, RunState
-from airflow_flowruns.platforms.base import ChangesPage, RunChange
+from airflow_flowruns.platforms.base import ApiCall, ChangesPage, FlowRun, Platform, RunChange, RunState
 
 log = logging.getLogger(__name__)
 
