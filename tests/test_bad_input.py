@@ -23,8 +23,8 @@ from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
 from airflow_flowruns.platforms.noxus.emulator import NOXUS_DOCUMENT_WORKFLOW
 from airflow_flowruns.platforms.stackai.emulator import STACKAI_FLOW
 from airflow_flowruns.sensors.flow_run import FlowRunSensor
-from conftest import API_KEY, Emulator, set_connection
-from helpers import RECONCILIATION_FLOW
+from support.emulator import API_KEY, Emulator, set_connection
+from support.runs import RECONCILIATION_FLOW
 
 SMALL_FILE_FLOW = "sm4llFileFlow000"
 

@@ -8,14 +8,14 @@ import time
 from typing import Any
 from urllib.parse import parse_qs
 
+import helpers
 import pytest
 
-import helpers
 from airflow_flowruns.client import AsyncFlowRunsClient, batching
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.platforms.stackai.emulator import STACKAI_FLOW, STACKAI_ORG
-from conftest import FAST_RETRIES, Emulator, set_connection
-from helpers import RECONCILIATION_FLOW
+from support.emulator import FAST_RETRIES, Emulator, set_connection
+from support.runs import RECONCILIATION_FLOW
 
 RUNS = 3 * batching.BATCH_MIN_RUNS
 

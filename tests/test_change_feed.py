@@ -22,8 +22,8 @@ from airflow_flowruns.platforms.base import ApiCall, ChangesPage, FlowRun, RunQu
 from airflow_flowruns.platforms.extend import api as extend
 from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
-from conftest import Emulator, set_connection
-from helpers import follow
+from support.emulator import Emulator, set_connection
+from support.runs import follow
 
 PAGE = 25
 

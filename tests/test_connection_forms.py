@@ -22,7 +22,8 @@ from airflow_flowruns.platforms.extend import api as extend
 from airflow_flowruns.platforms.noxus import api as noxus
 from airflow_flowruns.platforms.tableflow import api as tableflow
 from airflow_flowruns.version_compat import AIRFLOW_V_3_2_PLUS, AIRFLOW_V_3_3_PLUS
-from conftest import AIRFLOW, API_KEY, Emulator, airflow_env, set_connection
+from support.airflow import AIRFLOW, airflow_env
+from support.emulator import API_KEY, Emulator, set_connection
 
 FORMS = {facts.name: facts.form for facts in registered()}
 

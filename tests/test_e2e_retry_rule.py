@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
-from conftest import Emulator
 from e2e.retry_rule import Run, retry_problems, run_of
+from support.emulator import Emulator
 
 
 def run(run_id: str, phase: str, created: float, ended: float | None) -> Run:

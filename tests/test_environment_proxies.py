@@ -16,7 +16,7 @@ import pytest
 from airflow_flowruns.client.proxies import environment_proxy
 from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
-from conftest import Emulator, set_connection
+from support.emulator import Emulator, set_connection
 from test_hostile_platform import followed
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")

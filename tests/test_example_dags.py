@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import API_KEY, Emulator, dags_test, xcom_values
+from support.airflow import dags_test, xcom_values
+from support.emulator import API_KEY, Emulator
 
 
 @pytest.mark.slow

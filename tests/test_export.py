@@ -16,8 +16,9 @@ from airflow_flowruns.client import FlowRunsClient
 from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.operators.export import FlowRunsExportOperator
 from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_REVIEW_FLOW
-from conftest import API_KEY, Emulator, dags_test
-from helpers import FLOW_RUN_XCOM_KEYS, RECONCILIATION_FLOW
+from support.airflow import dags_test
+from support.emulator import API_KEY, Emulator
+from support.runs import FLOW_RUN_XCOM_KEYS, RECONCILIATION_FLOW
 
 DAY = datetime(2026, 3, 1, tzinfo=UTC)
 

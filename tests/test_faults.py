@@ -13,8 +13,8 @@ from pytest_mock import MockerFixture
 
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.operators.flow_run import FlowRunOperator
-from conftest import API_KEY, Emulator, set_connection
-from helpers import RECONCILIATION_FLOW
+from support.emulator import API_KEY, Emulator, set_connection
+from support.runs import RECONCILIATION_FLOW
 
 
 def fault_mode(emulator: Emulator, **mode: Any) -> None:

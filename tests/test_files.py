@@ -17,8 +17,8 @@ from pytest_mock import MockerFixture
 from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.files import OpenWhileRead, collect_files, file_uri
 from airflow_flowruns.operators.flow_run import FlowRunOperator
-from conftest import Emulator
-from helpers import RECONCILIATION_FLOW
+from support.emulator import Emulator
+from support.runs import RECONCILIATION_FLOW
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from airflow_flowruns.exceptions import (
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.platforms.base import ApiCall, RunState
 from airflow_flowruns.platforms.start import StartRequest, UploadFile
-from conftest import API_KEY, Emulator, set_connection
-from helpers import RECONCILIATION_FLOW
+from support.emulator import API_KEY, Emulator, set_connection
+from support.runs import RECONCILIATION_FLOW
 
 
 def start(hook: FlowRunsHook, pdfs: dict[str, Path]) -> str:

@@ -10,7 +10,7 @@ from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.platforms import PLATFORMS
 from airflow_flowruns.platforms.values import base_url_from
-from conftest import API_KEY, Emulator, set_connection
+from support.emulator import API_KEY, Emulator, set_connection
 
 
 @pytest.mark.parametrize(

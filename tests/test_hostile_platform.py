@@ -1,6 +1,6 @@
 """A broken or hostile platform never freezes, floods or leaks.
 
-Each misbehaviour of the hostile server (tests/hostile_server.py) goes through the worker's path (the
+Each misbehaviour of the hostile server (tests/support/hostile_server.py) goes through the worker's path (the
 hook reading a run) and through a trigger in an event loop, and each asserts: the memory held at the
 peak stays bounded (tracemalloc), the deadline holds (the error or the event arrives), the error says
 what happened, and the key appears nowhere (exception with its chain, log, event).
@@ -28,9 +28,9 @@ from airflow_flowruns.client.ratelimit import RequestScheduler, scheduler_for
 from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
-from conftest import set_connection
-from helpers import collect_events
-from hostile_server import FLOW_ID, MODES, RETRY_AFTER_SHAPES, RUN_ID, HostileServer, completed_run
+from support.emulator import set_connection
+from support.hostile_server import FLOW_ID, MODES, RETRY_AFTER_SHAPES, RUN_ID, HostileServer, completed_run
+from support.runs import collect_events
 
 KEY = "hostile-test-key-4c1d9e"
 LIMIT = 1024 * 1024

@@ -22,8 +22,8 @@ from airflow_flowruns.client.auth import bounded_auth
 from airflow_flowruns.exceptions import FlowRunsError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
-from conftest import FAST_RETRIES
-from hostile_server import FLOW_ID, MODES, RUN_ID, Exchange, HostileServer
+from support.emulator import FAST_RETRIES
+from support.hostile_server import FLOW_ID, MODES, RUN_ID, Exchange, HostileServer
 from test_hostile_platform import KEY, LIMIT, MEMORY_BOUND, assert_no_key, failure, followed
 
 TOKEN = "issued-token-77e0b3"

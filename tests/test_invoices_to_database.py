@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from airflow_flowruns.emulator.documents import invoice_facts
-from conftest import API_KEY, Emulator, dags_test
+from support.airflow import dags_test
+from support.emulator import API_KEY, Emulator
 
 INVOICES = ("acme-0042.pdf", "globex-7781.pdf", "initech-0193.pdf")
 

@@ -16,8 +16,8 @@ from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
 from airflow_flowruns.platforms.noxus.emulator import NOXUS_DOCUMENT_WORKFLOW
 from airflow_flowruns.platforms.stackai.emulator import STACKAI_FLOW, STACKAI_ORG
 from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_REVIEW_FLOW
-from conftest import Emulator, set_connection
-from helpers import RECONCILIATION_FLOW
+from support.emulator import Emulator, set_connection
+from support.runs import RECONCILIATION_FLOW
 
 DAY = datetime(2026, 3, 1, tzinfo=UTC)
 

@@ -11,8 +11,8 @@ from pytest_mock import MockerFixture
 
 from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsResponseError
 from airflow_flowruns.operators.flow_run import FlowRunOperator
-from conftest import Emulator, task_instance
-from helpers import RECONCILIATION_FLOW
+from support.emulator import Emulator, task_instance
+from support.runs import RECONCILIATION_FLOW
 
 START = f"/v2/flows/{RECONCILIATION_FLOW}/run"
 

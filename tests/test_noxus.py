@@ -21,8 +21,9 @@ from airflow_flowruns.platforms.noxus.emulator import (
     NOXUS_REVIEW_WORKFLOW,
 )
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
-from conftest import API_KEY, Emulator, dags_test, set_connection
-from helpers import check_review_policy, finish
+from support.airflow import dags_test
+from support.emulator import API_KEY, Emulator, set_connection
+from support.runs import check_review_policy, finish
 
 
 @pytest.fixture

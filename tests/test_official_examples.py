@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from conftest import AIRFLOW, API_KEY, Emulator, airflow_env, dags_test, xcom_value
+from support.airflow import AIRFLOW, airflow_env, dags_test, xcom_value
+from support.emulator import API_KEY, Emulator
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,8 @@ from airflow_flowruns.exceptions import FlowRunFailedError
 from airflow_flowruns.lineage import file_dataset
 from airflow_flowruns.operators.flow_run import FlowRunOperator
 from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_FAILING_FLOW
-from conftest import API_KEY, Emulator, dags_test
+from support.airflow import dags_test
+from support.emulator import API_KEY, Emulator
 
 
 def as_json(value: Any) -> Any:

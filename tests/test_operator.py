@@ -16,8 +16,8 @@ from airflow_flowruns.exceptions import FlowRunFailedError, FlowRunTimeoutError
 from airflow_flowruns.operators.flow_run import FlowRunOperator, task_key
 from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_FAILING_FLOW, TABLEFLOW_REVIEW_FLOW
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
-from conftest import API_KEY, Emulator, pushed
-from helpers import FLOW_RUN_XCOM_KEYS, RECONCILIATION_FLOW, finish, run_trigger
+from support.emulator import API_KEY, Emulator, pushed
+from support.runs import FLOW_RUN_XCOM_KEYS, RECONCILIATION_FLOW, finish, run_trigger
 
 
 def reconcile(conn_id: str, pdfs: dict[str, Path], **kwargs: Any) -> FlowRunOperator:

@@ -12,7 +12,7 @@ import pytest
 from airflow_flowruns.outputs.model import KINDS, ApiDownload, PresignedDownload, Review, outputs_document, safe_segment
 from airflow_flowruns.platforms import PLATFORMS, output_reader
 from airflow_flowruns.platforms.base import ConnectionSettings
-from conftest import ROOT
+from support.airflow import ROOT
 
 GOLDEN = Path(__file__).parent / "outputs_golden"
 SDK_PYTHON = ROOT / ".venv-sdk" / "bin" / "python"

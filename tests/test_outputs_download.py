@@ -21,8 +21,8 @@ from airflow_flowruns.outputs.download import FileDownloader
 from airflow_flowruns.outputs.model import ApiDownload
 from airflow_flowruns.platforms.base import ApiCall
 from airflow_flowruns.platforms.extend.emulator import EXTEND_SPLIT_WORKFLOW
-from conftest import Emulator, set_connection
-from hostile_server import HostileServer
+from support.emulator import Emulator, set_connection
+from support.hostile_server import HostileServer
 
 HANG_GUARD = 120.0
 """Only so that a regression fails the test instead of freezing the suite; no test asserts on time."""

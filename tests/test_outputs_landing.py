@@ -26,7 +26,7 @@ from airflow_flowruns.platforms.extend.emulator import (
 from airflow_flowruns.platforms.noxus.emulator import NOXUS_DOCUMENT_WORKFLOW
 from airflow_flowruns.platforms.stackai.emulator import STACKAI_FLOW
 from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_RECONCILIATION_FLOW
-from conftest import API_KEY, Emulator, set_connection
+from support.emulator import API_KEY, Emulator, set_connection
 from test_outputs import sdk_models
 
 

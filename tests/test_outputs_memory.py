@@ -19,7 +19,7 @@ import pytest
 from airflow_flowruns.emulator import EmulatorServer
 from airflow_flowruns.emulator.config import EmulatorConfig
 from airflow_flowruns.platforms.extend.emulator import EXTEND_SPLIT_WORKFLOW, ExtendConfig, ExtendWorkflow
-from conftest import set_connection
+from support.emulator import set_connection
 
 LANDER = """
 import json, sys, time

@@ -19,8 +19,8 @@ import pytest
 from airflow_flowruns.exceptions import FlowRunsError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
-from conftest import set_connection
-from hostile_server import FLOW_ID, RUN_ID, HostileServer
+from support.emulator import set_connection
+from support.hostile_server import FLOW_ID, RUN_ID, HostileServer
 from test_hostile_platform import DEADLINE, KEY, assert_no_key, failure, followed
 
 UNRESOLVABLE = "http://flowruns.invalid"

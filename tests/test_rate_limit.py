@@ -15,8 +15,8 @@ from airflow_flowruns.client.options import HttpOptions
 from airflow_flowruns.client.ratelimit import PROBE_GROWTH_PER_SECOND, TARGET_SHARE, AdaptiveRate, RequestScheduler
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.platforms.start import StartRequest
-from conftest import Emulator, set_connection
-from helpers import RECONCILIATION_FLOW
+from support.emulator import Emulator, set_connection
+from support.runs import RECONCILIATION_FLOW
 
 
 def rate_limit(emulator: Emulator, per_second: float | None) -> None:

@@ -16,7 +16,7 @@ import httpx
 from airflow_flowruns.platforms.noxus.emulator import NOXUS_DOCUMENT_WORKFLOW
 from airflow_flowruns.platforms.stackai.emulator import STACKAI_FLOW, STACKAI_ORG
 from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_SMALL_FILE_FLOW
-from conftest import API_KEY, Emulator
+from support.emulator import API_KEY, Emulator
 from test_sdk_models import injected
 
 GOLDEN = Path(__file__).parent / "golden"

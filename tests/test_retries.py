@@ -22,8 +22,8 @@ from airflow_flowruns.operators._reattach import STATE_STORE_KEY
 from airflow_flowruns.operators.flow_run import PREVIOUS_RUN_ID_KEY, FlowRunOperator
 from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
 from airflow_flowruns.platforms.noxus.emulator import NOXUS_DOCUMENT_WORKFLOW
-from conftest import Emulator, pushed, set_connection, task_instance
-from helpers import RECONCILIATION_FLOW
+from support.emulator import Emulator, pushed, set_connection, task_instance
+from support.runs import RECONCILIATION_FLOW
 
 
 class StateStore(TaskStateStoreAccessor):

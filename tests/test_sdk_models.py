@@ -17,7 +17,7 @@ import pytest
 
 from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW, EXTEND_SPLIT_WORKFLOW
 from airflow_flowruns.platforms.noxus.emulator import NOXUS_DOCUMENT_WORKFLOW
-from conftest import API_KEY, Emulator
+from support.emulator import API_KEY, Emulator
 from test_vendor_sdks import SCRIPTS, SDK_PYTHON
 
 EXTEND_STATUSES = ["PENDING", "PROCESSING", "NEEDS_REVIEW", "PROCESSED", "FAILED", "REJECTED", "CANCELLED"]

@@ -31,7 +31,8 @@ from airflow_flowruns.platforms.noxus.emulator import NOXUS_DOCUMENT_WORKFLOW
 from airflow_flowruns.platforms.start import StartRequest
 from airflow_flowruns.platforms.tableflow import emulator as tableflow
 from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_RECONCILIATION_FLOW, TABLEFLOW_SMALL_FILE_FLOW
-from conftest import AIRFLOW, FAST_RETRIES, ROOT, Emulator, airflow_env, set_connection
+from support.airflow import AIRFLOW, ROOT, airflow_env
+from support.emulator import FAST_RETRIES, Emulator, set_connection
 
 sys.path.insert(0, str(ROOT))
 from e2e.secret_scan import Findings, scan_json, scan_sqlite, scan_tree

@@ -12,8 +12,8 @@ from airflow_flowruns.exceptions import FlowRunFailedError, FlowRunsApiError, Fl
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.platforms.start import StartRequest
 from airflow_flowruns.sensors.flow_run import FlowRunSensor
-from conftest import Emulator
-from helpers import RECONCILIATION_FLOW, run_trigger
+from support.emulator import Emulator
+from support.runs import RECONCILIATION_FLOW, run_trigger
 
 
 @pytest.fixture

@@ -27,8 +27,8 @@ from airflow_flowruns.platforms.stackai.emulator import (
 from airflow_flowruns.platforms.start import StartRequest
 from airflow_flowruns.sensors.flow_run import FlowRunSensor
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
-from conftest import API_KEY, FAST_RETRIES, Emulator, set_connection
-from helpers import run_trigger
+from support.emulator import API_KEY, FAST_RETRIES, Emulator, set_connection
+from support.runs import run_trigger
 
 RUNS_PATH = f"/analytics/org/{STACKAI_ORG}/flows/{STACKAI_FLOW}"
 RUN_PATH = f"/inference/v0/run/{STACKAI_ORG}/{STACKAI_FLOW}"

@@ -15,8 +15,8 @@ from airflow_flowruns.client import AsyncFlowRunsClient
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.platforms.start import StartRequest
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger, PollClock
-from conftest import API_KEY, Emulator
-from helpers import RECONCILIATION_FLOW, collect_events, run_trigger
+from support.emulator import API_KEY, Emulator
+from support.runs import RECONCILIATION_FLOW, collect_events, run_trigger
 
 
 def started_run(conn_id: str, pdfs: dict[str, Path]) -> str:

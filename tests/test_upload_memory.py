@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_LARGE_FILE_FLOW
-from conftest import Emulator, set_connection
+from support.emulator import Emulator, set_connection
 
 UPLOADER = """
 import json, sys

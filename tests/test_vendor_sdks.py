@@ -15,7 +15,8 @@ import pytest
 
 from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
 from airflow_flowruns.platforms.noxus.emulator import NOXUS_DOCUMENT_WORKFLOW
-from conftest import API_KEY, ROOT, Emulator
+from support.airflow import ROOT
+from support.emulator import API_KEY, Emulator
 
 SDK_PYTHON = ROOT / ".venv-sdk" / "bin" / "python"
 SCRIPTS = Path(__file__).parent / "vendor_sdk"

@@ -14,8 +14,8 @@ from pytest_mock import MockerFixture
 from airflow_flowruns.operators import _reattach, _waiting
 from airflow_flowruns.operators.flow_run import FlowRunOperator
 from airflow_flowruns.version_compat import missing_feature
-from conftest import Emulator, task_instance
-from helpers import RECONCILIATION_FLOW
+from support.emulator import Emulator, task_instance
+from support.runs import RECONCILIATION_FLOW
 
 LOGGER = "airflow_flowruns.version_compat"
 

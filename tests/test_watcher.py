@@ -21,8 +21,8 @@ from airflow_flowruns.platforms.start import StartRequest
 from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_REVIEW_FLOW
 from airflow_flowruns.triggers.watch_position import Position
 from airflow_flowruns.triggers.watcher import FlowRunEventTrigger
-from conftest import API_KEY, Emulator
-from watching import (
+from support.emulator import API_KEY, Emulator
+from support.watching import (
     BOUND,
     FAST_POLL,
     FLOWS,

@@ -21,8 +21,8 @@ from airflow.triggers.base import BaseEventTrigger
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.triggers.watcher import FlowRunEventTrigger
 from airflow_flowruns.version_compat import AIRFLOW_V_3_3_PLUS, missing_feature
-from conftest import API_KEY, Emulator
-from watching import FAST_POLL, FLOWS, connect, manual_runs, payloads, started_watching, until, until_finished
+from support.emulator import API_KEY, Emulator
+from support.watching import FAST_POLL, FLOWS, connect, manual_runs, payloads, started_watching, until, until_finished
 
 
 def test_kwargs_are_plain_deterministic_and_make_an_asset_watcher(tableflow_conn: str) -> None:

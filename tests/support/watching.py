@@ -16,7 +16,7 @@ from airflow_flowruns.platforms.noxus.emulator import NOXUS_DOCUMENT_WORKFLOW, N
 from airflow_flowruns.platforms.stackai.emulator import STACKAI_FAILING_FLOW, STACKAI_FLOW, STACKAI_ORG
 from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_FAILING_FLOW, TABLEFLOW_SMALL_FILE_FLOW
 from airflow_flowruns.triggers.watcher import FlowRunEventTrigger
-from conftest import Emulator, set_connection
+from support.emulator import Emulator, set_connection
 
 T = TypeVar("T")
 

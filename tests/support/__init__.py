@@ -1,0 +1,1 @@
+"""What tests share: the emulator's control API, Airflow under test, a hostile server, run helpers."""
