@@ -5,7 +5,9 @@ minor line and the test tools, then this package (editable) on top, which brings
 (the common.compat provider). Airflow asks users to install it with the constraint file of its release,
 which is not on the package index, so each environment says how its dependencies are chosen:
 
-- ``newest``: the newest release of everything (Airflow 3.1.8 works with them);
+- ``newest``: the newest release of everything, less the ``pins`` an environment names: Airflow 3.1.8 works
+  with them but for cryptography 51, whose ``MultiFernet`` Airflow 3.1 cannot mark as encrypted, so its first
+  deferral fails inside Airflow (``cryptography<51`` is the pin that makes 3.1 work);
 - ``at-release``: packages uploaded before the Airflow release plus a day (``pip --uploaded-prior-to``),
   which is what its constraint file held; Airflow 3.2.2 fails in ``airflow dags test`` with the FastAPI,
   Cadwyn and svcs releases that came after it;
@@ -58,6 +60,8 @@ class Environment:
     python: str
     airflow: str
     dependencies: Literal["newest", "at-release", "constraints.txt"]
+    pins: tuple[str, ...] = ()
+    """Requirements installed with Airflow that hold back a release that line cannot run with."""
 
     @property
     def name(self) -> str:
@@ -66,7 +70,7 @@ class Environment:
 
 # Keep the classifiers in pyproject.toml and the table in docs/install.md naming exactly these and .venv's.
 ENVIRONMENTS = (
-    Environment(python="3.11", airflow="3.1", dependencies="newest"),
+    Environment(python="3.11", airflow="3.1", dependencies="newest", pins=("cryptography<51",)),
     Environment(python="3.11", airflow="3.2", dependencies="at-release"),
     Environment(python="3.12", airflow="3.3", dependencies="constraints.txt"),
     Environment(python="3.13", airflow="3.3", dependencies="constraints.txt"),
@@ -116,7 +120,7 @@ def install(env: Environment, python: str) -> Path:
     """Create the environment's virtualenv, again only when what it should hold has changed."""
     venv = VENVS / env.name
     version, uploaded = latest_release(env.airflow)
-    airflow = [*pinning(env, uploaded), f"apache-airflow=={version}", *TEST_REQUIREMENTS]
+    airflow = [*pinning(env, uploaded), f"apache-airflow=={version}", *env.pins, *TEST_REQUIREMENTS]
     pins = (ROOT / "constraints.txt").read_text() if env.dependencies == "constraints.txt" else ""
     stamp = hashlib.sha256("\n".join([*airflow, pins, (ROOT / "pyproject.toml").read_text()]).encode()).hexdigest()
     marker = venv / ".installed"
