@@ -1,5 +1,8 @@
 """OpenLineage for :class:`FlowRunOperator`: the uploaded files in, the flow run out.
 
+It takes the operators' plain values (connection id, files, flow id, settled run, landing), never an operator,
+so it depends on no operator module.
+
 Imported only when the OpenLineage provider asks the operator for its facets, so without
 ``apache-airflow-providers-openlineage`` installed nothing here is ever loaded.
 
@@ -30,13 +33,14 @@ from openlineage.client.event_v2 import Dataset
 from openlineage.client.facet_v2 import DatasetFacet, external_query_run
 from openlineage.client.naming.dataset import GCS, S3, LocalFileSystem
 
-from airflow_flowruns.files import collect_files, file_uri
+from airflow_flowruns.files import FileArgument, collect_files, file_uri
 from airflow_flowruns.hooks.flow_run import FlowRunsHook, platform_from_connection
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-    from airflow_flowruns.operators.flow_run import FlowRunOperator
     from airflow_flowruns.outputs.landing import Landing
     from airflow_flowruns.platforms.base import FlowRun
 
@@ -57,29 +61,36 @@ class FlowRunDatasetFacet(DatasetFacet):
         return "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/DatasetFacet"
 
 
-def operator_lineage(operator: FlowRunOperator) -> OperatorLineage[Dataset, Any]:
+def flow_run_lineage(
+    conn_id: str,
+    files: Mapping[str, FileArgument] | None,
+    flow_id: str,
+    run: FlowRun | None,
+    landing: Landing | None,
+) -> OperatorLineage[Dataset, Any]:
+    """:class:`FlowRunOperator`: the files given in; the settled run (``None``: the task failed before a run
+    existed) and the folder its outputs landed in, if they did, out."""
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-    files = collect_files(operator.files, check=False).values()
+    collected = collect_files(files, check=False).values()
     inputs = [
-        file_dataset(file_uri(path)) for value in files for path in (value if isinstance(value, tuple) else (value,))
+        file_dataset(file_uri(path))
+        for value in collected
+        for path in (value if isinstance(value, tuple) else (value,))
     ]
-    run = operator._run  # the settled run (see FlowRunWaitMixin._finish)
     if run is None:  # failed before a run existed: only what it was given
         return OperatorLineage(inputs=inputs)
-    outputs = [run_dataset(operator.flowruns_conn_id, run, str(operator.flow_id))]
-    if operator._landing is not None:
-        outputs.append(landing_dataset(operator._landing))
+    outputs = [run_dataset(conn_id, run, flow_id)]
+    if landing is not None:
+        outputs.append(landing_dataset(landing))
     return OperatorLineage(inputs=inputs, outputs=outputs, run_facets=_external_query(run))
 
 
-def outputs_lineage(
-    conn_id: str | None, run: FlowRun | None = None, landing: Landing | None = None
-) -> OperatorLineage[Dataset, Any]:
-    """:class:`FlowRunOutputsOperator`: the flow run in, its landing folder out."""
+def outputs_lineage(conn_id: str, run: FlowRun | None, landing: Landing | None) -> OperatorLineage[Dataset, Any]:
+    """:class:`FlowRunOutputsOperator`: the flow run in, its landing folder out; nothing before both exist."""
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-    if conn_id is None or run is None or landing is None:
+    if run is None or landing is None:
         return OperatorLineage()
     return OperatorLineage(
         inputs=[run_dataset(conn_id, run, run.flow_id or "")],

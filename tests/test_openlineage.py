@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ from airflow.providers.openlineage.extractors.manager import ExtractorManager
 from openlineage.client.serde import Serde
 from pytest_mock import MockerFixture
 
+from airflow_flowruns import lineage
 from airflow_flowruns.exceptions import FlowRunFailedError
 from airflow_flowruns.lineage import file_dataset
 from airflow_flowruns.operators.flow_run import FlowRunOperator
@@ -27,7 +29,7 @@ def as_json(value: Any) -> Any:
     return json.loads(Serde.to_json(value))
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_dag_run_emits_files_in_and_the_flow_run_out(airflow_home: Path, emulator: Emulator, pdf: Path) -> None:
     """The real listener, extractor and OpenLineage's file transport, in `airflow dags test`."""
     invoice = pdf.parent / "inv.pdf"
@@ -104,6 +106,16 @@ def test_a_task_that_failed_before_starting_a_run_reports_only_its_inputs(
     assert [(d.namespace, d.name) for d in lineage.inputs] == [("file", str(tmp_path / "x.pdf"))]
 
 
+def test_lineage_takes_plain_values_and_imports_no_operator() -> None:
+    """Operators import lineage (lazily); lineage imports no operator module, not even for type checking."""
+    tree = ast.parse(Path(lineage.__file__).read_text())
+    imported = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)} | {
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    assert "airflow_flowruns.files" in imported, "the walk sees the module's imports"
+    assert sorted(name for name in imported if name.startswith("airflow_flowruns.operators")) == []
+
+
 @pytest.mark.parametrize(
     ("uri", "namespace", "name"),
     [
@@ -145,6 +157,7 @@ print("ok")
 """
 
 
+@pytest.mark.integration
 def test_without_the_openlineage_provider_nothing_changes(
     tableflow_conn: str, emulator: Emulator, pdf: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

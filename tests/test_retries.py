@@ -17,7 +17,7 @@ from airflow.sdk.execution_time.context import TaskStateStoreAccessor
 from pydantic import JsonValue
 from pytest_mock import MockerFixture
 
-from airflow_flowruns.operators import flow_run
+from airflow_flowruns import starting
 from airflow_flowruns.operators._reattach import STATE_STORE_KEY
 from airflow_flowruns.operators.flow_run import PREVIOUS_RUN_ID_KEY, FlowRunOperator
 from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
@@ -184,7 +184,7 @@ def test_a_fresh_run_whose_save_a_dead_worker_missed_is_found_by_task_key(
     tasks = StateStore()
     first = operator(case, conn, pdfs).execute(context(task_try(mocker, 1), tasks))
     emulator.set_status(first["id"], case.failed, error="unreadable scan")
-    crash = mocker.patch.object(flow_run, "save_run", side_effect=SystemExit("worker killed"))
+    crash = mocker.patch.object(starting, "save_run", side_effect=SystemExit("worker killed"))
     with pytest.raises(SystemExit):
         operator(case, conn, pdfs).execute(context(task_try(mocker, 2), tasks))
     mocker.stop(crash)

@@ -176,43 +176,6 @@ class FlowRunsHook(BaseHook):
         async for run in client.iter_runs(run_query(flow_id, states, created_after, created_before, page_size)):
             yield run
 
-    def find_run_for_task(
-        self,
-        flow_id: str | None,
-        task_key: str,
-        created_after: datetime | None = None,
-        newer_than: str | None = None,
-    ) -> FlowRun | None:
-        """The newest run this task instance started, found by the task key stored on it.
-
-        Where listing items carry no metadata (Extend's ``WorkflowRunSummary``), each candidate in the
-        window is read in full, newest first, at most ``Platform.lookup_reads`` of them. ``newer_than``:
-        stop at that run (an earlier try's), so only a run started after it is found. None at once where runs
-        keep no task key (``Platform.keeps_task_key``): listing them could not find it.
-        """
-        platform = self.platform
-        if not platform.keeps_task_key:
-            return None
-        reads = 0
-        for listed in self.list_runs(flow_id=flow_id, created_after=created_after):
-            if listed.id == newer_than:
-                return None
-            run = listed
-            if not platform.listing_has_metadata:
-                if reads == platform.lookup_reads:
-                    self.log.warning(
-                        "Stopped looking for the run of task key %s after reading %d runs of flow %s.",
-                        task_key,
-                        reads,
-                        flow_id,
-                    )
-                    return None
-                reads += 1
-                run = self.get_run(flow_id, listed.id)
-            if platform.task_key_of(run) == task_key:
-                return run
-        return None
-
     def test_connection(self) -> tuple[bool, str]:
         """Make one cheap call; pass or fail, the answer names the base URL it used, the first thing to
         check when a host was typed wrong. A connection refused before any call (one with a password in

@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath, conf
 
-from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsConfigError, FlowRunsResponseError
+from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.files import FileArgument, collect_files
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.links import FLOW_RUN_ID_KEY, FLOW_RUN_URL_KEY, FlowRunLink
 from airflow_flowruns.operators._outputs import check_output_limit, output_target, place_outputs
-from airflow_flowruns.operators._reattach import (
-    RESTART_STATES,
-    earlier_run,
-    lookup_window_start,
-    note_start,
-    save_run,
-)
+from airflow_flowruns.operators._reattach import PREVIOUS_RUN_ID_KEY, TaskRecord, task_key, task_try
 from airflow_flowruns.operators._waiting import FlowRunWaitMixin
 from airflow_flowruns.outputs.landing import Landing, land_run
 from airflow_flowruns.platforms.base import FlowRun
 from airflow_flowruns.platforms.start import StartRequest
 from airflow_flowruns.platforms.values import require_json_object, require_text
+from airflow_flowruns.starting import START_ATTEMPTS, start_once
 from airflow_flowruns.waiting import OnReview, check_poll_interval, check_timeout, deadline_after
 
 if TYPE_CHECKING:
@@ -35,10 +27,6 @@ if TYPE_CHECKING:
 
 DEFAULT_TIMEOUT = 24 * 60 * 60
 DEFAULT_MAX_XCOM_OUTPUT_BYTES = 64 * 1024
-PREVIOUS_RUN_ID_KEY = "previous_flow_run_id"
-"""XCom key naming the failed or cancelled run of an earlier try that this try's fresh run replaces."""
-START_ATTEMPTS = 3
-"""Start calls sent for one try when each failed ambiguously and the lookup found no run behind it."""
 
 
 class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
@@ -145,7 +133,7 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         self._landing: Landing | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
-        request = replace(self.start_request(), task_key=task_key(context))
+        request = self.start_request()
         deadline_after(self.timeout)  # a bad timeout fails here, before anything is uploaded
         target = output_target(self.output_path)
         landing_to = output_target(self.outputs_to, "outputs_to")
@@ -160,7 +148,9 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
                 "outputs.json and XCom holds only where they went. Drop output_path."
             )
         hook = FlowRunsHook(self.flowruns_conn_id)
-        run = self._run = self._start_once(hook, request, context)
+        run = self._run = start_once(
+            hook, request, task_key(context), TaskRecord(context), task_try(context, self.log), reattach=self.reattach
+        )
         deadline = deadline_after(self.timeout)
         context["ti"].xcom_push(key=FLOW_RUN_ID_KEY, value=run.id)
         context["ti"].xcom_push(key=FLOW_RUN_URL_KEY, value=run.url)
@@ -174,6 +164,16 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         outputs = final.outputs if final.outputs is not None else run.outputs
         return self._land(place_outputs(outputs, result, target, self.max_xcom_output_bytes))
 
+    @property
+    def settled_run(self) -> FlowRun | None:
+        """The run as last seen: the settled run once the task has its outcome; None before a run started."""
+        return self._run
+
+    @property
+    def landing(self) -> Landing | None:
+        """Where ``outputs_to`` landed the settled run's outputs; None until they landed."""
+        return self._landing
+
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         return self._land(super().execute_complete(context, event))
 
@@ -186,60 +186,6 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         run = hook.get_run(self._run.flow_id, self._run.id)
         self._landing = land_run(hook, run, destination)
         return {**result, "landing": self._landing.to_xcom()}
-
-    def _start_once(self, hook: FlowRunsHook, request: StartRequest, context: Context) -> FlowRun:
-        """Start the run, unless this task instance already has one to follow: never bill a document twice.
-
-        A retry or a cleared task follows the run an earlier try started while it is queued, running,
-        waiting for review or succeeded, and starts a fresh run when it failed or was cancelled, naming the
-        earlier run in the log and in XCom (``previous_flow_run_id``); see :mod:`._reattach` for how the
-        earlier run is found, including one whose start a dead worker never saved. A start call that failed
-        in a way the platform may still have accepted (a timeout, a dropped connection, a 5xx, an unreadable
-        answer) is looked up by the task key; only when no run newer than the earlier one is found is it sent
-        again.
-        """
-        key = request.task_key or task_key(context)
-        earlier = earlier_run(hook, request.flow_id, key, context) if self.reattach else None
-        if earlier is not None and earlier.state not in RESTART_STATES:
-            self.log.info(
-                "Re-attaching to %s run %s (%s) started by an earlier try.",
-                earlier.platform,
-                earlier.id,
-                earlier.status,
-            )
-            save_run(context, earlier)  # it may have been found by task key: the next try then reads it directly
-            return earlier
-        if earlier is not None:
-            self.log.warning(
-                "The earlier %s run %s of this task ended %s (%s); starting a fresh run.",
-                earlier.platform,
-                earlier.id,
-                earlier.status,
-                earlier.error or "no reason given",
-            )
-            context["ti"].xcom_push(key=PREVIOUS_RUN_ID_KEY, value=earlier.id)
-        note_start(context, earlier)
-        run = self._start(hook, request, key, lookup_window_start(context), earlier.id if earlier else None)
-        save_run(context, run)
-        return run
-
-    def _start(
-        self, hook: FlowRunsHook, request: StartRequest, key: str, since: datetime | None, earlier_id: str | None
-    ) -> FlowRun:
-        for attempt in range(1, START_ATTEMPTS + 1):
-            try:
-                return hook.start_run(request)
-            except (FlowRunsApiError, FlowRunsResponseError) as exc:
-                if not exc.outcome_unknown:
-                    raise
-                found = hook.find_run_for_task(request.flow_id, key, since, newer_than=earlier_id)
-                if found is not None:
-                    self.log.info("The platform had accepted the run despite %s: following run %s.", exc, found.id)
-                    return found
-                if attempt == START_ATTEMPTS:
-                    raise
-                self.log.warning("Starting the run failed (%s) and no run was created; starting it again.", exc)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def start_request(self) -> StartRequest:
         """Check every argument that can be checked without the network, so bad input starts nothing."""
@@ -259,9 +205,9 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage[Any, Any]:
         """Called by the OpenLineage provider on success, and on failure for lack of an on_failure method."""
-        from airflow_flowruns.lineage import operator_lineage
+        from airflow_flowruns.lineage import flow_run_lineage
 
-        return operator_lineage(self)
+        return flow_run_lineage(self.flowruns_conn_id, self.files, str(self.flow_id), self.settled_run, self.landing)
 
     def on_kill(self) -> None:
         """The task was killed while waiting in the worker: cancel the run where the platform can."""
@@ -269,8 +215,11 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
             FlowRunsHook(self.flowruns_conn_id).cancel_run(self._run.flow_id, self._run.id)
 
 
-def task_key(context: Context) -> str:
-    """A short, stable id of the task instance: the same on every try, different for every map index."""
-    ti = context["ti"]
-    parts = (ti.dag_id, ti.task_id, ti.run_id, str(getattr(ti, "map_index", -1)))
-    return "af-" + hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:24]
+__all__ = [
+    "DEFAULT_MAX_XCOM_OUTPUT_BYTES",
+    "DEFAULT_TIMEOUT",
+    "PREVIOUS_RUN_ID_KEY",
+    "START_ATTEMPTS",
+    "FlowRunOperator",
+    "task_key",
+]

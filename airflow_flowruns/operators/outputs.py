@@ -66,7 +66,8 @@ class FlowRunOutputsOperator(BaseOperator):
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage[Any, Any]:
         from airflow_flowruns.lineage import outputs_lineage
 
-        return outputs_lineage(self.flowruns_conn_id, *self._landed) if self._landed else outputs_lineage(None)
+        run, landing = self._landed or (None, None)
+        return outputs_lineage(self.flowruns_conn_id, run, landing)
 
 
 def run_reference(run: Any, flow_id: Any = None) -> tuple[str | None, str]:
