@@ -8,12 +8,12 @@ import time
 from typing import Any
 from urllib.parse import parse_qs
 
-import helpers
 import pytest
 
 from airflow_flowruns.client import AsyncFlowRunsClient, batching
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.platforms.stackai.emulator import STACKAI_FLOW, STACKAI_ORG
+from support import runs
 from support.emulator import FAST_RETRIES, Emulator, set_connection
 from support.runs import RECONCILIATION_FLOW
 
@@ -38,7 +38,7 @@ def seed(
 
 
 def follow(conn_id: str, ids: list[str], poll_interval: float = 0.4) -> list[dict[str, Any]]:
-    return helpers.follow(conn_id, "tableflow", RECONCILIATION_FLOW, ids, poll_interval)
+    return runs.follow(conn_id, "tableflow", RECONCILIATION_FLOW, ids, poll_interval)
 
 
 def calls(emulator: Emulator) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs
@@ -17,8 +17,9 @@ from urllib.parse import parse_qs
 import pytest
 
 from airflow_flowruns.client import AsyncFlowRunsClient, feed
+from airflow_flowruns.client.listing import PageWalk
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.platforms.base import ApiCall, ChangesPage, FlowRun, RunQuery
+from airflow_flowruns.platforms.base import ChangesPage, FlowRun, RunQuery
 from airflow_flowruns.platforms.extend import api as extend
 from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
@@ -149,14 +150,14 @@ def test_a_missed_update_is_caught_by_the_safety_net(
 
     async def scenario(client: AsyncFlowRunsClient) -> None:
         assert client._feed is not None
-        read_changes = client._feed._read_changes
+        walk_pages = client._feed._walk_pages
 
-        async def listing_that_misses_one(call: ApiCall) -> ChangesPage:
+        async def listing_that_misses_one(walk: PageWalk[ChangesPage]) -> AsyncIterator[ChangesPage]:
             """The feed's pages without one run: an update the listing failed to show."""
-            page = await read_changes(call)
-            return replace(page, changes=[change for change in page.changes if change.id != hidden])
+            async for page in walk_pages(walk):
+                yield replace(page, changes=[change for change in page.changes if change.id != hidden])
 
-        client._feed._read_changes = listing_that_misses_one
+        client._feed._walk_pages = listing_that_misses_one
         await poll(client, ids)
         emulator.set_status(hidden, "PROCESSED")
         emulator.clear_requests()

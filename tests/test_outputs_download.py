@@ -12,6 +12,7 @@ import pytest
 from airflow.providers.common.compat.sdk import Context
 from tenacity import RetryCallState
 
+from airflow_flowruns.client.ratelimit import scheduler_for
 from airflow_flowruns.client.retry import WaitRetryAfter
 from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsResponseError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
@@ -47,13 +48,13 @@ def download_from(
     raised: list[BaseException] = []
 
     def fetch() -> None:
-        downloader = FileDownloader(FlowRunsHook(conn))
+        hook = FlowRunsHook(conn)
         try:
-            downloader.fetch(ApiDownload(ApiCall("download file", "GET", "/v1/file/f_1")), open_target)
+            FileDownloader(hook).fetch(ApiDownload(ApiCall("download file", "GET", "/v1/file/f_1")), open_target)
         except BaseException as exc:
             raised.append(exc)
         finally:
-            downloader.close()
+            hook.client.close()
 
     worker = threading.Thread(target=fetch, daemon=True)  # a daemon: a hang cannot keep the suite from ending
     worker.start()
@@ -90,6 +91,20 @@ def test_a_429_on_a_download_waits_its_retry_after_capped_by_retry_max_wait(
     assert isinstance(error, FlowRunsApiError) and error.status == 429, repr(error)
     assert waits and set(waits) == {0.5}, waits  # tenacity also computes the wait it then stops before
     assert len(hostile.requests) == 2
+
+
+def test_a_file_the_api_serves_waits_its_turn_and_its_429_is_heard_by_the_connections_scheduler(
+    hostile: HostileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file endpoint is the platform's API: a 429 there pauses every call on the connection, as any call's does."""
+    scheduler = scheduler_for("hostile_files", None)
+    turns: list[None] = []
+    heard: list[tuple[int, float | None, float]] = []
+    monkeypatch.setattr(scheduler, "wait", lambda: turns.append(None))
+    monkeypatch.setattr(scheduler, "answered", lambda *answer: heard.append(answer))
+    error, _ = download_from(hostile, monkeypatch, "Retry-After an hour", retry_min_wait=0.01, retry_max_wait=0.5)
+    assert isinstance(error, FlowRunsApiError) and error.status == 429, repr(error)
+    assert len(turns) == 2 and heard == [(429, 3600.0, 0.5)] * 2
 
 
 def test_a_redirect_from_a_file_endpoint_is_neither_saved_nor_followed(

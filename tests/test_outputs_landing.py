@@ -300,7 +300,7 @@ def test_landed_outputs_are_the_tasks_output_dataset(
     assert lineage.run_facets["externalQuery"].externalQueryId == run["id"]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_emulated_outputs_are_valid_for_the_official_sdks(
     extend_conn: str,
     emulator: Emulator,

@@ -50,7 +50,7 @@ def big_files_emulator() -> Iterator[EmulatorServer]:
         yield server
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_landing_256_mib_of_files_keeps_memory_flat(
     big_files_emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

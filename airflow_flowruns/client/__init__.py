@@ -2,8 +2,8 @@
 shared by the sync client (workers) and the async client (triggerer).
 
 One job per module: ``options`` (the connection's client settings), ``errors`` (an answer or a failure
-turned into the provider's own error), ``retry`` (retry policy and pacing), ``sync_client`` and
-``async_client`` (the two drivers, kept thin).
+turned into the provider's own error), ``retry`` (retry policy and pacing), ``listing`` (the walk through
+a paged listing), ``sync_client`` and ``async_client`` (the two drivers, kept thin).
 """
 
 from airflow_flowruns.client.async_client import AsyncFlowRunsClient

@@ -31,11 +31,12 @@ from airflow_flowruns.client.errors import (
     translated_errors,
 )
 from airflow_flowruns.client.feed import ChangeFeed
+from airflow_flowruns.client.listing import P, PageWalk, run_pages
 from airflow_flowruns.client.options import KEEPALIVE_SECONDS, HttpOptions
 from airflow_flowruns.client.proxies import environment_proxy, proxy_mounts
 from airflow_flowruns.client.ratelimit import scheduler_for
 from airflow_flowruns.client.retry import decode_and_pace, is_retryable, retry_policy
-from airflow_flowruns.platforms.base import ApiCall, ChangesPage, FlowRun, Platform, RunQuery, RunsPage
+from airflow_flowruns.platforms.base import ApiCall, FlowRun, Platform, RunQuery
 
 _CHUNK_BYTES = 64 * 1024
 
@@ -79,9 +80,7 @@ class AsyncFlowRunsClient:
         self._direct = self._http.auth is None
         self._batchers: dict[str | None, ListingBatcher] = {}
         feed_call = platform.change_feed_call()
-        self._feed = (
-            ChangeFeed(platform, feed_call, self._read_changes, self._read_any) if feed_call is not None else None
-        )
+        self._feed = ChangeFeed(platform, feed_call, self.walk_pages, self._read_any) if feed_call is not None else None
 
     def _aiohttp_session(self) -> aiohttp.ClientSession:
         """One connection pool, made in the client's event loop, for both ways a request is sent."""
@@ -183,7 +182,7 @@ class AsyncFlowRunsClient:
             if query is None:
                 return await self.read_run(flow_id, run_id)
             batcher = self._batchers[flow_id] = ListingBatcher(
-                self.platform, query, self._read_page, functools.partial(self.read_run, flow_id)
+                self.platform, query, self.walk_pages, functools.partial(self.read_run, flow_id)
             )
         return await batcher.get_run(run_id)
 
@@ -205,24 +204,14 @@ class AsyncFlowRunsClient:
             return the_run_asked_for(self.platform, call, self.platform.parse_run(body, flow_id), flow_id, run_id)
 
     async def iter_runs(self, query: RunQuery) -> AsyncIterator[FlowRun]:
-        call: ApiCall | None = self.platform.list_runs_call(query)
-        while call is not None:
-            page = await self._read_page(call, query)
+        async for page in self.walk_pages(run_pages(self.platform, query)):
             for run in filter(query.matches, page.runs):
                 yield run
-            call = page.next_call
 
-    async def _read_page(self, call: ApiCall, query: RunQuery) -> RunsPage:
-        """One page of a run listing; an answer of the wrong shape is the provider's own error."""
-        body = await self.call(call)
-        with translated_errors(self.platform, call):
-            return self.platform.parse_runs_page(body, call, query)
-
-    async def _read_changes(self, call: ApiCall) -> ChangesPage:
-        """One page of the change feed; an answer of the wrong shape is the provider's own error."""
-        body = await self.call(call)
-        with translated_errors(self.platform, call):
-            return self.platform.parse_changes(body, call)
+    async def walk_pages(self, walk: PageWalk[P]) -> AsyncIterator[P]:
+        """Drive ``walk``: perform each call it gives and hand on the page it makes of the answer."""
+        for call in walk:
+            yield walk.send(await self.call(call))
 
     async def aclose(self) -> None:
         if self._feed is not None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 
+from airflow_flowruns.client.listing import PageWalk, run_pages
 from airflow_flowruns.exceptions import FlowRunsError, FlowRunsResponseError, is_transient
-from airflow_flowruns.platforms.base import ApiCall, FlowRun, Platform, RunQuery, RunsPage
+from airflow_flowruns.platforms.base import FlowRun, Platform, RunQuery, RunsPage
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +22,8 @@ MAX_PAGES_PER_BATCH = 20
 read one by one, so a flow with a long history never makes a poll walk it."""
 
 ReadRun = Callable[[str], Awaitable[FlowRun]]
-ReadPage = Callable[[ApiCall, RunQuery], Awaitable[RunsPage]]
-"""One page of a listing, read and parsed: any answer it cannot read is a :class:`FlowRunsError`."""
+WalkRunPages = Callable[[PageWalk[RunsPage]], AsyncIterator[RunsPage]]
+"""The client's driver of a walk through a run listing: any answer it cannot read is a :class:`FlowRunsError`."""
 
 
 Waiting = dict[str, list[asyncio.Future[FlowRun]]]
@@ -75,11 +76,11 @@ class ListingBatcher(PollGatherer):
     poll gets the same answer it would have got alone.
     """
 
-    def __init__(self, platform: Platform, query: RunQuery, read_page: ReadPage, read_run: ReadRun) -> None:
+    def __init__(self, platform: Platform, query: RunQuery, walk_pages: WalkRunPages, read_run: ReadRun) -> None:
         super().__init__()
         self._platform = platform
         self._query = query
-        self._read_page = read_page
+        self._walk_pages = walk_pages
         self._read_run = read_run
         self._listing_refused = False
         # Where a run can only be read by walking the listing (StackAI), one walk for two polls already pays.
@@ -96,15 +97,13 @@ class ListingBatcher(PollGatherer):
     async def _answer_from_listing(self, waiting: Waiting) -> None:
         """Answer, and remove from ``waiting``, every run found on the first pages of the listing."""
         query = replace(self._query, run_ids=frozenset(waiting))
-        call: ApiCall | None = self._platform.list_runs_call(query)
-        pages = 0
+        walk = run_pages(self._platform, query, max_pages=MAX_PAGES_PER_BATCH)
         try:
-            while call is not None and waiting and pages < MAX_PAGES_PER_BATCH:
-                page = await self._read_page(call, query)
-                pages += 1
+            async for page in self._walk_pages(walk):
                 for run in page.runs:
                     settle(waiting.pop(run.id, []), run=run)
-                call = page.next_call
+                if not waiting:
+                    break
         except FlowRunsError as exc:
             if refuses_listing(exc):
                 # A key allowed to read runs but not to list them: stop trying, every poll reads its run.

@@ -22,12 +22,13 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow_flowruns.client.batching import PollGatherer, ReadRun, Waiting, refuses_listing, settle
+from airflow_flowruns.client.listing import PageWalk, change_pages
 from airflow_flowruns.exceptions import FlowRunsError
 from airflow_flowruns.platforms.base import ApiCall, ChangesPage, FlowRun, Platform, RunChange, RunState
 
@@ -73,8 +74,8 @@ class _Followed:
     """The read of it in flight, which every poll of it meanwhile waits for."""
 
 
-ReadChanges = Callable[[ApiCall], Awaitable[ChangesPage]]
-"""One page of the feed, read and parsed: any answer it cannot read is a :class:`FlowRunsError`."""
+WalkChangePages = Callable[[PageWalk[ChangesPage]], AsyncIterator[ChangesPage]]
+"""The client's driver of a walk through the feed: any answer it cannot read is a :class:`FlowRunsError`."""
 
 
 class _Inconsistent(Exception):
@@ -84,11 +85,11 @@ class _Inconsistent(Exception):
 class ChangeFeed(PollGatherer):
     """One per connection and event loop: the scans, the watermark and what it knows of each run."""
 
-    def __init__(self, platform: Platform, first_call: ApiCall, read_changes: ReadChanges, read_run: ReadRun) -> None:
+    def __init__(self, platform: Platform, first_call: ApiCall, walk_pages: WalkChangePages, read_run: ReadRun) -> None:
         super().__init__()
         self._platform = platform
         self._first_call = first_call
-        self._read_changes = read_changes
+        self._walk_pages = walk_pages
         self._read_run = read_run
         self._followed: dict[str, _Followed] = {}
         self._reading: dict[str, datetime] = {}
@@ -152,15 +153,13 @@ class ChangeFeed(PollGatherer):
         floor -= OVERLAP
         started = datetime.now(UTC)
         self.scans += 1
-        call: ApiCall | None = self._first_call
+        walk = change_pages(self._platform, self._first_call, max_pages=MAX_PAGES_PER_SCAN)
         newest: datetime | None = None
         previous: datetime | None = None
         mentioned: set[str] = set()
         complete = False
         try:
-            for _ in range(MAX_PAGES_PER_SCAN):
-                assert call is not None
-                page = await self._read_changes(call)
+            async for page in self._walk_pages(walk):
                 for change in page.changes:
                     # Out of order by less than the overlap is skew the overlap already covers.
                     if previous is not None and change.updated_at > previous + OVERLAP:
@@ -174,7 +173,6 @@ class ChangeFeed(PollGatherer):
                     break
                 if not page.changes:
                     raise _Inconsistent("an empty page that names a next one")
-                call = page.next_call
         except (FlowRunsError, _Inconsistent) as exc:
             self.failed_scans += 1
             if isinstance(exc, FlowRunsError) and refuses_listing(exc):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -113,6 +113,10 @@ def decode_and_pace(
 ) -> Any:
     """Decode, after telling the connection's scheduler how the platform answered: a 429 holds every request
     on the connection for as long as the platform asked, up to ``retry_max_wait``, and lowers its rate."""
-    status = answer.status
-    scheduler.answered(status, retry_after(answer.headers) if status == 429 else None, options.retry_max_wait)
+    pace(scheduler, options, answer.status, answer.headers)
     return decode(platform, call, answer)
+
+
+def pace(scheduler: RequestScheduler, options: HttpOptions, status: int, headers: Mapping[str, str]) -> None:
+    """Tell the connection's scheduler how the platform answered (see :func:`decode_and_pace`)."""
+    scheduler.answered(status, retry_after(headers) if status == 429 else None, options.retry_max_wait)

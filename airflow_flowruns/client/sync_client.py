@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import httpx
@@ -18,10 +18,11 @@ from airflow_flowruns.client.errors import (
     the_run_asked_for,
     translated_errors,
 )
+from airflow_flowruns.client.listing import P, PageWalk, run_pages
 from airflow_flowruns.client.options import KEEPALIVE_SECONDS, HttpOptions
 from airflow_flowruns.client.proxies import proxy_mounts
 from airflow_flowruns.client.ratelimit import scheduler_for
-from airflow_flowruns.client.retry import decode_and_pace, retry_policy
+from airflow_flowruns.client.retry import decode_and_pace, pace, retry_policy
 from airflow_flowruns.files import OpenWhileRead
 from airflow_flowruns.platforms.base import ApiCall, FlowRun, Platform, RunQuery
 
@@ -38,15 +39,8 @@ class FlowRunsClient:
         self.platform = platform
         self.options = options
         self._scheduler = scheduler_for(platform.settings.conn_id, options.max_requests_per_second)
-        transport = {"verify": options.ssl_context(), "limits": httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS)}
-        self._http = httpx.Client(
-            base_url=platform.settings.base_url,
-            headers={**platform.headers(), "Accept-Encoding": ACCEPT_ENCODING},
-            auth=bounded_auth(platform, options.max_response_bytes),
-            timeout=options.timeout,
-            transport=sync_transport(**transport),
-            mounts=proxy_mounts(lambda proxy: sync_transport(proxy=proxy, **transport)),
-        )
+        self._http = _http_client(platform, options, credentials=True)
+        self._presigned: httpx.Client | None = None
 
     def call(self, call: ApiCall) -> Any:
         with translated_errors(self.platform, call):
@@ -65,13 +59,13 @@ class FlowRunsClient:
 
     def iter_runs(self, query: RunQuery) -> Iterator[FlowRun]:
         """Walk the listing lazily: one request per page, one page in memory at a time."""
-        call: ApiCall | None = self.platform.list_runs_call(query)
-        while call is not None:
-            body = self.call(call)
-            with translated_errors(self.platform, call):
-                page = self.platform.parse_runs_page(body, call, query)
+        for page in self.walk_pages(run_pages(self.platform, query)):
             yield from filter(query.matches, page.runs)
-            call = page.next_call
+
+    def walk_pages(self, walk: PageWalk[P]) -> Iterator[P]:
+        """Drive ``walk``: perform each call it gives and hand on the page it makes of the answer."""
+        for call in walk:
+            yield walk.send(self.call(call))
 
     def _send(self, call: ApiCall) -> Any:
         seconds = seconds_for(call, self.options.timeout)
@@ -86,21 +80,77 @@ class FlowRunsClient:
             files=parts or None,
             extensions={"trace": _deadline_from_answer(seconds)} if parts else None,
         )
-        with ExitStack() as opened, request_deadline(None if parts else seconds):
+        with ExitStack() as opened:
             for _, (_, file, _) in parts:
                 opened.callback(file.close)
-            response = self._http.send(request, stream=True)
-            try:
-                with reading_body(self.platform, call.name, response.headers, self.options.max_response_bytes) as body:
-                    for chunk in response.iter_raw():
-                        body.feed(chunk)
-                    answer = Answer(response.status_code, response.headers, body.finish())
-            finally:
-                response.close()
+            with (
+                _streamed(self._http, request, None if parts else seconds) as response,
+                reading_body(self.platform, call.name, response.headers, self.options.max_response_bytes) as body,
+            ):
+                for chunk in response.iter_raw():
+                    body.feed(chunk)
+                answer = Answer(response.status_code, response.headers, body.finish())
         return decode_and_pace(self._scheduler, self.options, self.platform, call, answer)
+
+    @contextmanager
+    def stream(self, call: ApiCall) -> Iterator[httpx.Response]:
+        """``call``'s answer with its body unread, for the caller to stream (a file download).
+
+        Sent as every call is, paced by the connection's scheduler, but made once: neither retried, decoded
+        nor held to the size limit. Its headers must come within the call's deadline; whoever reads the
+        body restarts that deadline for each part it waits for (``start_deadline``).
+        """
+        seconds = seconds_for(call, self.options.timeout)
+        self._scheduler.wait()
+        with _streamed(self._http, build_request(self._http, call, seconds), seconds) as response:
+            pace(self._scheduler, self.options, response.status_code, response.headers)
+            yield response
+
+    @contextmanager
+    def stream_presigned(self, url: str) -> Iterator[httpx.Response]:
+        """A presigned URL's answer with its body unread, as :meth:`stream`, through a client that carries none
+        of the connection's credentials: the API key never reaches the storage host the URL points at."""
+        if self._presigned is None:
+            self._presigned = _http_client(self.platform, self.options, credentials=False)
+        with _streamed(self._presigned, self._presigned.build_request("GET", url), self.options.timeout) as response:
+            yield response
 
     def close(self) -> None:
         self._http.close()
+        if self._presigned is not None:
+            self._presigned.close()
+
+
+def _http_client(platform: Platform, options: HttpOptions, *, credentials: bool) -> httpx.Client:
+    """httpx's client on the deadline transport, directly or through the proxies the environment names: for
+    the platform's API (its base URL, headers and auth flow) with ``credentials``, for presigned URLs without.
+
+    Neither follows a redirect (httpx's default): it would take the request to a host that was never named.
+    """
+    transport = {"verify": options.ssl_context(), "limits": httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS)}
+    api: dict[str, Any] = {
+        "base_url": platform.settings.base_url,
+        "headers": {**platform.headers(), "Accept-Encoding": ACCEPT_ENCODING},
+        "auth": bounded_auth(platform, options.max_response_bytes),
+    }
+    return httpx.Client(
+        timeout=options.timeout,
+        transport=sync_transport(**transport),
+        mounts=proxy_mounts(lambda proxy: sync_transport(proxy=proxy, **transport)),
+        **(api if credentials else {}),
+    )
+
+
+@contextmanager
+def _streamed(http: httpx.Client, request: httpx.Request, seconds: float | None) -> Iterator[httpx.Response]:
+    """The answer to ``request``, closed once read; the request must end within ``seconds`` (None: its
+    deadline is started later, as an upload's is)."""
+    with request_deadline(seconds):
+        response = http.send(request, stream=True)
+        try:
+            yield response
+        finally:
+            response.close()
 
 
 def _deadline_from_answer(seconds: float) -> Callable[[str, Any], None]:

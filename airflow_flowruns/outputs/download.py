@@ -1,10 +1,11 @@
 """Stream output files into object storage, counting and hashing the bytes as they pass.
 
-Two clients, kept apart on purpose: files the platform's API serves go through a client that carries the
-connection's credentials (as every other call does); presigned URLs go through a client that carries
-none, so the API key never reaches the storage host that signed URL points at. Each attempt asks for a
-fresh presigned URL just before fetching it, so a retry never meets an expired one. The URL itself is
-a bearer credential for its file: it is never logged nor put in an error.
+Two clients of the hook's, kept apart on purpose: files the platform's API serves go through the client that
+carries the connection's credentials (``FlowRunsClient.stream``, as every other call does); presigned URLs
+go through one that carries none (``FlowRunsClient.stream_presigned``), so the API key never reaches the
+storage host that signed URL points at. Each attempt asks for a fresh presigned URL just before fetching
+it, so a retry never meets an expired one. The URL itself is a bearer credential for its file: it is never
+logged nor put in an error.
 
 Both clients run on the hook's deadline transport (directly or through the proxies the environment names),
 so no host can hold the task: the answer's headers must come within the connection's ``timeout``, and so
@@ -26,10 +27,8 @@ from urllib.parse import urlsplit
 import httpx
 from tenacity import Retrying, retry_if_exception, stop_after_attempt
 
-from airflow_flowruns.client.auth import bounded_auth
-from airflow_flowruns.client.deadline import request_deadline, start_deadline, sync_transport
+from airflow_flowruns.client.deadline import start_deadline
 from airflow_flowruns.client.errors import retry_after
-from airflow_flowruns.client.proxies import proxy_mounts
 from airflow_flowruns.client.retry import PastDeadline, WaitRetryAfter
 from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsResponseError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
@@ -45,27 +44,13 @@ class Fetched:
 
 
 class FileDownloader:
-    """Downloads the output files of one connection's runs; close it when done."""
+    """Downloads the output files of one connection's runs, through the hook's client."""
 
     def __init__(self, hook: FlowRunsHook) -> None:
         self._client = hook.client
         self._platform = hook.platform
         options = hook.client.options
         self._seconds = options.timeout
-        transport = {"verify": options.ssl_context()}
-        self._api = httpx.Client(
-            base_url=self._platform.settings.base_url,
-            headers=self._platform.headers(),
-            auth=bounded_auth(self._platform, options.max_response_bytes),
-            timeout=options.timeout,
-            transport=sync_transport(**transport),
-            mounts=proxy_mounts(lambda proxy: sync_transport(proxy=proxy, **transport)),
-        )
-        self._presigned = httpx.Client(
-            timeout=options.timeout,
-            transport=sync_transport(**transport),
-            mounts=proxy_mounts(lambda proxy: sync_transport(proxy=proxy, **transport)),
-        )
         self._retrying: dict[str, Any] = {
             "retry": retry_if_exception(_retryable),
             "wait": WaitRetryAfter(options),
@@ -77,7 +62,7 @@ class FileDownloader:
         """Write the file through ``open_target()`` (a fresh binary writer per attempt), streamed."""
         try:
             for attempt in Retrying(**self._retrying):
-                with attempt, request_deadline(None), self._response(download) as response, open_target() as out:
+                with attempt, self._response(download) as response, open_target() as out:
                     return _copy(response, out, self._seconds)
         except httpx.TransportError as exc:  # named by its type only: its message may hold the presigned URL
             raise FlowRunsApiError(
@@ -91,16 +76,13 @@ class FileDownloader:
 
     @contextmanager
     def _response(self, download: Download) -> Iterator[httpx.Response]:
+        presigned = isinstance(download, PresignedDownload)
+        what = "download file" + (" (presigned URL)" if presigned else "")
         if isinstance(download, ApiDownload):
-            request = self._api.build_request(download.call.method, download.call.path, params=download.call.params)
-            presigned = False
+            streamed = self._client.stream(download.call)
         else:
-            request = self._presigned.build_request("GET", self._presigned_url(download))
-            presigned = True
-        start_deadline(self._seconds)  # for the answer's headers; each chunk of the file restarts it
-        response = (self._presigned if presigned else self._api).send(request, stream=True)
-        try:
-            what = "download file" + (" (presigned URL)" if presigned else "")
+            streamed = self._client.stream_presigned(self._presigned_url(download))
+        with streamed as response:
             if response.is_redirect:
                 raise FlowRunsResponseError(
                     f"{self._platform.label} answered '{what}' with a redirect (HTTP {response.status_code}), which "
@@ -123,8 +105,6 @@ class FileDownloader:
                     "file's bytes (HTTP 200): nothing was saved."
                 )
             yield response
-        finally:
-            response.close()
 
     def _presigned_url(self, download: PresignedDownload) -> str:
         body = self._client.call(download.lookup)
@@ -142,10 +122,6 @@ class FileDownloader:
                 "(or the API's own scheme) is fetched."
             )
         return url
-
-    def close(self) -> None:
-        self._api.close()
-        self._presigned.close()
 
 
 def _copy(response: httpx.Response, out: IO[bytes], seconds: float) -> Fetched:

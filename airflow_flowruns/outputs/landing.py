@@ -31,7 +31,7 @@ from airflow.providers.common.compat.sdk import ObjectStoragePath
 from airflow_flowruns.exceptions import FlowRunsError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.outputs.download import FileDownloader
-from airflow_flowruns.outputs.model import outputs_document, safe_segment
+from airflow_flowruns.outputs.model import OutputFile, outputs_document, safe_segment
 from airflow_flowruns.platforms import output_reader
 from airflow_flowruns.platforms.base import FlowRun, RunState
 
@@ -100,23 +100,7 @@ def land_run(hook: FlowRunsHook, run: FlowRun, destination: ObjectStoragePath) -
         return _with_bytes(landing, previous, written=False)
 
     staging = folder.parent / f"{folder.name}.partial"
-    _remove(staging)
-    staging.mkdir(parents=True, exist_ok=True)
-    entries: list[dict[str, Any]] = []
-    for name, data in documents.items():
-        (staging / name).write_bytes(data)
-        entries.append({"path": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
-    if downloads:
-        downloader = FileDownloader(hook)
-        try:
-            for file in downloads:
-                assert file.download is not None
-                target = staging / file.path
-                target.parent.mkdir(parents=True, exist_ok=True)
-                fetched = downloader.fetch(file.download, _opener(target))
-                entries.append({"path": file.path, "size": fetched.size, "sha256": fetched.sha256})
-        finally:
-            downloader.close()
+    entries = _stage(hook, staging, documents, downloads)
     manifest = {
         "format": MANIFEST_FORMAT,
         "platform": run.platform,
@@ -138,6 +122,28 @@ def land_run(hook: FlowRunsHook, run: FlowRun, destination: ObjectStoragePath) -
         landing.file_references,
     )
     return _with_bytes(landing, manifest, written=True)
+
+
+def _stage(
+    hook: FlowRunsHook, staging: ObjectStoragePath, documents: dict[str, bytes], downloads: list[OutputFile]
+) -> list[dict[str, Any]]:
+    """Write the documents and download the files into a fresh ``staging`` folder; the manifest's entries
+    for them, each with its size and sha256."""
+    _remove(staging)
+    staging.mkdir(parents=True, exist_ok=True)
+    entries: list[dict[str, Any]] = []
+    for name, data in documents.items():
+        (staging / name).write_bytes(data)
+        entries.append({"path": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    if downloads:  # the hook's client is only needed, and made, for files
+        downloader = FileDownloader(hook)
+        for file in downloads:
+            assert file.download is not None
+            target = staging / file.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fetched = downloader.fetch(file.download, _opener(target))
+            entries.append({"path": file.path, "size": fetched.size, "sha256": fetched.sha256})
+    return entries
 
 
 def _commit(staging: ObjectStoragePath, folder: ObjectStoragePath, paths: list[str], manifest: dict[str, Any]) -> None:

@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from airflow_flowruns.client.listing import run_pages
 from airflow_flowruns.exceptions import FlowRunsConfigError
-from airflow_flowruns.platforms.base import ApiCall, FlowRun, RunQuery, RunState
+from airflow_flowruns.platforms.base import FlowRun, RunQuery, RunState
 
 if TYPE_CHECKING:
     from airflow_flowruns.client import AsyncFlowRunsClient
@@ -112,17 +113,15 @@ class ChangeSource:
         platform = client.platform
         created_after = since - lookback if self.order == "filtered" else None
         query = RunQuery(flow_id=flow_id, states=states, created_after=created_after)
-        call: ApiCall | None = platform.list_runs_call(query)
-        if self.order == "updated" and call is not None:
-            call = replace(call, params={**(call.params or {}), "sortBy": "updatedAt", "sortDir": "desc"})
-        while call is not None:
-            page = platform.parse_runs_page(await client.call(call), call, query)
+        first = platform.list_runs_call(query)
+        if self.order == "updated":
+            first = replace(first, params={**(first.params or {}), "sortBy": "updatedAt", "sortDir": "desc"})
+        async for page in client.walk_pages(run_pages(platform, query, first)):
             for run in page.runs:
                 if self._before_window(run, since, lookback):
                     return
                 if query.matches(run):
                     yield run
-            call = page.next_call
 
     def _before_window(self, run: FlowRun, since: datetime, lookback: timedelta) -> bool:
         """For ordered listings: this run, and so every later one, changed before the window."""
