@@ -1,4 +1,8 @@
-"""Each platform's connection form in the Airflow UI, and `airflow connections test` against the emulator."""
+"""Each platform's connection form in the Airflow UI, and `airflow connections test` against the emulator.
+
+What every platform's form and hook show alike, and its connection test, are the platform contract's
+(``tests/test_contract.py``); these check what Airflow's UI makes of them, and each platform's own fields.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from airflow_flowruns.platforms.noxus import api as noxus
 from airflow_flowruns.platforms.tableflow import api as tableflow
 from airflow_flowruns.version_compat import AIRFLOW_V_3_2_PLUS, AIRFLOW_V_3_3_PLUS
 from support.airflow import AIRFLOW, airflow_env
-from support.emulator import API_KEY, Emulator, set_connection
+from support.emulator import API_KEY, Emulator
 
 FORMS = {facts.name: facts.form for facts in registered()}
 
@@ -34,14 +38,6 @@ def hook_classes() -> dict[str, type[FlowRunsHook]]:
         module, name = entry["hook-class-name"].rsplit(".", 1)
         hooks[entry["connection-type"]] = getattr(__import__(module, fromlist=[name]), name)
     return hooks
-
-
-def test_every_platform_has_a_form_and_every_hook_its_own_form_methods() -> None:
-    assert set(PLATFORMS) <= set(FORMS)
-    for conn_type, hook in hook_classes().items():
-        # Airflow before 3.2 reads these only from the class itself, never inherited.
-        assert {"get_connection_form_widgets", "get_ui_field_behaviour"} <= set(vars(hook)), hook
-        assert FORMS[conn_type].label == PLATFORMS[conn_type].label == hook.hook_name
 
 
 def test_the_ui_of_this_airflow_shows_each_platforms_fields() -> None:
@@ -131,9 +127,8 @@ def test_older_uis_get_the_same_fields_from_the_hook_methods(monkeypatch: pytest
 def test_the_forms_defaults_are_the_ones_the_code_applies() -> None:
     options = HttpOptions()
     defaults = {f.name: getattr(options, f.name) for f in fields(HttpOptions)}
-    for conn_type, platform in PLATFORMS.items():
-        assert FORMS[conn_type].ui_field_behaviour()["placeholders"]["host"] == platform.default_base_url
-        for extra in FORMS[conn_type].extras:
+    for form in FORMS.values():
+        for extra in form.extras:
             if extra.name in defaults:
                 assert extra.default == defaults[extra.name], extra
     extras = {conn_type: {f.name: f.default for f in form.extras} for conn_type, form in FORMS.items()}
@@ -148,35 +143,6 @@ def test_every_client_setting_the_form_offers_is_one_the_client_reads() -> None:
     assert offered - {"max_requests_per_second"} <= client
 
 
-PLATFORM_EXTRAS: dict[str, dict[str, Any]] = {
-    "tableflow": {},
-    "extend": {},
-    "noxus": {},
-    "stackai": {"org_id": "org_emulator", "flow_id": "flow_contract_review"},
-}
-"""What each platform's connection needs besides key and host to reach the emulator."""
-
-
-@pytest.mark.parametrize("conn_type", sorted(PLATFORMS))
-def test_connection_test_per_platform_succeeds_and_names_a_bad_key(
-    conn_type: str, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """What `airflow connections test` and the UI's Test button run, in process."""
-    from airflow.models.connection import Connection
-
-    extras = PLATFORM_EXTRAS[conn_type]
-    set_connection(monkeypatch, "ui_ok", conn_type, emulator.url, **extras)
-    set_connection(monkeypatch, "ui_bad", conn_type, emulator.url, password="not-the-key", max_retries=0, **extras)
-
-    ok, message = Connection.get_connection_from_secrets("ui_ok").test_connection()
-    assert ok, message
-    assert message == f"Connected to {PLATFORMS[conn_type].label} at {emulator.url}{PLATFORMS[conn_type].base_path}."
-    ok, message = Connection.get_connection_from_secrets("ui_bad").test_connection()
-    assert not ok
-    assert message.startswith(f"{PLATFORMS[conn_type].label} API call") and "(HTTP 401)" in message, message
-    assert "not-the-key" not in message
-
-
 def connections_test(home: Path, conn: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     env = airflow_env(home, AIRFLOW__CORE__TEST_CONNECTION="Enabled", AIRFLOW_CONN_FLOWRUNS_UI=json.dumps(conn))
     return subprocess.run(
@@ -184,7 +150,7 @@ def connections_test(home: Path, conn: dict[str, Any]) -> subprocess.CompletedPr
     )
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_airflow_connections_test_succeeds_and_names_a_bad_key(airflow_home: Path, emulator: Emulator) -> None:
     conn = {"conn_type": "tableflow", "password": API_KEY, "host": emulator.url}
     ok = connections_test(airflow_home, conn)

@@ -1,12 +1,12 @@
 """The I/O-free platform layer on the vendors' own payloads (``tests/golden/``, each naming its source).
 
-No server: runs are parsed, listing pages read, list calls and start requests built, statuses mapped,
-exactly as each platform module does it for the hook and the triggerer.
+No server: runs are parsed, listing pages read, list calls and start requests built, exactly as each
+platform module does it for the hook and the triggerer. What every platform does alike is the platform
+contract's (``tests/test_contract.py``); these are each platform's own values.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,23 +14,12 @@ from typing import Any
 
 import pytest
 
-from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.platforms import PLATFORMS
 from airflow_flowruns.platforms.base import ApiCall, ConnectionSettings, Platform, RunQuery, RunsPage, RunState
-from airflow_flowruns.platforms.extend import api as extend
-from airflow_flowruns.platforms.noxus import api as noxus
-from airflow_flowruns.platforms.stackai import api as stackai
 from airflow_flowruns.platforms.start import StartRequest
-from airflow_flowruns.platforms.tableflow import api as tableflow
+from support.golden import golden
 
-GOLDEN = Path(__file__).parent / "golden"
 EXTRAS: dict[str, dict[str, Any]] = {"stackai": {"org_id": "org_1"}}
-
-
-def golden(name: str) -> Any:
-    document = json.loads((GOLDEN / name).read_text())
-    assert document["source"], f"{name} must say where it came from"
-    return document["body"]
 
 
 def platform(name: str) -> Platform:
@@ -45,7 +34,7 @@ def at(text: str) -> datetime:
 def listing_page(name: str, fixture: str, query: RunQuery) -> tuple[ApiCall, RunsPage]:
     """The first list call a platform builds for ``query``, and the page it reads from the golden body."""
     call = platform(name).list_runs_call(query)
-    return call, platform(name).parse_runs_page(golden(fixture), call, query)
+    return call, platform(name).parse_runs_page(golden(name, fixture), call, query)
 
 
 def unix(seconds: int) -> datetime:
@@ -57,7 +46,7 @@ def unix(seconds: int) -> datetime:
     [
         (
             "tableflow",
-            "tableflow_run_started.json",
+            "run_started.json",
             {
                 "id": "Wp7kRnT2mX4vQ9bL",
                 "flow_id": "dk4g1tUg1uHLs8YU",
@@ -74,7 +63,7 @@ def unix(seconds: int) -> datetime:
         ),
         (
             "extend",
-            "extend_workflow_run_failed.json",
+            "workflow_run_failed.json",
             {
                 "id": "workflow_run_8k9m-xyzAB_Pqrst-Nvw4",
                 "flow_id": "workflow_BMdfq_yWM3sT-ZzvCnA3f",
@@ -91,7 +80,7 @@ def unix(seconds: int) -> datetime:
         ),
         (
             "noxus",
-            "noxus_run_failed.json",
+            "run_failed.json",
             {
                 "id": "9d2f7c10-4b1e-4a55-9c1e-2f6a8b0d1e77",
                 "flow_id": "3c90c3cc-0d44-4b50-8888-8dd25736052a",
@@ -108,13 +97,12 @@ def unix(seconds: int) -> datetime:
     ],
 )
 def test_a_run_is_parsed_from_the_vendors_payload(name: str, fixture: str, expected: dict[str, Any]) -> None:
-    run = platform(name).parse_run(golden(fixture))
+    run = platform(name).parse_run(golden(name, fixture))
     assert {key: getattr(run, key) for key in expected} == expected
-    assert run.platform == name and run.raw == golden(fixture)
 
 
 def test_tableflow_per_flow_listing_is_a_bare_array_of_whole_runs() -> None:
-    _, page = listing_page("tableflow", "tableflow_flow_runs.json", RunQuery(flow_id="dk4g1tUg1uHLs8YU"))
+    _, page = listing_page("tableflow", "flow_runs.json", RunQuery(flow_id="dk4g1tUg1uHLs8YU"))
     assert [(r.id, r.state, r.error, r.duration_ms) for r in page.runs] == [
         ("fr_abc123def456", RunState.SUCCEEDED, None, 30000),
         (
@@ -129,7 +117,7 @@ def test_tableflow_per_flow_listing_is_a_bare_array_of_whole_runs() -> None:
 
 
 def test_extend_listing_page_of_summaries_carries_no_metadata_and_no_failure_text() -> None:
-    call, page = listing_page("extend", "extend_runs_page.json", RunQuery(flow_id="workflow_BMdfq_yWM3sT-ZzvCnA3f"))
+    call, page = listing_page("extend", "runs_page.json", RunQuery(flow_id="workflow_BMdfq_yWM3sT-ZzvCnA3f"))
     assert [(r.id, r.state, r.status) for r in page.runs] == [
         ("workflow_run_newest0000000000000a", RunState.RUNNING, "PROCESSING"),
         ("workflow_run_review00000000000000b", RunState.NEEDS_REVIEW, "NEEDS_REVIEW"),
@@ -146,7 +134,7 @@ def test_extend_listing_page_of_summaries_carries_no_metadata_and_no_failure_tex
 
 
 def test_noxus_workspace_page_reads_the_reference_example() -> None:
-    _, page = listing_page("noxus", "noxus_runs_page.json", RunQuery())
+    _, page = listing_page("noxus", "runs_page.json", RunQuery())
     assert [(r.id, r.state, r.flow_id) for r in page.runs] == [
         ("3c90c3cc-0d44-4b50-8888-8dd25736052a", RunState.QUEUED, "3c90c3cc-0d44-4b50-8888-8dd25736052a")
     ]
@@ -154,7 +142,7 @@ def test_noxus_workspace_page_reads_the_reference_example() -> None:
 
 
 def test_stackai_listing_reads_the_documented_fields() -> None:
-    _, page = listing_page("stackai", "stackai_flow_runs.json", RunQuery(flow_id="flow_1"))
+    _, page = listing_page("stackai", "flow_runs.json", RunQuery(flow_id="flow_1"))
     assert [(r.id, r.state, r.error) for r in page.runs] == [
         ("5b0f3a52-7c1d-4e8a-9f2b-6d4c3e2a1b00", RunState.FAILED, "Node llm-0 timed out"),
         ("5b0f3a52-7c1d-4e8a-9f2b-6d4c3e2a1b01", RunState.SUCCEEDED, None),
@@ -235,57 +223,6 @@ def test_list_calls_send_what_each_api_filters_on(
     assert (call.method, call.path, dict(call.params or {})) == (method, path, params)
 
 
-@pytest.mark.parametrize(
-    ("module", "raw", "state"),
-    [
-        (tableflow, "processing", RunState.RUNNING),
-        (tableflow, "review", RunState.NEEDS_REVIEW),
-        (tableflow, "completed", RunState.SUCCEEDED),
-        (tableflow, "failed", RunState.FAILED),
-        (extend, "PENDING", RunState.QUEUED),
-        (extend, "PROCESSING", RunState.RUNNING),
-        (extend, "CANCELLING", RunState.RUNNING),
-        (extend, "NEEDS_REVIEW", RunState.NEEDS_REVIEW),
-        (extend, "PROCESSED", RunState.SUCCEEDED),
-        (extend, "FAILED", RunState.FAILED),
-        (extend, "REJECTED", RunState.FAILED),
-        (extend, "CANCELLED", RunState.CANCELLED),
-        (noxus, "queued", RunState.QUEUED),
-        (noxus, "running", RunState.RUNNING),
-        (noxus, "awaiting_human_feedback", RunState.NEEDS_REVIEW),
-        (noxus, "completed", RunState.SUCCEEDED),
-        (noxus, "failed", RunState.FAILED),
-        (noxus, "stopped", RunState.CANCELLED),
-        (stackai, "PENDING", RunState.QUEUED),
-        (stackai, "RESUMED", RunState.RUNNING),
-        (stackai, "PAUSED", RunState.NEEDS_REVIEW),
-        (stackai, "COMPLETED", RunState.SUCCEEDED),
-        (stackai, "FAILED", RunState.FAILED),
-        (stackai, "CANCELLED", RunState.CANCELLED),
-    ],
-)
-def test_every_documented_status_maps_to_one_state(module: Any, raw: str, state: RunState) -> None:
-    assert module.STATUSES[raw] is state
-
-
-DOCUMENTED = {
-    tableflow: {"processing", "review", "completed", "failed"},
-    extend: {"PENDING", "PROCESSING", "CANCELLING", "NEEDS_REVIEW", "PROCESSED", "FAILED", "REJECTED", "CANCELLED"},
-    noxus: {"queued", "running", "awaiting_human_feedback", "completed", "failed", "stopped"},
-    stackai: {"PENDING", "RESUMED", "PAUSED", "COMPLETED", "FAILED", "CANCELLED"},
-}
-
-
-@pytest.mark.parametrize("module", list(DOCUMENTED), ids=lambda m: m.__name__.rsplit(".", 1)[-1])
-def test_each_platform_maps_exactly_its_documented_statuses(module: Any) -> None:
-    assert set(module.STATUSES) == DOCUMENTED[module]
-
-
-def test_stackai_lists_runs_only_per_flow() -> None:
-    with pytest.raises(FlowRunsConfigError, match="give flow_id"):
-        platform("stackai").list_runs_call(RunQuery())
-
-
 class Recorder:
     """The ``Api`` a start is written against: records each call and answers from a script (an iterator
     answers each call by that name with its next item)."""
@@ -307,9 +244,9 @@ def documents(tmp_path: Path, *names: str) -> list[Path]:
     return paths
 
 
-def uploads(fixture: str, ids: list[str]) -> Iterator[dict[str, Any]]:
+def uploads(name: str, fixture: str, ids: list[str]) -> Iterator[dict[str, Any]]:
     """The golden upload answer, once per id."""
-    return iter([{**golden(fixture), "id": file_id} for file_id in ids])
+    return iter([{**golden(name, fixture), "id": file_id} for file_id in ids])
 
 
 def test_tableflow_start_request_is_the_documented_multipart_form(tmp_path: Path) -> None:
@@ -323,7 +260,7 @@ def test_tableflow_start_request_is_the_documented_multipart_form(tmp_path: Path
             "file_input_config": {"file_fields": [{"key": "purchase_order", "required": True}, {"key": "invoice"}]},
         }
     ]
-    api = Recorder({"list flows": flows, "start run": golden("tableflow_run_started.json")})
+    api = Recorder({"list flows": flows, "start run": golden("tableflow", "run_started.json")})
     request = StartRequest(
         flow_id="dk4g1tUg1uHLs8YU",
         files={"purchase_order": po, "invoice": inv},
@@ -349,7 +286,10 @@ def test_extend_start_uploads_then_sends_one_file_by_id(tmp_path: Path) -> None:
     pdf = tmp_path / "invoice.pdf"
     pdf.write_bytes(b"%PDF")
     api = Recorder(
-        {"upload file": {"id": "file_xK9mLPqRtN3vS8wF5hB2cQ"}, "start run": golden("extend_workflow_run_failed.json")}
+        {
+            "upload file": {"id": "file_xK9mLPqRtN3vS8wF5hB2cQ"},
+            "start run": golden("extend", "workflow_run_failed.json"),
+        }
     )
     request = StartRequest(
         flow_id="workflow_BMdfq_yWM3sT-ZzvCnA3f", files={"file": pdf}, flow_version="3", task_key="af-1"
@@ -368,8 +308,8 @@ def test_extend_package_start_uploads_each_file_then_sends_one_package(tmp_path:
     ids = ["file_a00000000000000000001", "file_b00000000000000000002", "file_c00000000000000000003"]
     api = Recorder(
         {
-            "upload file": uploads("extend_file_uploaded.json", ids),
-            "start run": golden("extend_workflow_run_failed.json"),
+            "upload file": uploads("extend", "file_uploaded.json", ids),
+            "start run": golden("extend", "workflow_run_failed.json"),
         }
     )
     paths = tuple(documents(tmp_path, "a.pdf", "b.pdf", "c.pdf"))
@@ -399,12 +339,12 @@ def test_noxus_start_uploads_files_and_sends_them_with_the_inputs(tmp_path: Path
     workflow = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
     ids = ["0d1e7700-0000-4000-8000-000000000001", "0d1e7700-0000-4000-8000-000000000002"]
     document, appendix = documents(tmp_path, "invoice.pdf", "appendix.pdf")
-    uploaded = [{**golden("noxus_file_uploaded.json"), "id": i, "uri": f"noxus://files/{i}"} for i in ids]
+    uploaded = [{**golden("noxus", "file_uploaded.json"), "id": i, "uri": f"noxus://files/{i}"} for i in ids]
     api = Recorder(
         {
-            "check workflow": golden("noxus_runs_page.json"),
+            "check workflow": golden("noxus", "runs_page.json"),
             "upload file": iter(uploaded),
-            "start run": golden("noxus_run_queued.json"),
+            "start run": golden("noxus", "run_queued.json"),
         }
     )
     request = StartRequest(
@@ -442,8 +382,8 @@ def test_stackai_start_puts_documents_then_runs_as_the_task_key(tmp_path: Path, 
     """Documents go to the flow's document node under the task key as ``user_id``; the run call sends the
     inputs with that ``user_id``; the run is read from the listing, or stands as the answer until it shows."""
     key = "af-0123456789abcdef01234567"
-    answer = golden("stackai_run_answer.json")
-    item = {**golden("stackai_flow_runs.json")[1], "user_id": key}
+    answer = golden("stackai", "run_answer.json")
+    item = {**golden("stackai", "flow_runs.json")[1], "user_id": key}
     assert item["run_id"] == answer["run_id"]
     api = Recorder({"upload document": {}, "run flow": answer, "list runs": [item] if listed else []})
     (document,) = documents(tmp_path, "contract.pdf")

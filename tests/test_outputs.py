@@ -1,4 +1,5 @@
-"""Each platform's outputs, normalized from golden run objects shaped as the vendors' SDK models say (no I/O)."""
+"""Each platform's outputs, normalized from golden run objects shaped as the vendors' SDK models say (no I/O);
+that every platform's outputs are read at all is the platform contract's (``tests/test_contract.py``)."""
 
 from __future__ import annotations
 
@@ -13,25 +14,17 @@ from airflow_flowruns.outputs.model import KINDS, ApiDownload, PresignedDownload
 from airflow_flowruns.platforms import PLATFORMS, output_reader
 from airflow_flowruns.platforms.base import ConnectionSettings
 from support.airflow import ROOT
+from support.golden import golden
 
-GOLDEN = Path(__file__).parent / "outputs_golden"
 SDK_PYTHON = ROOT / ".venv-sdk" / "bin" / "python"
-
-
-def golden(name: str) -> dict[str, Any]:
-    return json.loads((GOLDEN / name).read_text())
 
 
 def by_name(outputs: list[Any]) -> dict[str, Any]:
     return {output.name: output for output in outputs}
 
 
-def test_every_platform_has_an_outputs_reader() -> None:
-    assert all(output_reader(name) for name in PLATFORMS)
-
-
 def test_extend_fields_classification_and_splits_with_the_review_that_changed_a_value() -> None:
-    read = output_reader("extend").read(golden("extend_workflow_run_reviewed.json"))
+    read = output_reader("extend").read(golden("extend", "workflow_run_reviewed.json"))
     outputs = by_name(read.outputs)
     assert read.reviewed is True
     assert outputs["Document type"].kind == "classification"
@@ -66,7 +59,7 @@ def test_extend_fields_classification_and_splits_with_the_review_that_changed_a_
 
 
 def test_extend_legacy_extraction_output() -> None:
-    read = output_reader("extend").read(golden("extend_workflow_run_legacy.json"))
+    read = output_reader("extend").read(golden("extend", "workflow_run_legacy.json"))
     outputs = by_name(read.outputs)
     assert (outputs["vendor"].value, outputs["vendor"].confidence) == ("Globex Corporation", 0.91)
     assert (outputs["total"].value, outputs["total"].confidence, outputs["total"].step) == (88.0, None, "Extraction")
@@ -74,13 +67,13 @@ def test_extend_legacy_extraction_output() -> None:
 
 
 def test_extend_run_without_results_has_no_outputs() -> None:
-    run = golden("extend_workflow_run_reviewed.json")
+    run = golden("extend", "workflow_run_reviewed.json")
     read = output_reader("extend").read({**run, "stepRuns": []})
     assert read.outputs == [] and read.files == []
 
 
 def test_noxus_output_values_and_files_fetched_with_the_key() -> None:
-    read = output_reader("noxus").read(golden("noxus_run.json"))
+    read = output_reader("noxus").read(golden("noxus", "run.json"))
     outputs = by_name(read.outputs)
     assert outputs["summary"].kind == "text"
     assert outputs["fields"].kind == "data" and outputs["fields"].value["total"] == 1243.5
@@ -103,7 +96,7 @@ def test_noxus_output_values_and_files_fetched_with_the_key() -> None:
 
 
 def test_stackai_outputs_by_node_from_the_json_encoded_listing_item() -> None:
-    read = output_reader("stackai").read(golden("stackai_listing_item.json"))
+    read = output_reader("stackai").read(golden("stackai", "listing_item.json"))
     outputs = by_name(read.outputs)
     assert outputs["out-0"].kind == "text" and outputs["out-0"].value.startswith("The contract")
     assert outputs["out-1"].kind == "data" and outputs["out-1"].value == {"renewal": "2025-07-01", "risk": "low"}
@@ -114,7 +107,7 @@ def test_stackai_outputs_by_node_from_the_json_encoded_listing_item() -> None:
 
 
 def test_tableflow_drive_files_are_references_only() -> None:
-    read = output_reader("tableflow").read(golden("tableflow_run.json"))
+    read = output_reader("tableflow").read(golden("tableflow", "run.json"))
     (output,) = read.outputs
     assert output.kind == "file_reference" and output.name == "reconciliation.xlsx"
     assert output.value["sheets"] == ["Summary", "Mismatches"]
@@ -124,7 +117,7 @@ def test_tableflow_drive_files_are_references_only() -> None:
 
 
 def test_outputs_document_is_the_documented_shape() -> None:
-    raw = golden("extend_workflow_run_reviewed.json")
+    raw = golden("extend", "workflow_run_reviewed.json")
     platform = PLATFORMS["extend"](ConnectionSettings("c", "key", "https://api.extend.ai"))
     run = platform.parse_run(raw)
     document = outputs_document(run, output_reader("extend").read(raw))
@@ -168,15 +161,18 @@ def sdk_models(platform: str, *runs: dict[str, Any], tmp: Path) -> list[Any]:
     return [json.loads(line) for line in done.stdout.strip().splitlines()]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_golden_runs_are_valid_for_the_official_sdks(tmp_path: Path) -> None:
     """The fixtures are what the SDKs' own models accept, each step's result parsed into its SDK type."""
     reviewed, legacy = sdk_models(
-        "extend", golden("extend_workflow_run_reviewed.json"), golden("extend_workflow_run_legacy.json"), tmp=tmp_path
+        "extend",
+        golden("extend", "workflow_run_reviewed.json"),
+        golden("extend", "workflow_run_legacy.json"),
+        tmp=tmp_path,
     )
     assert reviewed == ["ClassifyResult:ClassifyRun", "ExtractResult:ExtractRun", "SplitResult:SplitRun"]
     assert legacy == ["ExtractResult:ExtractRun"]
-    (files,) = sdk_models("noxus", golden("noxus_run.json"), tmp=tmp_path)
+    (files,) = sdk_models("noxus", golden("noxus", "run.json"), tmp=tmp_path)
     assert files == ["9c1d2e3f-aaaa-4bbb-8ccc-0123456789ab", "11111111-2222-4333-8444-555555555555"]
 
 

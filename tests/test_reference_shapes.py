@@ -7,7 +7,6 @@ field they lack and lack none they have.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +16,12 @@ from airflow_flowruns.platforms.noxus.emulator import NOXUS_DOCUMENT_WORKFLOW
 from airflow_flowruns.platforms.stackai.emulator import STACKAI_FLOW, STACKAI_ORG
 from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_SMALL_FILE_FLOW
 from support.emulator import API_KEY, Emulator
+from support.golden import golden
 from test_sdk_models import injected
 
-GOLDEN = Path(__file__).parent / "golden"
 
-
-def fields(name: str) -> set[str]:
-    body = json.loads((GOLDEN / name).read_text())["body"]
+def fields(platform: str, name: str) -> set[str]:
+    body = golden(platform, name)
     return set((body[0] if isinstance(body, list) else body).keys())
 
 
@@ -34,9 +32,9 @@ def test_tableflow_runs_have_the_reference_pages_fields(emulator: Emulator, pdf:
         started = http.post(f"/flows/{TABLEFLOW_SMALL_FILE_FLOW}/run", files=files).json()
         listed: list[dict[str, Any]] = http.get(f"/flows/{TABLEFLOW_SMALL_FILE_FLOW}/runs").json()
         read = http.get(f"/flows/runs/{started['id']}").json()
-    assert set(started) == fields("tableflow_run_started.json")
-    assert isinstance(listed, list) and [set(item) for item in listed] == [fields("tableflow_flow_runs.json")]
-    assert set(read) == fields("tableflow_run_started.json") | {"flow"}, "a read embeds the flow summary"
+    assert set(started) == fields("tableflow", "run_started.json")
+    assert isinstance(listed, list) and [set(item) for item in listed] == [fields("tableflow", "flow_runs.json")]
+    assert set(read) == fields("tableflow", "run_started.json") | {"flow"}, "a read embeds the flow summary"
     assert all(isinstance(started[key], int) for key in ("created_at", "updated_at", "start_time"))
 
 
@@ -55,7 +53,7 @@ def test_tableflow_workspace_listing_pages_whole_runs(emulator: Emulator, pdf: P
     assert first["pagination"] == {"total": 3, "limit": 2, "offset": 0, "next_offset": 2}
     assert second["pagination"] == {"total": 3, "limit": 2, "offset": 2, "next_offset": None}
     items = first["flow_runs"] + second["flow_runs"]
-    assert [set(item) for item in items] == [fields("tableflow_run_started.json")] * 3
+    assert [set(item) for item in items] == [fields("tableflow", "run_started.json")] * 3
     assert sorted(items, key=lambda r: r["id"]) == sorted(per_flow, key=lambda r: r["id"])
 
 
@@ -83,7 +81,7 @@ def test_stackai_listing_items_have_the_reference_pages_fields(emulator: Emulato
         metadata = http.get(
             f"/inference/v0/run/{STACKAI_ORG}/{STACKAI_FLOW}/metadata", params={"run_id": ran.json()["run_id"]}
         ).json()
-    assert items and all(set(item) == fields("stackai_flow_runs.json") for item in items)
+    assert items and all(set(item) == fields("stackai", "flow_runs.json") for item in items)
     assert metadata == items[0]
     assert all(item["run_type"] is None and item["ran_by_type"] is None for item in items)
 
@@ -95,7 +93,7 @@ def test_noxus_workspace_listing_items_have_the_reference_pages_fields(emulator:
         body = {"input": {"document": {"uri": upload["uri"], "name": "doc.pdf"}, "instructions": "Summarize"}}
         http.post(f"/v1/workflows/{NOXUS_DOCUMENT_WORKFLOW}/runs", json=body).raise_for_status()
         page = http.get("/v1/runs", params={"page": 1, "size": 10}).json()
-    reference = json.loads((GOLDEN / "noxus_runs_page.json").read_text())["body"]
+    reference = golden("noxus", "runs_page.json")
     assert set(page) == set(reference)
     (item,) = page["items"]
     assert set(item) == set(reference["items"][0])

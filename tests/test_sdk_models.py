@@ -18,6 +18,7 @@ import pytest
 from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW, EXTEND_SPLIT_WORKFLOW
 from airflow_flowruns.platforms.noxus.emulator import NOXUS_DOCUMENT_WORKFLOW
 from support.emulator import API_KEY, Emulator
+from support.golden import golden
 from test_vendor_sdks import SCRIPTS, SDK_PYTHON
 
 EXTEND_STATUSES = ["PENDING", "PROCESSING", "NEEDS_REVIEW", "PROCESSED", "FAILED", "REJECTED", "CANCELLED"]
@@ -46,6 +47,7 @@ def problems(answers: list[tuple[str, str, Any]]) -> dict[str, list[str]]:
     return {label: found for label, found in json.loads(done.stdout).items() if found}
 
 
+@pytest.mark.integration
 def test_the_checker_catches_a_summary_with_metadata_and_a_run_without_step_runs() -> None:
     """The checker itself can fail: a list item with ``metadata`` and a full run missing ``stepRuns``."""
     summary = {
@@ -77,7 +79,7 @@ def test_the_checker_catches_a_summary_with_metadata_and_a_run_without_step_runs
     assert "$.stepRuns: required by WorkflowRun, missing" in found["run"]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_every_extend_answer_has_exactly_the_sdk_models_fields(emulator: Emulator, pdf: Path) -> None:
     answers: list[tuple[str, str, Any]] = []
     headers = {"Authorization": f"Bearer {API_KEY}", "x-extend-api-version": "2026-02-09"}
@@ -156,7 +158,7 @@ def injected(emulator: Emulator, http: httpx.Client, path: str) -> list[httpx.Re
     return answers
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_every_noxus_answer_has_exactly_the_sdk_models_fields(emulator: Emulator, pdf: Path) -> None:
     answers: list[tuple[str, str, Any]] = []
     with httpx.Client(base_url=emulator.url, headers={"X-API-Key": API_KEY}, timeout=10) as http:
@@ -198,15 +200,15 @@ def test_every_noxus_answer_has_exactly_the_sdk_models_fields(emulator: Emulator
     assert problems(answers) == {}
 
 
+@pytest.mark.integration
 def test_the_golden_payloads_built_from_the_sdk_models_match_them() -> None:
-    golden = Path(__file__).parent / "golden"
     fixtures = {
-        "extend_workflow_run_failed.json": f"{EXTEND}:WorkflowRun",
-        "extend_runs_page.json": "extend_ai.workflow_runs.types:WorkflowRunsListResponse",
-        "noxus_run_failed.json": NOXUS_RUN,
-        "noxus_run_queued.json": NOXUS_RUN,
-        "extend_file_uploaded.json": f"{EXTEND}:File",
-        "noxus_file_uploaded.json": "noxus_sdk.resources.files:File",
+        ("extend", "workflow_run_failed.json"): f"{EXTEND}:WorkflowRun",
+        ("extend", "runs_page.json"): "extend_ai.workflow_runs.types:WorkflowRunsListResponse",
+        ("noxus", "run_failed.json"): NOXUS_RUN,
+        ("noxus", "run_queued.json"): NOXUS_RUN,
+        ("extend", "file_uploaded.json"): f"{EXTEND}:File",
+        ("noxus", "file_uploaded.json"): "noxus_sdk.resources.files:File",
     }
-    answers = [(name, model, json.loads((golden / name).read_text())["body"]) for name, model in fixtures.items()]
+    answers = [(f"{platform}/{name}", model, golden(platform, name)) for (platform, name), model in fixtures.items()]
     assert problems(answers) == {}
