@@ -1,10 +1,13 @@
-# The two commands a new machine needs: `make demo` and `make test`. Both create .venv on first use.
+# The two commands a new machine needs: `make demo` and `make test`. Both create .venv on first use; while
+# editing, `make test-fast` checks in under two minutes what needs no Airflow process.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 SDK_INSTALLED := .venv-sdk/.installed
 LINTED := $(wildcard airflow_flowruns tests example_dags benchmarks scripts e2e)
+# Lint rules, then formatting, for `make lint` and `make test-fast`.
+RUFF := $(BIN)/ruff check $(LINTED) && $(BIN)/ruff format --check $(LINTED)
 PIP_INSTALL := $(BIN)/python -m pip install --quiet -c constraints.txt
 # What `make docs`, `make dist` and `make bench` add to .venv on first use. `make lock` installs them all before
 # it pins, so constraints.txt holds the versions of these tools too.
@@ -21,7 +24,7 @@ space := $() $()
 export NO_PROXY := $(subst $(space),$(comma),$(strip $(subst $(comma),$(space),$(NO_PROXY) $(no_proxy)) 127.0.0.1 localhost ::1))
 export no_proxy := $(NO_PROXY)
 
-.PHONY: install demo test e2e e2e-distributed e2e-watcher compat dist docs ui lint format bench lock clean
+.PHONY: install demo test test-fast e2e e2e-distributed e2e-watcher compat dist docs ui lint format bench lock clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,13 +44,19 @@ demo: $(INSTALLED)
 	$(BIN)/python scripts/demo.py
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check $(LINTED)
-	$(BIN)/ruff format --check $(LINTED)
+	$(RUFF)
 	$(BIN)/mypy --strict airflow_flowruns
 	$(BIN)/mypy tests example_dags scripts benchmarks e2e
 
+# Every test, unit and integration (the markers in pyproject.toml), after lint.
 test: lint $(SDK_INSTALLED)
 	$(BIN)/python -m pytest
+
+# ruff and the unit tests: no Airflow process, no other Python, no vendor SDK; mypy waits for `make test`.
+# Four pytest processes on two cores: the unit tests mostly wait on sockets (timeouts, Retry-After, polls).
+test-fast: $(INSTALLED)
+	$(RUFF)
+	$(BIN)/python -m pytest -m unit -n 4
 
 # A real Airflow (SQLite, one process per component) over the emulator in fault mode: 200 mapped tasks,
 # a killed triggerer and worker, then runs, task states and secrets checked. 8 to 10 minutes; see e2e/run.py.

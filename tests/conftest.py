@@ -1,4 +1,5 @@
-"""Shared fixtures: one emulator on loopback for the session, reset before every test that uses it."""
+"""Shared fixtures: one emulator on loopback for the session, reset before every test that uses it. The split into
+unit and integration tests is the plugin ``support/suite_split.py``."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from support.airflow import AIRFLOW, airflow_env
 from support.emulator import Emulator, set_connection, task_instance
 from support.hostile_server import HostileServer
 
+pytest_plugins = ["support.suite_split"]
+
 
 @pytest.fixture(scope="session")
 def emulator_server() -> Iterator[EmulatorServer]:
@@ -32,10 +35,11 @@ def emulator_server() -> Iterator[EmulatorServer]:
 
 
 @pytest.fixture
-def emulator(emulator_server: EmulatorServer) -> Emulator:
+def emulator(emulator_server: EmulatorServer) -> Iterator[Emulator]:
     emu = Emulator(emulator_server.url)
-    emu.reset()
-    return emu
+    with emu.control:  # its connection closed after the test, not left to the garbage collector
+        emu.reset()
+        yield emu
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ def tls_emulator() -> Iterator[Emulator]:
         yield emu
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_trigger_density_delivers_every_event_for_every_trigger(tls_emulator: Emulator) -> None:
     rows = trigger_density.run(tls_emulator, [30], poll_interval=0.3, window=0.5)
     assert [(r["trigger"], r["n"], r["events"]) for r in rows] == [
@@ -37,7 +37,7 @@ def test_trigger_density_delivers_every_event_for_every_trigger(tls_emulator: Em
     assert trigger_density.ratios(rows)[0]["n"] == 30
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_uploads_compare_the_provider_with_curl(tls_emulator: Emulator, tmp_path: Path) -> None:
     rows = uploads.run(tls_emulator, 2, tmp_path, rounds=2)
     assert rows[0]["client"] == "provider" and rows[0]["size_mib"] == 2
@@ -47,14 +47,14 @@ def test_uploads_compare_the_provider_with_curl(tls_emulator: Emulator, tmp_path
     assert not list(tmp_path.iterdir()), "the test file is removed"
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_request_economy_sees_every_final_state(tls_emulator: Emulator) -> None:
     row = request_economy.run(tls_emulator, runs=10, limit=20, poll_interval=0.5)
     assert (row["final_states_seen"], row["failed_tasks"]) == (10, 0)
     assert row["requests"] >= 10
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_extend_economy_follows_both_sets_of_runs_under_a_limit() -> None:
     with extend_economy.limited_emulator(limit=20) as emu:
         rows = extend_economy.run(emu, runs=20, limit=20, poll_interval=0.5, offset=1.0, window=2.0)
@@ -66,7 +66,7 @@ def test_extend_economy_follows_both_sets_of_runs_under_a_limit() -> None:
     assert all(r["detection_p99_s"] >= r["detection_p50_s"] >= 0 for r in rows)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_body_reading_compares_each_bounded_read_with_a_plain_one(tls_emulator: Emulator) -> None:
     measured = body_reading.run(tls_emulator, polls=2, rounds=1)
     http = measured["http"]

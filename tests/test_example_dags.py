@@ -12,7 +12,7 @@ from support.airflow import dags_test, xcom_values
 from support.emulator import API_KEY, Emulator
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_tableflow_example_runs_end_to_end(airflow_home: Path, emulator: Emulator, pdfs: dict[str, Path]) -> None:
     data = pdfs["po"].parent
     (data / "inv.pdf").write_bytes(pdfs["inv"].read_bytes())
@@ -39,7 +39,7 @@ def test_tableflow_example_runs_end_to_end(airflow_home: Path, emulator: Emulato
     assert API_KEY not in json.dumps(xcom)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_xcoms_read_back_as_pushed_bare_numbers_included(airflow_home: Path) -> None:
     """Airflow's XCom table, as `airflow db migrate` makes it, stores a bare number as a number, not JSON text."""
     with sqlite3.connect(airflow_home / "airflow.db") as migrated:

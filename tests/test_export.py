@@ -141,7 +141,7 @@ def test_unknown_state_is_refused(tableflow_conn: str, tmp_path: Path) -> None:
         export(tableflow_conn, tmp_path / "x.jsonl", day=0, states=["done"])
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_daily_example_over_three_intervals_and_a_rerun(airflow_home: Path, emulator: Emulator, tmp_path: Path) -> None:
     ids = seed(emulator)
     env = {

@@ -15,7 +15,7 @@ from support.emulator import API_KEY, Emulator
 INVOICES = ("acme-0042.pdf", "globex-7781.pdf", "initech-0193.pdf")
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_invoices_are_extracted_landed_and_loaded_into_a_table(
     airflow_home: Path, emulator: Emulator, tmp_path: Path
 ) -> None:

@@ -112,7 +112,7 @@ SCALE_FLOWS = {
 }
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("platform", SCALE_FLOWS)
 def test_ten_thousand_runs_page_by_page_in_flat_memory(
     platform: str, emulator: Emulator, monkeypatch: pytest.MonkeyPatch

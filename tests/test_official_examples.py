@@ -13,7 +13,7 @@ import pytest
 from support.airflow import AIRFLOW, airflow_env, dags_test, xcom_value
 from support.emulator import API_KEY, Emulator
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 LINK = "_link_FlowRunLink"
 

@@ -64,6 +64,7 @@ def test_airflow_registers_the_extra_link() -> None:
     assert "airflow_flowruns.links.FlowRunLink" in ProvidersManager().extra_links_class_names
 
 
+@pytest.mark.integration
 def test_provider_info_loads_nothing_from_airflow() -> None:
     """Airflow calls get_provider_info while importing itself: importing Airflow back would be circular."""
     code = (

@@ -64,7 +64,7 @@ def run_example(home: Path, emulator: Emulator, data: Path, platform: str) -> st
     return done.stdout + done.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_no_key_is_kept_through_retries_and_failures(
     airflow_home: Path, keyed_emulator: Emulator, pdfs: dict[str, Path]
 ) -> None:

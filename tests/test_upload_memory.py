@@ -38,7 +38,7 @@ print(json.dumps({"run": run.id, "before_kib": before, "peak_kib": peak_kib()}))
 SIZE = 200 * 1024 * 1024
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("kind", ["path", "object storage (file://)"])
 def test_a_200_mib_upload_keeps_memory_flat(
     kind: str, emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -34,7 +34,7 @@ def run_sdk(script: str, emulator: Emulator, workflow: str, pdf: Path) -> dict[s
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_extend_sdk_parses_upload_create_retrieve_list_cancel(emulator: Emulator, pdf: Path) -> None:
     seen = run_sdk("extend_client.py", emulator, EXTEND_INVOICE_WORKFLOW, pdf)
     run, package = emulator.runs()
@@ -46,7 +46,7 @@ def test_extend_sdk_parses_upload_create_retrieve_list_cancel(emulator: Emulator
     assert seen["package"] == [package["id"], ["doc.pdf", "second.pdf"]], "a package of two files is one run"
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_noxus_sdk_parses_upload_start_get_list_stop(emulator: Emulator, pdf: Path) -> None:
     seen = run_sdk("noxus_client.py", emulator, NOXUS_DOCUMENT_WORKFLOW, pdf)
     (run,) = emulator.runs()
