@@ -250,7 +250,10 @@ _PLATFORM_HOOKS: dict[str, type[FlowRunsHook]] = {}
 def __getattr__(name: str) -> type[FlowRunsHook]:
     """``TableFlowHook``, ``ExtendHook``, ...: one hook class per registered platform, made on first use, so a
     platform registered later gets its hook too."""
+    if name in _PLATFORM_HOOKS:
+        return _PLATFORM_HOOKS[name]
     for facts in registered():
         if facts.hook_class_name == f"{__name__}.{name}":
-            return _PLATFORM_HOOKS.setdefault(name, platform_hook(facts))
+            hook = _PLATFORM_HOOKS[name] = platform_hook(facts)
+            return hook
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

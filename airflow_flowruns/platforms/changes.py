@@ -19,8 +19,8 @@ first poll.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +85,8 @@ class ChangeSource:
     minus lookback), ``filtered`` (the API filters by creation date) or ``none`` (a full scan)."""
     task_key_needs_run: bool = False
     """Listing items lack the run's metadata: read the run for the task key of an announced run."""
+    sort_params: Mapping[str, str] = field(default_factory=dict)
+    """Query parameters that make the platform's listing sort by last change (order ``updated``)."""
 
     def changed_at(self, run: FlowRun) -> datetime | None:
         at = _ended(run) if run.state.is_final else self.status_time(run)
@@ -114,8 +116,8 @@ class ChangeSource:
         created_after = since - lookback if self.order == "filtered" else None
         query = RunQuery(flow_id=flow_id, states=states, created_after=created_after)
         first = platform.list_runs_call(query)
-        if self.order == "updated":
-            first = replace(first, params={**(first.params or {}), "sortBy": "updatedAt", "sortDir": "desc"})
+        if self.sort_params:
+            first = replace(first, params={**(first.params or {}), **self.sort_params})
         async for page in client.walk_pages(run_pages(platform, query, first)):
             for run in page.runs:
                 if self._before_window(run, since, lookback):

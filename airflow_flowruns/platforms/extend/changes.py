@@ -4,4 +4,10 @@ so a poll reads only what changed since the window opened. Listing items are sum
 
 from airflow_flowruns.platforms.changes import NOT_FINAL, ChangeSource, updated_at
 
-CHANGES = ChangeSource(updated_at("updatedAt"), NOT_FINAL, order="updated", task_key_needs_run=True)
+CHANGES = ChangeSource(
+    updated_at("updatedAt"),
+    NOT_FINAL,
+    order="updated",
+    task_key_needs_run=True,
+    sort_params={"sortBy": "updatedAt", "sortDir": "desc"},
+)
