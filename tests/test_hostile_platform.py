@@ -16,9 +16,7 @@ import math
 import re
 import time
 import traceback
-import tracemalloc
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +28,7 @@ from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from support.emulator import set_connection
 from support.hostile_server import FLOW_ID, MODES, RETRY_AFTER_SHAPES, RUN_ID, HostileServer, completed_run
+from support.measure import HANG_GUARD, measured
 from support.runs import collect_events
 
 KEY = "hostile-test-key-4c1d9e"
@@ -38,7 +37,6 @@ MEMORY_BOUND = 16 * 1024 * 1024
 """Held at the peak while reading any answer; unbounded reading would hold the whole answer (1 TiB
 declared, endless, or 256 MiB decompressed)."""
 RETRY_MAX_WAIT = 0.05
-HANG_GUARD = 120.0
 """Only so that a regression fails the test instead of freezing the suite; no test asserts on time."""
 
 
@@ -97,18 +95,6 @@ def conn_id(hostile: HostileServer, monkeypatch: pytest.MonkeyPatch) -> str:
     )
 
 
-def measured(work: Any) -> tuple[Any, int]:
-    """Run ``work()`` in a thread (a hang fails instead of freezing the suite); its result and the peak
-    of memory traced meanwhile."""
-    tracemalloc.start()
-    try:
-        with ThreadPoolExecutor(1) as pool:
-            result = pool.submit(work).result(timeout=HANG_GUARD)
-        return result, tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def failure(work: Callable[[], object]) -> tuple[BaseException, int]:
     """What ``work()`` raised (a hostile answer must never be accepted) and the memory peak meanwhile."""
 
@@ -119,8 +105,7 @@ def failure(work: Callable[[], object]) -> tuple[BaseException, int]:
             return exc
         raise AssertionError("a hostile answer was accepted")
 
-    result: tuple[BaseException, int] = measured(run)
-    return result
+    return measured(run)
 
 
 def followed(trigger: FlowRunTrigger) -> dict[str, Any]:

@@ -7,12 +7,21 @@ import heapq
 import itertools
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from airflow_flowruns.client.options import HttpOptions
-from airflow_flowruns.client.ratelimit import PROBE_GROWTH_PER_SECOND, TARGET_SHARE, AdaptiveRate, RequestScheduler
+from airflow_flowruns.client.ratelimit import (
+    DECREASE_FACTOR,
+    MIN_RATE,
+    PROBE_GROWTH_PER_SECOND,
+    RECOVERY_PER_SECOND,
+    TARGET_SHARE,
+    AdaptiveRate,
+    RequestScheduler,
+)
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.platforms.start import StartRequest
 from support.emulator import Emulator, set_connection
@@ -92,7 +101,7 @@ def test_a_connection_limited_by_429s_slows_down_and_later_speeds_up(
     assert adaptive.decreases >= 1 and adaptive.rate is not None
     lowered = adaptive.rate
     assert 0 < client._scheduler.interval <= 1 / lowered
-    later = adaptive.current(time.monotonic() + 120)
+    later = adaptive.current(time.monotonic() + 60)
     assert later is not None and later > lowered, "back up"
 
 
@@ -112,9 +121,10 @@ def test_a_guess_probes_upward_and_a_whole_window_of_answers_sets_the_ceiling() 
     assert rate.ceiling == pytest.approx(10.0) and rate.rate == pytest.approx(5.0), "measured over a whole window"
     rate.limited(12.5, hold=1.0)
     assert rate.rate == pytest.approx(5.0), "the 429s of requests already in flight are the same event"
-    assert rate.current(22.0) == pytest.approx(6.0, rel=1e-3), "additive increase"
+    assert rate.current(15.0) == pytest.approx(5.0 * math.exp(3 * RECOVERY_PER_SECOND)), "multiplicative recovery"
     settled = rate.current(300.0)
-    assert rate.ceiling is not None and settled == pytest.approx(TARGET_SHARE * rate.ceiling), "settles below it"
+    ceiling = rate.ceiling_at(300.0)
+    assert ceiling is not None and settled == pytest.approx(TARGET_SHARE * ceiling), "settles below it"
     rate.limited(301.0, hold=1.0)
     assert rate.ceiling is not None and rate.ceiling < 9.1, "nothing accepted lately: the rate in force"
     assert rate.rate == pytest.approx(rate.ceiling / 2), "halved from the rate in force"
@@ -245,3 +255,91 @@ def test_a_start_up_burst_settles_below_an_unknown_limit_within_the_first_minute
     assert max(limited) < 60, f"429s after the first minute, at {[round(t) for t in limited if t >= 60]} s"
     last_minute = sum(1 for at in sent if at > start + horizon - 60) / 60
     assert 0.5 * limit <= last_minute <= limit, f"settled at {last_minute:.2f}/s against a {limit:g}/s limit"
+
+
+ACCEPTED_BEFORE = 19.0
+"""The rate a platform accepted from the connection before and after its 429s, in the tests below."""
+Answering = Callable[[int, float], tuple[int, float | None]]
+"""How a simulated platform answers the n-th request, sent at a given time: a status and its Retry-After."""
+
+
+def demand(scheduler: RequestScheduler, clock: FakeClock, until: float, answer: Answering) -> list[float]:
+    """One request after another, as fast as ``ACCEPTED_BEFORE`` a second and as the scheduler lets them
+    leave, each answered at once, until the clock reaches ``until``; the rate allowed after each answer."""
+    rates: list[float] = []
+    sent = itertools.count()
+    while clock.now < until:
+        while (delay := scheduler.clear_to_send()) > 0:
+            clock.now += delay
+        status, retry_after = answer(next(sent), clock.now)
+        scheduler.answered(status, retry_after)
+        allowed = scheduler.adaptive.current(clock.now)
+        rates.append(math.inf if allowed is None else allowed)
+        clock.now += 1 / ACCEPTED_BEFORE
+    return rates
+
+
+def accepted(_: int, __: float) -> tuple[int, float | None]:
+    return 200, None
+
+
+def accepting_for_a_minute(scheduler: RequestScheduler, clock: FakeClock) -> float:
+    """A minute of every request accepted at ``ACCEPTED_BEFORE`` a second; when it ends."""
+    demand(scheduler, clock, clock.now + 60, accepted)
+    return clock.now
+
+
+@pytest.mark.parametrize("limited_answers", [5, 10])
+def test_a_burst_of_429s_leaves_the_rate_near_what_was_accepted_and_it_recovers_within_a_minute(
+    limited_answers: int,
+) -> None:
+    """A platform accepting 19 requests a second refuses for a few seconds (each 429 met after the pause of
+    the one before, so each is a congestion event of its own), then accepts again."""
+    clock = FakeClock()
+    scheduler = RequestScheduler(None, clock=clock)
+    start = accepting_for_a_minute(scheduler, clock)
+    refused = itertools.count()
+
+    def burst(_: int, __: float) -> tuple[int, float | None]:
+        return (429, 1.0) if next(refused) < limited_answers else (200, None)
+
+    during = demand(scheduler, clock, start + limited_answers + 2, burst)
+    assert scheduler.adaptive.decreases >= limited_answers / 2, "429s met one after another, not at once"
+    floor = DECREASE_FACTOR * ACCEPTED_BEFORE * 0.8
+    assert min(during) >= floor, f"fell to {min(during):.2f}/s during the burst"
+    after = demand(scheduler, clock, clock.now + 60, accepted)
+    assert min(after) >= floor and after[-1] >= 15, f"{after[-1]:.2f}/s a minute after the burst"
+
+
+def test_a_platform_refusing_every_other_request_does_not_drive_the_rate_to_the_floor() -> None:
+    """A minute of every other answer a 429 (without Retry-After), after a minute of all accepted."""
+    clock = FakeClock()
+    scheduler = RequestScheduler(None, clock=clock)
+    start = accepting_for_a_minute(scheduler, clock)
+    during = demand(scheduler, clock, start + 60, lambda sent, _: (429, None) if sent % 2 else (200, None))
+    assert min(during) >= DECREASE_FACTOR * ACCEPTED_BEFORE * 0.5, f"fell to {min(during):.2f}/s"
+    assert scheduler.adaptive.decreases > 20, "refused all minute long"
+    after = demand(scheduler, clock, clock.now + 60, accepted)
+    assert after[-1] >= 15, f"{after[-1]:.2f}/s a minute after"
+
+
+@pytest.mark.parametrize("idle", [3 * 3600.0, 7 * 86400.0, 10 * 365 * 86400.0], ids=["hours", "a week", "years"])
+@pytest.mark.parametrize("whole_window", [False, True], ids=["guessed", "ceiling-learnt"])
+def test_a_429_then_any_time_idle_leaves_requests_free_to_go(idle: float, whole_window: bool) -> None:
+    """A 429 early in a connection's life (a guess) or after a whole window (a learnt ceiling), then the
+    connection idle: the rate grown meanwhile stays a number, in the worker's and the triggerer's wait."""
+    clock = FakeClock()
+    scheduler = RequestScheduler(None, clock=clock)
+    demand(scheduler, clock, clock.now + (12 if whole_window else 2), accepted)
+    scheduler.answered(429, 1.0)
+    assert scheduler.adaptive.rate is not None and (scheduler.adaptive.ceiling is not None) is whole_window
+    clock.now += idle
+    scheduler.wait()
+    clock.now += 1 / MIN_RATE  # the next turn, at the slowest rate there is
+    asyncio.run(scheduler.await_turn())
+    allowed = scheduler.adaptive.current(clock.now)
+    assert allowed is None or math.isfinite(allowed)
+    assert math.isfinite(scheduler.interval)
+    scheduler.answered(429, 1.0)
+    scheduler.answered(200, None)
+    assert scheduler.clear_to_send() >= 0

@@ -3,6 +3,9 @@
 It speaks just enough HTTP/1.1, by hand on raw sockets, to answer the way no well-behaved framework
 would: bodies that never end, trickle a byte at a time, decompress to gigabytes, redirect with a run in
 the body, echo the credentials they were sent. Every request it gets is recorded, with its headers.
+
+A test module with misbehaviours of its own (an endless listing, a feed stamped in the future) sets
+``answer`` to a callable taking the :class:`Exchange`; it answers every request instead of ``mode``.
 """
 
 from __future__ import annotations
@@ -200,6 +203,8 @@ class HostileServer(socketserver.ThreadingTCPServer):
         self.mode = "foreign run"
         self.modes_by_run: dict[str, Answer] = {}
         """Runs answered otherwise than ``mode``, by run id (the last segment of the path)."""
+        self.answer: Answer | None = None
+        """When set, answers every request not in ``modes_by_run`` instead of ``mode``."""
         self.requests: list[dict[str, Any]] = []
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
@@ -237,7 +242,8 @@ class _Handler(socketserver.BaseRequestHandler):
                     {"method": exchange.method, "path": exchange.path, "headers": exchange.headers}
                 )
                 run_id = exchange.path.rsplit("/", 1)[-1]
-                self.server.modes_by_run.get(run_id, MODES[self.server.mode])(exchange)
+                answer = self.server.modes_by_run.get(run_id) or self.server.answer or MODES[self.server.mode]
+                answer(exchange)
         except OSError:  # the client gave up: that is the point of most modes
             return
 
