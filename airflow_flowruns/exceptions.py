@@ -64,6 +64,28 @@ class FlowRunsResponseError(FlowRunsError):
         self.retryable = retryable
 
 
+class FlowRunsListingError(FlowRunsError):
+    """A listing did not reach its last page within its bounds (``client.listing.WalkBounds``): it gave a page it
+    had already given, or more pages, runs or seconds than a real listing takes. What was read is not the whole
+    listing, so it is neither every run asked for nor proof that a run is absent.
+
+    ``retryable`` is set when the listing ran out of time, which a slow platform may not repeat; a listing that
+    repeats its pages or never runs out of them would do the same again.
+    """
+
+    def __init__(self, *, platform: str, call: str, reason: str, retryable: bool = False) -> None:
+        self.platform = platform
+        self.call = call
+        self.reason = reason
+        self.retryable = retryable
+        super().__init__(
+            f"{platform} listing '{call}' stopped before its last page: {reason}. What it did not read is not taken "
+            "for absent, so nothing was concluded from it. Check the connection's host (a real API neither repeats "
+            "a page nor counts them in the billions), or narrow the query: a flow id, states, a shorter window of "
+            "creation dates (for the export, a shorter data interval)."
+        )
+
+
 class FlowRunFailedError(FlowRunsError):
     """The remote run ended failed or cancelled, or stopped for review under ``on_review="fail"``."""
 
@@ -74,7 +96,7 @@ class FlowRunTimeoutError(FlowRunsError):
 
 def is_transient(exc: FlowRunsError) -> bool:
     """Whether polling again later may succeed where this attempt (and its retries) failed."""
-    return isinstance(exc, FlowRunsApiError | FlowRunsResponseError) and exc.retryable
+    return isinstance(exc, FlowRunsApiError | FlowRunsResponseError | FlowRunsListingError) and exc.retryable
 
 
 _HINTS = {

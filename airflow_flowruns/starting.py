@@ -187,7 +187,9 @@ def find_run(
     Where listing items carry no metadata (Extend's ``WorkflowRunSummary``), each candidate in the window is
     read in full, newest first, at most ``Platform.lookup_reads`` of them. ``newer_than``: stop at that run
     (an earlier try's), so only a run started after it is found. None at once where runs keep no key
-    (``Platform.keeps_task_key``): listing them could not find it.
+    (``Platform.keeps_task_key``): listing them could not find it. A listing that stops at its bounds before
+    its last page is :class:`~airflow_flowruns.exceptions.FlowRunsListingError`, never None: a run it did not
+    show may be running, and a second start would bill the document twice.
     """
     platform = hook.platform
     if not platform.keeps_task_key:

@@ -9,17 +9,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
 
 from airflow_flowruns.client import AsyncFlowRunsClient, feed
-from airflow_flowruns.client.listing import PageWalk
+from airflow_flowruns.client.feed_state import FeedClock
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
-from airflow_flowruns.platforms.base import ChangesPage, FlowRun, RunQuery
+from airflow_flowruns.platforms.base import ApiCall, FlowRun, RunQuery
 from airflow_flowruns.platforms.extend import api as extend
 from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
@@ -38,7 +37,7 @@ def scans_only_when_polled(request: pytest.FixtureRequest, monkeypatch: pytest.M
 
 @pytest.fixture
 def extend_conn(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setattr(extend, "MAX_PAGE_SIZE", PAGE)  # small pages, so a scan of a few dozen runs pages
+    monkeypatch.setattr(extend, "CHANGES_PAGE_SIZE", PAGE)  # small pages, so a scan of a few dozen runs pages
     return set_connection(monkeypatch, "extend_feed", "extend", emulator.url)
 
 
@@ -147,30 +146,41 @@ def test_a_missed_update_is_caught_by_the_safety_net(
 ) -> None:
     ids = seed(emulator, PAGE - 5)  # one page: every scan mentions every run but the hidden one
     hidden = ids[0]
+    now = [0.0]
 
     async def scenario(client: AsyncFlowRunsClient) -> None:
         assert client._feed is not None
-        walk_pages = client._feed._walk_pages
+        client._feed.clock = FeedClock(monotonic=lambda: now[0])
+        call = client._feed._call
 
-        async def listing_that_misses_one(walk: PageWalk[ChangesPage]) -> AsyncIterator[ChangesPage]:
+        async def listing_that_misses_one(api_call: ApiCall) -> Any:
             """The feed's pages without one run: an update the listing failed to show."""
-            async for page in walk_pages(walk):
-                yield replace(page, changes=[change for change in page.changes if change.id != hidden])
+            body = await call(api_call)
+            if api_call.name == "list changed runs":
+                body["data"] = [item for item in body["data"] if item["id"] != hidden]
+            return body
 
-        client._feed._walk_pages = listing_that_misses_one
-        await poll(client, ids)
+        client._feed._call = listing_that_misses_one
+        await poll(client, [hidden])
+        now[0] = 100.0
+        await poll(client, ids[1:])
         emulator.set_status(hidden, "PROCESSED")
         emulator.clear_requests()
+        now[0] = feed.SAFETY_NET_SECONDS
         missed = await poll(client, ids)
         assert missed[hidden].status == "PENDING" and split(emulator.requests())[1] == []
 
-        monkeypatch.setattr(feed, "SAFETY_NET_SECONDS", 0.0)  # every run is now overdue for a check
-        monkeypatch.setattr(feed, "SAFETY_NET_READS_PER_SCAN", 3)
+        now[0] = feed.SAFETY_NET_SECONDS + 50.0
         emulator.clear_requests()
         caught = await poll(client, ids)
-        reads = split(emulator.requests())[1]
-        assert len(reads) == 3 and hidden in reads, "the stalest runs first, within the per-scan budget"
+        assert split(emulator.requests())[1] == [hidden], "due: read since, not mentioned since"
         assert caught[hidden].status == "PROCESSED"
+
+        monkeypatch.setattr(feed, "SAFETY_NET_READS_PER_SCAN", 3)
+        now[0] = feed.SAFETY_NET_SECONDS + 200.0
+        emulator.clear_requests()
+        await poll(client, ids[1:])
+        assert len(split(emulator.requests())[1]) == 3, "every run due: the per-round budget"
 
     run(extend_conn, scenario)
 

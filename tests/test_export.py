@@ -15,6 +15,7 @@ from pytest_mock import MockerFixture
 from airflow_flowruns.client import FlowRunsClient
 from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.operators.export import FlowRunsExportOperator
+from airflow_flowruns.platforms.base import FlowRun
 from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_REVIEW_FLOW
 from support.airflow import dags_test
 from support.emulator import API_KEY, Emulator
@@ -101,7 +102,7 @@ def test_a_failure_midway_keeps_the_previous_export(
 
 def test_streams_page_by_page(tableflow_conn: str, emulator: Emulator, tmp_path: Path, mocker: MockerFixture) -> None:
     seed(emulator, days=1, per_day=2500)
-    written = mocker.spy(json, "dumps")
+    written = mocker.spy(FlowRun, "to_xcom")
     requests_seen: list[int] = []
     real = FlowRunsClient.call
 

@@ -25,6 +25,7 @@ from airflow_flowruns.client.auth import bounded_auth
 from airflow_flowruns.client.batching import ListingBatcher
 from airflow_flowruns.client.body import ACCEPT_ENCODING, Answer, build_request, seconds_for
 from airflow_flowruns.client.errors import (
+    decode,
     found,
     reading_body,
     the_run_asked_for,
@@ -35,10 +36,15 @@ from airflow_flowruns.client.listing import P, PageWalk, run_pages
 from airflow_flowruns.client.options import KEEPALIVE_SECONDS, HttpOptions
 from airflow_flowruns.client.proxies import environment_proxy, proxy_mounts
 from airflow_flowruns.client.ratelimit import scheduler_for
-from airflow_flowruns.client.retry import decode_and_pace, is_retryable, retry_policy
+from airflow_flowruns.client.retry import decode_and_pace, is_retryable, pace, retry_policy
 from airflow_flowruns.platforms.base import ApiCall, FlowRun, Platform, RunQuery
 
 _CHUNK_BYTES = 64 * 1024
+DECODE_ON_LOOP_BYTES = 1024 * 1024
+"""Answers up to this size are decoded on the event loop (a few milliseconds: a run, a page of a listing);
+a larger one, which only a runaway or hostile answer is, in a worker thread, where the check of its depth
+lets the loop run. ``json.loads`` itself still holds the interpreter, about 15 ms a MiB, within
+``max_response_bytes``."""
 
 
 def _aiohttp_timeout(timeout: httpx.Timeout) -> aiohttp.ClientTimeout:
@@ -80,7 +86,7 @@ class AsyncFlowRunsClient:
         self._direct = self._http.auth is None
         self._batchers: dict[str | None, ListingBatcher] = {}
         feed_call = platform.change_feed_call()
-        self._feed = ChangeFeed(platform, feed_call, self.walk_pages, self._read_any) if feed_call is not None else None
+        self._feed = ChangeFeed(platform, feed_call, self.call, self._read_any) if feed_call is not None else None
 
     def _aiohttp_session(self) -> aiohttp.ClientSession:
         """One connection pool, made in the client's event loop, for both ways a request is sent."""
@@ -129,7 +135,10 @@ class AsyncFlowRunsClient:
                     answer = await (self._send_direct(call) if self._direct else self._send(call))
             except TimeoutError:
                 raise httpx.ReadTimeout(f"no complete answer within {seconds:g} s (the connection's timeout)") from None
-        return decode_and_pace(self._scheduler, self.options, self.platform, call, answer)
+        if len(answer.body) <= DECODE_ON_LOOP_BYTES:
+            return decode_and_pace(self._scheduler, self.options, self.platform, call, answer)
+        pace(self._scheduler, self.options, answer.status, answer.headers)
+        return await asyncio.to_thread(decode, self.platform, call, answer)
 
     async def _send(self, call: ApiCall) -> Answer:
         request = build_request(self._http, call, seconds_for(call, self.options.timeout))
@@ -204,9 +213,12 @@ class AsyncFlowRunsClient:
             return the_run_asked_for(self.platform, call, self.platform.parse_run(body, flow_id), flow_id, run_id)
 
     async def iter_runs(self, query: RunQuery) -> AsyncIterator[FlowRun]:
-        async for page in self.walk_pages(run_pages(self.platform, query)):
+        """:meth:`FlowRunsClient.iter_runs`: a listing cut short at its bounds ends with the provider's error."""
+        walk = run_pages(self.platform, query)
+        async for page in self.walk_pages(walk):
             for run in filter(query.matches, page.runs):
                 yield run
+        walk.raise_if_cut_short()
 
     async def walk_pages(self, walk: PageWalk[P]) -> AsyncIterator[P]:
         """Drive ``walk``: perform each call it gives and hand on the page it makes of the answer."""

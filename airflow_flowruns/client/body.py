@@ -9,7 +9,7 @@ encodings the clients ask for (``ACCEPT_ENCODING``) are decoded; anything else i
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,8 +94,14 @@ class BoundedBody:
             raise BodyTooLarge(0, self._declared)
 
     def feed(self, chunk: bytes) -> None:
+        for data in self.decoded(chunk):
+            self._keep(data)
+
+    def decoded(self, chunk: bytes) -> Iterator[bytes]:
+        """``chunk`` decompressed, in pieces of at most 64 KiB each counted as it is made: a caller streaming
+        the body elsewhere (an output file) holds one piece at a time, whatever the compression ratio."""
         if self._inflate is None:
-            self._keep(chunk)
+            yield self._counted(chunk)
             return
         while chunk:
             room = self._limit - self._size
@@ -107,18 +113,24 @@ class BoundedBody:
                 # "deflate" sent without its zlib header, as some servers do: decode it raw.
                 self._inflate, self._deflate_raw = zlib.decompressobj(-zlib.MAX_WBITS), False
                 continue
-            self._keep(out)
+            yield self._counted(out)
             chunk = self._inflate.unconsumed_tail
 
-    def _keep(self, data: bytes) -> None:
+    def rest(self) -> bytes:
+        """What the decompressor still holds once the body has ended, counted."""
+        return self._counted(self._inflate.flush(self._limit - self._size + 1)) if self._inflate is not None else b""
+
+    def _counted(self, data: bytes) -> bytes:
         self._size += len(data)
         if self._size > self._limit:
             self._parts.clear()
             raise BodyTooLarge(self._size, self._declared)
+        return data
+
+    def _keep(self, data: bytes) -> None:
         if data and self._keep_parts:
             self._parts.append(data)
 
     def finish(self) -> bytes:
-        if self._inflate is not None:
-            self._keep(self._inflate.flush(self._limit - self._size + 1))
+        self._keep(self.rest())
         return b"".join(self._parts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -18,11 +19,11 @@ from airflow_flowruns.client.errors import (
     the_run_asked_for,
     translated_errors,
 )
-from airflow_flowruns.client.listing import P, PageWalk, run_pages
+from airflow_flowruns.client.listing import LISTING_BOUNDS, P, PageWalk, WalkBounds, run_pages
 from airflow_flowruns.client.options import KEEPALIVE_SECONDS, HttpOptions
 from airflow_flowruns.client.proxies import proxy_mounts
 from airflow_flowruns.client.ratelimit import scheduler_for
-from airflow_flowruns.client.retry import decode_and_pace, pace, retry_policy
+from airflow_flowruns.client.retry import decode_and_pace, pace, retry_policy, time_left
 from airflow_flowruns.files import OpenWhileRead
 from airflow_flowruns.platforms.base import ApiCall, FlowRun, Platform, RunQuery
 
@@ -52,15 +53,22 @@ class FlowRunsClient:
     def get_run(self, flow_id: str | None, run_id: str) -> FlowRun:
         call = self.platform.get_run_call(flow_id, run_id)
         if call is None:
-            return found(self.platform, run_id, next(self.iter_runs(self.platform.run_lookup(flow_id, run_id)), None))
+            lookup = self.platform.run_lookup(flow_id, run_id)
+            return found(self.platform, run_id, next(self.iter_runs(lookup, _bounds_before_deadline()), None))
         body = self.call(call)
         with translated_errors(self.platform, call):
             return the_run_asked_for(self.platform, call, self.platform.parse_run(body, flow_id), flow_id, run_id)
 
-    def iter_runs(self, query: RunQuery) -> Iterator[FlowRun]:
-        """Walk the listing lazily: one request per page, one page in memory at a time."""
-        for page in self.walk_pages(run_pages(self.platform, query)):
+    def iter_runs(self, query: RunQuery, bounds: WalkBounds = LISTING_BOUNDS) -> Iterator[FlowRun]:
+        """Walk the listing lazily: one request per page, one page in memory at a time.
+
+        A listing cut short at ``bounds`` ends with the provider's error once the runs read are given, so
+        no reader takes a part of it for the whole (``PageWalk.raise_if_cut_short``).
+        """
+        walk = run_pages(self.platform, query, bounds=bounds)
+        for page in self.walk_pages(walk):
             yield from filter(query.matches, page.runs)
+        walk.raise_if_cut_short()
 
     def walk_pages(self, walk: PageWalk[P]) -> Iterator[P]:
         """Drive ``walk``: perform each call it gives and hand on the page it makes of the answer."""
@@ -109,16 +117,27 @@ class FlowRunsClient:
     @contextmanager
     def stream_presigned(self, url: str) -> Iterator[httpx.Response]:
         """A presigned URL's answer with its body unread, as :meth:`stream`, through a client that carries none
-        of the connection's credentials: the API key never reaches the storage host the URL points at."""
+        of the connection's credentials: the API key never reaches the storage host the URL points at. It
+        asks for the encodings the API client does, which are the ones a download decodes within its limit."""
         if self._presigned is None:
             self._presigned = _http_client(self.platform, self.options, credentials=False)
-        with _streamed(self._presigned, self._presigned.build_request("GET", url), self.options.timeout) as response:
+        request = self._presigned.build_request("GET", url, headers={"Accept-Encoding": ACCEPT_ENCODING})
+        with _streamed(self._presigned, request, self.options.timeout) as response:
             yield response
 
     def close(self) -> None:
         self._http.close()
         if self._presigned is not None:
             self._presigned.close()
+
+
+def _bounds_before_deadline() -> WalkBounds:
+    """The listing's bounds for a run read by walking it, which ends by the deadline of the task waiting on the
+    run (``retry.until``), if any: a listing that never ends then lets the wait's timeout fire on time."""
+    left = time_left()
+    if left is None:
+        return LISTING_BOUNDS
+    return replace(LISTING_BOUNDS, seconds=min(LISTING_BOUNDS.seconds, max(0.0, left)))
 
 
 def _http_client(platform: Platform, options: HttpOptions, *, credentials: bool) -> httpx.Client:

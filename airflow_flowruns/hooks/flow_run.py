@@ -159,7 +159,9 @@ class FlowRunsHook(BaseHook):
         """Lazily list runs, newest first where the platform sorts that way, walking every page.
 
         ``created_after`` is inclusive and ``created_before`` exclusive. Filters the platform's API
-        lacks are applied here, client-side (each platform module says which).
+        lacks are applied here, client-side (each platform module says which). A listing that does not end
+        within ``client.listing.LISTING_BOUNDS`` (a repeated page, more pages, runs or seconds than a real
+        listing takes) ends with :class:`~airflow_flowruns.exceptions.FlowRunsListingError` after the runs read.
         """
         return self.client.iter_runs(run_query(flow_id, states, created_after, created_before, page_size))
 

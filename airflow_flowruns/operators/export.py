@@ -6,12 +6,13 @@ import json
 import os
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook, run_query
+from airflow_flowruns.platforms.base import FlowRun
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -26,7 +27,10 @@ class FlowRunsExportOperator(BaseOperator):
     inclusive, end exclusive, so consecutive intervals neither share nor miss a run) and written to a
     temporary object next to ``destination``, which then replaces it whole. A re-run or a backfill
     rewrites its interval's object and never appends, so no row is duplicated or lost. Runs stream from
-    the listing to the file page by page: memory does not grow with the number of runs.
+    the listing to the file page by page: memory does not grow with the number of runs. A run the listing
+    gives twice (an offset listing shifts when runs are created while it is read) is written once, and a
+    listing cut short at its bounds (``client.listing.LISTING_BOUNDS``) fails the task and leaves the
+    previous object as it was: a part of the interval is never published as the whole.
 
     Each line is the run as the flow-run tasks return it (``FlowRun.to_xcom()``), in the platform's
     listing order (newest first where the platform sorts that way). An interval with no runs writes an
@@ -75,18 +79,33 @@ class FlowRunsExportOperator(BaseOperator):
         hook = FlowRunsHook(self.flowruns_conn_id)
         partial = target.parent / f".{target.name}.{uuid.uuid4().hex}.partial"
         target.parent.mkdir(parents=True, exist_ok=True)
-        rows = 0
         try:
             with partial.open("w") as out:
-                for run in hook.client.iter_runs(query):
-                    out.write(json.dumps(run.to_xcom(), sort_keys=True) + "\n")
-                    rows += 1
+                rows, repeated = _write_once(hook.client.iter_runs(query), out)
             _replace(partial, target)
         finally:
             if partial.exists():
                 partial.unlink()
+        if repeated:
+            self.log.warning("The listing gave %d run(s) a second time; each was written once.", repeated)
         self.log.info("Exported %d run(s) created in [%s, %s) to %s.", rows, start, end, target)
         return {"path": str(target), "rows": rows}
+
+
+def _write_once(runs: Iterable[FlowRun], out: IO[str]) -> tuple[int, int]:
+    """Write each run of ``runs`` once, as a JSON line; the rows written, and the runs given again and skipped.
+
+    The ids written are held for the whole listing, which is no more runs than its walk reads at most
+    (``WalkBounds.items``): the listing ends with an error there.
+    """
+    written: set[str] = set()
+    given = 0
+    for run in runs:
+        given += 1
+        if run.id not in written:
+            written.add(run.id)
+            out.write(json.dumps(run.to_xcom(), sort_keys=True) + "\n")
+    return len(written), given - len(written)
 
 
 def _replace(source: ObjectStoragePath, target: ObjectStoragePath) -> None:

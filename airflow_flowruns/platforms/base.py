@@ -155,6 +155,9 @@ class RunsPage:
     runs: list[FlowRun]
     next_call: ApiCall | None
 
+    def __len__(self) -> int:
+        return len(self.runs)
+
 
 @dataclass(frozen=True)
 class RunChange:
@@ -177,6 +180,9 @@ class ChangesPage:
 
     changes: list[RunChange]
     next_call: ApiCall | None
+
+    def __len__(self) -> int:
+        return len(self.changes)
 
 
 class Api(Protocol):
