@@ -19,7 +19,7 @@ from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.platforms.start import StartRequest
 from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_REVIEW_FLOW
-from airflow_flowruns.triggers.watch_position import Position
+from airflow_flowruns.triggers.watch_position import CLOCK_SKEW, Position
 from airflow_flowruns.triggers.watcher import FlowRunEventTrigger
 from support.emulator import API_KEY, Emulator
 from support.watching import (
@@ -128,7 +128,7 @@ def test_a_backlog_is_announced_oldest_first_a_few_per_poll(
     async def polls() -> list[list[dict[str, Any]]]:
         position, found = Position.starting(start), []
         for _ in range(4):
-            announced = await trigger.poll(position)
+            announced = (await trigger.poll(position)).announced
             found.append([payload for payload, _ in announced])
             position = announced[-1][1] if announced else position
         await FlowRunsHook.close_async_clients()
@@ -162,7 +162,7 @@ def test_a_poll_reads_only_the_pages_that_can_hold_a_change(
     async def one_poll() -> list[dict[str, Any]]:
         found = await trigger.poll(Position.starting(datetime.fromisoformat(trigger.start_from)))
         await FlowRunsHook.close_async_clients()
-        return [payload for payload, _ in found]
+        return [payload for payload, _ in found.announced]
 
     assert [event["run_id"] for event in asyncio.run(one_poll())] == [run_id]
     listings = [r for r in emulator.requests() if r["path"].endswith(LISTING[platform]) and r["method"] == "GET"]
@@ -332,6 +332,32 @@ def test_a_restarted_watcher_continues_from_the_stored_position_without_losing_a
     assert {e["run_id"] for e in stored + after} == set(started)  # nothing lost
     assert {e["dedup_key"] for e in after} >= {e["dedup_key"] for e in in_flight}  # announced again, same key
     assert not {e["dedup_key"] for e in after} & {e["dedup_key"] for e in stored}  # confirmed ones are not
+
+
+def test_a_stored_position_in_the_future_is_moved_back_to_the_clock(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A position an earlier version stored after a run stamped in year 9999 would announce nothing ever again:
+    it is read back no later than the watcher's clock plus CLOCK_SKEW, and runs are announced again."""
+    conn_id = connect(monkeypatch, emulator, "tableflow")
+    flow_id = FLOWS["tableflow"][0]
+    emulator.scenario(flow_id, processing_seconds=0.1)
+    trigger = FlowRunEventTrigger(conn_id=conn_id, flow_id=flow_id, poll_interval=FAST_POLL)
+    store = MemoryAccessor()
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    store.values[trigger.position_key] = Position(start, datetime(9999, 12, 31, tzinfo=UTC)).to_json()
+
+    async def scenario() -> tuple[list[str], list[dict[str, Any]]]:
+        watching = Triggerer(trigger, store)
+        started = await asyncio.to_thread(manual_runs, emulator, "tableflow", flow_id)
+        events = await watching.next_events(1, stored=True)
+        await watching.kill()
+        return started, events
+
+    started, events = asyncio.run(scenario())
+    assert [event["run_id"] for event in events] == started
+    saved = Position.from_json(store.values[trigger.position_key])
+    assert saved.start == start and saved.since <= datetime.now(UTC) + CLOCK_SKEW
 
 
 def _seen(store: MemoryAccessor) -> set[str]:

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from airflow_flowruns.client.listing import run_pages
+from airflow_flowruns.client.listing import LISTING_BOUNDS, PageWalk, WalkBounds, run_pages
 from airflow_flowruns.exceptions import FlowRunsConfigError
-from airflow_flowruns.platforms.base import FlowRun, RunQuery, RunState
+from airflow_flowruns.platforms.base import FlowRun, RunQuery, RunsPage, RunState
 
 if TYPE_CHECKING:
     from airflow_flowruns.client import AsyncFlowRunsClient
@@ -103,27 +103,26 @@ class ChangeSource:
                 f"it happened: watch {', '.join(sorted(_FINAL | self.timestamped_states))} instead."
             )
 
-    async def runs_since(
+    def runs_since(
         self,
         client: AsyncFlowRunsClient,
         flow_id: str | None,
         states: frozenset[RunState],
         since: datetime,
         lookback: timedelta,
-    ) -> AsyncIterator[FlowRun]:
-        """Every run in ``states`` that may have entered its state at or after ``since`` (and some that did not)."""
+        *,
+        bounds: WalkBounds = LISTING_BOUNDS,
+    ) -> RunScan:
+        """Every run in ``states`` that may have entered its state at or after ``since`` (and some that did not),
+        read at most as far as ``bounds`` allow."""
         platform = client.platform
         created_after = since - lookback if self.order == "filtered" else None
         query = RunQuery(flow_id=flow_id, states=states, created_after=created_after)
         first = platform.list_runs_call(query)
         if self.sort_params:
             first = replace(first, params={**(first.params or {}), **self.sort_params})
-        async for page in client.walk_pages(run_pages(platform, query, first)):
-            for run in page.runs:
-                if self._before_window(run, since, lookback):
-                    return
-                if query.matches(run):
-                    yield run
+        walk = run_pages(platform, query, first, bounds=bounds)
+        return RunScan(client, walk, lambda run: self._before_window(run, since, lookback), query.matches)
 
     def _before_window(self, run: FlowRun, since: datetime, lookback: timedelta) -> bool:
         """For ordered listings: this run, and so every later one, changed before the window."""
@@ -134,6 +133,40 @@ class ChangeSource:
             created = _aware(run.created_at)
             return created is not None and created < since - lookback
         return False
+
+
+class RunScan:
+    """One read of a platform's listing for a watcher's poll: iterating it gives the runs, in the listing's
+    order, up to the first one before the window; :attr:`cut_short` then says whether the walk stopped at
+    its bounds instead (a listing that never ends, or one longer than a poll reads)."""
+
+    def __init__(
+        self,
+        client: AsyncFlowRunsClient,
+        walk: PageWalk[RunsPage],
+        before_window: Callable[[FlowRun], bool],
+        matches: Callable[[FlowRun], bool],
+    ) -> None:
+        self._client = client
+        self._walk = walk
+        self._before_window = before_window
+        self._matches = matches
+
+    @property
+    def cut_short(self) -> str | None:
+        """Why the walk ended before the window's last run (None: it read the whole window)."""
+        return self._walk.cut_short
+
+    def __aiter__(self) -> AsyncIterator[FlowRun]:
+        return self._runs()
+
+    async def _runs(self) -> AsyncIterator[FlowRun]:
+        async for page in self._client.walk_pages(self._walk):
+            for run in page.runs:
+                if self._before_window(run):
+                    return
+                if self._matches(run):
+                    yield run
 
 
 def run_times(run: FlowRun) -> dict[str, Any]:

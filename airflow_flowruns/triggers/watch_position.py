@@ -11,6 +11,12 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _VERSION = 1
+CLOCK_SKEW = timedelta(minutes=1)
+"""How far a platform's clock may run ahead of the watcher's. A run stamped later than that (a clock set
+wrong, a stamp in year 9999) is still announced, once, but the watermark never moves past the watcher's
+own clock plus this much, so one such run cannot make the watcher skip every run after it. Kept well below
+the watcher's ``LATE_SECONDS``: after such a run a poll still looks minutes behind the clock for runs a
+listing shows late."""
 
 
 @dataclass(frozen=True)
@@ -21,6 +27,9 @@ class Position:
     late: a poll therefore also looks ``late`` seconds behind the watermark, and ``seen`` remembers the
     runs announced in that span (by ``dedup_key``, with the time each entered its state) so they are not
     announced twice by one watcher. Nothing that happened before ``start`` is ever announced.
+
+    ``since`` never passes the watcher's clock plus :data:`CLOCK_SKEW`: a run stamped beyond that stays in
+    ``seen`` until the clock has passed its stamp, so it is announced once however long it is listed.
     """
 
     start: datetime
@@ -38,13 +47,34 @@ class Position:
     def announced(self, key: str) -> bool:
         return key in self.seen
 
-    def after(self, key: str, at: datetime, late: float) -> Position:
-        """The position once the run ``key``, which entered its state at ``at``, is announced too."""
-        return self._moved(max(self.since, at), {**self.seen, key: at.timestamp()}, late)
+    def after(self, key: str, at: datetime, late: float, now: datetime) -> Position:
+        """The position once the run ``key``, which entered its state at ``at``, is announced too, when the
+        watcher's clock says ``now``."""
+        since = min(max(self.since, at), now + CLOCK_SKEW)
+        return self._moved(since, {**self.seen, key: at.timestamp()}, late)
+
+    def noted(self, key: str, at: datetime) -> Position:
+        """The position once the run ``key`` is announced by a poll that read only part of the listing: the
+        watermark stays, since runs on the pages it did not read may be older than ``key``'s."""
+        return Position(self.start, self.since, {**self.seen, key: at.timestamp()})
 
     def settled(self, polled_at: datetime, late: float) -> Position:
         """The position after a poll that started at ``polled_at`` found nothing more to announce."""
         return self._moved(max(self.since, polled_at), self.seen, late)
+
+    def clamped(self, now: datetime) -> Position:
+        """This position with its watermark no later than ``now`` plus :data:`CLOCK_SKEW`: a position saved
+        by a version that let one run stamped in the future carry it there would announce nothing again."""
+        ceiling = now + CLOCK_SKEW
+        if self.since <= ceiling:
+            return self
+        log.warning(
+            "The watcher's stored position %s is later than this clock allows (%s); it is moved back to %s.",
+            self.since.isoformat(),
+            now.isoformat(),
+            ceiling.isoformat(),
+        )
+        return Position(self.start, ceiling, self.seen)
 
     def _moved(self, since: datetime, seen: Mapping[str, float], late: float) -> Position:
         oldest = max(self.start, since - timedelta(seconds=late)).timestamp()

@@ -19,6 +19,12 @@ Without a state store (Airflow before 3.3, or a watcher run by hand) the positio
 start of the watcher begins at ``start_from``. With ``"now"``, runs that reach a watched state while no
 triggerer runs the watcher are not announced; with a timestamp, every start announces again every run
 since then.
+
+Nothing a platform answers stops the watcher for good: each poll reads the listing at most as far as
+:attr:`FlowRunEventTrigger.walk_bounds` allow (a listing that never ends is cut there, logged, and read
+again at the next poll), the watermark never passes the watcher's own clock (a run stamped in the future
+is announced once, see :data:`~airflow_flowruns.triggers.watch_position.CLOCK_SKEW`), and no text from the
+platform reaches an event or the log with the connection's secrets in it.
 """
 
 from __future__ import annotations
@@ -26,19 +32,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import re
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
-from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError, is_transient
+from airflow_flowruns.client.errors import scrub
+from airflow_flowruns.client.listing import LISTING_BOUNDS, WalkBounds
+from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.platforms import PLATFORMS, change_source
-from airflow_flowruns.platforms.base import FlowRun, RunState
-from airflow_flowruns.platforms.changes import ChangeSource, run_times
+from airflow_flowruns.platforms.base import Platform, RunState
+from airflow_flowruns.platforms.changes import ChangeSource
+from airflow_flowruns.triggers.watch_candidates import OldestRuns
+from airflow_flowruns.triggers.watch_payload import dedup_key, event_payload
 from airflow_flowruns.triggers.watch_position import Position, PositionStore
 from airflow_flowruns.version_compat import AIRFLOW_V_3_3_PLUS, missing_feature
 from airflow_flowruns.waiting import check_poll_interval
@@ -57,9 +67,11 @@ IDLE_SAVE_EVERY = timedelta(minutes=1)
 """While nothing is announced, the stored position moves on at most this often (a state-store write)."""
 MAX_BACKOFF_INTERVALS = 10
 """After failing polls the watcher waits up to this many poll intervals before the next."""
-_TASK_KEY = re.compile(r"af-[0-9a-f]{24}")
-"""The shape of ``operators.flow_run.task_key``: anything else a platform stores (a StackAI user id a
-person chose) is not an Airflow task."""
+WALK_INTERVALS = 2
+"""One poll reads the listing for at most this many poll intervals (within the bounds below)."""
+WALK_MIN_SECONDS = 60.0
+"""However short the poll interval, a poll may read the listing this long: enough for a long genuine
+listing (200 pages at 300 ms). At most it reads for the listing's own deadline, ``LISTING_BOUNDS.seconds``."""
 
 
 class FlowRunEventTrigger(BaseEventTrigger):
@@ -106,6 +118,8 @@ class FlowRunEventTrigger(BaseEventTrigger):
             raise FlowRunsConfigError("max_events_per_poll and lookback_hours must be positive.")
         self.max_events_per_poll = int(max_events_per_poll)
         self.lookback_hours = float(lookback_hours)
+        self._platform: Platform | None = None
+        """The connection's platform at the last poll, whose secrets are scrubbed from the watcher's log."""
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -120,6 +134,15 @@ class FlowRunEventTrigger(BaseEventTrigger):
                 "lookback_hours": self.lookback_hours,
             },
         )
+
+    @property
+    def walk_bounds(self) -> WalkBounds:
+        """How far one poll reads the listing: the pages and runs of any listing (``LISTING_BOUNDS``), for
+        ``WALK_INTERVALS`` poll intervals, at least ``WALK_MIN_SECONDS`` and at most the listing's own
+        deadline. A listing that never ends then costs one bounded poll per interval, not a poll that never
+        returns."""
+        seconds = min(LISTING_BOUNDS.seconds, max(WALK_MIN_SECONDS, WALK_INTERVALS * self.poll_interval))
+        return replace(LISTING_BOUNDS, seconds=seconds)
 
     @property
     def position_key(self) -> str:
@@ -173,15 +196,15 @@ class FlowRunEventTrigger(BaseEventTrigger):
     ) -> AsyncIterator[tuple[dict[str, Any], Position]]:
         """Poll forever: each new announcement with the position that covers it and every earlier one.
 
-        ``on_settled`` gets the position after each poll that announced everything it found. Never ends
-        and never raises but on cancellation: a failed poll is logged and the next one waits longer, up to
-        ``MAX_BACKOFF_INTERVALS`` intervals.
+        ``on_settled`` gets the position after each poll that read the whole listing and announced
+        everything it found. Never ends and never raises but on cancellation: a failed poll is logged and
+        the next one waits longer, up to ``MAX_BACKOFF_INTERVALS`` intervals.
         """
         failures = 0
         while True:
             started = datetime.now(UTC)
             try:
-                found = await self.poll(position)
+                polled = await self.poll(position)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -194,78 +217,74 @@ class FlowRunEventTrigger(BaseEventTrigger):
                     "Watching the runs of connection %r failed for now (%s: %s); next poll in %.1f s.",
                     self.conn_id,
                     type(exc).__name__,
-                    exc,
+                    self._scrubbed(str(exc)),
                     wait,
                 )
                 await asyncio.sleep(wait)
                 continue
             failures = 0
-            for payload, position in found:
+            for payload, position in polled.announced:
                 yield payload, position
-            drained = len(found) < self.max_events_per_poll
-            if drained:
+            if polled.saw_everything:
                 position = position.settled(started, LATE_SECONDS)
                 if on_settled is not None:
                     await on_settled(position)
-            # A backlog drains at one capped poll per turn of the loop, never faster than the pacing allows.
-            await asyncio.sleep(self.poll_interval if drained else 0)
+            # A backlog drains at one capped poll per turn of the loop, never faster than the pacing allows; a
+            # listing cut short is read again only after the interval.
+            backlog = polled.more and polled.cut_short is None
+            await asyncio.sleep(0 if backlog else self.poll_interval)
 
-    async def poll(self, position: Position) -> list[tuple[dict[str, Any], Position]]:
-        """One poll: the oldest new announcements (at most ``max_events_per_poll``), each with its position."""
+    async def poll(self, position: Position) -> Poll:
+        """One poll, reading the listing no further than :attr:`walk_bounds`: the oldest new announcements
+        (at most ``max_events_per_poll``), each with its position."""
         client = await FlowRunsHook.get_async_client(self.conn_id)
-        name = client.platform.name
-        source = _source(name, self.states)
+        platform = self._platform = client.platform
+        source = _source(platform.name, self.states)
         wanted = frozenset(RunState(state) for state in self.states)
         floor = position.floor(LATE_SECONDS)
+        now = datetime.now(UTC)
         lookback = timedelta(hours=self.lookback_hours)
-        found: list[tuple[datetime, str, FlowRun]] = []
-        async for run in source.runs_since(client, self.flow_id, wanted, floor, lookback):
+        scan = source.runs_since(client, self.flow_id, wanted, floor, lookback, bounds=self.walk_bounds)
+        oldest = OldestRuns(self.max_events_per_poll)
+        async for run in scan:
             at = source.changed_at(run)
-            key = dedup_key(run)
+            key = scrub(platform, dedup_key(run))
             if run.state in wanted and at is not None and at >= floor and not position.announced(key):
-                found.append((at, key, run))
-        found.sort(key=lambda item: (item[0], item[1]))
+                oldest.offer(at, key, run)
         announced = []
-        for at, key, run in found[: self.max_events_per_poll]:
-            position = position.after(key, at, LATE_SECONDS)
-            announced.append((await self._payload(client, source, run, key), position))
-        return announced
+        for at, key, run in oldest:
+            whole = scan.cut_short is None
+            position = position.after(key, at, LATE_SECONDS, now) if whole else position.noted(key, at)
+            announced.append((await event_payload(client, source, run, key, self.flow_id, self.log), position))
+        if scan.cut_short is not None:
+            self.log.warning(
+                "Watching the runs of connection %r read only part of the listing (%s); %d runs announced, the "
+                "position stays where it was, and the next poll reads the listing again.",
+                self.conn_id,
+                scan.cut_short,
+                len(announced),
+            )
+        return Poll(announced, scan.cut_short, oldest.more)
 
-    async def _payload(self, client: Any, source: ChangeSource, run: FlowRun, key: str) -> dict[str, Any]:
-        task_key = await self._task_key(client, source, run)
-        return {
-            "platform": run.platform,
-            "flow_id": run.flow_id or self.flow_id,
-            "run_id": run.id,
-            "state": run.state.value,
-            "status": run.status,
-            "url": run.url,
-            **run_times(run),
-            "task_key": task_key,
-            "dedup_key": key,
-        }
-
-    async def _task_key(self, client: Any, source: ChangeSource, run: FlowRun) -> str | None:
-        """The key of the Airflow task that started the run, or None for a run started elsewhere.
-
-        Where listing items lack the run's metadata the run is read; a run deleted since it was listed
-        is announced without a task key rather than blocking the watcher on a run that is gone.
-        """
-        if source.task_key_needs_run:
-            try:
-                run = await client.read_run(run.flow_id or self.flow_id, run.id)
-            except FlowRunsError as exc:
-                if is_transient(exc):
-                    raise
-                self.log.warning("Reading run %s for its task key failed (%s); announcing it without one.", run.id, exc)
-                return None
-        task_key = client.platform.task_key_of(run)
-        return task_key if isinstance(task_key, str) and _TASK_KEY.fullmatch(task_key) else None
+    def _scrubbed(self, text: str) -> str:
+        return text if self._platform is None else scrub(self._platform, text)
 
 
-def dedup_key(run: FlowRun) -> str:
-    """The same for every announcement of one run in one state, and for no other."""
-    return f"{run.platform}:{run.id}:{run.state.value}"
+@dataclass(frozen=True)
+class Poll:
+    """What one poll found."""
+
+    announced: list[tuple[dict[str, Any], Position]]
+    """The new announcements, oldest first, each with the position that covers it and every earlier one."""
+    cut_short: str | None
+    """Why the poll read only part of the listing (its walk stopped at its bounds), or None."""
+    more: bool
+    """It found more new runs than it could announce (``max_events_per_poll``)."""
+
+    @property
+    def saw_everything(self) -> bool:
+        """It read the whole listing and announced all it found: the position may move to the poll's start."""
+        return self.cut_short is None and not self.more
 
 
 def _source(platform: str, states: Sequence[str]) -> ChangeSource:
@@ -321,15 +340,17 @@ class AnnouncementProducer(SharedStreamProducer):
             yield payload, covered
 
     async def _load(self) -> Position:
-        """The stored position, or the start (stored at once: nothing is announced before it)."""
+        """The stored position, or the start (stored at once: nothing is announced before it); a stored
+        position later than the clock allows is moved back (``Position.clamped``) and stored so."""
         attempt = 0
         while True:
             try:
-                self.saved = await self.store.load()
-                if self.saved is None:
-                    self.saved = self.watcher.initial_position()
-                    await self.store.save(self.saved)
-                return self.saved
+                loaded = await self.store.load()
+                start = self.watcher.initial_position() if loaded is None else loaded.clamped(datetime.now(UTC))
+                if start is not loaded:
+                    await self.store.save(start)
+                self.saved = start
+                return start
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
