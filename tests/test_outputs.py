@@ -10,7 +10,17 @@ from typing import Any
 
 import pytest
 
-from airflow_flowruns.outputs.model import KINDS, ApiDownload, PresignedDownload, Review, outputs_document, safe_segment
+from airflow_flowruns.outputs.model import (
+    KINDS,
+    LONGEST_NAME,
+    ApiDownload,
+    PresignedDownload,
+    Review,
+    file_call,
+    folder_name,
+    outputs_document,
+    safe_segment,
+)
 from airflow_flowruns.platforms import PLATFORMS, output_reader
 from airflow_flowruns.platforms.base import ConnectionSettings
 from support.airflow import ROOT
@@ -137,6 +147,25 @@ def test_outputs_document_is_the_documented_shape() -> None:
 )
 def test_platform_names_cannot_leave_the_landing_folder(name: str, expected: str) -> None:
     assert safe_segment(name) == expected
+
+
+def test_an_id_of_letters_digits_dashes_and_underscores_keeps_its_folder_name() -> None:
+    """Landings made before ids were encoded are still found, and found unchanged."""
+    for kept in ("workflow_run_xKm9pNv3qWsY_jL2tR5Dh", "0b9e4e1c-7d0a-4f7e-9a55-2f1d3c4b5a69", "file_split_Aa11"):
+        assert folder_name(kept) == kept
+
+
+def test_two_ids_never_share_a_folder_name() -> None:
+    ids = ["a/b", "a_b", "_a_b_", "a%2Fb", "a%252Fb", "a b", "r1", "r1.partial", ".", "..", "", "~", "\u00e9"]
+    ids += ["e\u0301", "\ud800", "x" * LONGEST_NAME, "x" * (LONGEST_NAME + 1), "x" * (LONGEST_NAME + 2)]
+    names = [folder_name(i) for i in ids]
+    assert len(set(names)) == len(ids)
+    assert all(name and "." not in name and "/" not in name and len(name) <= LONGEST_NAME for name in names)
+
+
+@pytest.mark.parametrize("file_id", ["", ".", ".."])
+def test_a_file_id_that_names_no_file_is_not_fetched(file_id: str) -> None:
+    assert file_call("get file", "/files", file_id) is None
 
 
 def test_a_shape_that_cannot_be_read_names_the_problem() -> None:

@@ -20,6 +20,11 @@ finds it open, and under the 60 s idle timeout of common load balancers, so the 
 first."""
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 """The largest answer read (decompressed): a page of runs is at most a few megabytes on every platform."""
+DEFAULT_MAX_OUTPUT_FILE_BYTES = 1024**3
+"""The largest output file landed (decompressed): far past any document a flow returns, yet a broken or
+hostile host cannot fill the disk with one endless file."""
+DEFAULT_MAX_LANDING_BYTES = 10 * 1024**3
+"""The most bytes of output files one run's landing writes, all its files together."""
 
 _NUMBERS: tuple[tuple[str, type[int] | type[float], bool], ...] = (
     # extra, type, whether 0 is allowed
@@ -30,6 +35,8 @@ _NUMBERS: tuple[tuple[str, type[int] | type[float], bool], ...] = (
     ("max_concurrent_requests", int, False),
     ("max_requests_per_second", float, False),
     ("max_response_bytes", int, False),
+    ("max_output_file_bytes", int, False),
+    ("max_landing_bytes", int, False),
 )
 _warned_unverified: set[str] = set()
 _warned_lock = threading.Lock()
@@ -49,6 +56,11 @@ class HttpOptions:
     max_concurrent_requests: int = 32
     max_requests_per_second: float | None = None
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    max_output_file_bytes: int = DEFAULT_MAX_OUTPUT_FILE_BYTES
+    max_landing_bytes: int = DEFAULT_MAX_LANDING_BYTES
+    allow_private_presigned_urls: bool = False
+    """Whether a presigned download may go to a private, loopback or link-local address (storage on the
+    company network); off, an answer cannot point a worker at its own network or a cloud metadata service."""
 
     @classmethod
     def from_extras(cls, extras: Mapping[str, Any], conn_id: str) -> Self:
@@ -65,6 +77,7 @@ class HttpOptions:
             if not math.isfinite(values[name]) or values[name] < 0 or (values[name] == 0 and not zero_allowed):
                 raise FlowRunsConfigError(f"Connection {conn_id!r}: extra {name!r} must be a positive finite number.")
         values["verify"] = _verify(extras.get("verify", True), conn_id)
+        values["allow_private_presigned_urls"] = _flag(extras, "allow_private_presigned_urls", conn_id)
         return cls(**values)
 
     def ssl_context(self) -> ssl.SSLContext | bool:
@@ -72,6 +85,16 @@ class HttpOptions:
         if isinstance(self.verify, str):
             return ssl.create_default_context(cafile=self.verify)
         return self.verify
+
+
+def _flag(extras: Mapping[str, Any], name: str, conn_id: str) -> bool:
+    """A true/false extra, off when absent; JSON's true and false or their spelling as text."""
+    value = extras.get(name)
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise FlowRunsConfigError(f"Connection {conn_id!r}: extra {name!r} must be true or false, not {value!r}.")
 
 
 def _verify(value: Any, conn_id: str) -> bool | str:

@@ -12,27 +12,38 @@ so no host can hold the task: the answer's headers must come within the connecti
 must each next ``CHUNK_BYTES`` of the file (a large file takes as long as it takes; a host trickling it
 does not). Only ``200`` with the file's bytes is saved: neither the platforms' file endpoints nor their
 presigned URLs are documented to redirect, so a redirect is refused with an error rather than saved as
-the file, or followed to a host that was never named.
+the file, or followed to a host that was never named. A presigned URL is fetched only once
+:mod:`airflow_flowruns.outputs.presigned` has found it well-formed and on a public address.
+
+Files are counted as they are written, decompressed, and decompressed a piece at a time: one file may not
+pass the connection's ``max_output_file_bytes``, nor all the files of one landing its ``max_landing_bytes``
+(a ``FileDownloader`` lands one run, so it keeps the running total). An answer whose ``Content-Length``
+already says more is refused before anything is written; an endless body or a gzip bomb is stopped at the
+limit. Either way the download fails, and the landing with it, before its staged files replace anything.
+Only the encodings both clients ask for (gzip, deflate) are decoded; a file in any other is refused rather
+than landed still encoded and counted by its compressed size.
 """
 
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
-from urllib.parse import urlsplit
 
 import httpx
 from tenacity import Retrying, retry_if_exception, stop_after_attempt
 
+from airflow_flowruns.client.body import BodyTooLarge, BoundedBody, UnknownEncoding
 from airflow_flowruns.client.deadline import start_deadline
-from airflow_flowruns.client.errors import retry_after
+from airflow_flowruns.client.errors import retry_after, scrub
 from airflow_flowruns.client.retry import PastDeadline, WaitRetryAfter
 from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsResponseError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.outputs.model import ApiDownload, Download, PresignedDownload
+from airflow_flowruns.outputs.presigned import checked_url
 
 CHUNK_BYTES = 1024 * 1024
 
@@ -43,14 +54,23 @@ class Fetched:
     sha256: str
 
 
+@dataclass(frozen=True)
+class _Cap:
+    """The most bytes the next file may have, and the extra that sets it."""
+
+    limit: int
+    extra: str
+
+
 class FileDownloader:
     """Downloads the output files of one connection's runs, through the hook's client."""
 
     def __init__(self, hook: FlowRunsHook) -> None:
         self._client = hook.client
         self._platform = hook.platform
-        options = hook.client.options
-        self._seconds = options.timeout
+        self._options = options = hook.client.options
+        self._landed = 0
+        """Bytes of the files fetched so far: one downloader lands one run, whose files max_landing_bytes bounds."""
         self._retrying: dict[str, Any] = {
             "retry": retry_if_exception(_retryable),
             "wait": WaitRetryAfter(options),
@@ -58,12 +78,20 @@ class FileDownloader:
             "reraise": True,
         }
 
-    def fetch(self, download: Download, open_target: Any) -> Fetched:
-        """Write the file through ``open_target()`` (a fresh binary writer per attempt), streamed."""
+    def fetch(self, download: Download, open_target: Any, name: str | None = None) -> Fetched:
+        """Write the file through ``open_target()`` (a fresh binary writer per attempt), streamed; ``name``
+        (where it lands) names it in errors, else the API path it is asked for by."""
+        file = name or (download.call if isinstance(download, ApiDownload) else download.lookup).path
+        cap = self._cap()
         try:
             for attempt in Retrying(**self._retrying):
-                with attempt, self._response(download) as response, open_target() as out:
-                    return _copy(response, out, self._seconds)
+                with (
+                    attempt,
+                    self._response(download) as response,
+                    self._bounded(response.headers, cap, file) as body,
+                    open_target() as out,
+                ):
+                    return self._counted(_copy(response, body, out, self._options.timeout))
         except httpx.TransportError as exc:  # named by its type only: its message may hold the presigned URL
             raise FlowRunsApiError(
                 platform=self._platform.label,
@@ -73,6 +101,40 @@ class FileDownloader:
                 retryable=True,
             ) from None
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    def _cap(self) -> _Cap:
+        room = self._options.max_landing_bytes - self._landed
+        if self._options.max_output_file_bytes <= room:
+            return _Cap(self._options.max_output_file_bytes, "max_output_file_bytes")
+        return _Cap(room, "max_landing_bytes")
+
+    def _counted(self, fetched: Fetched) -> Fetched:
+        self._landed += fetched.size
+        return fetched
+
+    @contextmanager
+    def _bounded(self, headers: httpx.Headers, cap: _Cap, file: str) -> Iterator[BoundedBody]:
+        """The body decoded within ``cap``; passing it, even by its ``Content-Length`` before a byte is read,
+        is the provider's error naming the file, its size, the limit and the extra that sets it."""
+        named = f"{self._platform.label} output file {scrub(self._platform, file)!r}"
+        try:
+            yield BoundedBody(headers, cap.limit, keep=False)
+        except BodyTooLarge as exc:
+            size = f"its Content-Length says {exc.declared}" if exc.seen == 0 else f"stopped after {exc.seen}"
+            others = f" after the {self._landed} bytes of the landing's other files" if self._landed else ""
+            raise FlowRunsResponseError(
+                f"{named} is larger than the {cap.limit} bytes the connection's {cap.extra} leaves it{others} "
+                f"({size} bytes, counted decompressed): the run is not landed, and its previous landing, if any, "
+                f"stays as it was. Raise the extra {cap.extra} if the file is genuine; check the connection's "
+                "host otherwise."
+            ) from None
+        except UnknownEncoding as exc:
+            raise FlowRunsResponseError(
+                f"{named} came in content-encoding {scrub(self._platform, str(exc))[:40]!r}, which this provider "
+                "did not ask for and does not decode."
+            ) from None
+        except zlib.error:
+            raise FlowRunsResponseError(f"{named} came compressed but does not decompress.", retryable=True) from None
 
     @contextmanager
     def _response(self, download: Download) -> Iterator[httpx.Response]:
@@ -114,26 +176,27 @@ class FileDownloader:
                 f"{self._platform.label} answered '{download.lookup.name}' without a {download.url_field}; "
                 "the file cannot be downloaded."
             )
-        scheme = urlsplit(url).scheme
-        api_scheme = urlsplit(self._platform.settings.base_url).scheme
-        if scheme not in ("https", api_scheme):
-            raise FlowRunsResponseError(
-                f"{self._platform.label} gave a {download.url_field} with scheme {scheme!r}; only https "
-                "(or the API's own scheme) is fetched."
-            )
-        return url
+        allow_private = self._options.allow_private_presigned_urls
+        return checked_url(self._platform, download.url_field, url, allow_private=allow_private)
 
 
-def _copy(response: httpx.Response, out: IO[bytes], seconds: float) -> Fetched:
-    """Stream the body to ``out``; each next chunk must arrive within ``seconds``."""
+def _copy(response: httpx.Response, body: BoundedBody, out: IO[bytes], seconds: float) -> Fetched:
+    """Stream the body to ``out``, decoded by ``body`` within its limit a piece at a time; once a piece is
+    written, the next must arrive within ``seconds``."""
     digest = hashlib.sha256()
     size = 0
-    for chunk in response.iter_bytes(CHUNK_BYTES):
-        out.write(chunk)
-        digest.update(chunk)
-        size += len(chunk)
+    for piece in _decoded(response, body):
+        out.write(piece)
+        digest.update(piece)
+        size += len(piece)
         start_deadline(seconds)
     return Fetched(size, digest.hexdigest())
+
+
+def _decoded(response: httpx.Response, body: BoundedBody) -> Iterator[bytes]:
+    for chunk in response.iter_raw(CHUNK_BYTES):
+        yield from body.decoded(chunk)
+    yield body.rest()
 
 
 def _retry_status(response: httpx.Response) -> bool:

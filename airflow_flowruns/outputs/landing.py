@@ -5,12 +5,16 @@ The folder holds ``run.json`` (the run object as the platform's read returned it
 last: every other file with its size and sha256, and the run's last update. A folder without a manifest
 is not a landing.
 
-Everything is first written to a sibling staging folder ``{run_id}.partial``; only once every file is
-there is the old manifest removed, the files moved into place, stale files deleted and the new manifest
-written. A failure while staging (a download that breaks, a full disk) leaves the previous landing as it
-was; the next try replaces the staging folder. Re-landing a run whose ``run.json`` and ``outputs.json``
-are unchanged, with every listed file present at its listed size, writes nothing; a run whose outputs a
-review changed since is rewritten. Two tasks must not land the same run at the same moment.
+Each folder name is :func:`~airflow_flowruns.outputs.model.folder_name` of its id: one folder per run id
+(``a/b`` and ``a_b`` land apart), and an id of letters, digits, ``-`` and ``_`` is its own folder name.
+
+Everything is first written to a sibling staging folder ``.{run folder}.partial``, a name no run's folder
+can have; only once every file is there is the previous landing set aside as ``.{run folder}.previous``,
+the staged one moved in its place and its manifest written, and the previous one deleted. Any failure on
+the way (a download that breaks, a full disk, a move that fails) puts the previous landing back exactly as
+it was and removes the staging folder. Re-landing a run whose ``run.json`` and ``outputs.json`` are
+unchanged, with every listed file present at its listed size, writes nothing; a run whose outputs a review
+changed since is rewritten. Two tasks must not land the same run at the same moment.
 
 Output values are never logged: they are often personal data. Logs and the result hold paths, counts
 and byte sizes only.
@@ -31,7 +35,7 @@ from airflow.providers.common.compat.sdk import ObjectStoragePath
 from airflow_flowruns.exceptions import FlowRunsError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.outputs.download import FileDownloader
-from airflow_flowruns.outputs.model import OutputFile, outputs_document, safe_segment
+from airflow_flowruns.outputs.model import OutputFile, RunOutputs, folder_name, outputs_document
 from airflow_flowruns.platforms import output_reader
 from airflow_flowruns.platforms.base import FlowRun, RunState
 
@@ -68,7 +72,9 @@ class Landing:
 
 
 def run_folder(destination: ObjectStoragePath, run: FlowRun) -> ObjectStoragePath:
-    return destination / safe_segment(run.platform) / safe_segment(run.flow_id or "_") / safe_segment(run.id)
+    """``{destination}/{platform}/{flow_id}/{run_id}``, each a :func:`folder_name` (``_`` for an unknown flow)."""
+    flow = folder_name(run.flow_id) if run.flow_id else "_"
+    return destination / folder_name(run.platform) / flow / folder_name(run.id)
 
 
 def land_run(hook: FlowRunsHook, run: FlowRun, destination: ObjectStoragePath) -> Landing:
@@ -83,14 +89,14 @@ def land_run(hook: FlowRunsHook, run: FlowRun, destination: ObjectStoragePath) -
         "run.json": _json_bytes(run.raw),
         "outputs.json": _json_bytes(outputs_document(run, parsed)),
     }
-    downloads = [file for file in parsed.files if file.download is not None]
+    downloads = _downloads(parsed.files)
     folder = run_folder(destination, run)
     landing = Landing(
         path=str(folder),
         manifest=str(folder / MANIFEST),
         outputs=len(parsed.outputs),
         files=len(downloads),
-        file_references=len(parsed.files) - len(downloads),
+        file_references=sum(1 for file in parsed.files if file.download is None),
         bytes=0,
         written=True,
     )
@@ -99,9 +105,34 @@ def land_run(hook: FlowRunsHook, run: FlowRun, destination: ObjectStoragePath) -
         log.info("Run %s is already landed at %s as it is now; nothing written.", run.id, folder)
         return _with_bytes(landing, previous, written=False)
 
-    staging = folder.parent / f"{folder.name}.partial"
-    entries = _stage(hook, staging, documents, downloads)
-    manifest = {
+    staging = _beside(folder, "partial")
+    try:
+        manifest = _manifest(run, parsed, _stage(hook, staging, documents, downloads))
+        _commit(staging, folder, manifest)
+    finally:
+        _remove(staging)
+    log.info(
+        "Landed run %s at %s: %d outputs, %d files, %d file references.",
+        run.id,
+        folder,
+        landing.outputs,
+        landing.files,
+        landing.file_references,
+    )
+    return _with_bytes(landing, manifest, written=True)
+
+
+def _downloads(files: list[OutputFile]) -> list[OutputFile]:
+    """The files to download, one per path: outputs that name the same file (its id and name) share it."""
+    by_path: dict[str, OutputFile] = {}
+    for file in files:
+        if file.download is not None:
+            by_path.setdefault(file.path, file)
+    return list(by_path.values())
+
+
+def _manifest(run: FlowRun, parsed: RunOutputs, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
         "format": MANIFEST_FORMAT,
         "platform": run.platform,
         "flow_id": run.flow_id,
@@ -112,16 +143,6 @@ def land_run(hook: FlowRunsHook, run: FlowRun, destination: ObjectStoragePath) -
         "landed_at": datetime.now(UTC).isoformat(),
         "files": entries,
     }
-    _commit(staging, folder, [entry["path"] for entry in entries], manifest)
-    log.info(
-        "Landed run %s at %s: %d outputs, %d files, %d file references.",
-        run.id,
-        folder,
-        landing.outputs,
-        landing.files,
-        landing.file_references,
-    )
-    return _with_bytes(landing, manifest, written=True)
 
 
 def _stage(
@@ -141,26 +162,29 @@ def _stage(
             assert file.download is not None
             target = staging / file.path
             target.parent.mkdir(parents=True, exist_ok=True)
-            fetched = downloader.fetch(file.download, _opener(target))
+            fetched = downloader.fetch(file.download, _opener(target), name=file.path)
             entries.append({"path": file.path, "size": fetched.size, "sha256": fetched.sha256})
     return entries
 
 
-def _commit(staging: ObjectStoragePath, folder: ObjectStoragePath, paths: list[str], manifest: dict[str, Any]) -> None:
-    """Replace the landing in ``folder`` by the staged one; the manifest goes last, so a crash here
-    leaves a folder without a manifest, which the next try lands again."""
-    (folder / MANIFEST).unlink(missing_ok=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in paths:
-        target = folder / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        (staging / path).move(target)
-    keep = set(paths)
-    for stale in _files_under(folder):
-        if stale not in keep:
-            (folder / stale).unlink(missing_ok=True)
-    (folder / MANIFEST).write_bytes(_json_bytes(manifest))
-    _remove(staging)
+def _commit(staging: ObjectStoragePath, folder: ObjectStoragePath, manifest: dict[str, Any]) -> None:
+    """Swap the staged landing in for the one in ``folder``, whose manifest goes last: a crash midway leaves a
+    folder without a manifest, which the next try lands again. The previous landing is set aside first and,
+    if anything fails, put back as it was."""
+    previous = _beside(folder, "previous")
+    _remove(previous)
+    kept = folder.exists()
+    if kept:
+        _move(folder, previous)
+    try:
+        _move(staging, folder)
+        (folder / MANIFEST).write_bytes(_json_bytes(manifest))
+    except BaseException:
+        _remove(folder)
+        if kept:
+            _move(previous, folder)
+        raise
+    _remove(previous)
 
 
 def _unchanged(
@@ -195,10 +219,14 @@ def _with_bytes(landing: Landing, manifest: dict[str, Any], *, written: bool) ->
     return replace(landing, bytes=total, written=written)
 
 
-def _files_under(folder: ObjectStoragePath) -> list[str]:
-    """Every file below ``folder``, as paths relative to it."""
-    root = folder.path.rstrip("/")
-    return [found[len(root) + 1 :] for found in folder.fs.find(root)]
+def _beside(folder: ObjectStoragePath, use: str) -> ObjectStoragePath:
+    """A working folder next to ``folder``: its name starts with a dot, which no :func:`folder_name` does."""
+    return folder.parent / f".{folder.name}.{use}"
+
+
+def _move(source: ObjectStoragePath, target: ObjectStoragePath) -> None:
+    """Move a folder to ``target``, which must not exist (locally a rename; on object storage a copy per file)."""
+    source.fs.mv(source.path, target.path, recursive=True)
 
 
 def _remove(path: ObjectStoragePath) -> None:

@@ -26,11 +26,15 @@ then the reviewed value. Sizes and checksums of the landed files are in ``_MANIF
 
 from __future__ import annotations
 
+import hashlib
 import re
+import string
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.platforms.base import ApiCall, FlowRun
+from airflow_flowruns.platforms.values import path_segment
 
 FORMAT = "airflow-flowruns/outputs/1"
 
@@ -81,6 +85,18 @@ class PresignedDownload:
 
 Download = ApiDownload | PresignedDownload
 
+NO_FILE_ID = "The platform named this file by an id that names no file: only the reference is landed."
+
+
+def file_call(name: str, collection: str, file_id: str) -> ApiCall | None:
+    """``GET {collection}/{file_id}``, the id as exactly one percent-encoded path segment, as run ids are: an id
+    from an answer (``../runs``, ``x?key=``) can never aim the call, which carries the key, at another path.
+    None for an id that names no file (empty, ``.``, ``..``): such a file is landed as a reference only."""
+    try:
+        return ApiCall(name, "GET", f"{collection}/{path_segment(file_id, 'file id')}")
+    except FlowRunsConfigError:
+        return None
+
 
 @dataclass(frozen=True)
 class OutputFile:
@@ -94,8 +110,9 @@ class OutputFile:
 
     @property
     def path(self) -> str:
-        """Where the file lands, relative to the run's folder: one folder per file id, so names never clash."""
-        return f"files/{safe_segment(self.id)}/{safe_segment(self.name)}"
+        """Where the file lands, relative to the run's folder: one folder per file id (:func:`folder_name`), so
+        two files never share a path; two outputs naming the same file (same id and name) share it."""
+        return f"files/{folder_name(self.id)}/{safe_segment(self.name)}"
 
 
 @dataclass(frozen=True)
@@ -111,9 +128,36 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def safe_segment(text: str) -> str:
-    """One path segment from a platform-supplied name: no separators, no ``..``, never empty."""
+    """A file's name from the platform as one path segment: no separators, no ``..``, never empty. Two names
+    may clean to one; a file's path stays its own through its id's folder (:attr:`OutputFile.path`)."""
     cleaned = _UNSAFE.sub("_", text).strip("._") or "_"
     return cleaned[:200]
+
+
+_KEPT = frozenset(string.ascii_letters + string.digits + "-_")
+LONGEST_NAME = 200
+
+
+def folder_name(text: str) -> str:
+    """The folder of one id (a platform, flow, run or file id), never the same for two ids.
+
+    Letters, digits, ``-`` and ``_`` stay (an id of only those is its own folder name); every other character,
+    ``%`` and ``.`` included, is percent-encoded as UTF-8. So ``a/b`` and ``a_b``, ``r1`` and ``r1.partial``
+    get folders of their own, and no name has a ``.``: none is ``..``, hidden, or a staging folder. The empty
+    id is ``~``; a name over ``LONGEST_NAME`` characters is cut and ends in ``~`` and the id's sha256, and no
+    other name has a ``~``.
+    """
+    encoded = "".join(char if char in _KEPT else _percent(char) for char in text)
+    if not encoded:
+        return "~"
+    if len(encoded) <= LONGEST_NAME:
+        return encoded
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{encoded[: LONGEST_NAME - len(digest) - 1]}~{digest}"
+
+
+def _percent(char: str) -> str:
+    return "".join(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogatepass"))
 
 
 def outputs_document(run: FlowRun, outputs: RunOutputs) -> dict[str, Any]:

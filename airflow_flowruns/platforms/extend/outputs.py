@@ -7,7 +7,8 @@
   ``initialOutput``/``reviewedOutput`` say what changed.
 * Classification steps hold a ``classifyRun`` whose ``output`` is ``{id, type, confidence, insights}``.
 * Split steps hold a ``splitRun`` whose ``output.splits[]`` each name a ``fileId``: those files are landed
-  through ``GET /files/{id}``, whose ``presignedUrl`` (valid about 15 minutes) is fetched without the key.
+  through ``GET /files/{id}`` (the id percent-encoded as one path segment), whose ``presignedUrl`` (valid
+  about 15 minutes) is fetched without the key.
 * Other steps (parse, validation, routing) stay in ``run.json`` only.
 * The run's last update is the latest of its step runs' ``updatedAt``, ``reviewedAt`` and ``endTime``
   (the full run has no ``updatedAt`` of its own).
@@ -22,8 +23,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from airflow_flowruns.outputs.base import OutputReader, latest, parse_part
-from airflow_flowruns.outputs.model import Output, OutputFile, PresignedDownload, Review, RunOutputs
-from airflow_flowruns.platforms.base import ApiCall
+from airflow_flowruns.outputs.model import (
+    NO_FILE_ID,
+    Output,
+    OutputFile,
+    PresignedDownload,
+    Review,
+    RunOutputs,
+    file_call,
+)
 
 
 class ProcessorRun(BaseModel):
@@ -151,8 +159,10 @@ def _splits(step: str, run: ProcessorRun) -> Iterator[Output]:
 
 
 def _split_file(step: str, file_id: str, names: Mapping[Any, Any]) -> OutputFile:
-    download = PresignedDownload(ApiCall("get file", "GET", f"/files/{file_id}"), "presignedUrl")
-    return OutputFile(file_id, str(names.get(file_id) or file_id), step, download=download)
+    lookup = file_call("get file", "/files", file_id)
+    download = PresignedDownload(lookup, "presignedUrl") if lookup else None
+    note = None if lookup else NO_FILE_ID
+    return OutputFile(file_id, str(names.get(file_id) or file_id), step, download=download, note=note)
 
 
 STEP_READERS: dict[str, tuple[str, Callable[[str, ProcessorRun], Iterator[Output]]]] = {

@@ -2,10 +2,10 @@
 
 Each key is one output. A value that is a file (a mapping with a string ``uri`` and a ``name``, as
 noxus-sdk's ``File`` model has them), or a list of files, is kind ``file``: each is landed through
-``GET /v1/file/{id}`` with the connection's key, its id being ``id``, else the last segment of a
-``spot://`` uri (the SDK's own rule). Other values are ``text`` or ``data``. Noxus gives no confidence and
-has no review outputs. The run's last update is ``finished_at``, else ``created_at`` (runs have no
-``updated_at``).
+``GET /v1/file/{id}`` with the connection's key (the id percent-encoded as one path segment), its id being
+``id``, else the last segment of a ``spot://`` uri (the SDK's own rule). Other values are ``text`` or
+``data``. Noxus gives no confidence and has no review outputs. The run's last update is ``finished_at``,
+else ``created_at`` (runs have no ``updated_at``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from airflow_flowruns.outputs.base import OutputReader, latest, output_kind, parse_part
-from airflow_flowruns.outputs.model import ApiDownload, Output, OutputFile, RunOutputs
-from airflow_flowruns.platforms.base import ApiCall
+from airflow_flowruns.outputs.model import NO_FILE_ID, ApiDownload, Output, OutputFile, RunOutputs, file_call
 
 
 class Run(BaseModel):
@@ -52,8 +51,9 @@ def _file(output: str, value: Any) -> OutputFile | None:
     file_id = value.get("id") or (uri.rstrip("/").rsplit("/", 1)[-1] if uri.startswith("spot://") else None)
     if not file_id:
         return None
-    call = ApiCall("download file", "GET", f"/v1/file/{file_id}")
-    return OutputFile(str(file_id), str(value["name"]), output, value.get("content_type"), ApiDownload(call))
+    call = file_call("download file", "/v1/file", str(file_id))
+    download, note = (ApiDownload(call), None) if call else (None, NO_FILE_ID)
+    return OutputFile(str(file_id), str(value["name"]), output, value.get("content_type"), download, note)
 
 
 READER = NoxusOutputs
