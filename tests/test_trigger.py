@@ -12,6 +12,7 @@ from airflow.sdk.module_loading import import_string
 from pytest_mock import MockerFixture
 
 from airflow_flowruns.client import AsyncFlowRunsClient
+from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.platforms.start import StartRequest
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger, PollClock
@@ -54,6 +55,16 @@ def test_serialize_round_trip_holds_only_plain_values_and_no_key(tableflow_conn:
     assert all(isinstance(v, str | int | float | type(None)) for v in kwargs.values())
     assert API_KEY not in repr(kwargs)
     assert FlowRunTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+
+@pytest.mark.parametrize("poll_interval", [1e-9, 0.001, 0, -1, float("nan"), float("inf")])
+def test_a_poll_interval_under_the_floor_is_refused_when_the_trigger_is_made(
+    tableflow_conn: str, poll_interval: float
+) -> None:
+    """A custom operator deferring to the trigger is held to ``[flowruns] min_poll_interval`` (0.01 s in
+    this suite) as the operator, sensor and watcher are: refused at construction, before it defers."""
+    with pytest.raises(FlowRunsConfigError, match=r"poll_interval must be"):
+        trigger_for(tableflow_conn, "r1", poll_interval=poll_interval)
 
 
 def test_interrupted_trigger_recreated_from_serialize_keeps_its_deadline(

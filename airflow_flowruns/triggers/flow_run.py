@@ -16,7 +16,7 @@ from airflow_flowruns.exceptions import FlowRunsError, is_transient
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.platforms import PLATFORMS
 from airflow_flowruns.platforms.base import FlowRun
-from airflow_flowruns.waiting import OnReview, is_settled
+from airflow_flowruns.waiting import OnReview, check_poll_interval, is_settled
 
 if TYPE_CHECKING:
     from airflow_flowruns.client.async_client import AsyncFlowRunsClient
@@ -80,6 +80,8 @@ class FlowRunTrigger(BaseTrigger):
     ``deadline`` is absolute (unix seconds), so a trigger re-created after a triggerer restart or a
     move to another triggerer keeps the task's original deadline. ``cleanup()`` is not overridden:
     a restart must never cancel the remote run; only ``on_kill()`` (a user acting on the task) does.
+    ``poll_interval`` is held to ``[flowruns] min_poll_interval`` as the operator's and sensor's are, so a
+    custom operator deferring to this trigger is refused a faster one when it defers.
     """
 
     def __init__(
@@ -99,7 +101,7 @@ class FlowRunTrigger(BaseTrigger):
         self.flow_id = flow_id
         self.run_id = run_id
         self.deadline = deadline
-        self.poll_interval = poll_interval
+        self.poll_interval = check_poll_interval(poll_interval)
         self.on_review = OnReview.parse(on_review)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
