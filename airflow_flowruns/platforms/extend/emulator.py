@@ -14,7 +14,7 @@ from starlette.datastructures import UploadFile
 from airflow_flowruns.emulator.config import EmulatorConfig, Scenario
 from airflow_flowruns.emulator.errors import ApiError
 from airflow_flowruns.emulator.state import EmulatedRun, EmulatorState, Entry, new_id
-from airflow_flowruns.platforms.extend import emulator_outputs
+from airflow_flowruns.platforms.extend import emulator_batch, emulator_outputs
 
 EXTEND_INVOICE_WORKFLOW = "workflow_invoice"
 EXTEND_REVIEW_WORKFLOW = "workflow_review"
@@ -92,6 +92,7 @@ _CODES = {
 }
 
 router = APIRouter()
+router.include_router(emulator_batch.router)
 
 
 def error_body(error: ApiError) -> dict[str, Any]:
@@ -171,7 +172,7 @@ def run_object(
             "createdAt": "2026-01-05T09:00:00Z",
         },
         "dashboardUrl": f"https://dashboard.extend.ai/workflows/runs/{run.id}",
-        "batchId": None,
+        "batchId": run.record.get("batchId"),
         "files": run.record.get("files", []),
         "initialRunAt": _iso(run.created),
         "reviewedByUser": "reviewer@example.com" if reviewed else None,
@@ -234,6 +235,12 @@ def get_file(request: Request, file_id: str) -> dict[str, Any]:
 
 @router.post("/workflow_runs")
 async def create_run(request: Request) -> dict[str, Any]:
+    state, body, workflow = await workflow_request(request)
+    return run_object(request, new_run(state, workflow, run_record(state, body, body["workflow"].get("version"))))
+
+
+async def workflow_request(request: Request) -> tuple[EmulatorState, dict[str, Any], ExtendWorkflow]:
+    """An authorized request's state, its JSON body and the workflow the body names (``workflow.id``)."""
     state = _state(request)
     try:
         body = await request.json()
@@ -242,22 +249,25 @@ async def create_run(request: Request) -> dict[str, Any]:
     workflow_ref = body.get("workflow") if isinstance(body, dict) else None
     if not isinstance(workflow_ref, dict) or not isinstance(workflow_ref.get("id"), str):
         raise ApiError(400, "Bad Request", "workflow.id is required")
-    workflow = _workflow(request, workflow_ref["id"])
+    return state, body, _workflow(request, workflow_ref["id"])
+
+
+def run_record(state: EmulatorState, body: dict[str, Any], version: str | None) -> dict[str, Any]:
+    """What a run keeps of the ``file`` or ``package`` and ``metadata`` it was started with, checked as Extend does."""
     metadata = body.get("metadata") or {}
     if not isinstance(metadata, dict) or len(json.dumps(metadata).encode()) > METADATA_LIMIT_BYTES:
         raise ApiError(400, "Bad Request", "metadata must be an object of at most 10 KB")
-    refs = _file_refs(state, body)
-    files = [_file_summary(state, ref) for ref in refs]
-    record = {
-        "metadata": metadata,
-        "version": workflow_ref.get("version"),
-        "files": files,
-        "uploads": [
-            {"field": "file", "filename": f["name"], "size": state.uploads.get(f["id"], {}).get("size")} for f in files
-        ],
-    }
-    run = EmulatedRun(PLATFORM, new_run_id(), workflow.id, state.scenarios[(PLATFORM, workflow.id)], STATUSES, record)
-    return run_object(request, state.add_run(run))
+    files = [_file_summary(state, ref) for ref in _file_refs(state, body)]
+    uploads = [
+        {"field": "file", "filename": f["name"], "size": state.uploads.get(f["id"], {}).get("size")} for f in files
+    ]
+    return {"metadata": metadata, "version": version, "files": files, "uploads": uploads}
+
+
+def new_run(state: EmulatorState, workflow: ExtendWorkflow, record: dict[str, Any]) -> EmulatedRun:
+    """A new run of ``workflow``, moving on with time as the workflow's scenario says."""
+    scenario = state.scenarios[(PLATFORM, workflow.id)]
+    return state.add_run(EmulatedRun(PLATFORM, new_run_id(), workflow.id, scenario, STATUSES, record))
 
 
 def _file_refs(state: EmulatorState, body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -349,6 +359,8 @@ def list_runs(request: Request) -> dict[str, Any]:
     runs = state.runs_of(PLATFORM, query.get("workflowId"))
     if query.get("status"):
         runs = [run for run in runs if run.status == query["status"]]
+    if query.get("batchId"):
+        runs = [run for run in runs if run.record.get("batchId") == query["batchId"]]
     # By updatedAt: one snapshot of every run's history per request, so the order and the items agree.
     by_created = query.get("sortBy") == "createdAt"
     histories = {} if by_created else {run.id: run.history() for run in runs}
