@@ -31,6 +31,7 @@ from airflow_flowruns.exceptions import FlowRunsListingError, FlowRunTimeoutErro
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.operators.export import FlowRunsExportOperator
 from airflow_flowruns.platforms.start import StartRequest
+from airflow_flowruns.sensors.flow_run import FlowRunSensor
 from airflow_flowruns.starting import TaskTry, find_run, start_once
 from airflow_flowruns.waiting import OnReview
 from support.emulator import set_connection
@@ -295,3 +296,23 @@ def test_a_stackai_wait_ends_at_its_deadline_though_the_listing_never_ends(
     assert len(hostile.requests) <= span / PAGE_PAUSE + 2 < PAGES
     assert "s spent, after" in caplog.text
     assert "failed for now, will poll again" in capsys.readouterr().out, "the task's log says why it went on"
+
+
+def test_a_deferrable_stackai_sensor_reads_its_run_no_longer_than_its_timeout(
+    connect: Callable[[str, Answer], str], hostile: HostileServer, mocker: Any
+) -> None:
+    """A deferrable sensor reads its run once before it defers; on StackAI that read walks the listing, which
+    here never ends and comes slowly. The read stops at the sensor's timeout, not at the listing's own
+    five minutes, and says why."""
+    conn_id = connect("stackai", stackai_slowly_full)
+    span = 1.0
+    sensor = FlowRunSensor(
+        task_id="wait", run_id=RUN_ID, flow_id=FLOW_ID, flowruns_conn_id=conn_id, deferrable=True, timeout=span
+    )
+    started = time.monotonic()
+    error, _ = failure(lambda: sensor.execute({"ti": mocker.MagicMock()}))  # type: ignore[arg-type]
+    elapsed = time.monotonic() - started
+    assert isinstance(error, FlowRunsListingError), repr(error)
+    assert "s spent" in str(error)
+    assert elapsed < span + 2 * PAGE_PAUSE + 2, "by the timeout, plus at most one page's request"
+    assert len(hostile.requests) <= span / PAGE_PAUSE + 2 < PAGES

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue, conf
 
+from airflow_flowruns.client.retry import until
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.links import FLOW_RUN_ID_KEY, FLOW_RUN_URL_KEY, FlowRunLink
 from airflow_flowruns.operators._waiting import FlowRunWaitMixin
@@ -61,7 +62,10 @@ class FlowRunSensor(FlowRunWaitMixin, BaseSensorOperator):
         if not self.deferrable:
             return super().execute(context)
         hook = FlowRunsHook(self.flowruns_conn_id)
-        return self.wait_for_run(hook, self._read_run(hook, context), time.time() + self.timeout)
+        deadline = time.time() + self.timeout
+        with until(deadline):  # a StackAI read walks the listing: it ends by the sensor's deadline too
+            run = self._read_run(hook, context)
+        return self.wait_for_run(hook, run, deadline)
 
     def poke(self, context: Context) -> PokeReturnValue:
         run = self._read_run(FlowRunsHook(self.flowruns_conn_id), context)
