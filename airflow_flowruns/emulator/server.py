@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import threading
 import time
@@ -13,20 +12,11 @@ import uvicorn
 
 from airflow_flowruns.emulator.app import create_app
 from airflow_flowruns.emulator.config import EmulatorConfig
+from airflow_flowruns.platforms.values import is_loopback
 
 
 class NotLoopback(ValueError):
     """A host other than loopback, asked for without allowing it."""
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only ever reaches this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def bind(host: str, port: int, *, allow_remote: bool = False) -> socket.socket:

@@ -28,6 +28,7 @@ import httpx
 from airflow_flowruns.client.errors import scrub
 from airflow_flowruns.exceptions import FlowRunsResponseError
 from airflow_flowruns.platforms.base import Platform
+from airflow_flowruns.platforms.values import is_loopback
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -53,7 +54,7 @@ def checked_url(platform: Platform, url_field: str, url: str, *, allow_private: 
             f"{gave} that is not an {' or '.join(schemes)} URL with a host; only those are fetched, so the file "
             "cannot be downloaded."
         )
-    reason = None if allow_private else _refusal(host, loopback_allowed=_is_loopback(api.raw_host.decode("ascii")))
+    reason = None if allow_private else _refusal(host, loopback_allowed=is_loopback(api.raw_host.decode("ascii")))
     if reason is not None:
         raise FlowRunsResponseError(
             f"{gave} on host {scrub(platform, host)!r}, which {reason}: presigned URLs are fetched only from "
@@ -101,17 +102,6 @@ def _carried_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | Non
     if address in _NAT64:
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return address.ipv4_mapped or address.sixtofour
-
-
-def _is_loopback(host: str) -> bool:
-    """Whether the connection's own host is this machine, written as such (``localhost`` or a loopback IP)."""
-    name = host.rstrip(".").lower()
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 __all__ = ["METADATA_HOSTS", "checked_url"]

@@ -6,6 +6,7 @@ and the fix, before any call is made; the platform modules and the operators sha
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -118,3 +119,15 @@ def require_text(value: Any, what: str) -> str:
     if not text:
         raise FlowRunsConfigError(f"{what} is empty; if it is templated, check that the template renders a value.")
     return text
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine as written (``localhost`` or a loopback address, in any case and
+    with or without the root's trailing dot), without asking a resolver, which could answer otherwise."""
+    name = host.rstrip(".").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
