@@ -61,6 +61,50 @@ def collect_files(
     return collected
 
 
+def archive_files(archive: PathArgument, *, follow_symlinks: bool = False) -> tuple[StoredPath, list[FilePath]]:
+    """The files of an archive, each one document of a batch, and the folder their keys are relative to.
+
+    ``archive`` is a glob (matches below the folder above its first wildcard) or a folder written with a
+    trailing ``/`` (every file below it, at any depth, hidden ones left out). Each file is checked as ``files``
+    checks it, so an empty or missing one fails before any run starts.
+    """
+    what = "documents"
+    text = str(archive).strip()
+    if not text:
+        raise FlowRunsConfigError("documents is an empty string; if it is templated, check that it renders a path.")
+    try:
+        path = _as_path(archive, text)
+        if _GLOB.search(text) and not path.exists():
+            root, matches = _glob(what, path)
+        elif text.endswith("/") or (isinstance(archive, ObjectStoragePath) and path.is_dir()):
+            if not path.is_dir():
+                raise FlowRunsConfigError(f"documents {text!r} ends with '/' but is not a folder. Check the path.")
+            root, matches = path, [m for m in path.rglob("*") if m.is_file() and not _hidden_below(m, path)]
+        else:
+            raise FlowRunsConfigError(
+                f"documents {text!r} is neither a folder written with a trailing '/' nor a glob: write "
+                f"{text.rstrip('/')}/ for every file below it, or a pattern such as {text.rstrip('/')}/**/*.pdf."
+            )
+        return root, list(_expanded(what, text, _inside(what, root, matches, follow_symlinks), True))
+    except (ValueError, ImportError) as exc:
+        raise FlowRunsConfigError(
+            f"documents: cannot open {text!r}: {exc}. A URI needs the Airflow provider for its scheme."
+        ) from None
+
+
+def _hidden_below(path: StoredPath, root: StoredPath) -> bool:
+    return any(part.startswith(".") for part in relative_parts(path, root))
+
+
+def relative_parts(path: FilePath | StoredPath, root: StoredPath) -> list[str]:
+    """``path``'s parts below ``root``, for either kind of path (``ObjectStoragePath`` has no ``relative_to``
+    across buckets, and strings compare the same on both)."""
+    inner, outer = str(path).rstrip("/"), str(root).rstrip("/")
+    if not inner.startswith(outer + "/"):
+        raise FlowRunsConfigError(f"{inner!r} is not below {outer!r}.")
+    return inner[len(outer) + 1 :].split("/")
+
+
 def file_uri(path: FilePath) -> str:
     """The file's URI as Airflow's object storage names it: ``file:///...`` for a local path."""
     if isinstance(path, Path):

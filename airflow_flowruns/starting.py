@@ -105,12 +105,12 @@ def start_once(
         )
         record.replacing(earlier)
     note_start(record, earlier)
-    run = _start_unambiguously(hook, request, key, task_try, earlier.id if earlier else None)
+    run = start_unambiguously(hook, request, key, task_try, earlier.id if earlier else None)
     save_run(record, run)
     return run
 
 
-def _start_unambiguously(
+def start_unambiguously(
     hook: FlowRunsHook, request: StartRequest, key: str, task_try: TaskTry, earlier_id: str | None
 ) -> FlowRun:
     """Send the start; after one whose outcome is unknown, follow the run ``key`` finds newer than

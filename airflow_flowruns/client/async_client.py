@@ -88,6 +88,11 @@ class AsyncFlowRunsClient:
         feed_call = platform.change_feed_call()
         self._feed = ChangeFeed(platform, feed_call, self.call, self._read_any) if feed_call is not None else None
 
+    @property
+    def limited_answers(self) -> int:
+        """429s the platform answered on this connection in this process (shared by its clients)."""
+        return self._scheduler.limited_answers
+
     def _aiohttp_session(self) -> aiohttp.ClientSession:
         """One connection pool, made in the client's event loop, for both ways a request is sent."""
         if self._session is None:

@@ -205,6 +205,8 @@ class RequestScheduler:
         self._next = 0.0
         self._paused_until = 0.0
         self._last_sent = -math.inf
+        self.limited_answers = 0
+        """429s answered on the connection in this process, for progress reports."""
 
     @property
     def interval(self) -> float:
@@ -238,6 +240,7 @@ class RequestScheduler:
     def answered(self, status: int, retry_after: float | None, cap: float = MAX_PAUSE_SECONDS) -> None:
         """Learn from every answer: a 429 lowers the rate and pauses the connection; others count as accepted."""
         if status == 429:
+            self.limited_answers += 1
             self.pause(retry_after, cap)
         else:
             with self._lock:

@@ -43,6 +43,11 @@ class FlowRunsClient:
         self._http = _http_client(platform, options, credentials=True)
         self._presigned: httpx.Client | None = None
 
+    @property
+    def limited_answers(self) -> int:
+        """429s the platform answered on this connection in this process (shared by its clients)."""
+        return self._scheduler.limited_answers
+
     def call(self, call: ApiCall) -> Any:
         with translated_errors(self.platform, call):
             for attempt in Retrying(**retry_policy(self.platform, self.options, call)):

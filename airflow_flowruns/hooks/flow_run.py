@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -24,6 +24,7 @@ from airflow_flowruns.connection_forms import has_connection_form
 from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError, FlowRunTimeoutError, is_transient
 from airflow_flowruns.platforms import PlatformFacts, platform_class, registered
 from airflow_flowruns.platforms.base import ConnectionSettings, FlowRun, Platform, RunQuery, RunState
+from airflow_flowruns.platforms.batching import BatchDocument
 from airflow_flowruns.platforms.start import StartRequest
 from airflow_flowruns.platforms.values import base_url_from
 from airflow_flowruns.waiting import OnReview, is_settled
@@ -96,6 +97,14 @@ class FlowRunsHook(BaseHook):
         start that may have happened, so it is looked up rather than sent again."""
         with readable_answers(self.platform, "start run", outcome_unknown=True):
             return self.platform.start_run(self.client, request)
+
+    def start_batch(
+        self, flow_id: str, documents: Sequence[BatchDocument], flow_version: str | None, metadata: Mapping[str, Any]
+    ) -> str:
+        """Start one run per document with one call, where the platform has one (``Platform.batch_inputs``);
+        the batch id. Like :meth:`start_run`, an unreadable answer is a start that may have happened."""
+        with readable_answers(self.platform, "start batch", outcome_unknown=True):
+            return self.platform.start_batch(self.client, flow_id, documents, flow_version, metadata)
 
     def get_run(self, flow_id: str | None, run_id: str) -> FlowRun:
         return self.client.get_run(flow_id, run_id)

@@ -77,8 +77,11 @@ def run_folder(destination: ObjectStoragePath, run: FlowRun) -> ObjectStoragePat
     return destination / folder_name(run.platform) / flow / folder_name(run.id)
 
 
-def land_run(hook: FlowRunsHook, run: FlowRun, destination: ObjectStoragePath) -> Landing:
-    """Land ``run`` (as just read, with its ``raw`` object) under ``destination``."""
+def land_run(
+    hook: FlowRunsHook, run: FlowRun, destination: ObjectStoragePath, folder: ObjectStoragePath | None = None
+) -> Landing:
+    """Land ``run`` (as just read, with its ``raw`` object) under ``destination``, in its :func:`run_folder`, or
+    in ``folder`` (a batch lands each document's run under the document's key)."""
     if run.state not in LANDABLE:
         raise FlowRunsError(
             f"{run.platform} run {run.id} is {run.state.value} ({run.status}): only succeeded runs, or runs "
@@ -90,7 +93,7 @@ def land_run(hook: FlowRunsHook, run: FlowRun, destination: ObjectStoragePath) -
         "outputs.json": _json_bytes(outputs_document(run, parsed)),
     }
     downloads = _downloads(parsed.files)
-    folder = run_folder(destination, run)
+    folder = folder or run_folder(destination, run)
     landing = Landing(
         path=str(folder),
         manifest=str(folder / MANIFEST),

@@ -20,6 +20,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsResponseError
+from airflow_flowruns.platforms.batching import BatchStarts
 from airflow_flowruns.platforms.facts import PlatformFacts
 from airflow_flowruns.platforms.start import TASK_KEY_FIELD, StartRequest, UploadFile
 
@@ -202,7 +203,7 @@ class ConnectionSettings:
     login: str | None = None
 
 
-class Platform(ABC):
+class Platform(BatchStarts, ABC):
     """Everything one platform does on the wire. Each is the ``api.py`` of its folder (``platforms/<name>/``),
     declared with that folder's facts: ``class TableFlow(Platform, facts=FACTS)``."""
 
@@ -340,10 +341,11 @@ class Platform(ABC):
     def task_key_of(self, run: FlowRun) -> str | None:
         """The task key this provider stored on a run when it started it (see ``StartRequest.task_key``).
 
-        Platforms that keep run metadata store it there under ``TASK_KEY_FIELD``; others override.
+        Platforms that keep run metadata store it there under ``TASK_KEY_FIELD``; others override. A batch
+        document's run whose listing item has no metadata names its key in its file names.
         """
         value = run.metadata.get(TASK_KEY_FIELD)
-        return value if isinstance(value, str) else None
+        return value if isinstance(value, str) else self.key_in_file_names(run)
 
     @abstractmethod
     def test_call(self) -> ApiCall:

@@ -8,6 +8,23 @@ from typing import IO, Any, Literal, Protocol
 
 TASK_KEY_FIELD = "airflow_task_key"
 """Run metadata key under which the operator stores the task key, to find its run again after a crash."""
+DOCUMENT_KEY_FIELD = "airflow_document_key"
+"""Run metadata key naming the document of a batch a run is for, next to ``TASK_KEY_FIELD``."""
+KEY_NAME_SEPARATOR = "~"
+"""Between the run key and the file's own name in a batch document's uploaded file name (see :func:`keyed_name`)."""
+
+
+def keyed_name(key: str, name: str) -> str:
+    """The name a batch document's file goes up under: ``{key}~{name}``. Where a listing item carries no
+    metadata (Extend's summaries, Noxus's runs) it still carries its files' names, so the run's key is
+    found without reading the run in full."""
+    return f"{key}{KEY_NAME_SEPARATOR}{name}"
+
+
+def key_in_name(name: str) -> str | None:
+    """The run key :func:`keyed_name` put in a file name, or None for a name it did not make."""
+    key, separator, _ = name.partition(KEY_NAME_SEPARATOR)
+    return key if separator and key.startswith("af-") else None
 
 
 class FileStat(Protocol):

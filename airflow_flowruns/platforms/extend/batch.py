@@ -29,13 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsResponseError
 from airflow_flowruns.platforms.base import ApiCall, FlowRun, RunQuery, RunsPage
-from airflow_flowruns.platforms.extend.api import MAX_PAGE_SIZE, METADATA_LIMIT_BYTES, Extend
-from airflow_flowruns.platforms.start import TASK_KEY_FIELD
+from airflow_flowruns.platforms.extend.api import MAX_INPUTS_PER_CALL, MAX_PAGE_SIZE, METADATA_LIMIT_BYTES, Extend
+from airflow_flowruns.platforms.start import DOCUMENT_KEY_FIELD, TASK_KEY_FIELD
 
-MAX_INPUTS_PER_CALL = 1000
-"""``create_batch`` (extend_ai/workflow_runs/client.py): "at least 1 input and at most 1000 inputs"."""
-DOCUMENT_KEY_FIELD = "airflow_document_key"
-"""The run metadata field naming the document a batch input is, next to ``TASK_KEY_FIELD``."""
 BATCH_PATH = "/workflow_runs/batch"
 RUNS_PATH = "/workflow_runs"
 
@@ -43,13 +39,15 @@ RUNS_PATH = "/workflow_runs"
 @dataclass(frozen=True)
 class BatchInput:
     """One document of a batch: its file, by Extend file id or by URL, and the key that names it in the run's
-    metadata. ``name`` goes with a URL only (``FileFromUrl.name``; ``FileFromId`` has none)."""
+    metadata. ``name`` goes with a URL only (``FileFromUrl.name``; ``FileFromId`` has none). ``task_key``: the
+    key this input's run carries, where each document's run has its own; None: the call's."""
 
     document_key: str
     file_id: str | None = None
     url: str | None = None
     name: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    task_key: str | None = None
 
     def __post_init__(self) -> None:
         if not self.document_key:
@@ -72,7 +70,7 @@ class BatchInput:
 
     def wire(self, task_key: str) -> dict[str, Any]:
         """The input as the call sends it; its metadata carries the task key and the document key."""
-        metadata = {**self.metadata, TASK_KEY_FIELD: task_key, DOCUMENT_KEY_FIELD: self.document_key}
+        metadata = {**self.metadata, TASK_KEY_FIELD: self.task_key or task_key, DOCUMENT_KEY_FIELD: self.document_key}
         size = len(json.dumps(metadata).encode())
         if size > METADATA_LIMIT_BYTES:
             raise FlowRunsConfigError(

@@ -73,8 +73,19 @@ class RunsListing(BaseModel):
 
 
 class Noxus(Platform, facts=FACTS):
+    takes_metadata = False
     can_cancel = True
     keeps_task_key = False
+    keyed_file_names = True
+    """A run's ``input`` holds its files' ``{uri, name}`` (``noxus_sdk`` ``Run.input``): a batch names its
+    documents' files by run key, so a batch's runs are found by key although runs keep no metadata."""
+    largest_page = MAX_PAGE_SIZE
+
+    def file_names_of(self, run: FlowRun) -> list[str]:
+        inputs = run.raw.get("input")
+        values = inputs.values() if isinstance(inputs, dict) else ()
+        refs = [ref for value in values for ref in (value if isinstance(value, list) else [value])]
+        return [str(ref["name"]) for ref in refs if isinstance(ref, dict) and "name" in ref]
 
     def headers(self) -> dict[str, str]:
         return {"X-API-Key": self.settings.api_key}

@@ -153,6 +153,7 @@ class OAuth2PasswordAuth(httpx.Auth):
 
 
 class StackAI(Platform, facts=FACTS):
+    takes_metadata = False
     synchronous = True
 
     def __init__(self, settings: ConnectionSettings) -> None:

@@ -25,7 +25,17 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from airflow_flowruns.exceptions import FlowRunsConfigError
-from airflow_flowruns.platforms.base import Api, ApiCall, FlowRun, Platform, RunQuery, RunsPage, RunState, map_status
+from airflow_flowruns.platforms.base import (
+    Api,
+    ApiCall,
+    ConnectionSettings,
+    FlowRun,
+    Platform,
+    RunQuery,
+    RunsPage,
+    RunState,
+    map_status,
+)
 from airflow_flowruns.platforms.start import FilePath, StartRequest, UploadFile
 from airflow_flowruns.platforms.tableflow import FACTS
 from airflow_flowruns.platforms.values import path_segment
@@ -117,6 +127,12 @@ MAX_PAGE_SIZE = 1000
 
 
 class TableFlow(Platform, facts=FACTS):
+    largest_page = MAX_PAGE_SIZE
+
+    def __init__(self, settings: ConnectionSettings) -> None:
+        super().__init__(settings)
+        self._flows: dict[str, Flow] = {}
+
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.api_key}"}
 
@@ -176,14 +192,7 @@ class TableFlow(Platform, facts=FACTS):
 
     def start_run(self, api: Api, request: StartRequest) -> FlowRun:
         self.refuse_unsupported(request, "inputs", "flow_version")
-        flows = [Flow.model_validate(item) for item in api.call(ApiCall("list flows", "GET", "/flows"))]
-        flow = next((f for f in flows if f.id == request.flow_id and f.active), None)
-        if flow is None:
-            active = ", ".join(f.id for f in flows if f.active) or "none"
-            raise FlowRunsConfigError(
-                f"TableFlow has no active flow {request.flow_id!r} for this API key (active flows: {active}). "
-                "Check flow_id and the connection's key."
-            )
+        flow = self._active_flow(api, request.flow_id)
         _check_files(flow, request)
         data: dict[str, str] = {}
         if request.run_name:
@@ -204,6 +213,27 @@ class TableFlow(Platform, facts=FACTS):
             idempotent=False,
         )
         return self.parse_run(api.call(call), request.flow_id)
+
+    def default_file_field(self, api: Api, flow_id: str) -> str | None:
+        """A flow with one file field takes a batch's documents there."""
+        fields = self._active_flow(api, flow_id).file_input_config.file_fields
+        return fields[0].key if len(fields) == 1 else None
+
+    def _active_flow(self, api: Api, flow_id: str) -> Flow:
+        """The active flow ``flow_id``, read once per connection object: a batch of thousands of documents lists
+        the flows once, not once per start (each start still fails on its own if the flow goes away)."""
+        if flow_id in self._flows:
+            return self._flows[flow_id]
+        flows = [Flow.model_validate(item) for item in api.call(ApiCall("list flows", "GET", "/flows"))]
+        flow = next((f for f in flows if f.id == flow_id and f.active), None)
+        if flow is None:
+            active = ", ".join(f.id for f in flows if f.active) or "none"
+            raise FlowRunsConfigError(
+                f"TableFlow has no active flow {flow_id!r} for this API key (active flows: {active}). "
+                "Check flow_id and the connection's key."
+            )
+        self._flows[flow_id] = flow
+        return flow
 
 
 def _failure_text(run: Run) -> str:

@@ -1,0 +1,1 @@
+"""Many documents, one run each, in one task: the parts of ``FlowRunBatchOperator``."""

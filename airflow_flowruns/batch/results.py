@@ -1,0 +1,140 @@
+"""What a batch leaves behind once its runs settled: each document's outputs, the manifest, the XCom summary.
+
+Documents are handled one at a time in key order and their manifest items spooled to a local temporary file,
+so ten thousand documents cost a worker the same memory as ten. The manifest (``_MANIFEST.json``) is written
+last, once every landing is done: a manifest present is a batch landed. XCom holds counts and at most
+:data:`LISTED_KEYS` failed and review documents by key; the manifest holds them all.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import reduce
+from typing import IO, TYPE_CHECKING, Any
+
+from airflow_flowruns.batch.census import Census
+from airflow_flowruns.batch.documents import Document
+from airflow_flowruns.outputs.landing import LANDABLE, land_run
+from airflow_flowruns.outputs.model import folder_name
+from airflow_flowruns.platforms.base import RunState
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    from airflow_flowruns.hooks.flow_run import FlowRunsHook
+
+MANIFEST_NAME = "_MANIFEST.json"
+MANIFEST_FORMAT = "airflow-flowruns/batch-manifest/1"
+LISTED_KEYS = 100
+"""Failed and review documents named in XCom, each list; the manifest names every one."""
+NOT_STARTED = "not_started"
+"""The state of a document the manifest lists without a run (the batch timed out before starting it)."""
+
+
+@dataclass
+class BatchResult:
+    """The batch's outcome: counts by state and the documents that need a look, bounded."""
+
+    documents: int
+    counts: Counter[str] = field(default_factory=Counter)
+    failed: list[str] = field(default_factory=list)
+    review: list[str] = field(default_factory=list)
+    manifest: str | None = None
+
+    def note(self, key: str, state: str) -> None:
+        self.counts[state] += 1
+        bad = state in (RunState.FAILED.value, RunState.CANCELLED.value, NOT_STARTED)
+        listed = self.failed if bad else self.review if state == RunState.NEEDS_REVIEW.value else None
+        if listed is not None and len(listed) < LISTED_KEYS:
+            listed.append(key)
+
+    def to_xcom(self, platform: str, flow_id: str, started: int) -> dict[str, Any]:
+        return {
+            "platform": platform,
+            "flow_id": flow_id,
+            "documents": self.documents,
+            "counts": dict(self.counts),
+            "started": started,
+            "failed_documents": self.failed,
+            "review_documents": self.review,
+            "manifest": self.manifest,
+        }
+
+
+DocumentSettled = Callable[[dict[str, Any]], None]
+"""Called with each settled document's manifest item (the per-document asset event)."""
+
+
+@dataclass(frozen=True)
+class Reporter:
+    """Lands, lists and announces every document of a shard from its final census."""
+
+    hook: FlowRunsHook
+    flow_id: str
+    census: Census
+    outputs_to: ObjectStoragePath | None = None
+    manifest_to: ObjectStoragePath | None = None
+    settled: DocumentSettled | None = None
+
+    def report(self, documents: Iterable[Document], total: int) -> BatchResult:
+        result = BatchResult(total)
+        with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
+            for doc in documents:
+                item = self._item(doc)
+                result.note(doc.key, item["state"])
+                spool.write(json.dumps(item) + "\n")
+                if self.settled is not None and item["run_id"] and RunState(item["state"]).is_final:
+                    self.settled(item)
+            target = self._manifest_target()
+            if target is not None:
+                spool.seek(0)
+                _write_manifest(target, self.hook.platform.name, self.flow_id, result, spool)
+                result.manifest = str(target)
+        return result
+
+    def _item(self, doc: Document) -> dict[str, Any]:
+        seen = self.census.newest.get(self.census.keys.run_key(doc.key))
+        if seen is None:
+            return {"document_key": doc.key, "run_id": None, "state": NOT_STARTED, "status": None, "landing": None}
+        item = {
+            "document_key": doc.key,
+            "run_id": seen.run_id,
+            "state": seen.state.value,
+            "status": seen.status,
+            "landing": None,
+            "usage": seen.usage,
+        }
+        if self.outputs_to is not None and seen.state in LANDABLE:
+            run = self.hook.get_run(self.flow_id, seen.run_id)
+            folder = reduce(lambda path, part: path / folder_name(part), doc.key.split("/"), self.outputs_to)
+            item["landing"] = land_run(self.hook, run, self.outputs_to, folder=folder).path
+            item["usage"] = run.raw.get("usage", seen.usage)
+        return item
+
+    def _manifest_target(self) -> ObjectStoragePath | None:
+        if self.manifest_to is not None:
+            return self.manifest_to
+        return self.outputs_to / MANIFEST_NAME if self.outputs_to is not None else None
+
+
+def _write_manifest(
+    target: ObjectStoragePath, platform: str, flow_id: str, result: BatchResult, items: IO[str]
+) -> None:
+    """The manifest as one JSON object, its items streamed from the spool."""
+    head = {
+        "format": MANIFEST_FORMAT,
+        "platform": platform,
+        "flow_id": flow_id,
+        "documents": result.documents,
+        "counts": dict(result.counts),
+    }
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("w") as out:
+        out.write(json.dumps(head)[:-1] + ', "items": [')
+        for number, line in enumerate(items):
+            out.write(("," if number else "") + "\n" + line.rstrip("\n"))
+        out.write("\n]}\n")

@@ -1,0 +1,165 @@
+"""Start each document of a batch at most once: decide what a try does with each, then start what it must.
+
+Each document follows the retry rule of ``FlowRunOperator`` (:mod:`airflow_flowruns.starting`): its run is
+followed while alive or succeeded, re-run when it failed or was cancelled before this try began, and
+started when it has none. Runs are started at the connection's pace (its request scheduler spaces every
+call), one call per document, or one call per ``Platform.batch_inputs`` documents where the platform has a
+batch start (Extend). Every start is noted in the ledger before its call and confirmed after it; a start
+whose outcome is unknown is looked up by run key before it is sent again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from airflow_flowruns.batch.census import Census, take_census
+from airflow_flowruns.batch.documents import BatchKeys, Document
+from airflow_flowruns.batch.ledger import PAGE_DOCUMENTS, Ledger, LedgerView
+from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsConfigError, FlowRunsResponseError
+from airflow_flowruns.platforms.batching import BatchDocument
+from airflow_flowruns.platforms.start import DOCUMENT_KEY_FIELD, keyed_name
+from airflow_flowruns.starting import RESTART_STATES, START_ATTEMPTS, TaskTry, start_unambiguously
+
+if TYPE_CHECKING:
+    from airflow_flowruns.hooks.flow_run import FlowRunsHook
+    from airflow_flowruns.platforms.start import FilePath, StartRequest
+
+URL_SECONDS = 24 * 60 * 60
+"""How long a presigned document URL stays valid: a day, longer than a batch waits in a platform's queue."""
+
+
+@dataclass
+class Plan:
+    """What this try does: the documents to start, and how many it follows or re-runs."""
+
+    to_start: list[Document] = field(default_factory=list)
+    following: int = 0
+    rerunning: int = 0
+
+
+def plan_try(
+    documents: Sequence[Document],
+    keys: BatchKeys,
+    view: LedgerView,
+    census: Census | None,
+    rerun_before: datetime | None,
+) -> Plan:
+    """Each document's fate. ``rerun_before``: a failed or cancelled run created before it is re-run (the
+    try's start); None re-runs none (a resume within a try follows what it started, failures included)."""
+    plan = Plan()
+    for doc in documents:
+        seen = census.newest.get(keys.run_key(doc.key)) if census is not None else None
+        if seen is None and doc.key not in view.started:
+            plan.to_start.append(doc)
+        elif seen is not None and seen.state in RESTART_STATES and _before(seen.created_at, rerun_before):
+            plan.to_start.append(doc)
+            plan.rerunning += 1
+        else:
+            plan.following += 1
+    return plan
+
+
+def _before(created: datetime | None, limit: datetime | None) -> bool:
+    return limit is not None and (created is None or created < limit)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """Everything starting needs besides the documents: where, as whom, with what."""
+
+    hook: FlowRunsHook
+    template: StartRequest
+    keys: BatchKeys
+    ledger: Ledger
+    task_try: TaskTry
+    pass_by_url: bool = False
+
+    def start(self, documents: Sequence[Document]) -> int:
+        """Start ``documents``; how many runs were started (or, in batches, asked for)."""
+        if not documents:
+            return 0
+        size = self.hook.platform.batch_inputs
+        if size:
+            for first in range(0, len(documents), size):
+                self._start_batch(documents[first : first + size])
+        else:
+            for first in range(0, len(documents), PAGE_DOCUMENTS):
+                self._start_singly(documents[first : first + PAGE_DOCUMENTS])
+        return len(documents)
+
+    def _start_singly(self, documents: Sequence[Document]) -> None:
+        pages = self.ledger.note(doc.key for doc in documents)
+        runs: dict[str, str] = {}
+        try:
+            for doc in documents:
+                run_key = self.keys.run_key(doc.key)
+                run = start_unambiguously(self.hook, self.request(doc, run_key), run_key, self.task_try, None)
+                runs[doc.key] = run.id
+        finally:
+            self.ledger.confirm(pages, runs)
+
+    def request(self, doc: Document, run_key: str) -> StartRequest:
+        """The start of one document: its files (named by key where the platform finds runs so), the task's
+        metadata with the document's, and the run key."""
+        platform = self.hook.platform
+        files = doc.keyed_files(run_key) if platform.keyed_file_names else doc.files
+        metadata = {**self.template.metadata, **doc.metadata}
+        if platform.takes_metadata:
+            metadata[DOCUMENT_KEY_FIELD] = doc.key
+        return replace(self.template, files=files, metadata=metadata, task_key=run_key)
+
+    def _start_batch(self, documents: Sequence[Document]) -> None:
+        pages = self.ledger.note(doc.key for doc in documents)
+        batch = [self._batch_document(doc) for doc in documents]
+        began = datetime.now().astimezone()
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                batch_id = self.hook.start_batch(
+                    self.template.flow_id, batch, self.template.flow_version, self.template.metadata
+                )
+                self.task_try.log.info("Started batch %s of %d documents.", batch_id, len(batch))
+                break
+            except (FlowRunsApiError, FlowRunsResponseError) as exc:
+                if not exc.outcome_unknown:
+                    raise
+                if self._accepted(batch, began):
+                    self.task_try.log.info("The platform had accepted the batch despite %s.", exc)
+                    break
+                if attempt == START_ATTEMPTS:
+                    raise
+                self.task_try.log.warning("Starting a batch failed (%s) and none of its runs exists; again.", exc)
+        self.ledger.confirm(pages, {doc.key: "" for doc in documents})
+
+    def _accepted(self, batch: Sequence[BatchDocument], began: datetime) -> bool:
+        """After a batch start of unknown outcome: whether any of its documents has a run created since."""
+        census = take_census(self.hook, self.template.flow_id, self.keys, self.task_try.runs_since)
+        return any(
+            (seen := census.newest.get(doc.run_key)) is not None and not _before(seen.created_at, began)
+            for doc in batch
+        )
+
+    def _batch_document(self, doc: Document) -> BatchDocument:
+        run_key = self.keys.run_key(doc.key)
+        path = doc.only_file()
+        if self.pass_by_url:
+            return BatchDocument(run_key, doc.key, url=presigned_url(path), name=keyed_name(run_key, path.name))
+        (keyed,) = doc.keyed_files(run_key).values()
+        assert not isinstance(keyed, tuple)
+        return BatchDocument(run_key, doc.key, path=keyed)
+
+
+def presigned_url(path: FilePath) -> str:
+    """A URL the platform fetches the document from, so its bytes never pass through the worker."""
+    fs = getattr(path, "fs", None)
+    try:
+        if fs is None:
+            raise NotImplementedError
+        return str(fs.sign(getattr(path, "path", str(path)), expiration=URL_SECONDS))
+    except NotImplementedError:
+        raise FlowRunsConfigError(
+            f"pass_by_url=True needs documents on object storage that presigns URLs (s3://, gs://, ...), and "
+            f"{str(path)!r} is not: drop pass_by_url to upload the documents."
+        ) from None

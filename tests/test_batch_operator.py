@@ -1,0 +1,245 @@
+"""FlowRunBatchOperator against the emulator over HTTP: one task, one run per document, retries per document."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+from unittest.mock import MagicMock
+
+import pytest
+from airflow.providers.common.compat.sdk import Context
+from airflow.sdk.exceptions import TaskDeferred
+from pytest_mock import MockerFixture
+
+from airflow_flowruns.batch.ledger import LEDGER_KEY
+from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError
+from airflow_flowruns.operators.batch import BATCH_XCOM_KEY, FlowRunBatchOperator, batch_key
+from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
+from airflow_flowruns.platforms.noxus.emulator import NOXUS_DOCUMENT_WORKFLOW
+from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_SMALL_FILE_FLOW
+from airflow_flowruns.triggers.batch import FlowRunBatchTrigger
+from support.emulator import Emulator, pushed, set_connection, task_instance
+from support.runs import run_trigger
+
+
+class MemoryStore:
+    """The task state store of Airflow 3.3, kept in a dict: it outlives a try as the real one does."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self.values[key] = json.loads(json.dumps(value))
+
+
+def archive(root: Path, count: int) -> Path:
+    """A folder of ``count`` small PDFs, some in a sub-folder, and a hidden file that is no document."""
+    for i in range(count):
+        path = root / ("2024" if i % 2 else "2025") / f"doc-{i:04d}.pdf"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"%PDF-1.4\n% document " + str(i).encode() + b"\n%%EOF\n")
+    (root / ".DS_Store").write_bytes(b"x")
+    return root
+
+
+def batch(conn_id: str, flow_id: str, documents: Any, **kwargs: Any) -> FlowRunBatchOperator:
+    return FlowRunBatchOperator(
+        task_id="backfill", flowruns_conn_id=conn_id, flow_id=flow_id, documents=documents, poll_interval=0.2, **kwargs
+    )
+
+
+def context_for(mocker: MockerFixture, try_number: int = 1, store: MemoryStore | None = None) -> Context:
+    ti = task_instance(mocker, try_number=try_number)
+    return Context(ti=ti, **({"task_state_store": store} if store is not None else {}))  # type: ignore[typeddict-item]
+
+
+def finish(op: FlowRunBatchOperator, context: Context) -> dict[str, Any]:
+    """Run the task to its end as Airflow would: through the triggerer each time it defers."""
+    try:
+        return op.execute(context)
+    except TaskDeferred as deferred:
+        return finish_from(op, context, deferred)
+
+
+def runs_by_document(emulator: Emulator) -> Counter[str]:
+    return Counter(run["metadata"].get("airflow_document_key") for run in emulator.runs())
+
+
+@pytest.fixture
+def docs(tmp_path: Path) -> Path:
+    return archive(tmp_path / "archive", 12)
+
+
+def test_a_folder_runs_once_per_document_and_reports_counts(
+    tableflow_conn: str, emulator: Emulator, docs: Path, mocker: MockerFixture, tmp_path: Path
+) -> None:
+    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.1)
+    emulator.clear_requests()
+    context = context_for(mocker)
+    op = batch(tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, f"{docs}/", manifest_to=str(tmp_path / "m.json"))
+    result = op.execute(context)
+
+    expected = {f"{'2024' if i % 2 else '2025'}/doc-{i:04d}.pdf": 1 for i in range(12)}
+    assert runs_by_document(emulator) == Counter(expected)
+    calls = Counter(f"{r['method']} {r['path']}" for r in emulator.requests())
+    # the flow is read once when starting and once when reporting, never once per document
+    assert calls["GET /v2/flows"] == 2 and calls[f"POST /v2/flows/{TABLEFLOW_SMALL_FILE_FLOW}/run"] == 12
+    assert result["documents"] == 12 and result["counts"] == {"succeeded": 12} and result["failed_documents"] == []
+    manifest = json.loads((tmp_path / "m.json").read_text())
+    assert manifest["counts"] == {"succeeded": 12} and len(manifest["items"]) == 12
+    by_key = {run["metadata"]["airflow_document_key"]: run["id"] for run in emulator.runs()}
+    assert {item["document_key"]: item["run_id"] for item in manifest["items"]} == by_key
+    assert pushed(context["ti"])[BATCH_XCOM_KEY] == [result]  # type: ignore[arg-type]  # a MagicMock
+
+
+def test_deferred_batch_waits_in_one_trigger_with_counts_only(
+    tableflow_conn: str, emulator: Emulator, docs: Path, mocker: MockerFixture
+) -> None:
+    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.5)
+    context = context_for(mocker)
+    op = batch(tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, f"{docs}/**/*.pdf", deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, FlowRunBatchTrigger)
+    _, kwargs = trigger.serialize()
+    assert kwargs["documents"] == 12 and kwargs["pending"] == 0 and len(json.dumps(kwargs)) < 1000
+    event = run_trigger(trigger)
+    assert event["outcome"] == "settled" and event["counts"] == {"succeeded": 12}
+    result = op.execute_complete(context, event, **(deferred.value.kwargs or {}))
+    assert result["counts"] == {"succeeded": 12} and len(emulator.runs()) == 12
+
+
+def test_extend_starts_documents_through_the_batch_endpoint(
+    emulator: Emulator, docs: Path, mocker: MockerFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = set_connection(monkeypatch, "extend_batch", "extend", emulator.url)
+    emulator.scenario(EXTEND_INVOICE_WORKFLOW, platform="extend", processing_seconds=0.1)
+    emulator.clear_requests()
+    result = finish(batch(conn, EXTEND_INVOICE_WORKFLOW, f"{docs}/", deferrable=True), context_for(mocker))
+
+    assert result["counts"] == {"succeeded": 12}
+    calls = Counter(f"{r['method']} {r['path']}" for r in emulator.requests())
+    assert calls["POST /workflow_runs/batch"] == 1 and calls["POST /files/upload"] == 12
+    assert calls["POST /workflow_runs"] == 0
+    assert len({run["metadata"]["airflow_document_key"] for run in emulator.runs()}) == 12
+
+
+def test_noxus_documents_are_found_by_their_file_names(
+    emulator: Emulator, docs: Path, mocker: MockerFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = set_connection(monkeypatch, "noxus_batch", "noxus", emulator.url)
+    emulator.scenario(NOXUS_DOCUMENT_WORKFLOW, platform="noxus", processing_seconds=0.1)
+    op = batch(conn, NOXUS_DOCUMENT_WORKFLOW, f"{docs}/", file_field="document", inputs={"instructions": "all"})
+    result = op.execute(context_for(mocker))
+    assert result["counts"] == {"succeeded": 12} and len(emulator.runs()) == 12
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["ledger", "lookup"])
+def test_a_retry_reruns_only_failed_documents(
+    tableflow_conn: str, emulator: Emulator, docs: Path, mocker: MockerFixture, kept: bool
+) -> None:
+    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.1)
+    store = MemoryStore() if kept else None
+    op = batch(tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, f"{docs}/", deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context_for(mocker, store=store))
+    first = emulator.runs()
+    for run in first[:3]:
+        emulator.set_status(run["id"], "failed", "unreadable")
+    with pytest.raises(FlowRunsError, match="3 of 12 documents failed"):
+        finish_from(op, context_for(mocker, store=store), deferred.value)
+
+    result = finish(op, context_for(mocker, try_number=2, store=store))
+    assert result["counts"] == {"succeeded": 12} and result["started"] == 3
+    assert sorted(runs_by_document(emulator).values()) == [1] * 9 + [2] * 3
+
+
+def test_a_worker_dying_mid_submission_leaves_no_document_started_twice(
+    tableflow_conn: str, emulator: Emulator, docs: Path, mocker: MockerFixture
+) -> None:
+    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.1)
+    store = MemoryStore()
+    hook_start = "airflow_flowruns.hooks.flow_run.FlowRunsHook.start_run"
+    real = __import__("airflow_flowruns.hooks.flow_run", fromlist=["FlowRunsHook"]).FlowRunsHook.start_run
+    calls = {"n": 0}
+
+    def dies_after_five(self: Any, request: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise SystemExit("worker killed")
+        return real(self, request)
+
+    mocker.patch(hook_start, dies_after_five)
+    with pytest.raises(SystemExit):
+        batch(tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, f"{docs}/").execute(context_for(mocker, store=store))
+    assert len(emulator.runs()) == 5
+    mocker.stopall()
+    result = batch(tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, f"{docs}/").execute(
+        context_for(mocker, try_number=2, store=store)
+    )
+    assert result["counts"] == {"succeeded": 12} and result["started"] == 7
+    assert set(runs_by_document(emulator).values()) == {1}
+    assert LEDGER_KEY in store.values
+
+
+def test_max_in_flight_starts_documents_as_room_frees_up(
+    tableflow_conn: str, emulator: Emulator, docs: Path, mocker: MockerFixture
+) -> None:
+    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.3)
+    op = batch(tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, f"{docs}/", deferrable=True, max_in_flight=4)
+    context = context_for(mocker, store=MemoryStore())
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    assert len(emulator.runs()) == 4
+    _, kwargs = deferred.value.trigger.serialize()
+    assert kwargs["pending"] == 8
+    result = finish_from(op, context, deferred.value)
+    assert result["counts"] == {"succeeded": 12} and set(runs_by_document(emulator).values()) == {1}
+
+
+def finish_from(op: FlowRunBatchOperator, context: Context, deferred: TaskDeferred) -> dict[str, Any]:
+    while True:
+        try:
+            return op.execute_complete(context, run_trigger(deferred.trigger), **(deferred.kwargs or {}))
+        except TaskDeferred as again:
+            deferred = again
+
+
+def test_bad_arguments_fail_before_any_run(
+    tableflow_conn: str, emulator: Emulator, docs: Path, mocker: MockerFixture, tmp_path: Path
+) -> None:
+    (tmp_path / "empty").mkdir()
+    for documents, message in [
+        (str(docs), "neither a folder written with a trailing '/'"),
+        (f"{tmp_path}/empty/", "matched no files"),
+        ([{"files": {"document": str(docs / "2025/doc-0000.pdf")}, "key": "a"}] * 2, "appear more than once"),
+    ]:
+        with pytest.raises(FlowRunsConfigError, match=message):
+            batch(tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, documents).execute(context_for(mocker))
+    with pytest.raises(FlowRunsConfigError, match="shard must be"):
+        batch(tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, f"{docs}/", shard=4, shard_count=4).execute(
+            context_for(mocker)
+        )
+    assert emulator.runs() == []
+
+
+def test_shards_split_an_archive_without_overlap(
+    tableflow_conn: str, emulator: Emulator, docs: Path, mocker: MockerFixture
+) -> None:
+    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.1)
+    totals = []
+    for shard in range(3):
+        ti: MagicMock = task_instance(mocker, map_index=shard)
+        op = batch(tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, f"{docs}/", shard=shard, shard_count=3)
+        totals.append(op.execute(Context(ti=ti))["documents"])
+    assert sum(totals) == 12 and all(totals)
+    assert set(runs_by_document(emulator).values()) == {1} and len(emulator.runs()) == 12
+    assert batch_key(Context(ti=task_instance(mocker, map_index=0))) == batch_key(
+        Context(ti=task_instance(mocker, map_index=2))
+    )
