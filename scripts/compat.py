@@ -52,6 +52,7 @@ SUBSET = (
     "tests/test_trigger.py",
     "tests/test_version_compat.py",
     "tests/test_watcher_without_store.py",
+    "tests/test_batch_operator.py",
 )
 
 

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow.providers.common.compat.sdk import Asset, Context, ObjectStoragePath
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.providers.common.compat.sdk import Asset, Context, ObjectStoragePath, TaskDeferred
 from airflow.sdk.execution_time.context import OutletEventAccessors
 from airflow.sdk.io import attach
 from fsspec.implementations.memory import MemoryFileSystem

@@ -9,8 +9,7 @@ from typing import Any
 from unittest.mock import MagicMock
 
 import pytest
-from airflow.providers.common.compat.sdk import Context
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.providers.common.compat.sdk import Context, TaskDeferred
 from pytest_mock import MockerFixture
 
 from airflow_flowruns.batch.ledger import LEDGER_KEY

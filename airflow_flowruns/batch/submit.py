@@ -10,6 +10,7 @@ whose outcome is unknown is looked up by run key before it is sent again.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 from airflow_flowruns.batch.census import Census, take_census
 from airflow_flowruns.batch.documents import BatchKeys, Document
 from airflow_flowruns.batch.ledger import PAGE_DOCUMENTS, Ledger, LedgerView
+from airflow_flowruns.batch.progress import PROGRESS_EVERY_SECONDS
 from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsConfigError, FlowRunsResponseError
 from airflow_flowruns.platforms.batching import BatchDocument
 from airflow_flowruns.platforms.start import DOCUMENT_KEY_FIELD, keyed_name
@@ -79,15 +81,20 @@ class Submission:
 
     def start(self, documents: Sequence[Document]) -> int:
         """Start ``documents``; how many runs were started (or, in batches, asked for)."""
-        if not documents:
-            return 0
-        size = self.hook.platform.batch_inputs
-        if size:
-            for first in range(0, len(documents), size):
-                self._start_batch(documents[first : first + size])
-        else:
-            for first in range(0, len(documents), PAGE_DOCUMENTS):
-                self._start_singly(documents[first : first + PAGE_DOCUMENTS])
+        size = self.hook.platform.batch_inputs or PAGE_DOCUMENTS
+        start = self._start_batch if self.hook.platform.batch_inputs else self._start_singly
+        said = time.monotonic()
+        for first in range(0, len(documents), size):
+            start(documents[first : first + size])
+            if time.monotonic() - said >= PROGRESS_EVERY_SECONDS:
+                said = time.monotonic()
+                done = min(first + size, len(documents))
+                self.task_try.log.info(
+                    "Started %d of %d documents; %d answers 429.",
+                    done,
+                    len(documents),
+                    self.hook.client.limited_answers,
+                )
         return len(documents)
 
     def _start_singly(self, documents: Sequence[Document]) -> None:

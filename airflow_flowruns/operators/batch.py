@@ -185,7 +185,10 @@ class FlowRunBatchOperator(BaseOperator):
         view = ledger.load()
         resuming = resumed or this_try.number > 1
         wants_census = not ledger.kept or bool(view.unsure) or (not resumed and bool(view.started))
-        census = take_census(hook, self.flow_id, keys, this_try.runs_since) if resuming and wants_census else None
+        census = None
+        if resuming and wants_census:
+            walks = 1 if ledger.kept and not view.unsure else 2  # what no ledger names is started only if unseen twice
+            census = take_census(hook, self.flow_id, keys, this_try.runs_since, walks)
         rerun_before = None if resumed else datetime.fromisoformat(state["try_began"])
         plan = plan_try(documents, keys, view, census, rerun_before)
         self.log.info(
