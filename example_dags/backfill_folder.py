@@ -37,6 +37,7 @@ def backfill_folder() -> None:
         documents = sorted(ObjectStoragePath(folder).glob("*.pdf"), key=str)
         return [{"document": str(path)} for path in documents]
 
+    # One task instance per document: for folders under [core] max_map_length; larger ones: backfill_archive.py.
     extract = FlowRunOperator.partial(
         task_id="extract",
         flowruns_conn_id="tableflow_default",

@@ -242,3 +242,40 @@ def test_shards_split_an_archive_without_overlap(
     assert batch_key(Context(ti=task_instance(mocker, map_index=0))) == batch_key(
         Context(ti=task_instance(mocker, map_index=2))
     )
+
+
+def test_a_renamed_file_is_a_new_document_and_the_wait_is_for_it(
+    tableflow_conn: str, emulator: Emulator, tmp_path: Path, mocker: MockerFixture
+) -> None:
+    docs = archive(tmp_path / "a", 2)
+    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.05)
+    op = batch(tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, f"{docs}/", manifest_to=str(tmp_path / "m.json"))
+    op.execute(context_for(mocker))
+    (docs / "2024" / "doc-0001.pdf").rename(docs / "2024" / "renamed.pdf")
+    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=1.5)
+
+    result = finish(op, context_for(mocker, try_number=2))
+    # the old name's succeeded run must not stand in for the new name's run still under way
+    assert result["counts"] == {"succeeded": 2}
+    items = {item["document_key"]: item["state"] for item in json.loads((tmp_path / "m.json").read_text())["items"]}
+    assert items == {"2025/doc-0000.pdf": "succeeded", "2024/renamed.pdf": "succeeded"}
+    assert len(emulator.runs()) == 3
+
+
+def test_a_document_the_platform_refuses_is_set_aside_and_the_others_go_on(
+    tableflow_conn: str, emulator: Emulator, docs: Path, mocker: MockerFixture, tmp_path: Path
+) -> None:
+    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.1)
+    big = docs / "2025" / "doc-0004.pdf"
+    big.write_bytes(b"%PDF-1.4\n" + b"0" * (2 * 1024 * 1024))  # over the flow's 1 MiB
+    store = MemoryStore()
+    op = batch(tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, f"{docs}/", deferrable=True, manifest_to=str(tmp_path / "m"))
+    with pytest.raises(FlowRunsError, match="1 of 12 documents failed") as failed:
+        finish(op, context_for(mocker, store=store))
+    assert "2025/doc-0004.pdf" in str(failed.value) and len(emulator.runs()) == 11
+    items = {i["document_key"]: i for i in json.loads((tmp_path / "m").read_text())["items"]}
+    assert items["2025/doc-0004.pdf"]["state"] == "refused" and "doc-0004.pdf" in items["2025/doc-0004.pdf"]["status"]
+
+    big.write_bytes(b"%PDF-1.4\n%%EOF\n")  # fixed; the retry sends it again and nothing else
+    result = finish(op, context_for(mocker, try_number=2, store=store))
+    assert result["counts"] == {"succeeded": 12} and result["started"] == 1 and len(emulator.runs()) == 12

@@ -92,7 +92,7 @@ def test_the_ledger_pages_survive_a_try_and_name_unconfirmed_starts() -> None:
     keys = [f"d{i}" for i in range(PAGE_DOCUMENTS + 5)]
     pages = ledger.note(keys)
     assert len(pages) == 2
-    ledger.confirm(pages[:1], {key: f"run-{key}" for key in keys[:PAGE_DOCUMENTS]})
+    ledger.confirm(pages[:1], {key: f"run-{key}" for key in keys[:PAGE_DOCUMENTS]}, {})
     view = Ledger(store).load()
     assert view.started == {key: f"run-{key}" for key in keys[:PAGE_DOCUMENTS]}
     assert view.unsure == set(keys[PAGE_DOCUMENTS:])
@@ -103,9 +103,11 @@ def test_the_ledger_pages_survive_a_try_and_name_unconfirmed_starts() -> None:
 def test_a_ledger_page_naming_a_document_again_wins() -> None:
     store = Store()
     ledger = Ledger(store)
-    ledger.confirm(ledger.note(["a", "b"]), {"a": "r1", "b": "r2"})
-    ledger.confirm(ledger.note(["a"]), {"a": "r3"})
+    ledger.confirm(ledger.note(["a", "b", "c"]), {"a": "r1", "b": "r2"}, {"c": "too large"})
+    ledger.confirm(ledger.note(["a"]), {"a": "r3"}, {})
     assert Ledger(store).load().started == {"a": "r3", "b": "r2"}
+    assert Ledger(store).load().refused == {"c": "too large"}
+    assert Ledger(store, try_number=2).load().refused == {}  # a new try sends a refused document again
 
 
 def test_the_census_keeps_the_newest_run_of_each_document() -> None:

@@ -53,12 +53,14 @@ class Census:
 
     keys: BatchKeys
     platform: Platform
+    ignored: frozenset[str] = frozenset()
+    """Run keys of documents no longer in the batch (a file renamed or removed between tries): not counted."""
     newest: dict[str, Seen] = field(default_factory=dict)
     runs: int = 0
 
     def add(self, run: FlowRun) -> None:
         run_key = self.platform.task_key_of(run)
-        if run_key is None or not self.keys.owns_run_key(run_key):
+        if run_key is None or run_key in self.ignored or not self.keys.owns_run_key(run_key):
             return
         self.runs += 1
         seen = Seen(run.id, run.state, run.status, run.created_at, run.raw.get("usage"))
@@ -66,25 +68,38 @@ class Census:
         if known is None or seen.newer_than(known):
             self.newest[run_key] = seen
 
+    def strays(self, run_keys: set[str]) -> list[str]:
+        """The run keys seen that are none of ``run_keys`` (the batch's documents now)."""
+        return sorted(set(self.newest) - run_keys)
+
     def counts(self) -> Counter[str]:
         return Counter(seen.state.value for seen in self.newest.values())
 
 
-def take_census(hook: FlowRunsHook, flow_id: str, keys: BatchKeys, since: datetime | None, walks: int = 1) -> Census:
+def take_census(
+    hook: FlowRunsHook,
+    flow_id: str,
+    keys: BatchKeys,
+    since: datetime | None,
+    walks: int = 1,
+    ignored: frozenset[str] = frozenset(),
+) -> Census:
     """A census from the worker. ``walks=2`` merges two walks, for a lookup that decides which documents were
     never started: a listing whose order is not documented (Noxus) can skip a run that changes while it is
     walked, and a second walk catches what the first missed."""
-    census = Census(keys, hook.platform)
+    census = Census(keys, hook.platform, ignored)
     for _ in range(walks):
         for run in hook.list_runs(flow_id, created_after=since, page_size=hook.platform.largest_page):
             census.add(run)
     return census
 
 
-async def atake_census(hook: FlowRunsHook, flow_id: str, keys: BatchKeys, since: datetime | None) -> Census:
+async def atake_census(
+    hook: FlowRunsHook, flow_id: str, keys: BatchKeys, since: datetime | None, ignored: frozenset[str]
+) -> Census:
     """A census from the triggerer, on the connection's shared async client."""
     client = await hook.get_async_client(hook.flowruns_conn_id)
-    census = Census(keys, client.platform)
+    census = Census(keys, client.platform, ignored)
     async for run in hook.alist_runs(flow_id, created_after=since, page_size=client.platform.largest_page):
         census.add(run)
     return census

@@ -49,7 +49,7 @@ class BatchKeys:
         if isinstance(shard, bool) or not isinstance(shard, int) or not 0 <= shard < count:
             raise FlowRunsConfigError(
                 f"shard must be a whole number from 0 to shard_count - 1 ({count - 1}), not {shard!r}: map the "
-                f"task with .partial(shard_count={count}).expand(shard=range({count}))."
+                f"task with .partial(shard_count={count}).expand(shard=list(range({count})))."
             )
 
     def run_key(self, document_key: str) -> str:

@@ -38,13 +38,16 @@ class LedgerView:
 
     started: dict[str, str] = field(default_factory=dict)
     unsure: set[str] = field(default_factory=set)
+    refused: dict[str, str] = field(default_factory=dict)
+    """Documents the platform refused in the current try (their file or metadata), with its reason."""
 
 
 class Ledger:
     """The ledger of one task instance; without a state store it keeps nothing, and ``kept`` says so."""
 
-    def __init__(self, store: StateStore | None) -> None:
+    def __init__(self, store: StateStore | None, try_number: int = 1) -> None:
         self._store = store
+        self._try = try_number
         self._pages = 0
 
     @property
@@ -66,6 +69,8 @@ class Ledger:
                 for key, run_id in runs.items():
                     view.started[key] = str(run_id or "")
                     view.unsure.discard(key)
+                if page.get("try") == self._try:  # a new try sends refused documents again
+                    view.refused.update(page.get("refused") or {})
             else:
                 view.unsure.update(str(key) for key in page.get("starting") or ())
         return view
@@ -82,11 +87,13 @@ class Ledger:
         self._set(LEDGER_KEY, {"pages": self._pages})
         return pages
 
-    def confirm(self, pages: list[tuple[int, list[str]]], runs: Mapping[str, str]) -> None:
-        """After the starts: each noted page with the run ids of its documents that started (a start that
-        failed for certain leaves its document out: never started)."""
+    def confirm(self, pages: list[tuple[int, list[str]]], runs: Mapping[str, str], refused: Mapping[str, str]) -> None:
+        """After the starts: each noted page with the run ids of its documents that started, and the reasons of
+        those the platform refused (a start that failed otherwise leaves its document out: never started)."""
         for index, keys in pages:
-            self._set(f"{LEDGER_KEY}/{index}", {"runs": {key: runs[key] for key in keys if key in runs}})
+            page: dict[str, Any] = {"runs": {key: runs[key] for key in keys if key in runs}, "try": self._try}
+            page["refused"] = {key: refused[key] for key in keys if key in refused}
+            self._set(f"{LEDGER_KEY}/{index}", page)
 
     def _set(self, key: str, value: Any) -> None:
         if self._store is not None:

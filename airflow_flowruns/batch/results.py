@@ -11,16 +11,18 @@ from __future__ import annotations
 import json
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import reduce
 from typing import IO, TYPE_CHECKING, Any
 
 from airflow_flowruns.batch.census import Census
 from airflow_flowruns.batch.documents import Document
+from airflow_flowruns.exceptions import FlowRunsError, FlowRunTimeoutError
 from airflow_flowruns.outputs.landing import LANDABLE, land_run
 from airflow_flowruns.outputs.model import folder_name
 from airflow_flowruns.platforms.base import RunState
+from airflow_flowruns.waiting import OnReview
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import ObjectStoragePath
@@ -33,6 +35,8 @@ LISTED_KEYS = 100
 """Failed and review documents named in XCom, each list; the manifest names every one."""
 NOT_STARTED = "not_started"
 """The state of a document the manifest lists without a run (the batch timed out before starting it)."""
+REFUSED = "refused"
+"""The state of a document whose start the platform refused (its file or metadata); its status says why."""
 
 
 @dataclass
@@ -47,7 +51,7 @@ class BatchResult:
 
     def note(self, key: str, state: str) -> None:
         self.counts[state] += 1
-        bad = state in (RunState.FAILED.value, RunState.CANCELLED.value, NOT_STARTED)
+        bad = state in (RunState.FAILED.value, RunState.CANCELLED.value, NOT_STARTED, REFUSED)
         listed = self.failed if bad else self.review if state == RunState.NEEDS_REVIEW.value else None
         if listed is not None and len(listed) < LISTED_KEYS:
             listed.append(key)
@@ -79,6 +83,8 @@ class Reporter:
     outputs_to: ObjectStoragePath | None = None
     manifest_to: ObjectStoragePath | None = None
     settled: DocumentSettled | None = None
+    refused: Mapping[str, str] = field(default_factory=dict)
+    """Documents the platform refused, with the reason where it is known."""
 
     def report(self, documents: Iterable[Document], total: int) -> BatchResult:
         result = BatchResult(total)
@@ -99,7 +105,8 @@ class Reporter:
     def _item(self, doc: Document) -> dict[str, Any]:
         seen = self.census.newest.get(self.census.keys.run_key(doc.key))
         if seen is None:
-            return {"document_key": doc.key, "run_id": None, "state": NOT_STARTED, "status": None, "landing": None}
+            state, status = (REFUSED, self.refused[doc.key]) if doc.key in self.refused else (NOT_STARTED, None)
+            return {"document_key": doc.key, "run_id": None, "state": state, "status": status, "landing": None}
         item = {
             "document_key": doc.key,
             "run_id": seen.run_id,
@@ -116,9 +123,14 @@ class Reporter:
         return item
 
     def _manifest_target(self) -> ObjectStoragePath | None:
+        """``manifest_to``, else ``_MANIFEST.json`` in ``outputs_to``: one per shard where shards share it."""
         if self.manifest_to is not None:
             return self.manifest_to
-        return self.outputs_to / MANIFEST_NAME if self.outputs_to is not None else None
+        if self.outputs_to is None:
+            return None
+        keys = self.census.keys
+        name = MANIFEST_NAME if keys.shard_count == 1 else f"_MANIFEST.shard-{keys.shard}-of-{keys.shard_count}.json"
+        return self.outputs_to / name
 
 
 def _write_manifest(
@@ -138,3 +150,31 @@ def _write_manifest(
         for number, line in enumerate(items):
             out.write(("," if number else "") + "\n" + line.rstrip("\n"))
         out.write("\n]}\n")
+
+
+def judge(
+    result: BatchResult, outcome: str, on_review: OnReview, max_failed: int | None, min_succeeded: int | None
+) -> None:
+    """Fail the task when the batch timed out, or the documents' outcomes break ``max_failed`` or
+    ``min_succeeded``; documents in review count as ``on_review`` says."""
+    counts = result.counts
+    review = counts[RunState.NEEDS_REVIEW.value]
+    failed = sum(counts[state] for state in (RunState.FAILED.value, RunState.CANCELLED.value, NOT_STARTED, REFUSED))
+    failed += review if on_review is OnReview.FAIL else 0
+    succeeded = counts[RunState.SUCCEEDED.value] + (review if on_review is OnReview.SUCCEED else 0)
+    where = f" Every document is listed in {result.manifest}." if result.manifest else ""
+    named = f" Failed: {', '.join(result.failed[:10])}." if result.failed else ""
+    if outcome == "timeout":
+        raise FlowRunTimeoutError(
+            f"The batch's deadline passed with {result.documents - succeeded - failed} of {result.documents} "
+            f"documents unsettled ({dict(counts)}).{where} A retry follows the runs still alive."
+        )
+    if max_failed is not None and failed > max_failed:
+        raise FlowRunsError(
+            f"{failed} of {result.documents} documents failed or were cancelled, over max_failed={max_failed}."
+            f"{named}{where} A retry runs only those documents again."
+        )
+    if min_succeeded is not None and succeeded < min_succeeded:
+        raise FlowRunsError(
+            f"{succeeded} of {result.documents} documents succeeded, under min_succeeded={min_succeeded}.{named}{where}"
+        )

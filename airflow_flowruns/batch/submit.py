@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from airflow_flowruns.hooks.flow_run import FlowRunsHook
     from airflow_flowruns.platforms.start import FilePath, StartRequest
 
+REFUSAL_STATUSES = frozenset({400, 413, 415, 422})
+"""Answers that refuse one document (its file, its metadata) rather than the batch: the other documents go on."""
+REFUSALS_BEFORE_GIVING_UP = 10
+"""A try whose first this many documents are all refused fails: the cause is the task's, not each document's."""
 URL_SECONDS = 24 * 60 * 60
 """How long a presigned document URL stays valid: a day, longer than a batch waits in a platform's queue."""
 
@@ -40,6 +44,7 @@ class Plan:
     to_start: list[Document] = field(default_factory=list)
     following: int = 0
     rerunning: int = 0
+    refused: int = 0
 
 
 def plan_try(
@@ -54,7 +59,9 @@ def plan_try(
     plan = Plan()
     for doc in documents:
         seen = census.newest.get(keys.run_key(doc.key)) if census is not None else None
-        if seen is None and doc.key not in view.started:
+        if seen is None and doc.key in view.refused and rerun_before is None:
+            plan.refused += 1  # refused earlier in this try: a new try sends it again
+        elif seen is None and doc.key not in view.started:
             plan.to_start.append(doc)
         elif seen is not None and seen.state in RESTART_STATES and _before(seen.created_at, rerun_before):
             plan.to_start.append(doc)
@@ -78,9 +85,14 @@ class Submission:
     ledger: Ledger
     task_try: TaskTry
     pass_by_url: bool = False
+    refused: dict[str, str] = field(default_factory=dict)
+    """Documents the platform refused, with the reason (see ``REFUSAL_STATUSES``)."""
+    started: list[str] = field(default_factory=list)
 
     def start(self, documents: Sequence[Document]) -> int:
-        """Start ``documents``; how many runs were started (or, in batches, asked for)."""
+        """Start ``documents``; how many runs were started (or, in batches, asked for); the platform's
+        refusals are in ``refused``."""
+        before = len(self.started)
         size = self.hook.platform.batch_inputs or PAGE_DOCUMENTS
         start = self._start_batch if self.hook.platform.batch_inputs else self._start_singly
         said = time.monotonic()
@@ -95,7 +107,7 @@ class Submission:
                     len(documents),
                     self.hook.client.limited_answers,
                 )
-        return len(documents)
+        return len(self.started) - before
 
     def _start_singly(self, documents: Sequence[Document]) -> None:
         pages = self.ledger.note(doc.key for doc in documents)
@@ -103,10 +115,24 @@ class Submission:
         try:
             for doc in documents:
                 run_key = self.keys.run_key(doc.key)
-                run = start_unambiguously(self.hook, self.request(doc, run_key), run_key, self.task_try, None)
+                try:
+                    run = start_unambiguously(self.hook, self.request(doc, run_key), run_key, self.task_try, None)
+                except (FlowRunsApiError, FlowRunsConfigError) as exc:
+                    self._refuse(doc, exc)
+                    continue
                 runs[doc.key] = run.id
+                self.started.append(doc.key)
         finally:
-            self.ledger.confirm(pages, runs)
+            self.ledger.confirm(pages, runs, self.refused)
+
+    def _refuse(self, doc: Document, exc: FlowRunsApiError | FlowRunsConfigError) -> None:
+        """Set aside a document the platform refused, and go on; re-raise what is no document's own fault."""
+        if isinstance(exc, FlowRunsApiError) and exc.status not in REFUSAL_STATUSES:
+            raise exc
+        if not self.started and len(self.refused) + 1 >= REFUSALS_BEFORE_GIVING_UP:
+            raise exc
+        self.task_try.log.warning("Document %s was refused, the others go on: %s", doc.key, exc)
+        self.refused[doc.key] = str(exc)
 
     def request(self, doc: Document, run_key: str) -> StartRequest:
         """The start of one document: its files (named by key where the platform finds runs so), the task's
@@ -138,7 +164,8 @@ class Submission:
                 if attempt == START_ATTEMPTS:
                     raise
                 self.task_try.log.warning("Starting a batch failed (%s) and none of its runs exists; again.", exc)
-        self.ledger.confirm(pages, {doc.key: "" for doc in documents})
+        self.ledger.confirm(pages, {doc.key: "" for doc in documents}, {})
+        self.started.extend(doc.key for doc in documents)
 
     def _accepted(self, batch: Sequence[BatchDocument], began: datetime) -> bool:
         """After a batch start of unknown outcome: whether any of its documents has a run created since."""

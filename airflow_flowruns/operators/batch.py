@@ -15,16 +15,18 @@ from airflow_flowruns.batch.census import Census, take_census
 from airflow_flowruns.batch.documents import BatchKeys, Document, collect_documents
 from airflow_flowruns.batch.ledger import Ledger
 from airflow_flowruns.batch.progress import Outcome, ProgressLog, live_count, verdict
-from airflow_flowruns.batch.results import BatchResult, Reporter
-from airflow_flowruns.batch.submit import Submission, plan_try, presigned_url
-from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError, FlowRunTimeoutError
+from airflow_flowruns.batch.results import Reporter, judge
+from airflow_flowruns.batch.submit import Plan, Submission, plan_try, presigned_url
+from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.operators._document_events import document_alias, document_event
 from airflow_flowruns.operators._outputs import output_target
 from airflow_flowruns.operators._reattach import task_try
 from airflow_flowruns.operators.flow_run import DEFAULT_TIMEOUT
+from airflow_flowruns.platforms.base import RunState
 from airflow_flowruns.platforms.start import StartRequest
 from airflow_flowruns.platforms.values import require_json_object, require_text
+from airflow_flowruns.starting import TaskTry
 from airflow_flowruns.triggers.batch import FlowRunBatchTrigger
 from airflow_flowruns.waiting import OnReview, check_poll_interval, check_timeout
 
@@ -57,7 +59,8 @@ class FlowRunBatchOperator(BaseOperator):
     :param min_succeeded: the fewest succeeded documents the task succeeds with (None: no floor).
     :param max_in_flight: the most live runs at once (None: only the connection's rate limit paces starts).
     :param pass_by_url: send documents on object storage by presigned URL, where the platform takes URLs.
-    :param shard: this task's share of the documents, from 0 to ``shard_count - 1`` (map over ``range``).
+    :param shard: this task's share of the documents, from 0 to ``shard_count - 1`` (map over
+        ``list(range(n))``: a ``range`` reaches a mapped task as its text).
     :param document_asset: an asset to announce once per settled document (an asset event each).
     """
 
@@ -132,12 +135,14 @@ class FlowRunBatchOperator(BaseOperator):
         return self._advance(context, {"try_began": began, "deadline": time.time() + self.timeout, "started": 0})
 
     def execute_complete(self, context: Context, event: dict[str, Any], **state: Any) -> dict[str, Any]:
-        """Resume after the trigger fired: start more documents (``room``) or report the batch."""
+        """Resume after the trigger fired: start more documents (``room``) or report the batch. ``state`` is
+        what the deferral carried (a resume that lost it, as ``airflow dags test`` does, starts from defaults)."""
+        state = {"deadline": time.time() + self.timeout, "started": 0, **state, "resumed": True}
         outcome = event.get("outcome")
         if outcome == "error":
             raise FlowRunsError(event.get("message", "the batch trigger failed without a message"))
         if outcome == Outcome.ROOM:
-            return self._advance(context, {**state, "resumed": True}, Counter(event.get("counts") or {}))
+            return self._advance(context, state, Counter(event.get("counts") or {}))
         if outcome in (Outcome.SETTLED, Outcome.TIMEOUT):
             return self._finish(context, Outcome(outcome), state)
         raise FlowRunsError(f"The batch trigger sent an event this operator does not understand: {event!r}")
@@ -148,7 +153,7 @@ class FlowRunBatchOperator(BaseOperator):
         while True:
             hook, keys, documents = self._setup(context)
             pending = self._start_some(context, hook, keys, documents, state, counts)
-            outcome, counts = self._wait(hook, keys, len(documents), pending, state)
+            outcome, counts = self._wait(hook, keys, _expected(documents, state), pending, state)
             if outcome is not Outcome.ROOM:
                 return self._finish(context, outcome, state)
             state = {**state, "resumed": True}
@@ -179,33 +184,48 @@ class FlowRunBatchOperator(BaseOperator):
         counts: Counter[str] | None,
     ) -> int:
         """Plan this try (or this resume) and start as many documents as may be live now; how many wait."""
-        resumed = bool(state.get("resumed"))
         this_try = task_try(context, self.log)
-        ledger = Ledger(context.get("task_state_store"))
-        view = ledger.load()
-        resuming = resumed or this_try.number > 1
-        wants_census = not ledger.kept or bool(view.unsure) or (not resumed and bool(view.started))
-        census = None
-        if resuming and wants_census:
-            walks = 1 if ledger.kept and not view.unsure else 2  # what no ledger names is started only if unseen twice
-            census = take_census(hook, self.flow_id, keys, this_try.runs_since, walks)
-        rerun_before = None if resumed else datetime.fromisoformat(state["try_began"])
-        plan = plan_try(documents, keys, view, census, rerun_before)
-        self.log.info(
-            "%d documents in this shard: %d followed, %d to start (%d of them run again).",
-            len(documents),
-            plan.following,
-            len(plan.to_start),
-            plan.rerunning,
-        )
+        ledger = Ledger(context.get("task_state_store"), this_try.number)
+        plan, census = self._plan(hook, keys, documents, state, ledger, this_try)
         to_start = plan.to_start
         if self.max_in_flight is not None and not hook.platform.synchronous:
             live = live_count(census.counts() if census else counts or Counter(), self.on_review)
             to_start = to_start[: max(0, self.max_in_flight - live)]
         submission = Submission(hook, self._template(), keys, ledger, this_try, self.pass_by_url)
         state["started"] = state.get("started", 0) + submission.start(to_start)
+        state["refused"] = sorted(set(state.get("refused") or ()) | set(submission.refused))
         state["since"] = this_try.runs_since.isoformat() if this_try.runs_since else None
         return len(plan.to_start) - len(to_start)
+
+    def _plan(
+        self,
+        hook: FlowRunsHook,
+        keys: BatchKeys,
+        documents: list[Document],
+        state: dict[str, Any],
+        ledger: Ledger,
+        this_try: TaskTry,
+    ) -> tuple[Plan, Census | None]:
+        """What this execution does with each document, from the ledger and, where it must, the listing."""
+        resumed = bool(state.get("resumed"))
+        view = ledger.load()
+        wants_census = not ledger.kept or bool(view.unsure) or (not resumed and bool(view.started))
+        census = None
+        if (resumed or this_try.number > 1) and wants_census:
+            walks = 1 if ledger.kept and not view.unsure else 2  # what no ledger names is started only if unseen twice
+            census = take_census(hook, self.flow_id, keys, this_try.runs_since, walks, ignored(state))
+            state["ignore"] = _strays(census, keys, documents, state)
+        rerun_before = None if resumed else datetime.fromisoformat(state["try_began"])
+        plan = plan_try(documents, keys, view, census, rerun_before)
+        self.log.info(
+            "%d documents in this shard: %d followed, %d to start (%d of them run again), %d refused.",
+            len(documents),
+            plan.following,
+            len(plan.to_start),
+            plan.rerunning,
+            plan.refused,
+        )
+        return plan, census
 
     def _wait(
         self, hook: FlowRunsHook, keys: BatchKeys, documents: int, pending: int, state: dict[str, Any]
@@ -226,15 +246,15 @@ class FlowRunBatchOperator(BaseOperator):
                     poll_interval=self.poll_interval,
                     on_review=self.on_review.value,
                     max_in_flight=self.max_in_flight,
+                    ignore=state.get("ignore"),
                 ),
                 method_name="execute_complete",
-                kwargs={name: state[name] for name in ("try_began", "deadline", "started", "since")},
+                kwargs={name: state.get(name) for name in ("deadline", "started", "since", "ignore", "refused")},
             )
         progress = ProgressLog(documents, self.on_review)
         since = datetime.fromisoformat(state["since"]) if state.get("since") else None
         while True:
-            census = take_census(hook, self.flow_id, keys, since)
-            counts = census.counts()
+            counts = take_census(hook, self.flow_id, keys, since, ignored=ignored(state)).counts()
             outcome = verdict(counts, documents, pending, self.max_in_flight, self.on_review)
             if outcome is None and time.time() >= state["deadline"]:
                 outcome = Outcome.TIMEOUT
@@ -243,11 +263,21 @@ class FlowRunBatchOperator(BaseOperator):
             self.log.info("%s", progress.line(counts, hook.client.limited_answers))
             time.sleep(max(0.0, min(self.poll_interval, state["deadline"] - time.time())))
 
-    def _finish(self, context: Context, outcome: Outcome, state: Mapping[str, Any]) -> dict[str, Any]:
-        """Take the final census, land and list every document, then decide the task's state."""
+    def _finish(self, context: Context, outcome: Outcome, state: dict[str, Any]) -> dict[str, Any]:
+        """Take the final census, land and list every document, then decide the task's state.
+
+        Counts can settle early when runs of documents no longer in the batch (renamed or removed between tries)
+        were counted: then those are set aside and the wait goes on until every document now in it settled.
+        """
         hook, keys, documents = self._setup(context)
         since = datetime.fromisoformat(state["since"]) if state.get("since") else None
-        census = take_census(hook, self.flow_id, keys, since)
+        while True:
+            census = take_census(hook, self.flow_id, keys, since, ignored=ignored(state))
+            if outcome is not Outcome.SETTLED or not _under_way(census, keys, documents, self.on_review):
+                break
+            state["ignore"] = _strays(census, keys, documents, state)
+            self.log.warning("Runs of documents no longer in the batch were counted; waiting for the others.")
+            outcome, _ = self._wait(hook, keys, _expected(documents, state), 0, state)
         if outcome is Outcome.TIMEOUT and self.cancel_on_timeout:
             self._cancel_live(hook, census)
         settled = None
@@ -260,42 +290,25 @@ class FlowRunBatchOperator(BaseOperator):
             output_target(self.outputs_to, "outputs_to"),
             output_target(self.manifest_to, "manifest_to"),
             settled,
+            self._refusals(context, state),
         )
         result = reporter.report(documents, len(documents))
         summary = result.to_xcom(hook.platform.name, self.flow_id, state.get("started", 0))
         context["ti"].xcom_push(key=BATCH_XCOM_KEY, value=summary)
-        self._judge(result, outcome)
+        judge(result, outcome, self.on_review, self.max_failed, self.min_succeeded)
         return summary
+
+    def _refusals(self, context: Context, state: Mapping[str, Any]) -> dict[str, str]:
+        """The documents refused in this try, with the reasons the ledger kept (Airflow 3.3+)."""
+        kept = Ledger(context.get("task_state_store"), task_try(context, self.log).number).load().refused
+        return {
+            key: kept.get(key, "refused by the platform: the task log says why") for key in state.get("refused") or ()
+        }
 
     def _cancel_live(self, hook: FlowRunsHook, census: Census) -> None:
         for seen in census.newest.values():
             if not seen.state.is_final:
                 hook.cancel_run(self.flow_id, seen.run_id)
-
-    def _judge(self, result: BatchResult, outcome: Outcome) -> None:
-        """Fail the task when the documents' outcomes break ``max_failed`` or ``min_succeeded``."""
-        counts = result.counts
-        review = counts["needs_review"]
-        failed = counts["failed"] + counts["cancelled"] + counts["not_started"]
-        failed += review if self.on_review is OnReview.FAIL else 0
-        succeeded = counts["succeeded"] + (review if self.on_review is OnReview.SUCCEED else 0)
-        where = f" Every document is listed in {result.manifest}." if result.manifest else ""
-        named = f" Failed: {', '.join(result.failed[:10])}." if result.failed else ""
-        if outcome is Outcome.TIMEOUT:
-            raise FlowRunTimeoutError(
-                f"The batch's deadline passed with {result.documents - succeeded - failed} of {result.documents} "
-                f"documents unsettled ({dict(counts)}).{where} A retry follows the runs still alive."
-            )
-        if self.max_failed is not None and failed > self.max_failed:
-            raise FlowRunsError(
-                f"{failed} of {result.documents} documents failed or were cancelled, over max_failed="
-                f"{self.max_failed}.{named}{where} A retry runs only those documents again."
-            )
-        if self.min_succeeded is not None and succeeded < self.min_succeeded:
-            raise FlowRunsError(
-                f"{succeeded} of {result.documents} documents succeeded, under min_succeeded={self.min_succeeded}."
-                f"{named}{where}"
-            )
 
     def _template(self) -> StartRequest:
         """What every document's start shares; each adds its files, key and metadata."""
@@ -305,6 +318,35 @@ class FlowRunBatchOperator(BaseOperator):
             inputs=require_json_object(self.inputs, "inputs"),
             flow_version=str(self.flow_version) if self.flow_version else None,
         )
+
+
+def _expected(documents: list[Document], state: Mapping[str, Any]) -> int:
+    """The documents whose runs the wait counts: all but those the platform refused."""
+    refused = set(state.get("refused") or ())
+    return sum(1 for doc in documents if doc.key not in refused)
+
+
+def ignored(state: Mapping[str, Any]) -> frozenset[str]:
+    return frozenset(state.get("ignore") or ())
+
+
+def _strays(census: Census, keys: BatchKeys, documents: list[Document], state: Mapping[str, Any]) -> list[str]:
+    """Run keys to leave out of the counts: the ones set aside before, and the census's runs of documents that
+    are not in the batch now."""
+    return sorted(ignored(state) | set(census.strays({keys.run_key(doc.key) for doc in documents})))
+
+
+def _under_way(census: Census, keys: BatchKeys, documents: list[Document], on_review: OnReview) -> bool:
+    """Whether a document now in the batch has a run still under way."""
+    for doc in documents:
+        seen = census.newest.get(keys.run_key(doc.key))
+        if (
+            seen is not None
+            and not seen.state.is_final
+            and not (seen.state is RunState.NEEDS_REVIEW and on_review is not OnReview.WAIT)
+        ):
+            return True
+    return False
 
 
 def _count_or_none(value: Any, name: str, least: int = 0) -> int | None:

@@ -30,6 +30,7 @@ class FlowRunBatchTrigger(BaseTrigger):
 
     ``pending`` documents are not started yet; with ``max_in_flight`` the trigger fires ``room`` once enough
     runs settled to start more. ``since`` (ISO 8601) bounds the listing: the batch's runs are not older.
+    ``ignore``: run keys of documents no longer in the batch (renamed or removed between tries), not counted.
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class FlowRunBatchTrigger(BaseTrigger):
         poll_interval: float,
         on_review: str = OnReview.SUCCEED.value,
         max_in_flight: int | None = None,
+        ignore: list[str] | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is unannotated
         self.conn_id = conn_id
@@ -59,6 +61,7 @@ class FlowRunBatchTrigger(BaseTrigger):
         self.poll_interval = check_poll_interval(poll_interval)
         self.on_review = OnReview.parse(on_review)
         self.max_in_flight = max_in_flight
+        self.ignore = list(ignore or [])
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -76,6 +79,7 @@ class FlowRunBatchTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "on_review": self.on_review.value,
                 "max_in_flight": self.max_in_flight,
+                "ignore": self.ignore,
             },
         )
 
@@ -115,7 +119,7 @@ class FlowRunBatchTrigger(BaseTrigger):
         hook = FlowRunsHook(self.conn_id)
         since = datetime.fromisoformat(self.since) if self.since else None
         async with asyncio.timeout(max(self.deadline - time.time(), 0) + self.poll_interval):
-            census = await atake_census(hook, self.flow_id, self.keys, since)
+            census = await atake_census(hook, self.flow_id, self.keys, since, frozenset(self.ignore))
         return census.counts()
 
     def _event(self, outcome: str, counts: Counter[str], **payload: Any) -> TriggerEvent:
