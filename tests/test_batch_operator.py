@@ -97,11 +97,14 @@ def test_a_folder_runs_once_per_document_and_reports_counts(
 
 
 def test_deferred_batch_waits_in_one_trigger_with_counts_only(
-    tableflow_conn: str, emulator: Emulator, docs: Path, mocker: MockerFixture
+    tableflow_conn: str, emulator: Emulator, docs: Path, mocker: MockerFixture, tmp_path: Path
 ) -> None:
     emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.5)
     context = context_for(mocker)
-    op = batch(tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, f"{docs}/**/*.pdf", deferrable=True)
+    manifest = str(tmp_path / "out" / "_MANIFEST.json")
+    op = batch(
+        tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, f"{docs}/**/*.pdf", deferrable=True, outputs_to=str(tmp_path / "out")
+    )
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(context)
     trigger = deferred.value.trigger
@@ -109,9 +112,9 @@ def test_deferred_batch_waits_in_one_trigger_with_counts_only(
     _, kwargs = trigger.serialize()
     assert kwargs["documents"] == 12 and kwargs["pending"] == 0 and len(json.dumps(kwargs)) < 1000
     event = run_trigger(trigger)
-    assert event["outcome"] == "settled" and event["counts"] == {"succeeded": 12}
+    assert event["outcome"] == "settled" and event["counts"] == {"succeeded": 12} and event["manifest"] == manifest
     result = op.execute_complete(context, event, **(deferred.value.kwargs or {}))
-    assert result["counts"] == {"succeeded": 12} and len(emulator.runs()) == 12
+    assert result["counts"] == {"succeeded": 12} and len(emulator.runs()) == 12 and result["manifest"] == manifest
 
 
 def test_extend_starts_documents_through_the_batch_endpoint(

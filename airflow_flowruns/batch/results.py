@@ -17,7 +17,7 @@ from functools import reduce
 from typing import IO, TYPE_CHECKING, Any
 
 from airflow_flowruns.batch.census import Census
-from airflow_flowruns.batch.documents import Document
+from airflow_flowruns.batch.documents import BatchKeys, Document
 from airflow_flowruns.exceptions import FlowRunsError, FlowRunTimeoutError
 from airflow_flowruns.outputs.landing import LANDABLE, land_run
 from airflow_flowruns.outputs.model import folder_name
@@ -123,14 +123,19 @@ class Reporter:
         return item
 
     def _manifest_target(self) -> ObjectStoragePath | None:
-        """``manifest_to``, else ``_MANIFEST.json`` in ``outputs_to``: one per shard where shards share it."""
-        if self.manifest_to is not None:
-            return self.manifest_to
-        if self.outputs_to is None:
-            return None
-        keys = self.census.keys
-        name = MANIFEST_NAME if keys.shard_count == 1 else f"_MANIFEST.shard-{keys.shard}-of-{keys.shard_count}.json"
-        return self.outputs_to / name
+        return manifest_target(self.outputs_to, self.manifest_to, self.census.keys)
+
+
+def manifest_target(
+    outputs_to: ObjectStoragePath | None, manifest_to: ObjectStoragePath | None, keys: BatchKeys
+) -> ObjectStoragePath | None:
+    """``manifest_to``, else ``_MANIFEST.json`` in ``outputs_to``: one per shard where shards share it."""
+    if manifest_to is not None:
+        return manifest_to
+    if outputs_to is None:
+        return None
+    name = MANIFEST_NAME if keys.shard_count == 1 else f"_MANIFEST.shard-{keys.shard}-of-{keys.shard_count}.json"
+    return outputs_to / name
 
 
 def _write_manifest(

@@ -15,7 +15,7 @@ from airflow_flowruns.batch.census import Census, take_census
 from airflow_flowruns.batch.documents import BatchKeys, Document, collect_documents
 from airflow_flowruns.batch.ledger import Ledger
 from airflow_flowruns.batch.progress import Outcome, ProgressLog, live_count, verdict
-from airflow_flowruns.batch.results import Reporter, judge
+from airflow_flowruns.batch.results import Reporter, judge, manifest_target
 from airflow_flowruns.batch.submit import Plan, Submission, plan_try, presigned_url
 from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
@@ -247,6 +247,7 @@ class FlowRunBatchOperator(BaseOperator):
                     on_review=self.on_review.value,
                     max_in_flight=self.max_in_flight,
                     ignore=state.get("ignore"),
+                    manifest=self._manifest(keys),
                 ),
                 method_name="execute_complete",
                 kwargs={name: state.get(name) for name in ("deadline", "started", "since", "ignore", "refused")},
@@ -297,6 +298,12 @@ class FlowRunBatchOperator(BaseOperator):
         context["ti"].xcom_push(key=BATCH_XCOM_KEY, value=summary)
         judge(result, outcome, self.on_review, self.max_failed, self.min_succeeded)
         return summary
+
+    def _manifest(self, keys: BatchKeys) -> str | None:
+        target = manifest_target(
+            output_target(self.outputs_to, "outputs_to"), output_target(self.manifest_to, "manifest_to"), keys
+        )
+        return str(target) if target is not None else None
 
     def _refusals(self, context: Context, state: Mapping[str, Any]) -> dict[str, str]:
         """The documents refused in this try, with the reasons the ledger kept (Airflow 3.3+)."""

@@ -31,6 +31,7 @@ class FlowRunBatchTrigger(BaseTrigger):
     ``pending`` documents are not started yet; with ``max_in_flight`` the trigger fires ``room`` once enough
     runs settled to start more. ``since`` (ISO 8601) bounds the listing: the batch's runs are not older.
     ``ignore``: run keys of documents no longer in the batch (renamed or removed between tries), not counted.
+    ``manifest``: where the task writes the batch manifest once the wait ends, named in the event.
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class FlowRunBatchTrigger(BaseTrigger):
         on_review: str = OnReview.SUCCEED.value,
         max_in_flight: int | None = None,
         ignore: list[str] | None = None,
+        manifest: str | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is unannotated
         self.conn_id = conn_id
@@ -62,6 +64,7 @@ class FlowRunBatchTrigger(BaseTrigger):
         self.on_review = OnReview.parse(on_review)
         self.max_in_flight = max_in_flight
         self.ignore = list(ignore or [])
+        self.manifest = manifest
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -80,6 +83,7 @@ class FlowRunBatchTrigger(BaseTrigger):
                 "on_review": self.on_review.value,
                 "max_in_flight": self.max_in_flight,
                 "ignore": self.ignore,
+                "manifest": self.manifest,
             },
         )
 
@@ -123,4 +127,12 @@ class FlowRunBatchTrigger(BaseTrigger):
         return census.counts()
 
     def _event(self, outcome: str, counts: Counter[str], **payload: Any) -> TriggerEvent:
-        return TriggerEvent({"outcome": outcome, "counts": dict(counts), "documents": self.documents, **payload})
+        return TriggerEvent(
+            {
+                "outcome": outcome,
+                "counts": dict(counts),
+                "documents": self.documents,
+                "manifest": self.manifest,
+                **payload,
+            }
+        )
