@@ -282,3 +282,14 @@ def test_a_document_the_platform_refuses_is_set_aside_and_the_others_go_on(
     big.write_bytes(b"%PDF-1.4\n%%EOF\n")  # fixed; the retry sends it again and nothing else
     result = finish(op, context_for(mocker, try_number=2, store=store))
     assert result["counts"] == {"succeeded": 12} and result["started"] == 1 and len(emulator.runs()) == 12
+
+
+def test_a_batch_whose_runs_all_settled_ends_without_deferring(
+    tableflow_conn: str, emulator: Emulator, docs: Path, mocker: MockerFixture
+) -> None:
+    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.05)
+    op = batch(tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, f"{docs}/", deferrable=True)
+    finish(op, context_for(mocker))
+    # a retry after every run settled counts them in the worker, and never defers to a trigger firing at once
+    result = op.execute(context_for(mocker, try_number=2))
+    assert result["counts"] == {"succeeded": 12} and result["started"] == 0 and len(emulator.runs()) == 12

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath, conf
 
@@ -230,28 +230,12 @@ class FlowRunBatchOperator(BaseOperator):
     def _wait(
         self, hook: FlowRunsHook, keys: BatchKeys, documents: int, pending: int, state: dict[str, Any]
     ) -> tuple[Outcome, Counter[str]]:
-        """Defer to the trigger; without ``deferrable``, count in the worker every ``poll_interval``."""
-        if self.deferrable and not hook.platform.synchronous:
-            self.defer(
-                trigger=FlowRunBatchTrigger(
-                    conn_id=self.flowruns_conn_id,
-                    flow_id=self.flow_id,
-                    batch_key=keys.batch_key,
-                    shard=keys.shard,
-                    shard_count=keys.shard_count,
-                    since=state.get("since"),
-                    documents=documents,
-                    pending=pending,
-                    deadline=state["deadline"],
-                    poll_interval=self.poll_interval,
-                    on_review=self.on_review.value,
-                    max_in_flight=self.max_in_flight,
-                    ignore=state.get("ignore"),
-                    manifest=self._manifest(keys),
-                ),
-                method_name="execute_complete",
-                kwargs={name: state.get(name) for name in ("deadline", "started", "since", "ignore", "refused")},
-            )
+        """Count the batch's runs until the wait ends; deferrable, after the first count, in the triggerer.
+
+        The first count is the worker's own: a batch whose runs all settled already (a retry after they did)
+        ends here, never deferring to a trigger that would fire at once: Airflow 3.3's scheduler can take an
+        event that arrives seconds after the deferral for a failed try.
+        """
         progress = ProgressLog(documents, self.on_review)
         since = datetime.fromisoformat(state["since"]) if state.get("since") else None
         while True:
@@ -261,8 +245,34 @@ class FlowRunBatchOperator(BaseOperator):
                 outcome = Outcome.TIMEOUT
             if outcome is not None:
                 return outcome, counts
+            if self.deferrable and not hook.platform.synchronous:
+                self._defer(keys, documents, pending, state)
             self.log.info("%s", progress.line(counts, hook.client.limited_answers))
             time.sleep(max(0.0, min(self.poll_interval, state["deadline"] - time.time())))
+
+    def _defer(self, keys: BatchKeys, documents: int, pending: int, state: dict[str, Any]) -> NoReturn:
+        """Hand the wait to one trigger; the state it carries comes back to ``execute_complete``."""
+        self.defer(
+            trigger=FlowRunBatchTrigger(
+                conn_id=self.flowruns_conn_id,
+                flow_id=self.flow_id,
+                batch_key=keys.batch_key,
+                shard=keys.shard,
+                shard_count=keys.shard_count,
+                since=state.get("since"),
+                documents=documents,
+                pending=pending,
+                deadline=state["deadline"],
+                poll_interval=self.poll_interval,
+                on_review=self.on_review.value,
+                max_in_flight=self.max_in_flight,
+                ignore=state.get("ignore"),
+                manifest=self._manifest(keys),
+            ),
+            method_name="execute_complete",
+            kwargs={name: state.get(name) for name in ("deadline", "started", "since", "ignore", "refused")},
+        )
+        raise AssertionError("unreachable: defer raises")  # pragma: no cover
 
     def _finish(self, context: Context, outcome: Outcome, state: dict[str, Any]) -> dict[str, Any]:
         """Take the final census, land and list every document, then decide the task's state.
