@@ -234,7 +234,7 @@ class FlowRunBatchOperator(BaseOperator):
 
         The first count is the worker's own: a batch whose runs all settled already (a retry after they did)
         ends here, never deferring to a trigger that would fire at once: Airflow 3.3's scheduler can take an
-        event that arrives seconds after the deferral for a failed try.
+        event that arrives seconds after the deferral for a failed try (apache/airflow#66374, #72716).
         """
         progress = ProgressLog(documents, self.on_review)
         since = datetime.fromisoformat(state["since"]) if state.get("since") else None
