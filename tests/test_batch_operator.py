@@ -14,6 +14,7 @@ from pytest_mock import MockerFixture
 
 from airflow_flowruns.batch.ledger import LEDGER_KEY
 from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError
+from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.operators.batch import BATCH_XCOM_KEY, FlowRunBatchOperator, batch_key
 from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
 from airflow_flowruns.platforms.noxus.emulator import NOXUS_DOCUMENT_WORKFLOW
@@ -277,7 +278,8 @@ def test_a_document_the_platform_refuses_is_set_aside_and_the_others_go_on(
         finish(op, context_for(mocker, store=store))
     assert "2025/doc-0004.pdf" in str(failed.value) and len(emulator.runs()) == 11
     items = {i["document_key"]: i for i in json.loads((tmp_path / "m").read_text())["items"]}
-    assert items["2025/doc-0004.pdf"]["state"] == "refused" and "doc-0004.pdf" in items["2025/doc-0004.pdf"]["status"]
+    refused = items["2025/doc-0004.pdf"]
+    assert refused["state"] == "not_started" and "doc-0004.pdf" in refused["status"]
 
     big.write_bytes(b"%PDF-1.4\n%%EOF\n")  # fixed; the retry sends it again and nothing else
     result = finish(op, context_for(mocker, try_number=2, store=store))
@@ -293,3 +295,71 @@ def test_a_batch_whose_runs_all_settled_ends_without_deferring(
     # a retry after every run settled counts them in the worker, and never defers to a trigger firing at once
     result = op.execute(context_for(mocker, try_number=2))
     assert result["counts"] == {"succeeded": 12} and result["started"] == 0 and len(emulator.runs()) == 12
+
+
+START = f"/v2/flows/{TABLEFLOW_SMALL_FILE_FLOW}/run"
+
+
+def test_a_rerun_whose_start_fails_ambiguously_never_follows_the_run_it_replaces(
+    tableflow_conn: str, emulator: Emulator, docs: Path, mocker: MockerFixture
+) -> None:
+    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.05)
+    op = batch(tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, f"{docs}/", max_failed=None)
+    op.execute(context_for(mocker))
+    failed = emulator.runs()[0]
+    emulator.set_status(failed["id"], "failed", "unreadable")
+    emulator.fault(START, 503, method="POST")  # the re-run's start: unknown whether it started
+
+    result = op.execute(context_for(mocker, try_number=2))
+    assert result["counts"] == {"succeeded": 12} and result["started"] == 1
+    document = failed["metadata"]["airflow_document_key"]
+    assert runs_by_document(emulator)[document] == 2
+
+
+def test_a_start_failing_every_time_sets_its_document_aside_and_the_others_go_on(
+    tableflow_conn: str, emulator: Emulator, docs: Path, mocker: MockerFixture
+) -> None:
+    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.05)
+    emulator.fault(START, 503, method="POST", count=3)  # the first document's three attempts
+    op = batch(tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, f"{docs}/", max_failed=1)
+    result = op.execute(context_for(mocker))
+    assert result["counts"] == {"succeeded": 11, "not_started": 1} and len(emulator.runs()) == 11
+    assert result["failed_documents"] == ["2024/doc-0001.pdf"]
+
+
+def test_ten_documents_set_aside_in_a_row_fail_the_task(
+    emulator: Emulator, docs: Path, mocker: MockerFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = set_connection(monkeypatch, "tableflow_down", "tableflow", emulator.url)
+    emulator.fault(START, 422, method="POST", count=50)
+    with pytest.raises(FlowRunsError, match="422"):
+        batch(conn, TABLEFLOW_SMALL_FILE_FLOW, f"{docs}/").execute(context_for(mocker))
+    assert emulator.runs() == []
+
+
+def test_a_killed_task_sends_no_further_start(
+    tableflow_conn: str, emulator: Emulator, docs: Path, mocker: MockerFixture
+) -> None:
+    op = batch(tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, f"{docs}/")
+    real = FlowRunsHook.start_run
+
+    def killed_after_three(self: FlowRunsHook, request: Any) -> Any:
+        run = real(self, request)
+        if len(emulator.runs()) == 3:
+            op.on_kill()  # what Airflow calls on SIGTERM, from the task's own process
+        return run
+
+    mocker.patch.object(FlowRunsHook, "start_run", killed_after_three)
+    with pytest.raises(FlowRunsError, match="stopped while starting"):
+        op.execute(context_for(mocker))
+    assert len(emulator.runs()) == 3
+
+
+def test_metadata_on_a_platform_without_it_is_refused_before_any_start(
+    emulator: Emulator, docs: Path, mocker: MockerFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = set_connection(monkeypatch, "noxus_meta", "noxus", emulator.url)
+    op = batch(conn, NOXUS_DOCUMENT_WORKFLOW, f"{docs}/", file_field="document", metadata={"a": 1})
+    with pytest.raises(FlowRunsConfigError, match="Noxus runs keep no metadata"):
+        op.execute(context_for(mocker))
+    assert emulator.runs() == [] and emulator.requests() == []

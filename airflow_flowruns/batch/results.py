@@ -34,9 +34,8 @@ MANIFEST_FORMAT = "airflow-flowruns/batch-manifest/1"
 LISTED_KEYS = 100
 """Failed and review documents named in XCom, each list; the manifest names every one."""
 NOT_STARTED = "not_started"
-"""The state of a document the manifest lists without a run (the batch timed out before starting it)."""
-REFUSED = "refused"
-"""The state of a document whose start the platform refused (its file or metadata); its status says why."""
+"""The state of a document the manifest lists without a run: set aside (refused by the platform, or its start
+failed however often tried; its status says why), or not reached before the deadline."""
 
 
 @dataclass
@@ -51,7 +50,7 @@ class BatchResult:
 
     def note(self, key: str, state: str) -> None:
         self.counts[state] += 1
-        bad = state in (RunState.FAILED.value, RunState.CANCELLED.value, NOT_STARTED, REFUSED)
+        bad = state in (RunState.FAILED.value, RunState.CANCELLED.value, NOT_STARTED)
         listed = self.failed if bad else self.review if state == RunState.NEEDS_REVIEW.value else None
         if listed is not None and len(listed) < LISTED_KEYS:
             listed.append(key)
@@ -84,7 +83,7 @@ class Reporter:
     manifest_to: ObjectStoragePath | None = None
     settled: DocumentSettled | None = None
     refused: Mapping[str, str] = field(default_factory=dict)
-    """Documents the platform refused, with the reason where it is known."""
+    """Documents set aside without a run, with the reason where it is known."""
 
     def report(self, documents: Iterable[Document], total: int) -> BatchResult:
         result = BatchResult(total)
@@ -105,8 +104,8 @@ class Reporter:
     def _item(self, doc: Document) -> dict[str, Any]:
         seen = self.census.newest.get(self.census.keys.run_key(doc.key))
         if seen is None:
-            state, status = (REFUSED, self.refused[doc.key]) if doc.key in self.refused else (NOT_STARTED, None)
-            return {"document_key": doc.key, "run_id": None, "state": state, "status": status, "landing": None}
+            status = self.refused.get(doc.key)
+            return {"document_key": doc.key, "run_id": None, "state": NOT_STARTED, "status": status, "landing": None}
         item = {
             "document_key": doc.key,
             "run_id": seen.run_id,
@@ -164,7 +163,7 @@ def judge(
     ``min_succeeded``; documents in review count as ``on_review`` says."""
     counts = result.counts
     review = counts[RunState.NEEDS_REVIEW.value]
-    failed = sum(counts[state] for state in (RunState.FAILED.value, RunState.CANCELLED.value, NOT_STARTED, REFUSED))
+    failed = sum(counts[state] for state in (RunState.FAILED.value, RunState.CANCELLED.value, NOT_STARTED))
     failed += review if on_review is OnReview.FAIL else 0
     succeeded = counts[RunState.SUCCEEDED.value] + (review if on_review is OnReview.SUCCEED else 0)
     where = f" Every document is listed in {result.manifest}." if result.manifest else ""

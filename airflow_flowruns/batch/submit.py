@@ -10,8 +10,9 @@ whose outcome is unknown is looked up by run key before it is sent again.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -20,7 +21,13 @@ from airflow_flowruns.batch.census import Census, take_census
 from airflow_flowruns.batch.documents import BatchKeys, Document
 from airflow_flowruns.batch.ledger import PAGE_DOCUMENTS, Ledger, LedgerView
 from airflow_flowruns.batch.progress import PROGRESS_EVERY_SECONDS
-from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsConfigError, FlowRunsResponseError
+from airflow_flowruns.exceptions import (
+    FlowRunsApiError,
+    FlowRunsConfigError,
+    FlowRunsError,
+    FlowRunsResponseError,
+    is_transient,
+)
 from airflow_flowruns.platforms.batching import BatchDocument
 from airflow_flowruns.platforms.start import DOCUMENT_KEY_FIELD, keyed_name
 from airflow_flowruns.starting import RESTART_STATES, START_ATTEMPTS, TaskTry, start_unambiguously
@@ -31,8 +38,9 @@ if TYPE_CHECKING:
 
 REFUSAL_STATUSES = frozenset({400, 413, 415, 422})
 """Answers that refuse one document (its file, its metadata) rather than the batch: the other documents go on."""
-REFUSALS_BEFORE_GIVING_UP = 10
-"""A try whose first this many documents are all refused fails: the cause is the task's, not each document's."""
+MISSES_BEFORE_GIVING_UP = 10
+"""Documents set aside in a row (refused, or never started however often tried) after which the execution
+fails: the cause is then the task's or the platform's (its metadata, an outage), not each document's."""
 URL_SECONDS = 24 * 60 * 60
 """How long a presigned document URL stays valid: a day, longer than a batch waits in a platform's queue."""
 
@@ -45,6 +53,9 @@ class Plan:
     following: int = 0
     rerunning: int = 0
     refused: int = 0
+    earlier: dict[str, str] = field(default_factory=dict)
+    """Document key to the failed or cancelled run its start replaces: a lookup after an ambiguous start
+    looks only at runs newer than it."""
 
 
 def plan_try(
@@ -65,6 +76,7 @@ def plan_try(
             plan.to_start.append(doc)
         elif seen is not None and seen.state in RESTART_STATES and _before(seen.created_at, rerun_before):
             plan.to_start.append(doc)
+            plan.earlier[doc.key] = seen.run_id
             plan.rerunning += 1
         else:
             plan.following += 1
@@ -85,9 +97,13 @@ class Submission:
     ledger: Ledger
     task_try: TaskTry
     pass_by_url: bool = False
+    earlier: Mapping[str, str] = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
+    """Set when the task is killed: no start is sent after it."""
     refused: dict[str, str] = field(default_factory=dict)
-    """Documents the platform refused, with the reason (see ``REFUSAL_STATUSES``)."""
+    """Documents set aside without a run (refused, or never started however often tried), with the reason."""
     started: list[str] = field(default_factory=list)
+    _misses: list[str] = field(default_factory=list)
 
     def start(self, documents: Sequence[Document]) -> int:
         """Start ``documents``; how many runs were started (or, in batches, asked for); the platform's
@@ -114,25 +130,41 @@ class Submission:
         runs: dict[str, str] = {}
         try:
             for doc in documents:
+                self._check_stop()
                 run_key = self.keys.run_key(doc.key)
+                request = self.request(doc, run_key)
                 try:
-                    run = start_unambiguously(self.hook, self.request(doc, run_key), run_key, self.task_try, None)
-                except (FlowRunsApiError, FlowRunsConfigError) as exc:
-                    self._refuse(doc, exc)
+                    run = start_unambiguously(self.hook, request, run_key, self.task_try, self.earlier.get(doc.key))
+                except FlowRunsError as exc:
+                    self._set_aside([doc.key], exc)
                     continue
                 runs[doc.key] = run.id
-                self.started.append(doc.key)
+                self._started([doc.key])
         finally:
             self.ledger.confirm(pages, runs, self.refused)
 
-    def _refuse(self, doc: Document, exc: FlowRunsApiError | FlowRunsConfigError) -> None:
-        """Set aside a document the platform refused, and go on; re-raise what is no document's own fault."""
-        if isinstance(exc, FlowRunsApiError) and exc.status not in REFUSAL_STATUSES:
+    def _check_stop(self) -> None:
+        if self.stop.is_set():
+            raise FlowRunsError("The task was stopped while starting documents; a retry resumes where it stopped.")
+
+    def _started(self, keys: list[str]) -> None:
+        self.started.extend(keys)
+        self._misses.clear()
+
+    def _set_aside(self, keys: list[str], exc: FlowRunsError) -> None:
+        """Leave documents without a run and go on: the platform refused them (``REFUSAL_STATUSES``, a check of
+        their file), or their start failed however often it was tried. Anything else, or too many in a row,
+        fails the execution: a retry resumes."""
+        refused = isinstance(exc, FlowRunsConfigError) or (
+            isinstance(exc, FlowRunsApiError) and exc.status in REFUSAL_STATUSES
+        )
+        if not refused and not (exc.outcome_unknown or is_transient(exc)):
             raise exc
-        if not self.started and len(self.refused) + 1 >= REFUSALS_BEFORE_GIVING_UP:
+        self._misses.extend(keys)
+        if len(self._misses) >= MISSES_BEFORE_GIVING_UP:
             raise exc
-        self.task_try.log.warning("Document %s was refused, the others go on: %s", doc.key, exc)
-        self.refused[doc.key] = str(exc)
+        self.task_try.log.warning("Set aside %s, the others go on: %s", ", ".join(keys), exc)
+        self.refused.update(dict.fromkeys(keys, str(exc)))
 
     def request(self, doc: Document, run_key: str) -> StartRequest:
         """The start of one document: its files (named by key where the platform finds runs so), the task's
@@ -145,27 +177,39 @@ class Submission:
         return replace(self.template, files=files, metadata=metadata, task_key=run_key)
 
     def _start_batch(self, documents: Sequence[Document]) -> None:
+        self._check_stop()
         pages = self.ledger.note(doc.key for doc in documents)
         batch = [self._batch_document(doc) for doc in documents]
+        keys = [doc.key for doc in documents]
+        try:
+            batch_id = self._send_batch(batch)
+        except FlowRunsError as exc:
+            self._set_aside(keys, exc)
+            self.ledger.confirm(pages, {}, self.refused)
+            return
+        self.task_try.log.info("Started batch %s of %d documents.", batch_id or "(accepted)", len(batch))
+        self.ledger.confirm(pages, dict.fromkeys(keys, ""), {})
+        self._started(keys)
+
+    def _send_batch(self, batch: Sequence[BatchDocument]) -> str | None:
+        """Send one batch call; after an ambiguous failure look its runs up, and send it again only when none
+        exists, at most ``START_ATTEMPTS`` times. The batch id, or None where the lookup found it accepted."""
         began = datetime.now().astimezone()
         for attempt in range(1, START_ATTEMPTS + 1):
             try:
-                batch_id = self.hook.start_batch(
+                return self.hook.start_batch(
                     self.template.flow_id, batch, self.template.flow_version, self.template.metadata
                 )
-                self.task_try.log.info("Started batch %s of %d documents.", batch_id, len(batch))
-                break
             except (FlowRunsApiError, FlowRunsResponseError) as exc:
                 if not exc.outcome_unknown:
                     raise
                 if self._accepted(batch, began):
                     self.task_try.log.info("The platform had accepted the batch despite %s.", exc)
-                    break
+                    return None
                 if attempt == START_ATTEMPTS:
                     raise
                 self.task_try.log.warning("Starting a batch failed (%s) and none of its runs exists; again.", exc)
-        self.ledger.confirm(pages, {doc.key: "" for doc in documents}, {})
-        self.started.extend(doc.key for doc in documents)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _accepted(self, batch: Sequence[BatchDocument], began: datetime) -> bool:
         """After a batch start of unknown outcome: whether any of its documents has a run created since."""

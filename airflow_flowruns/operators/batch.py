@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -131,12 +132,14 @@ class FlowRunBatchOperator(BaseOperator):
         self.cancel_on_timeout = cancel_on_timeout
 
     def execute(self, context: Context) -> dict[str, Any]:
+        self._stop = threading.Event()  # made per execution: a task is copied, and an event cannot be
         began = datetime.now(UTC).isoformat()
         return self._advance(context, {"try_began": began, "deadline": time.time() + self.timeout, "started": 0})
 
     def execute_complete(self, context: Context, event: dict[str, Any], **state: Any) -> dict[str, Any]:
         """Resume after the trigger fired: start more documents (``room``) or report the batch. ``state`` is
         what the deferral carried (a resume that lost it, as ``airflow dags test`` does, starts from defaults)."""
+        self._stop = threading.Event()
         state = {"deadline": time.time() + self.timeout, "started": 0, **state, "resumed": True}
         outcome = event.get("outcome")
         if outcome == "error":
@@ -167,6 +170,10 @@ class FlowRunBatchOperator(BaseOperator):
             hook.platform.default_file_field(hook.client, flow_id) if not isinstance(self.documents, list) else None
         )
         documents = collect_documents(self.documents, field, keys, follow_symlinks=self.follow_symlinks)
+        if not hook.platform.takes_metadata and (self.metadata or any(doc.metadata for doc in documents)):
+            raise FlowRunsConfigError(
+                f"{hook.platform.label} runs keep no metadata: drop metadata= and the documents' 'metadata'."
+            )
         if self.pass_by_url:
             if not hook.platform.takes_file_urls:
                 raise FlowRunsConfigError(f"{hook.platform.label} takes no file by URL: drop pass_by_url.")
@@ -191,7 +198,9 @@ class FlowRunBatchOperator(BaseOperator):
         if self.max_in_flight is not None and not hook.platform.synchronous:
             live = live_count(census.counts() if census else counts or Counter(), self.on_review)
             to_start = to_start[: max(0, self.max_in_flight - live)]
-        submission = Submission(hook, self._template(), keys, ledger, this_try, self.pass_by_url)
+        submission = Submission(
+            hook, self._template(), keys, ledger, this_try, self.pass_by_url, plan.earlier, self._stop
+        )
         state["started"] = state.get("started", 0) + submission.start(to_start)
         state["refused"] = sorted(set(state.get("refused") or ()) | set(submission.refused))
         state["since"] = this_try.runs_since.isoformat() if this_try.runs_since else None
@@ -308,6 +317,13 @@ class FlowRunBatchOperator(BaseOperator):
         context["ti"].xcom_push(key=BATCH_XCOM_KEY, value=summary)
         judge(result, outcome, self.on_review, self.max_failed, self.min_succeeded)
         return summary
+
+    def on_kill(self) -> None:
+        """The task is being killed while it starts documents: send no further start (the runs it started go
+        on, and a retry follows them)."""
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()
 
     def _manifest(self, keys: BatchKeys) -> str | None:
         target = manifest_target(
