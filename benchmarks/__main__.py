@@ -1,10 +1,12 @@
-"""`make bench`: the six benchmarks, each against a baseline measured in the same run.
+"""`make bench`: the seven benchmarks, each against a baseline measured in the same run.
 
 python -m benchmarks [--sizes 1000,5000,10000] [--poll-interval 30] [--window 60] [--upload-mib 1024]
                      [--upload-rounds 3] [--economy-runs 1000] [--extend-runs 10000] [--extend-limit 5]
                      [--real-sizes 1000,10000] [--real-platforms tableflow,extend] [--real-upto 20]
                      [--real-db postgres|sqlite]
-                     [--body-polls 200] [--only density,uploads,economy,extend,real_triggerer,body_reading]
+                     [--body-polls 200] [--backfill-sizes 10000] [--backfill-mapped-size 1000]
+                     [--backfill-platforms tableflow,extend] [--backfill-limit 5]
+                     [--only density,uploads,economy,extend,real_triggerer,body_reading,backfill]
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks import body_reading, extend_economy, real_triggerer, request_economy, trigger_density, uploads
-from benchmarks.common import RESULTS, emulator, table, write_result
+from benchmarks import backfill, body_reading, extend_economy, real_triggerer, request_economy, trigger_density, uploads
+from benchmarks.common import RESULTS, Emulator, emulator, table, write_result
 from benchmarks.real_triggerer_metadata import DATABASES
 from e2e.harness import interrupt
 
@@ -60,6 +62,22 @@ REAL_COLUMNS = [
     "detect_p99_s",
 ]
 
+BACKFILL_COLUMNS = [
+    "mode",
+    "platform",
+    "documents",
+    "limit_per_s",
+    "settled",
+    "duplicates",
+    "wall_s",
+    "airflow_cpu_s",
+    "cpu_per_document_ms",
+    "task_instances",
+    "requests_per_document",
+    "wall_vs_limit",
+    "worker_peak_rss_mib",
+    "triggerer_peak_rss_mib",
+]
 BODY_COLUMNS = ["client", "answer", "variant", "bytes", "cpu_us_per_poll", "cpu_over_plain", "cpu_us_added"]
 
 
@@ -92,6 +110,22 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
     return path
 
 
+def run_backfill(emu: Emulator, args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="flowruns-bench-backfill-") as tmp:
+        rows = backfill.run(
+            emu,
+            Path(tmp),
+            args.backfill_platforms.split(","),
+            [int(n) for n in args.backfill_sizes.split(",") if n],
+            args.backfill_mapped_size,
+            args.backfill_limit,
+        )
+    print("\n7. backfill: one mapped task per document, one batch task\n" + table(rows, BACKFILL_COLUMNS))
+    print("\ntargets\n" + "\n".join(backfill.targets(rows)))
+    earlier = RESULTS / "backfill.json"
+    write_result("backfill", backfill.merge(json.loads(earlier.read_text()) if earlier.exists() else [], rows))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--sizes", default="1000,5000,10000")
@@ -113,7 +147,13 @@ def main(argv: list[str] | None = None) -> None:
         "--real-db", choices=DATABASES, default="postgres", help="the real triggerer's metadata database"
     )
     parser.add_argument("--body-polls", type=int, default=200, help="polls per variant and round (body reading)")
-    parser.add_argument("--only", default="density,uploads,economy,extend,real_triggerer,body_reading")
+    parser.add_argument("--backfill-sizes", default="10000", help="documents of each batch backfill")
+    parser.add_argument("--backfill-mapped-size", type=int, default=1000, help="documents of the mapped one (0: none)")
+    parser.add_argument("--backfill-platforms", default="tableflow,extend")
+    parser.add_argument(
+        "--backfill-limit", type=float, help="the emulator's requests/s and the connection's (default: no limit)"
+    )
+    parser.add_argument("--only", default="density,uploads,economy,extend,real_triggerer,body_reading,backfill")
     args = parser.parse_args(argv)
     chosen = set(args.only.split(","))
     print(f"machine: {machine()}")
@@ -166,6 +206,8 @@ def main(argv: list[str] | None = None) -> None:
             print("\n6. reading answers within max_response_bytes, per poll\n" + table(measured["http"], BODY_COLUMNS))
             print("\ndecoding alone\n" + table(measured["decoding"], list(measured["decoding"][0])))
             write_result("body_reading", {"machine": machine(), "polls": args.body_polls, **measured})
+        if "backfill" in chosen:
+            run_backfill(emu, args)
     if "extend" in chosen:
         with extend_economy.limited_emulator(args.extend_limit) as emu:
             rows = extend_economy.run(

@@ -48,7 +48,7 @@ from airflow_flowruns.platforms.tableflow.emulator import (
 from e2e.harness import Outcome, common_arguments, conduct, counts, scan_for_key, start_emulator
 from e2e.retry_rule import EXPECTED_TASK_STATE, retry_problems, run_of
 from e2e.secret_scan import Findings, scan_sqlite
-from e2e.stack import BIN, AirflowApi, E2EError, Stack, read_only, wait_for
+from e2e.stack import AirflowApi, E2EError, Stack, read_only, wait_for
 from e2e.worker_kill import MappedTask, WorkerKiller
 
 HERE = Path(__file__).resolve().parent
@@ -145,11 +145,7 @@ class E2E:
     def start_airflow(self) -> None:
         shutil.copy(DAG_FILE, self.stack.dags / DAG_FILE.name)
         self.log("migrating the Airflow database")
-        self.stack.run("db-migrate", [str(BIN / "airflow"), "db", "migrate"], timeout=300)
-        self.stack.airflow("api-server", "api-server", "--host", "127.0.0.1", "--port", str(self.stack.api_port))
-        self.stack.airflow("scheduler", "scheduler", "--skip-serve-logs")
-        self.stack.airflow("dag-processor", "dag-processor")
-        self.stack.airflow("triggerer", "triggerer", "--skip-serve-logs")
+        self.stack.start_airflow()
 
         def healthy() -> bool | None:
             self.stack.check_alive()

@@ -133,6 +133,14 @@ class Stack:
     def airflow(self, name: str, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
         return self.start(name, [str(BIN / "airflow"), *args], env)
 
+    def start_airflow(self, migrate_timeout: float = 300) -> None:
+        """Migrate the database, then start one API server, scheduler, DAG processor and triggerer."""
+        self.run("db-migrate", [str(BIN / "airflow"), "db", "migrate"], timeout=migrate_timeout)
+        self.airflow("api-server", "api-server", "--host", "127.0.0.1", "--port", str(self.api_port))
+        self.airflow("scheduler", "scheduler", "--skip-serve-logs")
+        self.airflow("dag-processor", "dag-processor")
+        self.airflow("triggerer", "triggerer", "--skip-serve-logs")
+
     def kill(self, name: str) -> list[int]:
         """SIGKILL a component and everything under it at once, as a lost machine would stop."""
         proc = psutil.Process(self.processes[name].pid)
