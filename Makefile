@@ -79,8 +79,8 @@ e2e-watcher: $(INSTALLED)
 
 # FlowRunBatchOperator under a real Airflow: one DAG run of three deferrable batch tasks (TableFlow, Extend, Noxus)
 # over 1,000 documents, some failing on the platform, with a worker killed mid-submission and a triggerer killed
-# with SIGKILL; every document's runs, the manifests, task states and secrets checked. 8 to 12 minutes; CI runs
-# 600 documents, about 6. See e2e/backfill.py. Flags: E2E_BACKFILL_ARGS="--documents 600 --seed 7".
+# with SIGKILL; every document's runs, the manifests, task states and secrets checked. 12 to 17 minutes; CI runs
+# 600 documents, 6 to 9. See e2e/backfill.py. Flags: E2E_BACKFILL_ARGS="--documents 600 --seed 7".
 e2e-backfill: $(INSTALLED)
 	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m e2e.backfill $(E2E_BACKFILL_ARGS)
 
