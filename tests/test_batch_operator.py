@@ -87,8 +87,8 @@ def test_a_folder_runs_once_per_document_and_reports_counts(
     expected = {f"{'2024' if i % 2 else '2025'}/doc-{i:04d}.pdf": 1 for i in range(12)}
     assert runs_by_document(emulator) == Counter(expected)
     calls = Counter(f"{r['method']} {r['path']}" for r in emulator.requests())
-    # the flow is read once when starting and once when reporting, never once per document
-    assert calls["GET /v2/flows"] == 2 and calls[f"POST /v2/flows/{TABLEFLOW_SMALL_FILE_FLOW}/run"] == 12
+    # the flow is read once for the whole execution, never once per document, nor again to report
+    assert calls["GET /v2/flows"] == 1 and calls[f"POST /v2/flows/{TABLEFLOW_SMALL_FILE_FLOW}/run"] == 12
     assert result["documents"] == 12 and result["counts"] == {"succeeded": 12} and result["failed_documents"] == []
     manifest = json.loads((tmp_path / "m.json").read_text())
     assert manifest["counts"] == {"succeeded": 12} and len(manifest["items"]) == 12

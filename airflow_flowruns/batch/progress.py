@@ -31,10 +31,16 @@ def settled_count(counts: Counter[str], on_review: OnReview) -> int:
     return final + (counts[RunState.NEEDS_REVIEW.value] if on_review is not OnReview.WAIT else 0)
 
 
+def is_live(state: RunState, on_review: OnReview) -> bool:
+    """A run still under way: queued or running, or waiting for review while the task waits for reviews."""
+    return state in (RunState.QUEUED, RunState.RUNNING) or (
+        state is RunState.NEEDS_REVIEW and on_review is OnReview.WAIT
+    )
+
+
 def live_count(counts: Counter[str], on_review: OnReview) -> int:
     """Runs still taking a place under ``max_in_flight``."""
-    live = counts[RunState.QUEUED.value] + counts[RunState.RUNNING.value]
-    return live + (counts[RunState.NEEDS_REVIEW.value] if on_review is OnReview.WAIT else 0)
+    return sum(n for state, n in counts.items() if is_live(RunState(state), on_review))
 
 
 def verdict(

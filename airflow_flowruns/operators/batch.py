@@ -15,7 +15,7 @@ from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath,
 from airflow_flowruns.batch.census import Census, take_census
 from airflow_flowruns.batch.documents import BatchKeys, Document, collect_documents
 from airflow_flowruns.batch.ledger import Ledger
-from airflow_flowruns.batch.progress import Outcome, ProgressLog, live_count, verdict
+from airflow_flowruns.batch.progress import Outcome, ProgressLog, is_live, live_count, verdict
 from airflow_flowruns.batch.results import Reporter, judge, manifest_target
 from airflow_flowruns.batch.submit import Plan, Submission, plan_try, presigned_url
 from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError
@@ -24,7 +24,6 @@ from airflow_flowruns.operators._document_events import document_alias, document
 from airflow_flowruns.operators._outputs import output_target
 from airflow_flowruns.operators._reattach import task_try
 from airflow_flowruns.operators.flow_run import DEFAULT_TIMEOUT
-from airflow_flowruns.platforms.base import RunState
 from airflow_flowruns.platforms.start import StartRequest
 from airflow_flowruns.platforms.values import require_json_object, require_text
 from airflow_flowruns.starting import TaskTry
@@ -154,11 +153,12 @@ class FlowRunBatchOperator(BaseOperator):
         """Start what this try must start, as far as ``max_in_flight`` lets it, then wait; in the worker, loop
         until every document is started and settled."""
         while True:
-            hook, keys, documents = self._setup(context)
+            setup = hook, keys, documents = self._setup(context)
             pending = self._start_some(context, hook, keys, documents, state, counts)
-            outcome, counts = self._wait(hook, keys, _expected(documents, state), pending, state)
+            outcome, census = self._wait(hook, keys, _expected(documents, state), pending, state)
             if outcome is not Outcome.ROOM:
-                return self._finish(context, outcome, state)
+                return self._finish(context, outcome, state, setup, census)
+            counts = census.counts()
             state = {**state, "resumed": True}
 
     def _setup(self, context: Context) -> tuple[FlowRunsHook, BatchKeys, list[Document]]:
@@ -238,7 +238,7 @@ class FlowRunBatchOperator(BaseOperator):
 
     def _wait(
         self, hook: FlowRunsHook, keys: BatchKeys, documents: int, pending: int, state: dict[str, Any]
-    ) -> tuple[Outcome, Counter[str]]:
+    ) -> tuple[Outcome, Census]:
         """Count the batch's runs until the wait ends; deferrable, after the first count, in the triggerer.
 
         The first count is the worker's own: a batch whose runs all settled already (a retry after they did)
@@ -246,14 +246,14 @@ class FlowRunBatchOperator(BaseOperator):
         event that arrives seconds after the deferral for a failed try (apache/airflow#66374, #72716).
         """
         progress = ProgressLog(documents, self.on_review)
-        since = datetime.fromisoformat(state["since"]) if state.get("since") else None
         while True:
-            counts = take_census(hook, self.flow_id, keys, since, ignored=ignored(state)).counts()
+            census = take_census(hook, self.flow_id, keys, _since(state), ignored=ignored(state))
+            counts = census.counts()
             outcome = verdict(counts, documents, pending, self.max_in_flight, self.on_review)
             if outcome is None and time.time() >= state["deadline"]:
                 outcome = Outcome.TIMEOUT
             if outcome is not None:
-                return outcome, counts
+                return outcome, census
             if self.deferrable and not hook.platform.synchronous:
                 self._defer(keys, documents, pending, state)
             self.log.info("%s", progress.line(counts, hook.client.limited_answers))
@@ -283,21 +283,26 @@ class FlowRunBatchOperator(BaseOperator):
         )
         raise AssertionError("unreachable: defer raises")  # pragma: no cover
 
-    def _finish(self, context: Context, outcome: Outcome, state: dict[str, Any]) -> dict[str, Any]:
-        """Take the final census, land and list every document, then decide the task's state.
+    def _finish(
+        self,
+        context: Context,
+        outcome: Outcome,
+        state: dict[str, Any],
+        setup: tuple[FlowRunsHook, BatchKeys, list[Document]] | None = None,
+        census: Census | None = None,
+    ) -> dict[str, Any]:
+        """Land and list every document from the final census, then decide the task's state. ``setup`` and
+        ``census``: what a wait in this same execution already had, so neither is taken again.
 
         Counts can settle early when runs of documents no longer in the batch (renamed or removed between tries)
         were counted: then those are set aside and the wait goes on until every document now in it settled.
         """
-        hook, keys, documents = self._setup(context)
-        since = datetime.fromisoformat(state["since"]) if state.get("since") else None
-        while True:
-            census = take_census(hook, self.flow_id, keys, since, ignored=ignored(state))
-            if outcome is not Outcome.SETTLED or not _under_way(census, keys, documents, self.on_review):
-                break
+        hook, keys, documents = setup or self._setup(context)
+        census = census or take_census(hook, self.flow_id, keys, _since(state), ignored=ignored(state))
+        while outcome is Outcome.SETTLED and _under_way(census, keys, documents, self.on_review):
             state["ignore"] = _strays(census, keys, documents, state)
             self.log.warning("Runs of documents no longer in the batch were counted; waiting for the others.")
-            outcome, _ = self._wait(hook, keys, _expected(documents, state), 0, state)
+            outcome, census = self._wait(hook, keys, _expected(documents, state), 0, state)
         if outcome is Outcome.TIMEOUT and self.cancel_on_timeout:
             self._cancel_live(hook, census)
         settled = None
@@ -333,6 +338,8 @@ class FlowRunBatchOperator(BaseOperator):
 
     def _refusals(self, context: Context, state: Mapping[str, Any]) -> dict[str, str]:
         """The documents refused in this try, with the reasons the ledger kept (Airflow 3.3+)."""
+        if not state.get("refused"):
+            return {}  # the ledger is read only for reasons it may hold
         kept = Ledger(context.get("task_state_store"), task_try(context, self.log).number).load().refused
         return {
             key: kept.get(key, "refused by the platform: the task log says why") for key in state.get("refused") or ()
@@ -371,15 +378,13 @@ def _strays(census: Census, keys: BatchKeys, documents: list[Document], state: M
 
 def _under_way(census: Census, keys: BatchKeys, documents: list[Document], on_review: OnReview) -> bool:
     """Whether a document now in the batch has a run still under way."""
-    for doc in documents:
-        seen = census.newest.get(keys.run_key(doc.key))
-        if (
-            seen is not None
-            and not seen.state.is_final
-            and not (seen.state is RunState.NEEDS_REVIEW and on_review is not OnReview.WAIT)
-        ):
-            return True
-    return False
+    newest = (census.newest.get(keys.run_key(doc.key)) for doc in documents)
+    return any(seen is not None and is_live(seen.state, on_review) for seen in newest)
+
+
+def _since(state: Mapping[str, Any]) -> datetime | None:
+    """The earliest a run of the batch can have been created, as the deferral carried it."""
+    return datetime.fromisoformat(state["since"]) if state.get("since") else None
 
 
 def _count_or_none(value: Any, name: str, least: int = 0) -> int | None:
