@@ -22,19 +22,7 @@ from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_SMALL_FILE_F
 from airflow_flowruns.triggers.batch import FlowRunBatchTrigger
 from support.emulator import Emulator, pushed, set_connection, task_instance
 from support.runs import run_trigger
-
-
-class MemoryStore:
-    """The task state store of Airflow 3.3, kept in a dict: it outlives a try as the real one does."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.values.get(key, default)
-
-    def set(self, key: str, value: Any) -> None:
-        self.values[key] = json.loads(json.dumps(value))
+from support.state_store import MemoryStateStore
 
 
 def archive(root: Path, count: int) -> Path:
@@ -53,7 +41,7 @@ def batch(conn_id: str, flow_id: str, documents: Any, **kwargs: Any) -> FlowRunB
     )
 
 
-def context_for(mocker: MockerFixture, try_number: int = 1, store: MemoryStore | None = None) -> Context:
+def context_for(mocker: MockerFixture, try_number: int = 1, store: MemoryStateStore | None = None) -> Context:
     ti = task_instance(mocker, try_number=try_number)
     return Context(ti=ti, **({"task_state_store": store} if store is not None else {}))  # type: ignore[typeddict-item]
 
@@ -148,7 +136,7 @@ def test_a_retry_reruns_only_failed_documents(
     tableflow_conn: str, emulator: Emulator, docs: Path, mocker: MockerFixture, kept: bool
 ) -> None:
     emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.1)
-    store = MemoryStore() if kept else None
+    store = MemoryStateStore() if kept else None
     op = batch(tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, f"{docs}/", deferrable=True)
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(context_for(mocker, store=store))
@@ -167,7 +155,7 @@ def test_a_worker_dying_mid_submission_leaves_no_document_started_twice(
     tableflow_conn: str, emulator: Emulator, docs: Path, mocker: MockerFixture
 ) -> None:
     emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.1)
-    store = MemoryStore()
+    store = MemoryStateStore()
     hook_start = "airflow_flowruns.hooks.flow_run.FlowRunsHook.start_run"
     real = __import__("airflow_flowruns.hooks.flow_run", fromlist=["FlowRunsHook"]).FlowRunsHook.start_run
     calls = {"n": 0}
@@ -196,7 +184,7 @@ def test_max_in_flight_starts_documents_as_room_frees_up(
 ) -> None:
     emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.3)
     op = batch(tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, f"{docs}/", deferrable=True, max_in_flight=4)
-    context = context_for(mocker, store=MemoryStore())
+    context = context_for(mocker, store=MemoryStateStore())
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(context)
     assert len(emulator.runs()) == 4
@@ -272,7 +260,7 @@ def test_a_document_the_platform_refuses_is_set_aside_and_the_others_go_on(
     emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.1)
     big = docs / "2025" / "doc-0004.pdf"
     big.write_bytes(b"%PDF-1.4\n" + b"0" * (2 * 1024 * 1024))  # over the flow's 1 MiB
-    store = MemoryStore()
+    store = MemoryStateStore()
     op = batch(tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, f"{docs}/", deferrable=True, manifest_to=str(tmp_path / "m"))
     with pytest.raises(FlowRunsError, match="1 of 12 documents failed") as failed:
         finish(op, context_for(mocker, store=store))

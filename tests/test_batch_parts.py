@@ -20,20 +20,10 @@ from airflow_flowruns.platforms.noxus.api import Noxus
 from airflow_flowruns.platforms.start import key_in_name, keyed_name
 from airflow_flowruns.platforms.tableflow.api import TableFlow
 from airflow_flowruns.waiting import OnReview
+from support.state_store import MemoryStateStore
 
 KEYS = BatchKeys("af-0123456789abcdef")
 T0 = datetime(2026, 12, 6, 12, tzinfo=UTC)
-
-
-class Store:
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.values.get(key, default)
-
-    def set(self, key: str, value: Any) -> None:
-        self.values[key] = json.loads(json.dumps(value))
 
 
 def settings() -> ConnectionSettings:
@@ -87,7 +77,7 @@ def test_extend_and_noxus_find_run_keys_in_file_names_of_list_items() -> None:
 
 
 def test_the_ledger_pages_survive_a_try_and_name_unconfirmed_starts() -> None:
-    store = Store()
+    store = MemoryStateStore()
     ledger = Ledger(store)
     keys = [f"d{i}" for i in range(PAGE_DOCUMENTS + 5)]
     pages = ledger.note(keys)
@@ -101,7 +91,7 @@ def test_the_ledger_pages_survive_a_try_and_name_unconfirmed_starts() -> None:
 
 
 def test_a_ledger_page_naming_a_document_again_wins() -> None:
-    store = Store()
+    store = MemoryStateStore()
     ledger = Ledger(store)
     ledger.confirm(ledger.note(["a", "b", "c"]), {"a": "r1", "b": "r2"}, {"c": "too large"})
     ledger.confirm(ledger.note(["a"]), {"a": "r3"}, {})
