@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,7 @@ from airflow.providers.common.compat.sdk import ObjectStoragePath
 from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.files import archive_files, collect_files, relative_parts
 from airflow_flowruns.platforms.start import FilePath, keyed_name
-from airflow_flowruns.platforms.values import require_json_object
+from airflow_flowruns.platforms.values import repeated, require_json_object
 
 if TYPE_CHECKING:
     from airflow_flowruns.platforms.start import FileStat
@@ -128,10 +127,10 @@ def collect_documents(
         )
     if not found:
         raise FlowRunsConfigError("documents holds no document: check the folder, pattern or upstream list.")
-    repeated = sorted(key for key, count in Counter(doc.key for doc in found).items() if count > 1)
-    if repeated:
+    repeated_keys = repeated(doc.key for doc in found)
+    if repeated_keys:
         raise FlowRunsConfigError(
-            f"Document keys must be unique, and {', '.join(map(repr, repeated[:5]))} appear more than once: "
+            f"Document keys must be unique, and {', '.join(map(repr, repeated_keys[:5]))} appear more than once: "
             "give each list item its own 'key'."
         )
     return sorted((doc for doc in found if keys.owns_document(doc.key)), key=lambda doc: doc.key)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
@@ -131,3 +132,8 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def repeated(values: Iterable[str]) -> list[str]:
+    """The values that appear more than once, sorted: keys that must name one thing each."""
+    return sorted(value for value, count in Counter(values).items() if count > 1)

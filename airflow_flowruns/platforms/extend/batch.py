@@ -23,7 +23,6 @@ Wire facts, each from the extend-ai 1.20.0 SDK (``extend_ai/``):
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +33,7 @@ from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsResponseErr
 from airflow_flowruns.platforms.base import ApiCall, FlowRun, RunQuery, RunsPage
 from airflow_flowruns.platforms.extend.api import MAX_INPUTS_PER_CALL, MAX_PAGE_SIZE, METADATA_LIMIT_BYTES, Extend
 from airflow_flowruns.platforms.start import DOCUMENT_KEY_FIELD, TASK_KEY_FIELD
+from airflow_flowruns.platforms.values import repeated
 
 BATCH_PATH = "/workflow_runs/batch"
 RUNS_PATH = "/workflow_runs"
@@ -96,10 +96,10 @@ def batch_calls(
         raise FlowRunsConfigError("An Extend batch needs the workflow id to run the documents through.")
     if not inputs:
         raise FlowRunsConfigError("An Extend batch needs at least one document.")
-    repeated = sorted(key for key, count in Counter(item.document_key for item in inputs).items() if count > 1)
-    if repeated:
+    repeated_keys = repeated(item.document_key for item in inputs)
+    if repeated_keys:
         raise FlowRunsConfigError(
-            f"Document keys must be unique within a batch, and {', '.join(map(repr, repeated))} appear more "
+            f"Document keys must be unique within a batch, and {', '.join(map(repr, repeated_keys))} appear more "
             "than once: give each document its own key."
         )
     workflow = {"id": workflow_id, **({"version": version} if version else {})}
