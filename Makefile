@@ -24,7 +24,7 @@ space := $() $()
 export NO_PROXY := $(subst $(space),$(comma),$(strip $(subst $(comma),$(space),$(NO_PROXY) $(no_proxy)) 127.0.0.1 localhost ::1))
 export no_proxy := $(NO_PROXY)
 
-.PHONY: install demo test test-fast e2e e2e-distributed e2e-watcher e2e-backfill compat dist docs ui lint format bench lock clean
+.PHONY: install demo test test-fast e2e e2e-distributed e2e-watcher e2e-backfill e2e-review compat dist docs ui lint format bench lock clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -83,6 +83,19 @@ e2e-watcher: $(INSTALLED)
 # 600 documents, 6 to 9. See e2e/backfill.py. Flags: E2E_BACKFILL_ARGS="--documents 600 --seed 7".
 e2e-backfill: $(INSTALLED)
 	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m e2e.backfill $(E2E_BACKFILL_ARGS)
+
+# Review in Airflow under a real Airflow: one DAG run of on_review="airflow" tasks (FlowRunOperator, and a batch's
+# review task) over 40 runs kept in review on TableFlow, Extend and Noxus, answered through the REST API (accept,
+# edits, reject, wait), ended in the vendor's app, or both at once; Airflow's Required Actions page checked in
+# headless Chromium (screenshots in ui-screenshots/review/); task states, XCom, landed outputs, Required Actions,
+# one run per task and secrets checked, and the provider's metrics received by a StatsD listener on loopback from
+# the workers and the triggerer. 2 to 3.5 minutes (109 s, 158 s, 181 s); see e2e/review.py.
+# Flags: E2E_REVIEW_ARGS="--runs 20 --seed 7".
+e2e-review: $(INSTALLED)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
+	$(PIP_INSTALL) -r e2e/review_requirements.txt
+	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m e2e.review $(E2E_REVIEW_ARGS)
 
 # The provider in Airflow's UI, in headless Chromium driven by Selenium: each platform's Add Connection form and a
 # finished task's "Open flow run" link, with screenshots in ui-screenshots/. Debian's chromium and chromium-driver

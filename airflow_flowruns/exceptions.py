@@ -37,7 +37,9 @@ class FlowRunsApiError(FlowRunsError):
         detail: str,
         retryable: bool,
         retry_after: float | None = None,
+        hint: str | None = None,
     ) -> None:
+        """``hint``: what to check, where the call tells more than its status (see ``_hint``)."""
         self.platform = platform
         self.call = call
         self.status = status
@@ -45,11 +47,23 @@ class FlowRunsApiError(FlowRunsError):
         self.retryable = retryable
         self.retry_after = retry_after
         where = f"HTTP {status}" if status is not None else "no response"
-        super().__init__(f"{platform} API call '{call}' failed ({where}): {detail.rstrip('. ')}.{_hint(status)}")
+        said = f" {hint}" if hint else _hint(status)
+        super().__init__(f"{platform} API call '{call}' failed ({where}): {detail.rstrip('. ')}.{said}")
 
 
 class FlowRunsAuthError(FlowRunsApiError, AirflowFailException):
     """401/403: retrying with the same key cannot help."""
+
+
+class FlowRunsTlsError(FlowRunsApiError, AirflowFailException):
+    """The host's scheme or the server's certificate does not fit the server (plain HTTP behind ``https://``, TLS
+    behind ``http://``, a certificate this machine does not accept): every attempt fails the same way, so none is
+    retried, by the client or by Airflow. No request reached the platform."""
+
+    def __init__(self, *, platform: str, call: str, detail: str, fix: str) -> None:
+        super().__init__(
+            platform=platform, call=call, status=None, detail=detail, retryable=False, hint=fix[:1].upper() + fix[1:]
+        )
 
 
 class FlowRunsResponseError(FlowRunsError):
@@ -88,6 +102,11 @@ class FlowRunsListingError(FlowRunsError):
 
 class FlowRunFailedError(FlowRunsError):
     """The remote run ended failed or cancelled, or stopped for review under ``on_review="fail"``."""
+
+
+class FlowRunRejectedError(FlowRunsError, AirflowFailException):
+    """A reviewer rejected the document in Airflow. Not retried: a retry would only ask again about the same
+    run, which a retry never replaces while it waits for review."""
 
 
 class FlowRunTimeoutError(FlowRunsError):

@@ -39,6 +39,10 @@ CONFIG: dict[str, Any] = {
 """The provider's ``[flowruns]`` configuration options, as official providers declare theirs, so
 ``airflow config list`` shows them with their defaults and descriptions."""
 
+CLI = ["airflow_flowruns.cli.definition.get_flowruns_cli_commands"]
+"""``airflow flowruns``, which Airflow 3.2+ adds to its CLI; earlier lines ignore the entry, and the ``flowruns``
+console script serves the same commands there."""
+
 
 def get_provider_info() -> dict[str, Any]:
     """Built from the platform registry: one integration and one connection type per registered platform."""
@@ -67,4 +71,5 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "extra-links": ["airflow_flowruns.links.FlowRunLink"],
         "config": CONFIG,
+        "cli": CLI,
     }

@@ -11,7 +11,8 @@ as name, ``s3://`` and ``gs://`` objects are namespace ``s3://bucket`` / ``gs://
 name, other object stores ``scheme://authority`` with the path; the Airflow connection id a path may
 name (``s3://aws_default@bucket/...``) is left out. The run is an output dataset in namespace
 ``{platform}://{API host}`` named after the flow, carrying a ``flowRun`` facet (run id, final state); the
-run id is also the job run's standard ``externalQuery`` facet.
+run id is also the job run's standard ``externalQuery`` facet, and what the run consumed, where its platform
+reports it, the job run's ``flowRunUsage`` facet (credits, pages, tokens).
 
 Landed outputs (``outputs_to``, :class:`FlowRunOutputsOperator`) are one more output dataset: the run's
 landing folder, named like any stored file by the storage it is on (``file`` and the absolute path,
@@ -30,7 +31,7 @@ from urllib.parse import urlsplit
 from airflow.providers.common.compat.sdk import ObjectStoragePath
 from attrs import define
 from openlineage.client.event_v2 import Dataset
-from openlineage.client.facet_v2 import DatasetFacet, external_query_run
+from openlineage.client.facet_v2 import DatasetFacet, RunFacet, external_query_run
 from openlineage.client.naming.dataset import GCS, S3, LocalFileSystem
 
 from airflow_flowruns.files import FileArgument, collect_files, file_uri
@@ -61,6 +62,16 @@ class FlowRunDatasetFacet(DatasetFacet):
         return "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/DatasetFacet"
 
 
+@define
+class FlowRunUsageRunFacet(RunFacet):
+    """What the flow run consumed, as its platform reports it; a measure it reports not is left out."""
+
+    platform: str
+    credits: float | None
+    pages: int | None
+    tokens: int | None
+
+
 def flow_run_lineage(
     conn_id: str,
     files: Mapping[str, FileArgument] | None,
@@ -83,7 +94,7 @@ def flow_run_lineage(
     outputs = [run_dataset(conn_id, run, flow_id)]
     if landing is not None:
         outputs.append(landing_dataset(landing))
-    return OperatorLineage(inputs=inputs, outputs=outputs, run_facets=_external_query(run))
+    return OperatorLineage(inputs=inputs, outputs=outputs, run_facets={**_external_query(run), **_usage(run)})
 
 
 def outputs_lineage(conn_id: str, run: FlowRun | None, landing: Landing | None) -> OperatorLineage[Dataset, Any]:
@@ -133,6 +144,13 @@ def storage_uri(path: ObjectStoragePath) -> str:
 
 def _external_query(run: FlowRun) -> dict[str, Any]:
     return {"externalQuery": external_query_run.ExternalQueryRunFacet(externalQueryId=run.id, source=run.platform)}
+
+
+def _usage(run: FlowRun) -> dict[str, Any]:
+    """The ``flowRunUsage`` run facet, where the platform reports usage: the cost is the job run's, not the flow's."""
+    if run.usage is None:
+        return {}
+    return {"flowRunUsage": FlowRunUsageRunFacet(platform=run.platform, **run.usage.model_dump())}
 
 
 def file_dataset(uri: str) -> Dataset:

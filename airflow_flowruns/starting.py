@@ -31,7 +31,7 @@ from airflow_flowruns.platforms.base import FlowRun, RunState
 
 if TYPE_CHECKING:
     from airflow_flowruns.hooks.flow_run import FlowRunsHook
-    from airflow_flowruns.platforms.start import StartRequest
+    from airflow_flowruns.platforms.start import StartedBy, StartRequest
 
 RESTART_STATES = frozenset({RunState.FAILED, RunState.CANCELLED})
 """An earlier run in one of these states is re-run by a retry; in any other it is followed."""
@@ -77,6 +77,8 @@ class TaskTry:
     runs_since: datetime | None
     """The key's runs cannot predate this: the key lookup lists only the runs created since."""
     log: TaskLog
+    started_by: StartedBy | None = None
+    """The DAG and task of the try, which a platform may attribute the runs it starts to."""
 
 
 def start_once(
@@ -113,8 +115,9 @@ def start_once(
 def start_unambiguously(
     hook: FlowRunsHook, request: StartRequest, key: str, task_try: TaskTry, earlier_id: str | None
 ) -> FlowRun:
-    """Send the start; after one whose outcome is unknown, follow the run ``key`` finds newer than
-    ``earlier_id``, and send it again only when there is none."""
+    """Send the start, as started by the try's task; after one whose outcome is unknown, follow the run ``key``
+    finds newer than ``earlier_id``, and send it again only when there is none."""
+    request = replace(request, started_by=request.started_by or task_try.started_by)
     for attempt in range(1, START_ATTEMPTS + 1):
         try:
             return hook.start_run(request)

@@ -160,8 +160,9 @@ def main() -> int:
     parser.add_argument("--screenshots", type=Path, default=ROOT / "ui-screenshots", help="where screenshots go")
     args = parser.parse_args()
     shots: Path = args.screenshots.resolve()
-    shutil.rmtree(shots, ignore_errors=True)
-    shots.mkdir(parents=True)
+    shots.mkdir(parents=True, exist_ok=True)
+    for old in shots.glob("*.png"):  # its own only: make e2e-review keeps its screenshots in review/
+        old.unlink()
     with tempfile.TemporaryDirectory(prefix="flowruns-ui-") as tmp, EmulatorServer() as emulator:
         root = Path(tmp)
         stack = Stack(root, parallelism=2)

@@ -80,6 +80,7 @@ def test_a_folder_runs_once_per_document_and_reports_counts(
     assert result["documents"] == 12 and result["counts"] == {"succeeded": 12} and result["failed_documents"] == []
     manifest = json.loads((tmp_path / "m.json").read_text())
     assert manifest["counts"] == {"succeeded": 12} and len(manifest["items"]) == 12
+    assert manifest["usage"] is None and result["usage"] is None, "TableFlow reports no usage"
     by_key = {run["metadata"]["airflow_document_key"]: run["id"] for run in emulator.runs()}
     assert {item["document_key"]: item["run_id"] for item in manifest["items"]} == by_key
     assert pushed(context["ti"])[BATCH_XCOM_KEY] == [result]  # type: ignore[arg-type]  # a MagicMock
@@ -119,6 +120,29 @@ def test_extend_starts_documents_through_the_batch_endpoint(
     assert calls["POST /workflow_runs/batch"] == 1 and calls["POST /files/upload"] == 12
     assert calls["POST /workflow_runs"] == 0
     assert len({run["metadata"]["airflow_document_key"] for run in emulator.runs()}) == 12
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["read for landing", "as listed"])
+def test_an_extend_batch_tags_its_runs_and_sums_their_usage_in_the_manifest_and_xcom(
+    emulator: Emulator, tmp_path: Path, mocker: MockerFixture, monkeypatch: pytest.MonkeyPatch, landed: bool
+) -> None:
+    """Each run carries the usage tags of the DAG and task; each manifest item its run's usage (from the run read
+    for its landing, else from the listing), and the manifest head and the XCom summary the totals (two steps, a
+    credit a page each, of one-page PDFs)."""
+    conn = set_connection(monkeypatch, "extend_usage", "extend", emulator.url)
+    emulator.scenario(EXTEND_INVOICE_WORKFLOW, platform="extend", processing_seconds=0.1)
+    docs = archive(tmp_path / "archive", 3)
+    manifest_to = tmp_path / "out" / "_MANIFEST.json"
+    where = {"outputs_to": str(manifest_to.parent)} if landed else {"manifest_to": str(manifest_to)}
+    op = batch(conn, EXTEND_INVOICE_WORKFLOW, f"{docs}/", deferrable=True, **where)
+    result = finish(op, Context(ti=task_instance(mocker, dag_id="archive.2024", task_id="backfill")))
+
+    assert {tuple(run["metadata"]["extend:usage_tags"]) for run in emulator.runs()} == {
+        ("airflow-dag-archive-2024", "airflow-task-backfill")
+    }
+    manifest = json.loads(manifest_to.read_text())
+    assert [item["usage"] for item in manifest["items"]] == [{"credits": 2.0, "pages": 1, "tokens": None}] * 3
+    assert manifest["usage"] == result["usage"] == {"credits": 6.0, "pages": 3, "tokens": None}
 
 
 def test_noxus_documents_are_found_by_their_file_names(

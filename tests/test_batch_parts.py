@@ -19,6 +19,7 @@ from airflow_flowruns.platforms.extend.api import Extend
 from airflow_flowruns.platforms.noxus.api import Noxus
 from airflow_flowruns.platforms.start import key_in_name, keyed_name
 from airflow_flowruns.platforms.tableflow.api import TableFlow
+from airflow_flowruns.platforms.usage import Usage
 from airflow_flowruns.waiting import OnReview
 from support.state_store import MemoryStateStore
 
@@ -157,3 +158,13 @@ def test_progress_lines_say_what_settled_and_estimate_the_rest() -> None:
     later = progress.line(Counter({"succeeded": 40, "failed": 10, "running": 50}), 3, now=300.0)
     assert "50 of 100 documents settled (failed 10, running 50, succeeded 40)" in later
     assert "3 answers 429" in later and "about 5.0 min left" in later
+
+
+def test_usage_totals_sum_each_measure_over_the_runs_that_report_it() -> None:
+    """A measure no run reports stays None, one some runs report is their sum, and credits that are floats
+    read as the platform's own figures (0.1 + 0.2 is 0.3)."""
+    usages = [Usage(credits=0.1, pages=2), None, Usage(credits=0.2), Usage(credits=1, pages=3)]
+    assert Usage.total(usages) == Usage(credits=1.3, pages=5)
+    assert Usage.total([None, None]) is None and Usage.total([]) is None
+    assert Usage.total([Usage(tokens=0)]) == Usage(tokens=0), "a count of zero is reported, not missing"
+    assert Usage.reported(credits=None, pages=None, tokens=None) is None

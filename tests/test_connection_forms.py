@@ -24,6 +24,8 @@ from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.platforms import PLATFORMS, registered
 from airflow_flowruns.platforms.extend import api as extend
 from airflow_flowruns.platforms.noxus import api as noxus
+from airflow_flowruns.platforms.stackai import api as stackai
+from airflow_flowruns.platforms.stackai.emulator import STACKAI_FLOW, STACKAI_ORG
 from airflow_flowruns.platforms.tableflow import api as tableflow
 from airflow_flowruns.version_compat import AIRFLOW_V_3_2_PLUS, AIRFLOW_V_3_3_PLUS
 from support.airflow import AIRFLOW, airflow_env
@@ -135,6 +137,24 @@ def test_the_forms_defaults_are_the_ones_the_code_applies() -> None:
     assert extras["tableflow"]["run_url_template"] == tableflow.DEFAULT_RUN_URL_TEMPLATE
     assert extras["noxus"]["run_url_template"] == noxus.DEFAULT_RUN_URL_TEMPLATE
     assert extras["extend"]["api_version"] == extend.API_VERSION
+    assert extras["stackai"]["run_timeout"] == stackai.DEFAULT_RUN_TIMEOUT
+    assert extras["stackai"]["page_size"] == stackai.PAGE_SIZE
+
+
+def test_a_stackai_connection_made_in_its_form_passes_the_test_button(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the form saves: every field at its default, the organization and the test's flow typed in. StackAI
+    has no call that lists flows, so the test lists runs of the flow typed into the form."""
+    typed = {"org_id": STACKAI_ORG, "flow_id": STACKAI_FLOW}
+    form = FORMS["stackai"]
+    extra = {f.name: typed.get(f.name, f.default) for f in form.extras if f.name in typed or f.default is not None}
+    conn = {"conn_type": "stackai", "password": API_KEY, "host": emulator.url, "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_STACKAI_FORM", json.dumps(conn))
+    assert FlowRunsHook("stackai_form").test_connection() == (True, f"Connected to StackAI at {emulator.url}.")
+    assert [(r["path"], r["status"]) for r in emulator.requests()] == [
+        (f"/analytics/org/{STACKAI_ORG}/flows/{STACKAI_FLOW}", 200)
+    ]
 
 
 def test_every_client_setting_the_form_offers_is_one_the_client_reads() -> None:

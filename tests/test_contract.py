@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from airflow_flowruns.emulator import EmulatorConfig
 from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsResponseError
 from airflow_flowruns.get_provider_info import get_provider_info
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
@@ -293,6 +294,25 @@ def test_the_connection_test_passes_and_names_a_bad_key(
     assert not ok
     assert message.startswith(f"{facts.label} API call") and "(HTTP 401)" in message, message
     assert "not-the-key" not in message
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_emulator_says_what_it_serves_and_hands_out_a_working_connection(
+    name: str, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The platform's part of the emulator describes its flows (``served``) for the discovery call and the
+    start-up banner; the connection they hand out passes the connection test pasted as is."""
+    found = emulator.control.get("/discovery").raise_for_status().json()["platforms"][name]
+    module = facts_of(name).module("emulator")
+    assert [flow["id"] for flow in found["flows"]] == [flow_id for flow_id, _ in module.scenarios(EmulatorConfig())]
+    row = contract_of(name)
+    flow = next(flow for flow in found["flows"] if flow["id"] == row.flow_id)
+    assert row.file_field in [field["name"] for field in flow["files"]]
+    monkeypatch.setenv(found["connection"]["env_var"], found["connection"]["json"])
+    hook = FlowRunsHook(found["connection"]["conn_id"])
+    ok, message = hook.test_connection()
+    hook.client.close()
+    assert ok, message
 
 
 DAG = """

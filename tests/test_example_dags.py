@@ -40,6 +40,27 @@ def test_tableflow_example_runs_end_to_end(airflow_home: Path, emulator: Emulato
 
 
 @pytest.mark.integration
+def test_stackai_example_runs_end_to_end_on_the_connection_the_emulator_hands_out(
+    airflow_home: Path, emulator: Emulator, pdf: Path
+) -> None:
+    """The connection as the emulator's discovery call gives it, pasted unchanged: org_id and all."""
+    connection = emulator.control.get("/discovery").raise_for_status().json()["platforms"]["stackai"]["connection"]
+    state, tasks, xcom = dags_test(
+        airflow_home,
+        "stackai_contract_review",
+        **{connection["env_var"]: connection["json"]},
+        AIRFLOW_VAR_FLOWRUNS_DATA_DIR=str(pdf.parent),
+    )
+    assert (state, tasks) == ("success", {"review": "success", "report": "success"})
+    (run,) = emulator.runs()
+    result = xcom["review.return_value"]
+    assert (result["id"], result["state"], result["flow_id"]) == (run["id"], "succeeded", "flow_contract_review")
+    assert run["documents"] == [{"field": "doc-0", "filename": "doc.pdf", "size": pdf.stat().st_size}]
+    assert run["inputs"] == {"in-0": "List the renewal and termination clauses of this contract."}
+    assert xcom["report.return_value"].startswith(f"StackAI run {run['id']} ended succeeded: Reviewed 1 document(s)")
+
+
+@pytest.mark.integration
 def test_xcoms_read_back_as_pushed_bare_numbers_included(airflow_home: Path) -> None:
     """Airflow's XCom table, as `airflow db migrate` makes it, stores a bare number as a number, not JSON text."""
     with sqlite3.connect(airflow_home / "airflow.db") as migrated:

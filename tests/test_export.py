@@ -14,11 +14,14 @@ from pytest_mock import MockerFixture
 
 from airflow_flowruns.client import FlowRunsClient
 from airflow_flowruns.exceptions import FlowRunsConfigError
+from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.operators.export import FlowRunsExportOperator
 from airflow_flowruns.platforms.base import FlowRun
+from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
+from airflow_flowruns.platforms.start import StartRequest
 from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_REVIEW_FLOW
 from support.airflow import dags_test
-from support.emulator import API_KEY, Emulator
+from support.emulator import API_KEY, Emulator, set_connection
 from support.runs import FLOW_RUN_XCOM_KEYS, RECONCILIATION_FLOW
 
 DAY = datetime(2026, 3, 1, tzinfo=UTC)
@@ -57,6 +60,24 @@ def test_writes_exactly_the_runs_of_the_interval(tableflow_conn: str, emulator: 
     assert written[-1]["created_at"] == "2026-03-02T00:00:00Z", "a run exactly at the start is in"
     assert ids[48] not in {row["id"] for row in written}, "a run exactly at the end is out"
     assert set(written[0]) == FLOW_RUN_XCOM_KEYS
+
+
+def test_extend_rows_carry_each_runs_usage_from_the_listing(
+    emulator: Emulator, tmp_path: Path, pdf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Extend's list items (``WorkflowRunSummary``) carry ``usage`` and ``files``: a row has the run's credits and
+    pages without reading the run in full."""
+    conn = set_connection(monkeypatch, "extend_export", "extend", emulator.url)
+    started = FlowRunsHook(conn).start_run(StartRequest(flow_id=EXTEND_INVOICE_WORKFLOW, files={"file": pdf}))
+    emulator.set_status(started.id, "PROCESSED")
+    emulator.clear_requests()
+    target = tmp_path / "extend.jsonl"
+    now = pendulum.now("UTC")
+    op = FlowRunsExportOperator(task_id="export", flowruns_conn_id=conn, destination=f"file://{target}")
+    op.execute(Context(data_interval_start=now.subtract(hours=1), data_interval_end=now.add(hours=1)))
+    (row,) = rows(target)
+    assert (row["id"], row["usage"]) == (started.id, {"credits": 2.0, "pages": 1, "tokens": None})
+    assert [r["path"] for r in emulator.requests()] == ["/workflow_runs"], "from the listing alone"
 
 
 def test_states_filter_and_empty_interval(tableflow_conn: str, emulator: Emulator, tmp_path: Path) -> None:

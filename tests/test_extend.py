@@ -4,6 +4,7 @@ input (what every platform does alike is the platform contract's, ``tests/test_c
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from pathlib import Path
@@ -14,11 +15,13 @@ import pytest
 from airflow.providers.common.compat.sdk import Context
 from airflow.sdk.exceptions import TaskDeferred
 from pytest_mock import MockerFixture
+from starlette.datastructures import UploadFile
 
 from airflow_flowruns.exceptions import (
     FlowRunFailedError,
     FlowRunsApiError,
     FlowRunsConfigError,
+    FlowRunsResponseError,
     FlowRunTimeoutError,
 )
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
@@ -28,10 +31,14 @@ from airflow_flowruns.platforms.extend.emulator import (
     EXTEND_INVOICE_WORKFLOW,
     EXTEND_REVIEW_WORKFLOW,
 )
+from airflow_flowruns.platforms.extend.emulator_files import pdf_pages
+from airflow_flowruns.platforms.usage import Usage
 from airflow_flowruns.sensors.flow_run import FlowRunSensor
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from support.airflow import dags_test
-from support.emulator import API_KEY, Emulator, set_connection
+from support.emulator import API_KEY, Emulator, set_connection, task_instance
+from support.golden import golden
+from support.hostile_server import HostileServer
 from support.runs import check_review_policy, finish
 
 
@@ -50,6 +57,70 @@ def task(conn_id: str, pdf: Path, workflow: str = EXTEND_INVOICE_WORKFLOW, **kwa
         poll_interval=0.05,
         **kwargs,
     )
+
+
+def test_a_task_tags_its_run_with_its_dag_and_task_and_returns_what_it_cost(
+    extend_conn: str, emulator: Emulator, pdf: Path, mocker: MockerFixture
+) -> None:
+    """The tags keep the task's own first; the ids' dots are written as hyphens, since Extend (and the emulator)
+    removes every character a tag may not have, which would make ``invoices.daily`` arrive as ``invoicesdaily``."""
+    op = FlowRunOperator(
+        task_id="extract",
+        flowruns_conn_id=extend_conn,
+        flow_id=EXTEND_INVOICE_WORKFLOW,
+        files={"file": pdf},
+        metadata={"extend:usage_tags": ["team-ap"]},
+        poll_interval=0.05,
+    )
+    result = finish(op, Context(ti=task_instance(mocker, dag_id="invoices.daily", task_id="group.extract")))
+    (run,) = emulator.runs()
+    assert run["metadata"]["extend:usage_tags"] == [
+        "team-ap",
+        "airflow-dag-invoices-daily",
+        "airflow-task-group-extract",
+    ]
+    # two steps (classify, extract), a credit a page each, of a one-page PDF
+    assert result["usage"] == {"credits": 2.0, "pages": 1, "tokens": None}
+
+
+def test_the_emulator_counts_a_pdfs_page_objects_across_its_read_chunks() -> None:
+    """``pageCount`` of an upload: ``/Type /Page`` objects, not the ``/Pages`` tree, one of them across the first
+    MiB read and the next, counted once."""
+    page = b"<< /Type /Page /Parent 2 0 R >>\n"
+    head = b"%PDF-1.4\n<< /Type /Pages /Count 3 >>\n" + page
+    filler = b"x" * ((1 << 20) - len(head) - 6)
+    upload = UploadFile(io.BytesIO(head + filler + page + page + b"%%EOF\n"), filename="a.pdf")
+    assert asyncio.run(pdf_pages(upload)) == 3
+
+
+@pytest.mark.parametrize(
+    ("usage", "pages", "problem"),
+    [
+        ({"totalCredits": 3}, 2, "usage.credits: Field required"),
+        ({"credits": "a lot"}, 2, "usage.credits: Input should be a valid number"),
+        ({"credits": 3}, 2.5, None),
+    ],
+    ids=["no credits", "credits not a number", "fractional page count"],
+)
+def test_a_run_whose_usage_breaks_the_sdks_model_is_the_providers_error(
+    hostile: HostileServer, monkeypatch: pytest.MonkeyPatch, usage: dict[str, Any], pages: float, problem: str | None
+) -> None:
+    """``RunUsage.credits`` is a required number: without one the run is an answer of the wrong shape, named by
+    platform and field. A ``pageCount`` is a float in the SDK, so a fractional one is no error: the pages are
+    unknown."""
+    run = {**golden("extend", "workflow_run_failed.json"), "id": "run_1", "usage": usage}
+    run["files"] = [{**run["files"][0], "metadata": {"pageCount": pages}}]
+    hostile.answer = lambda exchange: exchange.send(200, json.dumps(run).encode())
+    try:
+        hook = FlowRunsHook(set_connection(monkeypatch, "extend_hostile", "extend", hostile.url))
+        if problem is None:
+            assert hook.get_run(None, "run_1").usage == Usage(credits=3)
+            return
+        with pytest.raises(FlowRunsResponseError, match=f"Extend returned a workflow run .*{problem}") as raised:
+            hook.get_run(None, "run_1")
+        assert API_KEY not in str(raised.value)
+    finally:
+        hostile.answer = None
 
 
 def wait_for(emulator: Emulator, run_id: str, status: str) -> None:

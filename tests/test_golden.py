@@ -14,9 +14,12 @@ from typing import Any
 
 import pytest
 
+from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsResponseError
 from airflow_flowruns.platforms import PLATFORMS
 from airflow_flowruns.platforms.base import ApiCall, ConnectionSettings, Platform, RunQuery, RunsPage, RunState
-from airflow_flowruns.platforms.start import StartRequest
+from airflow_flowruns.platforms.batching import BatchDocument
+from airflow_flowruns.platforms.start import StartedBy, StartRequest
+from airflow_flowruns.platforms.usage import Usage
 from support.golden import golden
 
 EXTRAS: dict[str, dict[str, Any]] = {"stackai": {"org_id": "org_1"}}
@@ -404,3 +407,121 @@ def test_stackai_start_puts_documents_then_runs_as_the_task_key(tmp_path: Path, 
     )
     assert (run.id, run.state, run.outputs) == (answer["run_id"], RunState.SUCCEEDED, answer["outputs"])
     assert run.metadata == {"user_id": key}
+    assert run.usage == (Usage(tokens=400) if listed else None), "the listing's total_tokens; the answer has none"
+
+
+# --- usage ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "fixture", "expected"),
+    [
+        ("extend", "workflow_run_failed.json", Usage(credits=2, pages=2)),
+        ("extend", "workflow_run_reviewed.json", Usage(credits=12, pages=3)),
+        ("extend", "workflow_run_usage.json", Usage(credits=7.5, pages=5)),
+        ("extend", "workflow_run_legacy.json", None),
+        ("stackai", "listing_item.json", Usage(tokens=812)),
+        ("noxus", "run_failed.json", None),
+        ("tableflow", "run.json", None),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_usage_is_read_from_what_each_platform_reports(name: str, fixture: str, expected: Usage | None) -> None:
+    """Extend: ``usage.credits`` and the files' ``pageCount``s; StackAI: ``total_tokens``; Noxus and TableFlow
+    report none, and neither does an Extend run without ``usage`` or files (legacy billing)."""
+    run = platform(name).parse_run(golden(name, fixture))
+    assert run.usage == expected
+    assert run.to_xcom()["usage"] == (expected.to_json() if expected else None)
+
+
+def test_extend_listing_summaries_carry_their_usage() -> None:
+    """``WorkflowRunSummary.usage`` is a ``RunUsageSummary``: the runs a listing (an export) returns have usage."""
+    _, page = listing_page("extend", "runs_page.json", RunQuery())
+    assert [run.usage for run in page.runs] == [Usage(credits=1, pages=2)] * 4
+
+
+def test_stackai_listing_items_carry_their_token_counts() -> None:
+    _, page = listing_page("stackai", "flow_runs.json", RunQuery(flow_id="flow_1"))
+    assert [run.usage for run in page.runs] == [Usage(tokens=1200), Usage(tokens=400)]
+
+
+def extend_files(*files: dict[str, Any]) -> dict[str, Any]:
+    """The golden package run with ``files`` for its files."""
+    body = golden("extend", "workflow_run_usage.json")
+    template = body["files"][0]
+    return {**body, "files": [{**template, **file} for file in files]}
+
+
+@pytest.mark.parametrize(
+    ("files", "pages"),
+    [
+        ([{"metadata": {"pageCount": 3}}, {"metadata": {}}], None),
+        ([{"metadata": {"pageCount": 3}}, {"type": "IMG", "metadata": {"pageCount": None}}], None),
+        ([{"metadata": {"pageCount": 2.5}}], None),
+        ([{"metadata": {"pageCount": 4}}, {"parentFileId": "file_1", "metadata": {"pageCount": 2}}], 4),
+    ],
+    ids=["no count", "null count", "fractional", "split part"],
+)
+def test_extend_pages_are_unknown_where_a_file_has_no_whole_count(files: list[dict[str, Any]], pages: int) -> None:
+    """A file without ``pageCount`` (only PDF and DOCX have one) leaves the run's pages unknown rather than
+    undercounted; a file a splitter made is part of an input file, not counted again."""
+    run = platform("extend").parse_run(extend_files(*files))
+    assert run.usage == Usage(credits=7.5, pages=pages)
+
+
+def test_extend_usage_without_credits_is_refused_as_unreadable() -> None:
+    """``RunUsage.credits`` is required: an answer without it is not a run this provider can read."""
+    body = {**golden("extend", "workflow_run_usage.json"), "usage": {"totalCredits": 7.5}}
+    with pytest.raises(FlowRunsResponseError, match="usage.credits"):
+        platform("extend").parse_run(body)
+
+
+def test_extend_start_tags_the_run_with_its_dag_and_task_after_the_users_tags(tmp_path: Path) -> None:
+    """``metadata["extend:usage_tags"]``: tags keep only letters, digits, ``-`` and ``_`` (Extend removes any other
+    character), so the ids are written with hyphens and no tag changes on the way in."""
+    (pdf,) = documents(tmp_path, "invoice.pdf")
+    api = Recorder({"upload file": {"id": "file_1"}, "start run": golden("extend", "workflow_run_usage.json")})
+    request = StartRequest(
+        flow_id="workflow_1",
+        files={"file": pdf},
+        metadata={"extend:usage_tags": ["team-finance", "airflow-task-extract"]},
+        task_key="af-1",
+        started_by=StartedBy("invoices.daily v2", "extract"),
+    )
+    platform("extend").start_run(api, request)
+    assert api.calls[-1].json["metadata"] == {
+        "extend:usage_tags": ["team-finance", "airflow-task-extract", "airflow-dag-invoices-daily-v2"],
+        "airflow_task_key": "af-1",
+    }
+
+
+@pytest.mark.parametrize("tags", ["team-finance", ["team", 7], {"team": "finance"}])
+def test_extend_usage_tags_that_are_not_a_list_of_strings_are_refused_before_any_upload(
+    tmp_path: Path, tags: Any
+) -> None:
+    (pdf,) = documents(tmp_path, "invoice.pdf")
+    api = Recorder({})
+    request = StartRequest(flow_id="workflow_1", files={"file": pdf}, metadata={"extend:usage_tags": tags})
+    with pytest.raises(FlowRunsConfigError, match="must be a list of strings"):
+        platform("extend").start_run(api, request)
+    assert api.calls == []
+
+
+def test_extend_start_without_a_task_sends_no_tags(tmp_path: Path) -> None:
+    (pdf,) = documents(tmp_path, "invoice.pdf")
+    api = Recorder({"upload file": {"id": "file_1"}, "start run": golden("extend", "workflow_run_usage.json")})
+    platform("extend").start_run(api, StartRequest(flow_id="workflow_1", files={"file": pdf}, task_key="af-1"))
+    assert api.calls[-1].json["metadata"] == {"airflow_task_key": "af-1"}
+
+
+def test_extend_batch_start_tags_every_input_with_the_dag_and_task(tmp_path: Path) -> None:
+    paths = documents(tmp_path, "a.pdf", "b.pdf")
+    api = Recorder({"upload file": {"id": "file_1"}, "start batch": golden("extend", "batch_created.json")})
+    batch = [BatchDocument(f"af-k.{i:016x}", path.name, path=path) for i, path in enumerate(paths)]
+    started_by = StartedBy("archive", "backfill/2024")
+    platform("extend").start_batch(api, "workflow_1", batch, None, {"owner": "ap"}, started_by)
+    inputs = api.calls[-1].json["inputs"]
+    assert [item["metadata"]["extend:usage_tags"] for item in inputs] == [
+        ["airflow-dag-archive", "airflow-task-backfill-2024"]
+    ] * 2
+    assert all(item["metadata"]["owner"] == "ap" for item in inputs)

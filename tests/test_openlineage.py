@@ -20,9 +20,10 @@ from airflow_flowruns import lineage
 from airflow_flowruns.exceptions import FlowRunFailedError
 from airflow_flowruns.lineage import file_dataset
 from airflow_flowruns.operators.flow_run import FlowRunOperator
+from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
 from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_FAILING_FLOW
 from support.airflow import dags_test
-from support.emulator import API_KEY, Emulator
+from support.emulator import API_KEY, Emulator, set_connection
 
 
 def as_json(value: Any) -> Any:
@@ -94,6 +95,32 @@ def test_a_failed_run_is_reported_with_its_final_state(
     (output,) = lineage.outputs
     assert as_json(output.facets["flowRun"])["state"] == "failed"
     assert as_json(output.facets["flowRun"])["runId"] == run["id"]
+    assert "flowRunUsage" not in lineage.run_facets, "TableFlow reports no usage"
+
+
+def test_what_a_run_consumed_is_a_run_facet_of_the_task(
+    emulator: Emulator, pdf: Path, mocker: MockerFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cost is the job run's (this task's), not the flow's: a run facet, each measure Extend reports."""
+    conn = set_connection(monkeypatch, "extend_lineage", "extend", emulator.url)
+    op = FlowRunOperator(
+        task_id="extract",
+        flowruns_conn_id=conn,
+        flow_id=EXTEND_INVOICE_WORKFLOW,
+        files={"file": pdf},
+        deferrable=False,
+        poll_interval=0.05,
+    )
+    op.execute({"ti": mocker.MagicMock(try_number=1)})
+    lineage = DefaultExtractor(op).extract_on_complete(mocker.MagicMock())
+    assert lineage is not None
+    facet = as_json(lineage.run_facets["flowRunUsage"])
+    assert facet["_schemaURL"].endswith("#/$defs/RunFacet")
+    assert {k: v for k, v in facet.items() if not k.startswith("_")} == {
+        "platform": "extend",
+        "credits": 2.0,
+        "pages": 1,
+    }
 
 
 def test_a_task_that_failed_before_starting_a_run_reports_only_its_inputs(

@@ -143,6 +143,22 @@ def test_outputs_document_is_the_documented_shape() -> None:
 
 
 @pytest.mark.parametrize(
+    ("name", "fixture", "usage"),
+    [
+        ("extend", "workflow_run_reviewed.json", {"credits": 12.0, "pages": 3, "tokens": None}),
+        ("stackai", "listing_item.json", {"credits": None, "pages": None, "tokens": 812}),
+        ("tableflow", "run.json", None),
+    ],
+)
+def test_outputs_document_says_what_the_run_consumed(name: str, fixture: str, usage: dict[str, Any] | None) -> None:
+    """``usage`` at the top: each measure null where the platform reports it not, null where it reports none."""
+    extras = {"org_id": "o"} if name == "stackai" else {}
+    platform = PLATFORMS[name](ConnectionSettings("c", "key", PLATFORMS[name].default_base_url, extras))
+    raw = golden(name, fixture)
+    assert outputs_document(platform.parse_run(raw), output_reader(name).read(raw))["usage"] == usage
+
+
+@pytest.mark.parametrize(
     ("name", "expected"), [("../../etc/passwd", "etc_passwd"), ("", "_"), ("a b/c.pdf", "a_b_c.pdf")]
 )
 def test_platform_names_cannot_leave_the_landing_folder(name: str, expected: str) -> None:

@@ -204,6 +204,7 @@ def test_every_noxus_answer_has_exactly_the_sdk_models_fields(emulator: Emulator
 def test_the_golden_payloads_built_from_the_sdk_models_match_them() -> None:
     fixtures = {
         ("extend", "workflow_run_failed.json"): f"{EXTEND}:WorkflowRun",
+        ("extend", "workflow_run_usage.json"): f"{EXTEND}:WorkflowRun",
         ("extend", "runs_page.json"): "extend_ai.workflow_runs.types:WorkflowRunsListResponse",
         ("noxus", "run_failed.json"): NOXUS_RUN,
         ("noxus", "run_queued.json"): NOXUS_RUN,

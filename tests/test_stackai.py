@@ -73,6 +73,7 @@ def test_synchronous_run_with_files_and_small_outputs_runs_in_the_worker_when_de
     assert run["documents"] == [{"field": "doc-0", "filename": "doc.pdf", "size": pdf.stat().st_size}]
     assert run["inputs"] == {"in-0": "Check the renewal clause"}
     assert result["outputs"]["out-0"].startswith("Reviewed 1 document(s)")
+    assert result["usage"] == {"credits": None, "pages": None, "tokens": 42}, "the listing's total_tokens"
     assert "StackAI has no asynchronous runs: the run ran in the worker" in capsys.readouterr().out
     assert [r["path"] for r in emulator.requests()][:2] == [
         f"/documents/{STACKAI_ORG}/{STACKAI_FLOW}/doc-0/{task_key(context)}",

@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from airflow_flowruns.batch.documents import BatchKeys
 from airflow_flowruns.platforms.base import FlowRun, Platform, RunState
+from airflow_flowruns.platforms.usage import Usage
 from airflow_flowruns.starting import RESTART_STATES
 
 if TYPE_CHECKING:
@@ -32,8 +33,8 @@ class Seen:
     state: RunState
     status: str
     created_at: datetime | None
-    usage: Any = None
-    """What the listing says the run cost, where its items carry it (Extend's ``usage``)."""
+    usage: Usage | None = None
+    """What the listing says the run consumed, where its items carry it."""
 
     def newer_than(self, other: Seen) -> bool:
         """Whether this run replaced ``other``. A document has at most one run that did not fail or get
@@ -63,7 +64,7 @@ class Census:
         if run_key is None or run_key in self.ignored or not self.keys.owns_run_key(run_key):
             return
         self.runs += 1
-        seen = Seen(run.id, run.state, run.status, run.created_at, run.raw.get("usage"))
+        seen = Seen(run.id, run.state, run.status, run.created_at, run.usage)
         known = self.newest.get(run_key)
         if known is None or seen.newer_than(known):
             self.newest[run_key] = seen

@@ -22,6 +22,7 @@ from airflow_flowruns.exceptions import FlowRunsError, FlowRunTimeoutError
 from airflow_flowruns.outputs.landing import LANDABLE, land_run
 from airflow_flowruns.outputs.model import folder_name
 from airflow_flowruns.platforms.base import RunState
+from airflow_flowruns.platforms.usage import Usage
 from airflow_flowruns.waiting import OnReview
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ MANIFEST_NAME = "_MANIFEST.json"
 MANIFEST_FORMAT = "airflow-flowruns/batch-manifest/1"
 LISTED_KEYS = 100
 """Failed and review documents named in XCom, each list; the manifest names every one."""
+HANDED_TO_REVIEW = 1024
+"""The most documents in review one batch hands to its review task: Airflow's default ``max_map_length``."""
 NOT_STARTED = "not_started"
 """The state of a document the manifest lists without a run: set aside (refused by the platform, or its start
 failed however often tried; its status says why), or not reached before the deadline."""
@@ -47,13 +50,19 @@ class BatchResult:
     failed: list[str] = field(default_factory=list)
     review: list[str] = field(default_factory=list)
     manifest: str | None = None
+    in_review: list[tuple[str, str]] = field(default_factory=list)
+    """The first :data:`HANDED_TO_REVIEW` documents in review, with their run ids."""
+    usage: Usage | None = None
+    """The documents' usage summed, each measure over the runs that report it."""
 
-    def note(self, key: str, state: str) -> None:
+    def note(self, key: str, state: str, run_id: str | None = None) -> None:
         self.counts[state] += 1
         bad = state in (RunState.FAILED.value, RunState.CANCELLED.value, NOT_STARTED)
         listed = self.failed if bad else self.review if state == RunState.NEEDS_REVIEW.value else None
         if listed is not None and len(listed) < LISTED_KEYS:
             listed.append(key)
+        if state == RunState.NEEDS_REVIEW.value and run_id and len(self.in_review) < HANDED_TO_REVIEW:
+            self.in_review.append((key, run_id))
 
     def to_xcom(self, platform: str, flow_id: str, started: int) -> dict[str, Any]:
         return {
@@ -65,6 +74,7 @@ class BatchResult:
             "failed_documents": self.failed,
             "review_documents": self.review,
             "manifest": self.manifest,
+            "usage": self.usage.to_json() if self.usage else None,
         }
 
 
@@ -89,8 +99,9 @@ class Reporter:
         result = BatchResult(total)
         with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
             for doc in documents:
-                item = self._item(doc)
-                result.note(doc.key, item["state"])
+                item, usage = self._item(doc)
+                result.note(doc.key, item["state"], item["run_id"])
+                result.usage = Usage.total((result.usage, usage))
                 spool.write(json.dumps(item) + "\n")
                 if self.settled is not None and item["run_id"] and RunState(item["state"]).is_final:
                     self.settled(item)
@@ -101,25 +112,28 @@ class Reporter:
                 result.manifest = str(target)
         return result
 
-    def _item(self, doc: Document) -> dict[str, Any]:
+    def _item(self, doc: Document) -> tuple[dict[str, Any], Usage | None]:
+        """The document's manifest item, and its run's usage: as the full run read for its landing says, else as
+        the listing did."""
         seen = self.census.newest.get(self.census.keys.run_key(doc.key))
         if seen is None:
             status = self.refused.get(doc.key)
-            return {"document_key": doc.key, "run_id": None, "state": NOT_STARTED, "status": status, "landing": None}
-        item = {
+            never = {"document_key": doc.key, "run_id": None, "state": NOT_STARTED, "status": status, "landing": None}
+            return {**never, "usage": None}, None
+        item: dict[str, Any] = {
             "document_key": doc.key,
             "run_id": seen.run_id,
             "state": seen.state.value,
             "status": seen.status,
             "landing": None,
-            "usage": seen.usage,
         }
+        usage = seen.usage
         if self.outputs_to is not None and seen.state in LANDABLE:
             run = self.hook.get_run(self.flow_id, seen.run_id)
             folder = reduce(lambda path, part: path / folder_name(part), doc.key.split("/"), self.outputs_to)
             item["landing"] = land_run(self.hook, run, self.outputs_to, folder=folder).path
-            item["usage"] = run.raw.get("usage", seen.usage)
-        return item
+            usage = run.usage or seen.usage
+        return {**item, "usage": usage.to_json() if usage else None}, usage
 
     def _manifest_target(self) -> ObjectStoragePath | None:
         return manifest_target(self.outputs_to, self.manifest_to, self.census.keys)
@@ -147,6 +161,7 @@ def _write_manifest(
         "flow_id": flow_id,
         "documents": result.documents,
         "counts": dict(result.counts),
+        "usage": result.usage.to_json() if result.usage else None,
     }
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("w") as out:
@@ -165,7 +180,8 @@ def judge(
     review = counts[RunState.NEEDS_REVIEW.value]
     failed = sum(counts[state] for state in (RunState.FAILED.value, RunState.CANCELLED.value, NOT_STARTED))
     failed += review if on_review is OnReview.FAIL else 0
-    succeeded = counts[RunState.SUCCEEDED.value] + (review if on_review is OnReview.SUCCEED else 0)
+    handed_on = on_review in (OnReview.SUCCEED, OnReview.AIRFLOW)  # to the downstream branch or review task
+    succeeded = counts[RunState.SUCCEEDED.value] + (review if handed_on else 0)
     where = f" Every document is listed in {result.manifest}." if result.manifest else ""
     named = f" Failed: {', '.join(result.failed[:10])}." if result.failed else ""
     if outcome == "timeout":

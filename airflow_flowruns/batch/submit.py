@@ -198,7 +198,11 @@ class Submission:
         for attempt in range(1, START_ATTEMPTS + 1):
             try:
                 return self.hook.start_batch(
-                    self.template.flow_id, batch, self.template.flow_version, self.template.metadata
+                    self.template.flow_id,
+                    batch,
+                    self.template.flow_version,
+                    self.template.metadata,
+                    self.task_try.started_by,
                 )
             except (FlowRunsApiError, FlowRunsResponseError) as exc:
                 if not exc.outcome_unknown:

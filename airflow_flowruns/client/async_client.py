@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,6 +22,7 @@ from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import map_aiohttp_exceptions
 from tenacity import AsyncRetrying
 
+from airflow_flowruns import metrics
 from airflow_flowruns.client.auth import bounded_auth
 from airflow_flowruns.client.batching import ListingBatcher
 from airflow_flowruns.client.body import ACCEPT_ENCODING, Answer, build_request, seconds_for
@@ -37,6 +39,7 @@ from airflow_flowruns.client.options import KEEPALIVE_SECONDS, HttpOptions
 from airflow_flowruns.client.proxies import environment_proxy, proxy_mounts
 from airflow_flowruns.client.ratelimit import scheduler_for
 from airflow_flowruns.client.retry import decode_and_pace, is_retryable, pace, retry_policy
+from airflow_flowruns.client.tls import SchemeCheck
 from airflow_flowruns.platforms.base import ApiCall, FlowRun, Platform, RunQuery
 
 _CHUNK_BYTES = 64 * 1024
@@ -84,6 +87,7 @@ class AsyncFlowRunsClient:
         self._headers = dict(self._http.headers)
         self._timeout = _aiohttp_timeout(self._http.timeout)
         self._direct = self._http.auth is None
+        self._scheme = SchemeCheck(platform.settings.base_url, options.timeout)
         self._batchers: dict[str | None, ListingBatcher] = {}
         feed_call = platform.change_feed_call()
         self._feed = ChangeFeed(platform, feed_call, self.call, self._read_any) if feed_call is not None else None
@@ -134,16 +138,30 @@ class AsyncFlowRunsClient:
     async def _attempt(self, call: ApiCall) -> Any:
         seconds = seconds_for(call, self.options.timeout)
         async with self._slots:
+            queued = time.monotonic()
             await self._scheduler.await_turn()
+            metrics.waited_for_turn(self.platform.name, self.platform.settings.conn_id, time.monotonic() - queued)
             try:
-                async with asyncio.timeout(seconds):
-                    answer = await (self._send_direct(call) if self._direct else self._send(call))
-            except TimeoutError:
-                raise httpx.ReadTimeout(f"no complete answer within {seconds:g} s (the connection's timeout)") from None
+                answer = await self._answer(call, seconds)
+            except httpx.TransportError as exc:
+                judge = functools.partial(self._scheme.mistake, exc)
+                mistake = await asyncio.to_thread(judge) if self._scheme.asks(exc) else judge()
+                if mistake is None:
+                    raise
+                raise mistake.error(self.platform.label, call.name) from exc
         if len(answer.body) <= DECODE_ON_LOOP_BYTES:
             return decode_and_pace(self._scheduler, self.options, self.platform, call, answer)
-        pace(self._scheduler, self.options, answer.status, answer.headers)
+        pace(self._scheduler, self.options, self.platform, answer.status, answer.headers)
         return await asyncio.to_thread(decode, self.platform, call, answer)
+
+    async def _answer(self, call: ApiCall, seconds: float) -> Answer:
+        """The whole answer within ``seconds``; no answer is an httpx error, whichever way the request went."""
+        try:
+            with metrics.unanswered_on(self.platform, TimeoutError, httpx.TransportError, aiohttp.ClientError):
+                async with asyncio.timeout(seconds):
+                    return await (self._send_direct(call) if self._direct else self._send(call))
+        except TimeoutError:
+            raise httpx.ReadTimeout(f"no complete answer within {seconds:g} s (the connection's timeout)") from None
 
     async def _send(self, call: ApiCall) -> Answer:
         request = build_request(self._http, call, seconds_for(call, self.options.timeout))

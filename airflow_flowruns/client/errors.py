@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -26,6 +27,7 @@ from airflow_flowruns.exceptions import (
     FlowRunsAuthError,
     FlowRunsError,
     FlowRunsResponseError,
+    FlowRunsTlsError,
 )
 from airflow_flowruns.platforms.base import ApiCall, FlowRun, Platform
 
@@ -56,6 +58,7 @@ def decode(platform: Platform, call: ApiCall, answer: Answer) -> Any:
             detail=scrub(platform, detail or (_describe_body(answer) if body is _NO_JSON else answer.text[:300])),
             retryable=platform.is_retryable(status, None if body is _NO_JSON else body),
             retry_after=retry_after(answer.headers),
+            hint=not_found(platform, call) if status == 404 else None,
         )
     if body is _NO_JSON:
         raise FlowRunsResponseError(
@@ -65,6 +68,27 @@ def decode(platform: Platform, call: ApiCall, answer: Answer) -> Any:
             retryable=True,
         )
     return body
+
+
+def not_found(platform: Platform, call: ApiCall) -> str:
+    """What a 404 tells, by the call: one naming an id may ask for one the platform does not know; one naming
+    none was sent to an address where the platform's API is not, so the host or its path is wrong."""
+    label, base_url = platform.label, platform.settings.base_url
+    sent = f"{call.method} {base_url}{call.path} found nothing"
+    expected = f"{label} answers it at {platform.default_base_url}{call.path}"
+    if call.ids:
+        named = " or ".join(f"{what} {value!r}" for what, value in call.ids.items())
+        return (
+            f"{sent}: the {named} may be unknown to {label} (check it, and that the key is for the workspace "
+            f"that has it); if every call fails so, the connection's host is wrong ({expected})."
+        )
+    path, expected_path = urlsplit(base_url).path, platform.base_path
+    where = f"under {expected_path}" if expected_path else "right after the host name"
+    stray = f", not under {path}" if path != expected_path else ""
+    return (
+        f"{sent}, and the call names no id: the connection's host or its path is wrong. {expected}: its calls "
+        f"live {where}{stray}."
+    )
 
 
 def _json_body(platform: Platform, call: ApiCall, answer: Answer) -> Any:
@@ -167,7 +191,7 @@ def _mark_outcome(call: ApiCall, exc: FlowRunsApiError | FlowRunsResponseError) 
     Only the call itself can tell: an upload or a check that failed before the start call was sent
     cannot have started a run, whatever the error.
     """
-    if not call.idempotent:
+    if not call.idempotent and not isinstance(exc, FlowRunsTlsError):  # a TLS mistake reached no platform
         status = getattr(exc, "status", None)
         exc.outcome_unknown = isinstance(exc, FlowRunsResponseError) or status is None or status >= 500
 
@@ -260,5 +284,6 @@ def found(platform: Platform, run_id: str, run: FlowRun | None) -> FlowRun:
             status=404,
             detail=f"no run {run_id!r} in the flow's run listing",
             retryable=False,
+            hint="Check the run id and the flow id: the flow's runs were read, and this run is not among them.",
         )
     return run

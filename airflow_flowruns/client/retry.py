@@ -18,6 +18,7 @@ import httpx
 from tenacity import RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 from tenacity.stop import stop_base
 
+from airflow_flowruns import metrics
 from airflow_flowruns.client.body import Answer
 from airflow_flowruns.client.errors import decode, retry_after
 from airflow_flowruns.client.options import HttpOptions
@@ -90,6 +91,8 @@ def retry_policy(platform: Platform, options: HttpOptions, call: ApiCall) -> dic
     def log_retry(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
+        if isinstance(exc, FlowRunsApiError) and exc.status == 429:  # the pause the platform asked for
+            metrics.waited_for_turn(platform.name, platform.settings.conn_id, wait)
         log.warning(
             "%s '%s' attempt %d failed (%s); retrying in %.1f s",
             platform.label,
@@ -113,10 +116,13 @@ def decode_and_pace(
 ) -> Any:
     """Decode, after telling the connection's scheduler how the platform answered: a 429 holds every request
     on the connection for as long as the platform asked, up to ``retry_max_wait``, and lowers its rate."""
-    pace(scheduler, options, answer.status, answer.headers)
+    pace(scheduler, options, platform, answer.status, answer.headers)
     return decode(platform, call, answer)
 
 
-def pace(scheduler: RequestScheduler, options: HttpOptions, status: int, headers: Mapping[str, str]) -> None:
-    """Tell the connection's scheduler how the platform answered (see :func:`decode_and_pace`)."""
+def pace(
+    scheduler: RequestScheduler, options: HttpOptions, platform: Platform, status: int, headers: Mapping[str, str]
+) -> None:
+    """Tell the connection's scheduler how the platform answered (see :func:`decode_and_pace`), and count it."""
+    metrics.answered(platform.name, platform.settings.conn_id, status)
     scheduler.answered(status, retry_after(headers) if status == 429 else None, options.retry_max_wait)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
@@ -10,6 +11,7 @@ from typing import Any
 import httpx
 from tenacity import Retrying
 
+from airflow_flowruns import metrics
 from airflow_flowruns.client.auth import bounded_auth
 from airflow_flowruns.client.body import ACCEPT_ENCODING, Answer, build_request, seconds_for
 from airflow_flowruns.client.deadline import request_deadline, start_deadline, sync_transport
@@ -24,6 +26,7 @@ from airflow_flowruns.client.options import KEEPALIVE_SECONDS, HttpOptions
 from airflow_flowruns.client.proxies import proxy_mounts
 from airflow_flowruns.client.ratelimit import scheduler_for
 from airflow_flowruns.client.retry import decode_and_pace, pace, retry_policy, time_left
+from airflow_flowruns.client.tls import SchemeCheck
 from airflow_flowruns.files import OpenWhileRead
 from airflow_flowruns.platforms.base import ApiCall, FlowRun, Platform, RunQuery
 
@@ -41,6 +44,7 @@ class FlowRunsClient:
         self.options = options
         self._scheduler = scheduler_for(platform.settings.conn_id, options.max_requests_per_second)
         self._http = _http_client(platform, options, credentials=True)
+        self._scheme = SchemeCheck(platform.settings.base_url, options.timeout)
         self._presigned: httpx.Client | None = None
 
     @property
@@ -85,7 +89,7 @@ class FlowRunsClient:
         parts: list[tuple[str, tuple[str, Any, str]]] = [
             (part.field, (part.filename, OpenWhileRead(part.path), part.content_type)) for part in call.files
         ]
-        self._scheduler.wait()
+        self._wait_for_turn()
         request = build_request(
             self._http,
             call,
@@ -93,7 +97,11 @@ class FlowRunsClient:
             files=parts or None,
             extensions={"trace": _deadline_from_answer(seconds)} if parts else None,
         )
-        with ExitStack() as opened:
+        with (
+            self._scheme.judging(self.platform.label, call.name),
+            ExitStack() as opened,
+            metrics.unanswered_on(self.platform, httpx.TransportError),
+        ):
             for _, (_, file, _) in parts:
                 opened.callback(file.close)
             with (
@@ -114,9 +122,9 @@ class FlowRunsClient:
         body restarts that deadline for each part it waits for (``start_deadline``).
         """
         seconds = seconds_for(call, self.options.timeout)
-        self._scheduler.wait()
+        self._wait_for_turn()
         with _streamed(self._http, build_request(self._http, call, seconds), seconds) as response:
-            pace(self._scheduler, self.options, response.status_code, response.headers)
+            pace(self._scheduler, self.options, self.platform, response.status_code, response.headers)
             yield response
 
     @contextmanager
@@ -129,6 +137,11 @@ class FlowRunsClient:
         request = self._presigned.build_request("GET", url, headers={"Accept-Encoding": ACCEPT_ENCODING})
         with _streamed(self._presigned, request, self.options.timeout) as response:
             yield response
+
+    def _wait_for_turn(self) -> None:
+        queued = time.monotonic()
+        self._scheduler.wait()
+        metrics.waited_for_turn(self.platform.name, self.platform.settings.conn_id, time.monotonic() - queued)
 
     def close(self) -> None:
         self._http.close()

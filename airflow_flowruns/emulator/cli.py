@@ -1,4 +1,8 @@
-"""``flowruns-emulator``: serve the emulator until interrupted."""
+"""``flowruns-emulator``: serve the emulator until interrupted.
+
+It starts by saying what it serves: the address it listens on, then each platform's flows and an
+``AIRFLOW_CONN_...`` line to paste for each platform (the discovery call's answer, as text).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,9 @@ from pydantic import ValidationError
 
 from airflow_flowruns.emulator.app import create_app
 from airflow_flowruns.emulator.config import load_config
+from airflow_flowruns.emulator.discovery import banner, discovery
 from airflow_flowruns.emulator.faults import ALL_KINDS, FaultMode
-from airflow_flowruns.emulator.server import NotLoopback, bind
+from airflow_flowruns.emulator.server import NotLoopback, bind, url_of
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -52,8 +57,8 @@ def main(argv: list[str] | None = None) -> None:
         sock = bind(args.host, args.port, allow_remote=args.allow_remote)
     except NotLoopback as exc:
         parser.error(f"--host {exc}")
-    scheme = "https" if args.ssl_certfile else "http"
-    print(f"flowruns-emulator listening on {scheme}://{args.host}:{sock.getsockname()[1]}", flush=True)
+    url = url_of("https" if args.ssl_certfile else "http", args.host, sock.getsockname()[1])
+    print(f"flowruns-emulator listening on {url}", *banner(discovery(config, url)), sep="\n", flush=True)
     server_config = uvicorn.Config(
         create_app(config),
         log_level="warning",

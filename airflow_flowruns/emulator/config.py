@@ -12,6 +12,8 @@ from airflow_flowruns.emulator.faults import FaultMode
 
 MIB = 1024 * 1024
 DAY = 24 * 60 * 60.0
+BUILT_IN_API_KEY = "emulator-key"
+"""The emulator's fixed test key, accepted unless a configuration names its own keys: never a real one."""
 Section = TypeVar("Section", bound=BaseModel)
 
 
@@ -35,7 +37,7 @@ class EmulatorConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    api_keys: list[str] = Field(default_factory=lambda: ["emulator-key"])
+    api_keys: list[str] = Field(default_factory=lambda: [BUILT_IN_API_KEY])
     fault_mode: FaultMode = Field(default_factory=FaultMode)
     rate_limit: float | None = None
     """Requests per second per API key; beyond it the emulator answers 429 with Retry-After."""

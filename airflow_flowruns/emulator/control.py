@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from airflow_flowruns.emulator.config import Scenario
+from airflow_flowruns.emulator.discovery import discovery
 from airflow_flowruns.emulator.errors import ApiError
 from airflow_flowruns.emulator.faults import FaultKind, FaultMode
 from airflow_flowruns.emulator.state import EmulatedRun, EmulatorState, Fault
@@ -43,6 +44,12 @@ class FaultSpec(BaseModel):
 
 def _state(request: Request) -> EmulatorState:
     return request.app.state.emulator
+
+
+@router.get("/discovery")
+def discover(request: Request) -> dict[str, Any]:
+    """Each platform's connection to this emulator, at the address the caller reached, and its flows."""
+    return discovery(request.app.state.config, str(request.base_url).rstrip("/"))
 
 
 @router.get("/requests")

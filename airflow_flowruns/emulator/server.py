@@ -15,6 +15,11 @@ from airflow_flowruns.emulator.config import EmulatorConfig
 from airflow_flowruns.platforms.values import is_loopback
 
 
+def url_of(scheme: str, host: str, port: int) -> str:
+    """The emulator's URL at the address it listens on (an IPv6 address in brackets)."""
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
 class NotLoopback(ValueError):
     """A host other than loopback, asked for without allowing it."""
 
@@ -71,7 +76,7 @@ class EmulatorServer:
 
     @property
     def url(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.port}"
+        return url_of(self.scheme, self.host, self.port)
 
     def start(self) -> Self:
         self._thread.start()

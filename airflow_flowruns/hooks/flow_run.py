@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
+from airflow_flowruns import metrics
 from airflow_flowruns.client import AsyncFlowRunsClient, FlowRunsClient, HttpOptions
 from airflow_flowruns.client.errors import readable_answers
 from airflow_flowruns.client.retry import until
@@ -25,9 +26,9 @@ from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError, Flow
 from airflow_flowruns.platforms import PlatformFacts, platform_class, registered
 from airflow_flowruns.platforms.base import ConnectionSettings, FlowRun, Platform, RunQuery, RunState
 from airflow_flowruns.platforms.batching import BatchDocument
-from airflow_flowruns.platforms.start import StartRequest
+from airflow_flowruns.platforms.start import StartedBy, StartRequest
 from airflow_flowruns.platforms.values import base_url_from
-from airflow_flowruns.waiting import OnReview, is_settled
+from airflow_flowruns.waiting import OnReview, WaitProgress, is_settled
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Connection
@@ -73,9 +74,9 @@ class FlowRunsHook(BaseHook):
     conn_type = "flowruns"
     hook_name = "Flow runs"
 
-    _async_clients: ClassVar[
-        weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Task[AsyncFlowRunsClient]]]
-    ] = weakref.WeakKeyDictionary()
+    _async_clients: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopClients]] = (
+        weakref.WeakKeyDictionary()
+    )
 
     def __init__(self, flowruns_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -96,15 +97,25 @@ class FlowRunsHook(BaseHook):
         """Start one run; an answer the platform module cannot read is the provider's own error, marked as a
         start that may have happened, so it is looked up rather than sent again."""
         with readable_answers(self.platform, "start run", outcome_unknown=True):
-            return self.platform.start_run(self.client, request)
+            run = self.platform.start_run(self.client, request)
+        metrics.started(self.platform.name, self.flowruns_conn_id)
+        metrics.settled(run, self.flowruns_conn_id)  # a platform that runs synchronously answers with the settled run
+        return run
 
     def start_batch(
-        self, flow_id: str, documents: Sequence[BatchDocument], flow_version: str | None, metadata: Mapping[str, Any]
+        self,
+        flow_id: str,
+        documents: Sequence[BatchDocument],
+        flow_version: str | None,
+        metadata: Mapping[str, Any],
+        started_by: StartedBy | None = None,
     ) -> str:
         """Start one run per document with one call, where the platform has one (``Platform.batch_inputs``);
         the batch id. Like :meth:`start_run`, an unreadable answer is a start that may have happened."""
         with readable_answers(self.platform, "start batch", outcome_unknown=True):
-            return self.platform.start_batch(self.client, flow_id, documents, flow_version, metadata)
+            batch_id = self.platform.start_batch(self.client, flow_id, documents, flow_version, metadata, started_by)
+        metrics.started(self.platform.name, self.flowruns_conn_id, len(documents))
+        return batch_id
 
     def get_run(self, flow_id: str | None, run_id: str) -> FlowRun:
         return self.client.get_run(flow_id, run_id)
@@ -137,9 +148,11 @@ class FlowRunsHook(BaseHook):
         """Poll from the worker until the run settles, or return its last state once the deadline passes.
 
         The last poll happens at the deadline itself, so a run that finished just in time is not
-        reported as timed out.
+        reported as timed out. The log gets each state once and a heartbeat while none changes
+        (``WaitProgress``); the caller logs how the wait ended.
         """
         run: FlowRun | None = None
+        progress = WaitProgress(self.log)
         while True:
             try:
                 with until(deadline):
@@ -150,11 +163,12 @@ class FlowRunsHook(BaseHook):
                 self.log.warning("Polling run %s failed for now, will poll again: %s", run_id, exc)
             remaining = deadline - time.time()
             if run is not None and (is_settled(run, on_review) or remaining <= 0):
+                metrics.settled(run, self.flowruns_conn_id)
                 return run
             if remaining <= 0:
                 raise FlowRunTimeoutError(f"Deadline reached before run {run_id!r} could be read once.")
             if run is not None:
-                self.log.info("%s run %s is %s; next check in %.0f s.", run.platform, run.id, run.status, poll_interval)
+                progress.seen(run, next_check=min(poll_interval, remaining))
             time.sleep(min(poll_interval, remaining))
 
     def list_runs(
@@ -211,7 +225,11 @@ class FlowRunsHook(BaseHook):
         A failed attempt is forgotten, so a connection fixed later is picked up.
         """
         loop = asyncio.get_running_loop()
-        making = cls._async_clients.setdefault(loop, {})
+        clients = cls._async_clients.get(loop)
+        if clients is None:
+            clients = cls._async_clients[loop] = LoopClients()
+            await clients.close_with_the_loop()
+        making = clients.making
         task = making.get(conn_id)
         if task is None:
             task = making[conn_id] = loop.create_task(cls._make_async_client(conn_id))
@@ -228,10 +246,41 @@ class FlowRunsHook(BaseHook):
 
     @classmethod
     async def close_async_clients(cls) -> None:
-        """Close the running loop's shared clients, for programs that end their event loop themselves."""
-        for task in cls._async_clients.pop(asyncio.get_running_loop(), {}).values():
-            if task.done() and not _failed(task):
-                await task.result().aclose()
+        """Close the running loop's shared clients now, for programs that end their event loop without
+        ``asyncio.run`` (which closes them itself, see :class:`LoopClients`)."""
+        clients = cls._async_clients.pop(asyncio.get_running_loop(), None)
+        if clients is not None:
+            await clients.aclose()
+
+
+class LoopClients:
+    """The async clients of one event loop, by connection id, shared by its triggers until the loop shuts down.
+
+    ``asyncio.run``, which runs the triggerer's event loop and each trigger ``airflow dags test`` runs inline,
+    closes every asynchronous generator still open before it closes the loop (``loop.shutdown_asyncgens``). One
+    such generator, opened with the loop's first client, closes the clients then, while the loop can still run
+    their close; without it their aiohttp sessions outlive the loop and are reported as "Unclosed client
+    session" and "Unclosed connector" when collected.
+    """
+
+    def __init__(self) -> None:
+        self.making: dict[str, asyncio.Task[AsyncFlowRunsClient]] = {}
+        self._closer = self._closed_at_shutdown()
+
+    async def close_with_the_loop(self) -> None:
+        """Open the generator that closes the clients, which registers it with the running loop."""
+        await anext(self._closer)
+
+    async def aclose(self) -> None:
+        await self._closer.aclose()
+
+    async def _closed_at_shutdown(self) -> AsyncGenerator[None]:
+        try:
+            yield
+        finally:
+            for task in list(self.making.values()):  # a client failing to be made meanwhile leaves the dict
+                if task.done() and not _failed(task):
+                    await task.result().aclose()
 
 
 def _failed(task: asyncio.Task[Any]) -> bool:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from airflow_flowruns.platforms.start import StartedBy
 from airflow_flowruns.starting import RESTART_STATES, TaskLog, TaskTry
 from airflow_flowruns.version_compat import AIRFLOW_V_3_3_PLUS, missing_feature
 
@@ -59,13 +60,16 @@ def task_key(context: Context) -> str:
 
 def task_try(context: Context, log: TaskLog) -> TaskTry:
     """The try number, the lookup window (runs of this task instance cannot predate its DAG run; an hour of
-    margin absorbs clock skew), and ``log``, the task's log."""
-    number = getattr(context["ti"], "try_number", 1)
+    margin absorbs clock skew), ``log``, the task's log, and the DAG and task the runs it starts are for."""
+    ti = context["ti"]
+    number = getattr(ti, "try_number", 1)
     started = getattr(context.get("dag_run"), "start_date", None)
+    dag_id, task_id = getattr(ti, "dag_id", None), getattr(ti, "task_id", None)
     return TaskTry(
         number=number if isinstance(number, int) else 1,
         runs_since=started - timedelta(hours=1) if isinstance(started, datetime) else None,
         log=log,
+        started_by=StartedBy(dag_id, task_id) if isinstance(dag_id, str) and isinstance(task_id, str) else None,
     )
 
 

@@ -3,49 +3,35 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow_flowruns.exceptions import FlowRunsError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.operators._review import FlowRunReviewMixin
 from airflow_flowruns.platforms.base import FlowRun
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from airflow_flowruns.version_compat import AIRFLOW_V_3_3_PLUS, missing_feature
-from airflow_flowruns.waiting import OnReview, finish, is_settled, timed_out
+from airflow_flowruns.waiting import closing_line, is_settled, timed_out
 
 if TYPE_CHECKING:
-    from datetime import timedelta
-
     from airflow.providers.common.compat.sdk import Context
-    from airflow.triggers.base import BaseTrigger
 
 log = logging.getLogger(__name__)
 
 
-class FlowRunWaitMixin:
-    """Waits for a run until it settles and turns the outcome into the task's result or failure."""
+class FlowRunWaitMixin(FlowRunReviewMixin):
+    """Waits for a run until it settles and turns the outcome into the task's result or failure.
 
-    flowruns_conn_id: str
-    on_review: OnReview
-    poll_interval: float
-    deferrable: bool
+    ``_run`` is the run as last seen; the settled run once the task has its outcome (read by lineage).
+    """
+
     cancel_on_timeout: bool
-    _run: FlowRun | None
-    """The run as last seen; the settled run once the task has its outcome (read by lineage)."""
+    timeout: float
 
-    if TYPE_CHECKING:
-
-        def defer(
-            self,
-            *,
-            trigger: BaseTrigger,
-            method_name: str,
-            kwargs: dict[str, Any] | None = None,
-            timeout: timedelta | int | float | None = None,
-        ) -> NoReturn: ...
-
-    def wait_for_run(self, hook: FlowRunsHook, run: FlowRun, deadline: float) -> dict[str, Any]:
+    def wait_for_run(self, context: Context, hook: FlowRunsHook, run: FlowRun, deadline: float) -> dict[str, Any]:
         if is_settled(run, self.on_review):
-            return self._finish(run)
+            return self.settle(context, run, deadline)
         if self.deferrable:
             if not AIRFLOW_V_3_3_PLUS:
                 missing_feature("Cancelling the run when its deferred task is marked failed or cleared", "3.3")
@@ -65,7 +51,7 @@ class FlowRunWaitMixin:
             run.flow_id, run.id, deadline=deadline, poll_interval=self.poll_interval, on_review=self.on_review
         )
         if is_settled(run, self.on_review):
-            return self._finish(run)
+            return self.settle(context, run, deadline)
         self._give_up(hook, run.flow_id, run.id, run)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
@@ -75,16 +61,14 @@ class FlowRunWaitMixin:
             raise FlowRunsError(event.get("message", "the trigger failed without a message"))
         run = FlowRun.model_validate(event["run"]) if event.get("run") else None
         if outcome == "settled" and run is not None:
-            return self._finish(run)
+            return self.settle(context, run, float(event.get("deadline") or time.time() + self.timeout))
         if outcome == "timeout":
             self._give_up(FlowRunsHook(self.flowruns_conn_id), event.get("flow_id"), event["run_id"], run)
         raise FlowRunsError(f"The trigger sent an event this operator does not understand: {event!r}")
 
-    def _finish(self, run: FlowRun) -> dict[str, Any]:
-        self._run = run
-        return finish(run, self.on_review)
-
     def _give_up(self, hook: FlowRunsHook, flow_id: str | None, run_id: str, run: FlowRun | None) -> NoReturn:
         self._run = run or self._run
+        if run is not None:
+            log.info("%s", closing_line(run))
         cancelled = self.cancel_on_timeout and hook.cancel_run(flow_id, run_id)
         raise timed_out(run, run_id, hook.platform.label, cancelled=cancelled, can_cancel=hook.platform.can_cancel)

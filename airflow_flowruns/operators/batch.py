@@ -12,14 +12,21 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath, conf
 
+from airflow_flowruns.batch.carried import expected, ignored, since, strays, under_way
 from airflow_flowruns.batch.census import Census, take_census
 from airflow_flowruns.batch.documents import BatchKeys, Document, collect_documents
 from airflow_flowruns.batch.ledger import Ledger
-from airflow_flowruns.batch.progress import Outcome, ProgressLog, is_live, live_count, verdict
+from airflow_flowruns.batch.progress import Outcome, ProgressLog, live_count, verdict
 from airflow_flowruns.batch.results import Reporter, judge, manifest_target
 from airflow_flowruns.batch.submit import Plan, Submission, plan_try, presigned_url
 from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.operators._batch_review import (
+    HANDED_TO_REVIEW_KEY,
+    add_review_task,
+    handed_to_review,
+    refuse_review_of_shards,
+)
 from airflow_flowruns.operators._document_events import document_alias, document_event
 from airflow_flowruns.operators._outputs import output_target
 from airflow_flowruns.operators._reattach import task_try
@@ -62,6 +69,10 @@ class FlowRunBatchOperator(BaseOperator):
     :param shard: this task's share of the documents, from 0 to ``shard_count - 1`` (map over
         ``list(range(n))``: a ``range`` reaches a mapped task as its text).
     :param document_asset: an asset to announce once per settled document (an asset event each).
+    :param on_review: as for ``FlowRunOperator``; with ``"airflow"`` each document in review gets a Required
+        Action of its own, in the mapped task ``{task_id}_review`` made beside this one.
+    :param max_open_reviews: the most of those Required Actions open at once.
+    :param review_assignees: the Airflow users who may answer them.
     """
 
     template_fields: Sequence[str] = (
@@ -102,6 +113,8 @@ class FlowRunBatchOperator(BaseOperator):
         document_asset: Any = None,
         follow_symlinks: bool = False,
         cancel_on_timeout: bool = True,
+        max_open_reviews: int = 20,
+        review_assignees: str | Sequence[str | Mapping[str, str]] | None = None,
         **kwargs: Any,
     ) -> None:
         if document_asset is not None:
@@ -129,6 +142,10 @@ class FlowRunBatchOperator(BaseOperator):
         self.document_asset = document_asset
         self.follow_symlinks = follow_symlinks
         self.cancel_on_timeout = cancel_on_timeout
+        max_open = _count_or_none(max_open_reviews, "max_open_reviews", least=1)
+        self.review_task = add_review_task(
+            self, kwargs["task_id"], max_open_reviews=max_open, assignees=review_assignees
+        )
 
     def execute(self, context: Context) -> dict[str, Any]:
         self._stop = threading.Event()  # made per execution: a task is copied, and an event cannot be
@@ -155,7 +172,7 @@ class FlowRunBatchOperator(BaseOperator):
         while True:
             setup = hook, keys, documents = self._setup(context)
             pending = self._start_some(context, hook, keys, documents, state, counts)
-            outcome, census = self._wait(hook, keys, _expected(documents, state), pending, state)
+            outcome, census = self._wait(hook, keys, expected(documents, state), pending, state)
             if outcome is not Outcome.ROOM:
                 return self._finish(context, outcome, state, setup, census)
             counts = census.counts()
@@ -169,6 +186,7 @@ class FlowRunBatchOperator(BaseOperator):
         field = self.file_field or (
             hook.platform.default_file_field(hook.client, flow_id) if not isinstance(self.documents, list) else None
         )
+        refuse_review_of_shards(self, self.on_review)
         documents = collect_documents(self.documents, field, keys, follow_symlinks=self.follow_symlinks)
         if not hook.platform.takes_metadata and (self.metadata or any(doc.metadata for doc in documents)):
             raise FlowRunsConfigError(
@@ -223,7 +241,7 @@ class FlowRunBatchOperator(BaseOperator):
         if (resumed or this_try.number > 1) and wants_census:
             walks = 1 if ledger.kept and not view.unsure else 2  # what no ledger names is started only if unseen twice
             census = take_census(hook, self.flow_id, keys, this_try.runs_since, walks, ignored(state))
-            state["ignore"] = _strays(census, keys, documents, state)
+            state["ignore"] = strays(census, keys, documents, state)
         rerun_before = None if resumed else datetime.fromisoformat(state["try_began"])
         plan = plan_try(documents, keys, view, census, rerun_before)
         self.log.info(
@@ -247,7 +265,7 @@ class FlowRunBatchOperator(BaseOperator):
         """
         progress = ProgressLog(documents, self.on_review)
         while True:
-            census = take_census(hook, self.flow_id, keys, _since(state), ignored=ignored(state))
+            census = take_census(hook, self.flow_id, keys, since(state), ignored=ignored(state))
             counts = census.counts()
             outcome = verdict(counts, documents, pending, self.max_in_flight, self.on_review)
             if outcome is None and time.time() >= state["deadline"]:
@@ -298,11 +316,11 @@ class FlowRunBatchOperator(BaseOperator):
         were counted: then those are set aside and the wait goes on until every document now in it settled.
         """
         hook, keys, documents = setup or self._setup(context)
-        census = census or take_census(hook, self.flow_id, keys, _since(state), ignored=ignored(state))
-        while outcome is Outcome.SETTLED and _under_way(census, keys, documents, self.on_review):
-            state["ignore"] = _strays(census, keys, documents, state)
+        census = census or take_census(hook, self.flow_id, keys, since(state), ignored=ignored(state))
+        while outcome is Outcome.SETTLED and under_way(census, keys, documents, self.on_review):
+            state["ignore"] = strays(census, keys, documents, state)
             self.log.warning("Runs of documents no longer in the batch were counted; waiting for the others.")
-            outcome, census = self._wait(hook, keys, _expected(documents, state), 0, state)
+            outcome, census = self._wait(hook, keys, expected(documents, state), 0, state)
         if outcome is Outcome.TIMEOUT and self.cancel_on_timeout:
             self._cancel_live(hook, census)
         settled = None
@@ -320,6 +338,8 @@ class FlowRunBatchOperator(BaseOperator):
         result = reporter.report(documents, len(documents))
         summary = result.to_xcom(hook.platform.name, self.flow_id, state.get("started", 0))
         context["ti"].xcom_push(key=BATCH_XCOM_KEY, value=summary)
+        if self.on_review is OnReview.AIRFLOW:
+            context["ti"].xcom_push(key=HANDED_TO_REVIEW_KEY, value=handed_to_review(result, self.flow_id))
         judge(result, outcome, self.on_review, self.max_failed, self.min_succeeded)
         return summary
 
@@ -358,33 +378,6 @@ class FlowRunBatchOperator(BaseOperator):
             inputs=require_json_object(self.inputs, "inputs"),
             flow_version=str(self.flow_version) if self.flow_version else None,
         )
-
-
-def _expected(documents: list[Document], state: Mapping[str, Any]) -> int:
-    """The documents whose runs the wait counts: all but those the platform refused."""
-    refused = set(state.get("refused") or ())
-    return sum(1 for doc in documents if doc.key not in refused)
-
-
-def ignored(state: Mapping[str, Any]) -> frozenset[str]:
-    return frozenset(state.get("ignore") or ())
-
-
-def _strays(census: Census, keys: BatchKeys, documents: list[Document], state: Mapping[str, Any]) -> list[str]:
-    """Run keys to leave out of the counts: the ones set aside before, and the census's runs of documents that
-    are not in the batch now."""
-    return sorted(ignored(state) | set(census.strays({keys.run_key(doc.key) for doc in documents})))
-
-
-def _under_way(census: Census, keys: BatchKeys, documents: list[Document], on_review: OnReview) -> bool:
-    """Whether a document now in the batch has a run still under way."""
-    newest = (census.newest.get(keys.run_key(doc.key)) for doc in documents)
-    return any(seen is not None and is_live(seen.state, on_review) for seen in newest)
-
-
-def _since(state: Mapping[str, Any]) -> datetime | None:
-    """The earliest a run of the batch can have been created, as the deferral carried it."""
-    return datetime.fromisoformat(state["since"]) if state.get("since") else None
 
 
 def _count_or_none(value: Any, name: str, least: int = 0) -> int | None:

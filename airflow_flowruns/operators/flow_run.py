@@ -13,11 +13,13 @@ from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.links import FLOW_RUN_ID_KEY, FLOW_RUN_URL_KEY, FlowRunLink
 from airflow_flowruns.operators._outputs import check_output_limit, output_target, place_outputs
 from airflow_flowruns.operators._reattach import PREVIOUS_RUN_ID_KEY, TaskRecord, task_key, task_try
+from airflow_flowruns.operators._review import check_confidence_gate
 from airflow_flowruns.operators._waiting import FlowRunWaitMixin
 from airflow_flowruns.outputs.landing import Landing, land_run
 from airflow_flowruns.platforms.base import FlowRun
-from airflow_flowruns.platforms.start import StartRequest
+from airflow_flowruns.platforms.start import FilePath, StartRequest
 from airflow_flowruns.platforms.values import require_json_object, require_text
+from airflow_flowruns.review.ask import Decision, assignees, threshold_of
 from airflow_flowruns.starting import START_ATTEMPTS, start_once
 from airflow_flowruns.waiting import OnReview, check_poll_interval, check_timeout, deadline_after
 
@@ -47,7 +49,12 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
     :param deferrable: wait in the triggerer instead of holding a worker slot.
     :param poll_interval: seconds between status checks.
     :param timeout: seconds from the start of the run to an absolute deadline, computed once.
-    :param on_review: ``"succeed"``, ``"fail"`` or ``"wait"`` when the run stops for human review.
+    :param on_review: ``"succeed"``, ``"fail"`` or ``"wait"`` when the run stops for human review, or
+        ``"airflow"``: raise an Airflow Required Action that a person answers in Airflow (accept, edit, reject)
+        unless the review ends in the vendor's app first.
+    :param review_below_confidence: raise the same Required Action for a run that finished with any field below
+        this confidence (0 to 1), on platforms whose outputs carry one (Extend).
+    :param review_assignees: the Airflow users who may answer the Required Action (names, or ``{"id", "name"}``).
     :param cancel_on_timeout: cancel the run when the deadline passes, where the platform can.
     :param output_path: where outputs of a synchronous run (StackAI) go when they are larger than
         ``max_xcom_output_bytes``: an ``ObjectStoragePath`` or URI (templated); XCom then holds the path.
@@ -100,6 +107,8 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         poll_interval: float = 30,
         timeout: float = DEFAULT_TIMEOUT,
         on_review: str = OnReview.SUCCEED.value,
+        review_below_confidence: float | None = None,
+        review_assignees: str | Sequence[str | Mapping[str, str]] | None = None,
         cancel_on_timeout: bool = True,
         reattach: bool = True,
         follow_symlinks: bool = False,
@@ -123,6 +132,10 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         self.poll_interval = check_poll_interval(poll_interval)
         self.timeout = check_timeout(timeout)
         self.on_review = OnReview.parse(on_review)
+        self.review_below_confidence = threshold_of(review_below_confidence)
+        self.review_assignees = assignees(review_assignees)
+        self.document: str | None = None
+        self._decision: Decision | None = None
         self.cancel_on_timeout = cancel_on_timeout
         self.reattach = reattach
         self.follow_symlinks = follow_symlinks
@@ -148,6 +161,8 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
                 "outputs.json and XCom holds only where they went. Drop output_path."
             )
         hook = FlowRunsHook(self.flowruns_conn_id)
+        check_confidence_gate(hook.platform.name, self.review_below_confidence)
+        self.document = _document_names(request.files)
         run = self._run = start_once(
             hook, request, task_key(context), TaskRecord(context), task_try(context, self.log), reattach=self.reattach
         )
@@ -157,7 +172,7 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         self.log.info("Following %s run %s of flow %s: %s", run.platform, run.id, run.flow_id, run.url)
         if hook.platform.synchronous and self.deferrable:
             self.log.info("%s has no asynchronous runs: the run ran in the worker, not deferred.", hook.platform.label)
-        result = self.wait_for_run(hook, run, deadline) if self.wait_for_completion else run.to_xcom()
+        result = self.wait_for_run(context, hook, run, deadline) if self.wait_for_completion else run.to_xcom()
         if landing_to is not None:  # the outputs land in outputs.json: never in XCom
             return self._land(result)
         final = self._run or run  # the settled run, which may carry outputs a re-attached run did not yet
@@ -175,7 +190,15 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         return self._landing
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        if self.on_review is OnReview.AIRFLOW or self.review_below_confidence is not None:
+            # resumed in a fresh operator: name the files again, for the subject of a Required Action raised now
+            self.document = _document_names(
+                collect_files(self.files, check=False, follow_symlinks=self.follow_symlinks)
+            )
         return self._land(super().execute_complete(context, event))
+
+    def review_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        return self._land(super().review_complete(context, event))
 
     def _land(self, result: dict[str, Any]) -> dict[str, Any]:
         """With ``outputs_to``, land the settled run's outputs and add where they went to the result."""
@@ -184,7 +207,7 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
             return result
         hook = FlowRunsHook(self.flowruns_conn_id)
         run = hook.get_run(self._run.flow_id, self._run.id)
-        self._landing = land_run(hook, run, destination)
+        self._landing = land_run(hook, run, destination, review=self._decision)
         return {**result, "landing": self._landing.to_xcom()}
 
     def start_request(self) -> StartRequest:
@@ -213,6 +236,12 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         """The task was killed while waiting in the worker: cancel the run where the platform can."""
         if self._run is not None:
             FlowRunsHook(self.flowruns_conn_id).cancel_run(self._run.flow_id, self._run.id)
+
+
+def _document_names(files: Mapping[str, FilePath | tuple[FilePath, ...]]) -> str | None:
+    """The uploaded files' names, which a Required Action's subject shows as the document."""
+    names = [f.name for value in files.values() for f in (value if isinstance(value, tuple) else (value,))]
+    return ", ".join(names[:3]) + (", …" if len(names) > 3 else "") if names else None
 
 
 __all__ = [

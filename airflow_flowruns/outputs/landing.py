@@ -28,7 +28,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import ObjectStoragePath
 
@@ -38,6 +38,9 @@ from airflow_flowruns.outputs.download import FileDownloader
 from airflow_flowruns.outputs.model import OutputFile, RunOutputs, folder_name, outputs_document
 from airflow_flowruns.platforms import output_reader
 from airflow_flowruns.platforms.base import FlowRun, RunState
+
+if TYPE_CHECKING:
+    from airflow_flowruns.review.ask import Decision
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +81,16 @@ def run_folder(destination: ObjectStoragePath, run: FlowRun) -> ObjectStoragePat
 
 
 def land_run(
-    hook: FlowRunsHook, run: FlowRun, destination: ObjectStoragePath, folder: ObjectStoragePath | None = None
+    hook: FlowRunsHook,
+    run: FlowRun,
+    destination: ObjectStoragePath,
+    folder: ObjectStoragePath | None = None,
+    review: Decision | None = None,
 ) -> Landing:
     """Land ``run`` (as just read, with its ``raw`` object) under ``destination``, in its :func:`run_folder`, or
-    in ``folder`` (a batch lands each document's run under the document's key)."""
-    if run.state not in LANDABLE:
+    in ``folder`` (a batch lands each document's run under the document's key). ``review`` is a decision taken
+    in Airflow: its edited fields replace the extracted values, which ``outputs.json`` keeps beside them."""
+    if run.state not in LANDABLE and review is None:  # a reviewer's accept lands what was extracted
         raise FlowRunsError(
             f"{run.platform} run {run.id} is {run.state.value} ({run.status}): only succeeded runs, or runs "
             "waiting for review, have outputs to land. Wait for the run to finish first (FlowRunSensor)."
@@ -90,7 +98,7 @@ def land_run(
     parsed = output_reader(run.platform).read(run.raw)
     documents = {
         "run.json": _json_bytes(run.raw),
-        "outputs.json": _json_bytes(outputs_document(run, parsed)),
+        "outputs.json": _json_bytes(outputs_document(run, parsed, review)),
     }
     downloads = _downloads(parsed.files)
     folder = folder or run_folder(destination, run)

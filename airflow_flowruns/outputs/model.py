@@ -9,6 +9,7 @@ sent it into :class:`RunOutputs`, without any I/O. ``outputs.json`` is :func:`ou
       "format": "airflow-flowruns/outputs/1",
       "platform": "extend", "flow_id": "workflow_...", "run_id": "workflow_run_...",
       "status": "PROCESSED", "state": "succeeded", "reviewed": true, "updated_at": "2026-...Z",
+      "usage": {"credits": 4.0, "pages": 2, "tokens": null},
       "outputs": [
         {"name": "total", "step": "Extract invoice", "kind": "field", "value": 1243.5, "confidence": 0.62,
          "initial_value": 1234.5, "reviewed_value": 1243.5}
@@ -19,9 +20,11 @@ sent it into :class:`RunOutputs`, without any I/O. ``outputs.json`` is :func:`ou
       ]
     }
 
-``kind`` is one of :data:`KINDS`. ``confidence`` is a number from 0 to 1 where the platform gives one, else
-null. ``initial_value`` and ``reviewed_value`` appear only on outputs a human review changed; ``value`` is
-then the reviewed value. Sizes and checksums of the landed files are in ``_MANIFEST.json``.
+``usage`` is what the run consumed, each measure null where the platform reports it not, and null as a whole
+where it reports none (:class:`~airflow_flowruns.platforms.base.Usage`). ``kind`` is one of :data:`KINDS`.
+``confidence`` is a number from 0 to 1 where the platform gives one, else null. ``initial_value`` and
+``reviewed_value`` appear only on outputs a human review changed; ``value`` is then the reviewed value. Sizes
+and checksums of the landed files are in ``_MANIFEST.json``.
 """
 
 from __future__ import annotations
@@ -29,12 +32,15 @@ from __future__ import annotations
 import hashlib
 import re
 import string
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.platforms.base import ApiCall, FlowRun
 from airflow_flowruns.platforms.values import path_segment
+
+if TYPE_CHECKING:
+    from airflow_flowruns.review.ask import Decision
 
 FORMAT = "airflow-flowruns/outputs/1"
 
@@ -160,9 +166,12 @@ def _percent(char: str) -> str:
     return "".join(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogatepass"))
 
 
-def outputs_document(run: FlowRun, outputs: RunOutputs) -> dict[str, Any]:
-    """``outputs.json``: the run's outputs in the provider's one shape (see the module docstring)."""
-    return {
+def outputs_document(run: FlowRun, outputs: RunOutputs, review: Decision | None = None) -> dict[str, Any]:
+    """``outputs.json``: the run's outputs in the provider's one shape (see the module docstring), with the
+    fields a reviewer edited in Airflow and the decision under ``review``."""
+    if review is not None:
+        outputs = reviewed_in_airflow(outputs, review.reviewed_values)
+    document: dict[str, Any] = {
         "format": FORMAT,
         "platform": run.platform,
         "flow_id": run.flow_id,
@@ -171,6 +180,7 @@ def outputs_document(run: FlowRun, outputs: RunOutputs) -> dict[str, Any]:
         "state": run.state.value,
         "reviewed": outputs.reviewed,
         "updated_at": outputs.updated_at,
+        "usage": run.usage.to_json() if run.usage else None,
         "outputs": [_output_entry(output) for output in outputs.outputs],
         "files": [
             {
@@ -185,6 +195,18 @@ def outputs_document(run: FlowRun, outputs: RunOutputs) -> dict[str, Any]:
             for file in outputs.files
         ],
     }
+    if review is not None:
+        document["review"] = review.to_xcom()
+    return document
+
+
+def reviewed_in_airflow(outputs: RunOutputs, values: dict[str, Any]) -> RunOutputs:
+    """The outputs with the values a reviewer gave in Airflow, each keeping what was extracted beside it."""
+    changed = [
+        replace(o, value=values[o.name], review=Review(o.value, values[o.name])) if o.name in values else o
+        for o in outputs.outputs
+    ]
+    return replace(outputs, outputs=changed, reviewed=outputs.reviewed or bool(values))
 
 
 def _output_entry(output: Output) -> dict[str, Any]:

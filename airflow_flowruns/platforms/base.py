@@ -23,6 +23,7 @@ from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsResponseErr
 from airflow_flowruns.platforms.batching import BatchStarts
 from airflow_flowruns.platforms.facts import PlatformFacts
 from airflow_flowruns.platforms.start import TASK_KEY_FIELD, StartRequest, UploadFile
+from airflow_flowruns.platforms.usage import Usage
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -62,6 +63,10 @@ class FlowRun(BaseModel):
     started_at: datetime | None = None
     ended_at: datetime | None = None
     duration_ms: int | None = None
+    reviewed_by: str | None = None
+    """Who reviewed the run on the platform, where the platform says (Extend's ``reviewedByUser``)."""
+    usage: Usage | None = None
+    """What the run consumed, where its platform reports it (see :class:`Usage`); None where it reports nothing."""
     raw: dict[str, Any] = Field(default_factory=dict, exclude=True, repr=False)
     outputs: Any = Field(default=None, exclude=True, repr=False)
     """What a synchronous run returned (StackAI); never in ``to_xcom()``: the operator decides where it goes."""
@@ -103,6 +108,9 @@ class ApiCall:
     idempotent: bool = True
     timeout: float | None = None
     """Seconds for this call instead of the client's timeout, e.g. for a run that answers when it is done."""
+    ids: Mapping[str, str] | None = None
+    """The ids ``path`` names, by what a user calls them (``{"run id": ...}``): a 404 then says which may be
+    unknown; a call naming none can only have gone to the wrong address."""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from airflow_flowruns.platforms.start import key_in_name
 
 if TYPE_CHECKING:
     from airflow_flowruns.platforms.base import Api, FlowRun
-    from airflow_flowruns.platforms.start import FilePath
+    from airflow_flowruns.platforms.start import FilePath, StartedBy
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,14 @@ class BatchStarts:
         return None
 
     def start_batch(
-        self, api: Api, flow_id: str, documents: Sequence[BatchDocument], flow_version: str | None, metadata: Any
+        self,
+        api: Api,
+        flow_id: str,
+        documents: Sequence[BatchDocument],
+        flow_version: str | None,
+        metadata: Any,
+        started_by: StartedBy | None = None,
     ) -> str:
-        """Start one run per document (at most ``batch_inputs``) with one call; the batch's id."""
+        """Start one run per document (at most ``batch_inputs``) with one call, for the task ``started_by``
+        names; the batch's id."""
         raise NotImplementedError(f"{type(self).__name__} starts one run per call")

@@ -9,7 +9,7 @@ folder's other modules are found by name and imported when first needed:
 * ``outputs.py``: ``READER``, the run's outputs read from the run object (an ``OutputReader``);
 * ``changes.py``: ``CHANGES``, how the asset watcher finds the runs that changed (a ``ChangeSource``);
 * ``emulator.py``: the platform's part of the bundled emulator (``PATH_PREFIXES``, ``router``, ``scenarios``,
-  ``error_body``).
+  ``error_body``, and ``served``: its flows as the emulator's discovery call and start-up banner list them).
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ class PlatformFacts:
     """The path every call of the API lives under (TableFlow: ``/v2``), added to a host typed without it."""
     extras: tuple[ExtraField, ...] = ()
     """The platform's own connection extras, shown in its form before the client settings every platform has."""
+    reports_confidence: bool = False
+    """Whether the run's outputs carry a confidence per field, which ``review_below_confidence`` needs."""
     relabeling: Mapping[str, str] = field(default_factory=lambda: dict(API_KEY_HOST))
     """The standard connection fields the form shows, with their labels; the others are hidden."""
 

@@ -63,6 +63,14 @@ class UploadFile:
 
 
 @dataclass(frozen=True)
+class StartedBy:
+    """The Airflow task that starts a run, where a platform attributes a run's cost to it (Extend's usage tags)."""
+
+    dag_id: str
+    task_id: str
+
+
+@dataclass(frozen=True)
 class StartRequest:
     """Everything the operator asks for when it starts a run, already checked for shape.
 
@@ -81,6 +89,8 @@ class StartRequest:
     task_key: str | None = None
     """Stable id of the Airflow task instance (dag, task, run, map index) that starts the run; the same on
     every try. Platforms store it where they can (metadata, user id, ...) to find the run again."""
+    started_by: StartedBy | None = None
+    """The DAG and task starting the run; None outside a task."""
 
     def metadata_with_task_key(self) -> dict[str, Any]:
         """The run metadata to send: the user's, plus the task key where the platform keeps metadata."""

@@ -8,15 +8,17 @@ import random
 import time
 import weakref
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_flowruns import metrics
 from airflow_flowruns.exceptions import FlowRunsError, is_transient
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.platforms import PLATFORMS
 from airflow_flowruns.platforms.base import FlowRun
-from airflow_flowruns.waiting import OnReview, check_poll_interval, is_settled
+from airflow_flowruns.waiting import OnReview, WaitProgress, check_poll_interval, is_settled, spoken
 
 if TYPE_CHECKING:
     from airflow_flowruns.client.async_client import AsyncFlowRunsClient
@@ -126,7 +128,8 @@ class FlowRunTrigger(BaseTrigger):
         one listing per interval answers them all. Elsewhere the first poll is on a random tick within one
         interval, so triggers that start together (a backfill, a triggerer restart) spread their requests;
         the task checked the run just before deferring. Later polls follow one interval apart whatever a
-        poll took, so a change is seen within the interval plus the time to answer the poll.
+        poll took, so a change is seen within the interval plus the time to answer the poll. The task's log gets
+        each state once, when first seen, and a heartbeat while none changes (``WaitProgress``).
         """
         clock = PollClock.of_running_loop()
         tick = self.poll_interval / TICKS_PER_INTERVAL
@@ -136,38 +139,58 @@ class FlowRunTrigger(BaseTrigger):
         else:
             due = clock.next_tick(loop.time() + random.uniform(0, self.poll_interval), tick)
         last: FlowRun | None = None
+        progress = WaitProgress(self.log)
+        self.log.info(
+            "Following %s run %s from the triggerer: a check every %s until %s.",
+            self.platform,
+            self.run_id,
+            spoken(self.poll_interval),
+            datetime.fromtimestamp(self.deadline, UTC).isoformat(timespec="seconds"),
+        )
         while True:
             remaining = self.deadline - time.time()
             if due - loop.time() < remaining:
                 await clock.sleep_until(due, tick)
             else:
                 await asyncio.sleep(max(0.0, remaining))
-            try:
-                last = await self.poll()
-            except TimeoutError:
-                self.log.warning("Polling %s run %s got no answer before the deadline.", self.platform, self.run_id)
-            except FlowRunsError as exc:
-                if not is_transient(exc):
-                    yield self._event("error", message=str(exc))
-                    return
-                self.log.warning(
-                    "Polling %s run %s failed for now, will poll again: %s", self.platform, self.run_id, exc
-                )
-            except Exception as exc:  # whatever a poll raises, the task hears of it through an event
-                self.log.exception("Polling %s run %s failed unexpectedly", self.platform, self.run_id)
-                message = (
-                    f"Polling {self.platform} run {self.run_id!r} failed: {type(exc).__name__} (see the triggerer log)."
-                )
-                yield self._event("error", message=message)
+            polled = await self._poll_once()
+            if isinstance(polled, TriggerEvent):
+                yield polled
                 return
+            last = polled or last
             if last is not None and is_settled(last, self.on_review):
+                metrics.settled(last, self.conn_id)
+                progress.seen(last, next_check=None)
                 yield self._event("settled", run=last.to_xcom())
                 return
             if self.deadline <= time.time():
+                seen = f"still {last.status}" if last else "never read"
+                self.log.info("The deadline passed with %s run %s %s.", self.platform, self.run_id, seen)
                 yield self._event("timeout", run=last.to_xcom() if last else None)
                 return
             # One interval on; a poll that took longer skips whole intervals, keeping the trigger on its ticks.
             due += self.poll_interval * max(1, math.ceil((loop.time() - due) / self.poll_interval))
+            if last is not None:
+                progress.seen(last, next_check=min(due - loop.time(), self.deadline - time.time()))
+
+    async def _poll_once(self) -> FlowRun | TriggerEvent | None:
+        """One poll: the run; None when it failed for now (a transient error, no answer by the deadline); the
+        ``error`` event that ends the trigger when it failed for good."""
+        try:
+            return await self.poll()
+        except TimeoutError:
+            self.log.warning("Polling %s run %s got no answer before the deadline.", self.platform, self.run_id)
+        except FlowRunsError as exc:
+            if not is_transient(exc):
+                return self._event("error", message=str(exc))
+            self.log.warning("Polling %s run %s failed for now, will poll again: %s", self.platform, self.run_id, exc)
+        except Exception as exc:  # whatever a poll raises, the task hears of it through an event
+            self.log.exception("Polling %s run %s failed unexpectedly", self.platform, self.run_id)
+            message = (
+                f"Polling {self.platform} run {self.run_id!r} failed: {type(exc).__name__} (see the triggerer log)."
+            )
+            return self._event("error", message=message)
+        return None
 
     def polls_by_listing(self) -> bool:
         """Whether ``poll()`` is answered by the shared client's listing (``Platform.poll_listing``) or change
@@ -195,7 +218,9 @@ class FlowRunTrigger(BaseTrigger):
         return await client.get_run(self.flow_id, self.run_id)
 
     def _event(self, outcome: str, **payload: Any) -> TriggerEvent:
-        return TriggerEvent({"outcome": outcome, "run_id": self.run_id, "flow_id": self.flow_id, **payload})
+        return TriggerEvent(
+            {"outcome": outcome, "run_id": self.run_id, "flow_id": self.flow_id, "deadline": self.deadline, **payload}
+        )
 
     async def on_kill(self) -> None:
         """A user marked the task failed or cleared it: cancel the remote run where the platform can.

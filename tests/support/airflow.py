@@ -27,9 +27,18 @@ def airflow_env(home: Path, **extra: str) -> dict[str, str]:
 def dags_test(
     home: Path, dag_id: str, logical_date: str | None = None, **env: str
 ) -> tuple[str, dict[str, str], dict[str, Any]]:
-    command = [AIRFLOW, "dags", "test", dag_id, *([logical_date] if logical_date else [])]
+    command = dags_test_command(dag_id, logical_date)
     done = subprocess.run(command, env=airflow_env(home, **env), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return last_dag_run(home, dag_id)
+
+
+def dags_test_command(dag_id: str, logical_date: str | None = None) -> list[str]:
+    return [AIRFLOW, "dags", "test", dag_id, *([logical_date] if logical_date else [])]
+
+
+def last_dag_run(home: Path, dag_id: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The state, task states (by task id) and XComs (by ``task.key``) of the DAG's latest run."""
     with sqlite3.connect(home / "airflow.db") as db:
         run_id, state = db.execute(
             "SELECT run_id, state FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)

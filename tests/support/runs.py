@@ -29,6 +29,8 @@ FLOW_RUN_XCOM_KEYS = {
     "started_at",
     "ended_at",
     "duration_ms",
+    "reviewed_by",
+    "usage",
 }
 """The keys of the run a ``FlowRunOperator`` pushes to XCom (and ``FlowRunsExportOperator`` writes a row of)."""
 

@@ -12,6 +12,7 @@ from starlette.datastructures import UploadFile
 
 from airflow_flowruns.emulator.config import EmulatorConfig, Scenario
 from airflow_flowruns.emulator.errors import ApiError
+from airflow_flowruns.emulator.served import ServedField, ServedFlow, ServedPlatform, outcome_of
 from airflow_flowruns.emulator.state import EmulatedRun, EmulatorState, new_id
 
 TOY_FLOW = "toy-summary"
@@ -42,6 +43,18 @@ def settings(config: EmulatorConfig) -> ToyConfig:
 
 def scenarios(config: EmulatorConfig) -> list[tuple[str, Scenario]]:
     return [(flow.id, flow.scenario) for flow in settings(config).flows]
+
+
+def served(config: EmulatorConfig) -> ServedPlatform:
+    """The flows served, for the emulator's discovery call and start-up banner."""
+    return ServedPlatform(
+        flows=[
+            ServedFlow(
+                id=flow.id, name=flow.id, files=[ServedField(name="document")], outcome=outcome_of(flow.scenario)
+            )
+            for flow in settings(config).flows
+        ]
+    )
 
 
 def new_run_id() -> str:

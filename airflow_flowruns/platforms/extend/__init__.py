@@ -9,6 +9,7 @@ FACTS = PlatformFacts(
     default_base_url="https://api.extend.ai",
     integration_url="https://www.extend.ai",
     package=__name__,
+    reports_confidence=True,
     extras=(
         ExtraField(
             "api_version",

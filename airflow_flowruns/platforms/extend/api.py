@@ -47,7 +47,8 @@ from airflow_flowruns.platforms.base import (
 )
 from airflow_flowruns.platforms.batching import BatchDocument
 from airflow_flowruns.platforms.extend import FACTS
-from airflow_flowruns.platforms.start import FilePath, StartRequest, UploadFile
+from airflow_flowruns.platforms.extend.usage import FileSummary, RunUsage, run_usage, with_usage_tags
+from airflow_flowruns.platforms.start import FilePath, StartedBy, StartRequest, UploadFile
 from airflow_flowruns.platforms.values import path_segment
 
 STATUSES: dict[str, RunState] = {
@@ -89,10 +90,13 @@ class WorkflowRun(BaseModel):
     failureReason: str | None = None
     failureMessage: str | None = None
     rejectionNote: str | None = None
+    reviewedByUser: str | None = None
     createdAt: datetime | None = None
     initialRunAt: datetime | None = None
     startTime: datetime | None = None
     endTime: datetime | None = None
+    files: list[FileSummary] | None = None
+    usage: RunUsage | None = None
 
     @property
     def is_summary(self) -> bool:
@@ -156,10 +160,11 @@ class Extend(Platform, facts=FACTS):
         return ApiCall("list runs", "GET", "/workflow_runs", params={"maxPageSize": 1})
 
     def get_run_call(self, flow_id: str | None, run_id: str) -> ApiCall:
-        return ApiCall("get run", "GET", f"/workflow_runs/{path_segment(run_id, 'run_id')}")
+        return ApiCall("get run", "GET", f"/workflow_runs/{path_segment(run_id, 'run_id')}", ids={"run id": run_id})
 
     def cancel_call(self, flow_id: str | None, run_id: str) -> ApiCall:
-        return ApiCall("cancel run", "POST", f"/workflow_runs/{path_segment(run_id, 'run_id')}/cancel")
+        path = f"/workflow_runs/{path_segment(run_id, 'run_id')}/cancel"
+        return ApiCall("cancel run", "POST", path, ids={"run id": run_id})
 
     def parse_run(self, body: Any, flow_id: str | None = None) -> FlowRun:
         if isinstance(body, dict) and isinstance(body.get("workflowRun"), dict):
@@ -180,6 +185,8 @@ class Extend(Platform, facts=FACTS):
             started_at=run.startTime,
             ended_at=ended,
             duration_ms=int((ended - run.startTime).total_seconds() * 1000) if ended and run.startTime else None,
+            reviewed_by=run.reviewedByUser,
+            usage=run_usage(run.usage, run.files),
             raw=body,
         )
 
@@ -248,7 +255,7 @@ class Extend(Platform, facts=FACTS):
                 f'(files={{"{FILE_KEY}": [a, b, ...]}}), and this task gives {len(paths)}. For more files, map '
                 'the operator over them: FlowRunOperator.partial(...).expand(files=[{"file": p} for p in paths]).'
             )
-        metadata = request.metadata_with_task_key()
+        metadata = with_usage_tags(request.metadata_with_task_key(), request.started_by)
         size = len(json.dumps(metadata).encode())
         if size > METADATA_LIMIT_BYTES:
             raise FlowRunsConfigError(
@@ -273,18 +280,25 @@ class Extend(Platform, facts=FACTS):
         return FILE_KEY
 
     def start_batch(
-        self, api: Api, flow_id: str, documents: Sequence[BatchDocument], flow_version: str | None, metadata: Any
+        self,
+        api: Api,
+        flow_id: str,
+        documents: Sequence[BatchDocument],
+        flow_version: str | None,
+        metadata: Any,
+        started_by: StartedBy | None = None,
     ) -> str:
         """Upload the documents given by path (by URL they go as they are), then start them in one call."""
         from airflow_flowruns.platforms.extend import batch  # batch.py builds on this module
 
+        tagged = with_usage_tags(metadata or {}, started_by)
         inputs = [
             batch.BatchInput(
                 doc.document_key,
                 file_id=self._upload(api, doc.path) if doc.path is not None else None,
                 url=doc.url,
                 name=doc.name if doc.path is None else None,
-                metadata=metadata or {},
+                metadata=tagged,
                 task_key=doc.run_key,
             )
             for doc in documents

@@ -14,7 +14,8 @@ Wire facts, each from the extend-ai 1.20.0 SDK (``extend_ai/``):
   (``list``), and ``WorkflowRunSummary`` (``types/workflow_run_summary.py``) and ``WorkflowRun`` both carry it.
 * An input's ``metadata`` becomes its run's metadata. The provider puts the task key and the document key
   there, so a run read in full says which task started it for which document; list items carry no metadata.
-  Its limit is taken to be a single run's 10 KB (``../shared/api-notes.md``; the SDK states none).
+  Its limit is taken to be a single run's 10 KB (``../shared/api-notes.md``; the SDK states none). The usage
+  tags naming the DAG and task go there too, as on a single run (``usage.py``).
 * Unconfirmed, and chosen here: a batch's runs are listed as soon as its call returns (neither the SDK nor
   the reference pages mention a delay). After a batch call of unknown outcome, a run of any of its documents
   created since the call began means Extend took the batch; none means it did not, and the call is sent again.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -13,8 +14,10 @@ from starlette.datastructures import UploadFile
 
 from airflow_flowruns.emulator.config import EmulatorConfig, Scenario
 from airflow_flowruns.emulator.errors import ApiError
+from airflow_flowruns.emulator.served import ServedField, ServedFlow, ServedPlatform, outcome_of
 from airflow_flowruns.emulator.state import EmulatedRun, EmulatorState, Entry, new_id
 from airflow_flowruns.platforms.extend import emulator_batch, emulator_outputs
+from airflow_flowruns.platforms.extend.emulator_files import file_type, pdf_pages
 
 EXTEND_INVOICE_WORKFLOW = "workflow_invoice"
 EXTEND_REVIEW_WORKFLOW = "workflow_review"
@@ -68,20 +71,10 @@ API_VERSIONS = {"2026-02-09", "2025-04-21", "2024-12-23"}
 FINAL = {"PROCESSED", "FAILED", "REJECTED", "CANCELLED"}
 CANCELLABLE = {"PENDING", "PROCESSING"}
 METADATA_LIMIT_BYTES = 10 * 1024
-_FILE_TYPES = {
-    "pdf": "PDF",
-    "csv": "CSV",
-    "png": "IMG",
-    "jpg": "IMG",
-    "jpeg": "IMG",
-    "txt": "TXT",
-    "docx": "DOCX",
-    "xlsx": "EXCEL",
-    "xml": "XML",
-    "html": "HTML",
-}
 PACKAGE_FILES = (2, 50)
 """How many files a ``package`` run takes (the SDK's ``WorkflowRunPackageParams``)."""
+USAGE_TAGS_FIELD = "extend:usage_tags"
+NOT_IN_A_TAG = re.compile(r"[^A-Za-z0-9_-]")
 _CODES = {
     400: "INVALID_REQUEST",
     401: "UNAUTHORIZED",
@@ -112,6 +105,18 @@ def settings(config: EmulatorConfig) -> ExtendConfig:
 
 def scenarios(config: EmulatorConfig) -> list[tuple[str, Scenario]]:
     return [(workflow.id, workflow.scenario) for workflow in settings(config).workflows]
+
+
+def served(config: EmulatorConfig) -> ServedPlatform:
+    """The workflows served, for the emulator's discovery call and start-up banner."""
+    file = ServedField(name="file", about="one file, or a list of {} to {} run as one package".format(*PACKAGE_FILES))
+    return ServedPlatform(
+        flows=[
+            ServedFlow(id=w.id, name=w.name, files=[file], outcome=outcome_of(w.scenario))
+            for w in settings(config).workflows
+        ],
+        notes=["Runs also take metadata; no inputs."],
+    )
 
 
 def new_run_id() -> str:
@@ -180,7 +185,7 @@ def run_object(
         "rejectionNote": last.message if status == "REJECTED" else None,
         "startTime": _iso(started),
         "endTime": _iso(last.time) if status in FINAL else None,
-        "usage": {"credits": 1},
+        "usage": emulator_outputs.usage(run, workflow, status, summary=summary),
     }
     if summary:
         return {**common, "createdAt": _iso(run.created), "updatedAt": _iso(last.time)}
@@ -194,12 +199,6 @@ def run_object(
     }
 
 
-def _file_type(name: str) -> str | None:
-    """The SDK's ``FileType`` of a file name, by extension, as Extend derives it."""
-    suffix = name.rsplit(".", 1)[-1].lower() if "." in name else ""
-    return _FILE_TYPES.get(suffix)
-
-
 @router.post("/files/upload")
 async def upload_file(request: Request) -> dict[str, Any]:
     state = _state(request)
@@ -208,6 +207,7 @@ async def upload_file(request: Request) -> dict[str, Any]:
         if not isinstance(upload, UploadFile):
             raise ApiError(400, "Bad Request", "Multipart part 'file' is required")
         name, size = upload.filename or "file", upload.size or 0
+        pages = await pdf_pages(upload) if file_type(name) == "PDF" else None
     if size == 0:
         raise ApiError(400, "Bad Request", f"File {name} is empty")
     now = _iso(datetime.now(UTC).timestamp())
@@ -216,8 +216,8 @@ async def upload_file(request: Request) -> dict[str, Any]:
         "object": "file",
         "id": file_id,
         "name": name,
-        "type": _file_type(name),
-        "metadata": {},
+        "type": file_type(name),
+        "metadata": {} if pages is None else {"pageCount": pages},
         "createdAt": now,
         "updatedAt": now,
     }
@@ -257,6 +257,9 @@ def run_record(state: EmulatorState, body: dict[str, Any], version: str | None) 
     metadata = body.get("metadata") or {}
     if not isinstance(metadata, dict) or len(json.dumps(metadata).encode()) > METADATA_LIMIT_BYTES:
         raise ApiError(400, "Bad Request", "metadata must be an object of at most 10 KB")
+    tags = metadata.get(USAGE_TAGS_FIELD)
+    if isinstance(tags, list):  # as Extend does: "any special characters will be automatically removed"
+        metadata = {**metadata, USAGE_TAGS_FIELD: [NOT_IN_A_TAG.sub("", str(tag)) for tag in tags]}
     files = [_file_summary(state, ref) for ref in _file_refs(state, body)]
     uploads = [
         {"field": "file", "filename": f["name"], "size": state.uploads.get(f["id"], {}).get("size")} for f in files
@@ -312,8 +315,8 @@ def _file_summary(state: EmulatorState, ref: dict[str, Any]) -> dict[str, Any]:
         "object": "file",
         "id": upload["id"],
         "name": upload["name"],
-        "type": _file_type(upload["name"]),
-        "metadata": {},
+        "type": file_type(upload["name"]),
+        "metadata": upload.get("metadata", {}),
         "createdAt": upload["createdAt"],
         "updatedAt": upload["updatedAt"],
     }

@@ -95,7 +95,7 @@ def step_runs(run: EmulatedRun, workflow: ExtendWorkflow) -> list[dict[str, Any]
             "step": step,
         }
         processor = {
-            "id": f"{step_type.lower()}_run_{run.id[-12:]}",
+            "id": _processor_id(run, step_type),
             "status": "PROCESSED",
             "reviewed": reviewed,
             "edited": False,
@@ -115,6 +115,32 @@ def step_runs(run: EmulatedRun, workflow: ExtendWorkflow) -> list[dict[str, Any]
             result = {"splitRun": split_run}
         made.append({**base, "files": files, "result": result})
     return made
+
+
+def _processor_id(run: EmulatedRun, step_type: str) -> str:
+    """The id of the processor run behind one step of the run (an ``extract_run``, ``classify_run``, ...)."""
+    return f"{step_type.lower()}_run_{run.id[-12:]}"
+
+
+def usage(run: EmulatedRun, workflow: ExtendWorkflow, status: str, *, summary: bool) -> dict[str, Any]:
+    """The run's ``usage``: a credit per page of its files (one without a ``pageCount`` counts as one page) for
+    each step, charged once the run has results.
+
+    A full run's is the SDK's ``RunUsage``, its ``breakdown`` one entry per step's processor run; a list item's
+    is ``RunUsageSummary``, without ``breakdown``. A workflow run's ``totalCredits`` equals its ``credits``.
+    """
+    pages = sum(int(file.get("metadata", {}).get("pageCount") or 1) for file in run.record.get("files") or ())
+    per_step = pages if status in WITH_OUTPUTS else 0
+    credits = per_step * len(workflow.steps)
+    charged: dict[str, Any] = {"credits": credits, "totalCredits": credits}
+    if summary:
+        return charged
+    steps = workflow.steps if per_step else []
+    breakdown = [
+        {"object": f"{step_type.lower()}_run", "id": _processor_id(run, step_type), "credits": per_step}
+        for step_type in steps
+    ]
+    return {**charged, "breakdown": breakdown}
 
 
 def _results_at(run: EmulatedRun) -> str:

@@ -16,6 +16,8 @@ Unconfirmed wire facts, decided here and nowhere else (see the README's Noxus se
   input just sent, on the first or last page of the workflow's runs: the uploaded files' ``uri``s are new,
   so only this start can have made it. A start without files is sent again (nothing tells its run apart).
 * ``flow_version`` is sent as ``workflow_version_id``.
+* The SDK's ``Run`` and the listing's reference page report no usage, no credits, pages or tokens: a run's
+  ``usage`` is None.
 """
 
 from __future__ import annotations
@@ -96,10 +98,10 @@ class Noxus(Platform, facts=FACTS):
     def get_run_call(self, flow_id: str | None, run_id: str) -> ApiCall:
         run = path_segment(run_id, "run_id")
         path = f"/v1/workflows/{path_segment(flow_id, 'flow_id')}/runs/{run}" if flow_id else f"/v1/runs/{run}"
-        return ApiCall("get run", "GET", path)
+        return ApiCall("get run", "GET", path, ids={**_flow_ids(flow_id), "run id": run_id})
 
     def cancel_call(self, flow_id: str | None, run_id: str) -> ApiCall:
-        return ApiCall("stop run", "POST", f"/v1/runs/{path_segment(run_id, 'run_id')}/stop")
+        return ApiCall("stop run", "POST", f"/v1/runs/{path_segment(run_id, 'run_id')}/stop", ids={"run id": run_id})
 
     def parse_run(self, body: Any, flow_id: str | None = None) -> FlowRun:
         run = self.parse_model(Run, body, "run")
@@ -124,7 +126,7 @@ class Noxus(Platform, facts=FACTS):
         """Noxus filters neither by state nor by date: both are applied client-side."""
         path = f"/v1/workflows/{path_segment(query.flow_id, 'flow_id')}/runs" if query.flow_id else "/v1/runs"
         size = min(query.page_size or PAGE_SIZE, MAX_PAGE_SIZE)
-        return ApiCall("list runs", "GET", path, params={"page": 1, "size": size})
+        return ApiCall("list runs", "GET", path, params={"page": 1, "size": size}, ids=_flow_ids(query.flow_id))
 
     def parse_runs_page(self, body: Any, call: ApiCall, query: RunQuery) -> RunsPage:
         page = self.parse_model(RunsListing, body, "run listing")
@@ -144,7 +146,8 @@ class Noxus(Platform, facts=FACTS):
             raise FlowRunsConfigError("A Noxus run needs its workflow inputs: give files, inputs, or both.")
         # Reading one page of the workflow's runs answers 404 for an unknown workflow, before any upload.
         runs_path = f"/v1/workflows/{path_segment(request.flow_id, 'flow_id')}/runs"
-        api.call(ApiCall("check workflow", "GET", runs_path, params={"size": 1}))
+        flow = _flow_ids(request.flow_id)
+        api.call(ApiCall("check workflow", "GET", runs_path, params={"size": 1}, ids=flow))
         inputs: dict[str, Any] = dict(request.inputs)
         for label, value in request.files.items():
             refs = [self._upload(api, path) for path in (value if isinstance(value, tuple) else (value,))]
@@ -152,7 +155,7 @@ class Noxus(Platform, facts=FACTS):
         body: dict[str, Any] = {"input": inputs}
         if request.flow_version:
             body["workflow_version_id"] = request.flow_version
-        call = ApiCall("start run", "POST", runs_path, json=body, idempotent=False)
+        call = ApiCall("start run", "POST", runs_path, json=body, idempotent=False, ids=flow)
         try:
             return self.parse_run(api.call(call), request.flow_id)
         except FlowRunsError as exc:
@@ -170,15 +173,16 @@ class Noxus(Platform, facts=FACTS):
         ``uri``s are new), so a run with that input can only be this one. The listing's order is not
         documented: its first and last pages are read, two requests at most.
         """
-        path = f"/v1/workflows/{path_segment(workflow_id, 'flow_id')}/runs"
+        path, flow = f"/v1/workflows/{path_segment(workflow_id, 'flow_id')}/runs", _flow_ids(workflow_id)
         first = self.parse_model(
             RunsListing,
-            api.call(ApiCall("find run", "GET", path, params={"page": 1, "size": MAX_PAGE_SIZE})),
+            api.call(ApiCall("find run", "GET", path, params={"page": 1, "size": MAX_PAGE_SIZE}, ids=flow)),
             "run listing",
         )
         pages = [first]
         if first.pages > 1:
-            last = api.call(ApiCall("find run", "GET", path, params={"page": first.pages, "size": MAX_PAGE_SIZE}))
+            page = {"page": first.pages, "size": MAX_PAGE_SIZE}
+            last = api.call(ApiCall("find run", "GET", path, params=page, ids=flow))
             pages.append(self.parse_model(RunsListing, last, "run listing"))
         item = next((item for page in pages for item in page.items if item.get("input") == inputs), None)
         return self.parse_run(item, workflow_id) if item is not None else None
@@ -189,6 +193,11 @@ class Noxus(Platform, facts=FACTS):
         if not isinstance(uploaded, dict) or not uploaded.get("uri"):
             raise FlowRunsResponseError("Noxus answered the file upload without a uri; check the connection's host.")
         return {"uri": uploaded["uri"], "name": path.name}
+
+
+def _flow_ids(flow_id: str | None) -> dict[str, str]:
+    """The ids of a call under ``/v1/workflows/{flow_id}``; none for one under ``/v1/runs``."""
+    return {"flow id": flow_id} if flow_id else {}
 
 
 def _failure_text(run: Run) -> str:

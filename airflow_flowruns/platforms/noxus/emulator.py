@@ -12,6 +12,7 @@ from starlette.datastructures import UploadFile
 
 from airflow_flowruns.emulator.config import EmulatorConfig, Scenario
 from airflow_flowruns.emulator.errors import ApiError
+from airflow_flowruns.emulator.served import ServedField, ServedFlow, ServedPlatform, outcome_of
 from airflow_flowruns.emulator.state import EmulatedRun, EmulatorState
 from airflow_flowruns.platforms.noxus import emulator_outputs
 
@@ -82,6 +83,23 @@ def settings(config: EmulatorConfig) -> NoxusConfig:
 
 def scenarios(config: EmulatorConfig) -> list[tuple[str, Scenario]]:
     return [(workflow.id, workflow.scenario) for workflow in settings(config).workflows]
+
+
+def served(config: EmulatorConfig) -> ServedPlatform:
+    """The workflows served, for the emulator's discovery call and start-up banner."""
+    return ServedPlatform(
+        flows=[
+            ServedFlow(
+                id=workflow.id,
+                name=workflow.name,
+                files=[ServedField(name=i.label, required=i.required) for i in workflow.inputs if i.kind == "file"],
+                inputs=[ServedField(name=i.label, required=i.required) for i in workflow.inputs if i.kind == "text"],
+                outcome=outcome_of(workflow.scenario),
+            )
+            for workflow in settings(config).workflows
+        ],
+        notes=["A workflow's inputs are keyed by label: a file input goes in files, a text input in inputs."],
+    )
 
 
 def new_run_id() -> str:

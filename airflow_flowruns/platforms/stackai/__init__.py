@@ -13,6 +13,30 @@ FACTS = PlatformFacts(
     extras=(
         ExtraField("org_id", "Organization id", "string", "The StackAI organization id (required)."),
         ExtraField(
+            "flow_id",
+            "Flow id for the Test button",
+            "string",
+            "A deployed flow whose runs the Test button lists: StackAI has no call that lists flows, so the test "
+            "needs one. Tasks name their own flow; only the test reads this.",
+        ),
+        ExtraField(
+            "run_timeout",
+            "Run timeout (seconds)",
+            "number",
+            "How long one run may take: StackAI answers the run call only once the flow has run, and the task "
+            "waits for that answer in the worker. Default 600.",
+            600,
+        ),
+        ExtraField(
+            "page_size",
+            "Runs per listing page",
+            "integer",
+            "How many runs each page of a flow's run listing asks for (sensors, the asset watcher, list_runs). "
+            "The listing ends at the first shorter page, so if StackAI caps its pages lower, set it to that cap. "
+            "Default 100.",
+            100,
+        ),
+        ExtraField(
             "token_url",
             "OAuth token URL (optional)",
             "string",

@@ -15,6 +15,8 @@ Unconfirmed wire facts, decided here and nowhere else (see the README's StackAI 
   on ``page_size`` below the one asked for would end paging early, so the extra ``page_size`` (default
   100) can lower it. The polls of one flow's deferred sensors are answered together by one walk of the
   listing per interval (``poll_listing``).
+* ``total_tokens`` (a required integer of each listed run) is the run's usage; StackAI reports no credits or
+  pages, and a run read from its run answer alone (not listed yet) has no usage.
 * ``latency`` is in seconds. The run URL is the run's metadata call,
   ``{base_url}/inference/v0/run/{org_id}/{flow_id}/metadata?run_id=``; the extra ``run_url_template``
   overrides it.
@@ -52,6 +54,7 @@ from airflow_flowruns.platforms.base import (
 )
 from airflow_flowruns.platforms.stackai import FACTS
 from airflow_flowruns.platforms.start import StartRequest, UploadFile
+from airflow_flowruns.platforms.usage import Usage
 from airflow_flowruns.platforms.values import path_segment
 
 STATUSES: dict[str, RunState] = {
@@ -77,6 +80,7 @@ class AnalyticsRun(BaseModel):
     state: str
     error: str | None = None
     latency: float | None = None
+    total_tokens: int | None = None
     user_id: str | None = None
     outputs: Any = None
 
@@ -214,7 +218,10 @@ class StackAI(Platform, facts=FACTS):
             raise FlowRunsConfigError(
                 "StackAI has no call to list flows: set the extra flow_id to a deployed flow to test the connection."
             )
-        return ApiCall("list runs", "GET", self._runs_path(str(flow_id)), params={"page": 0, "page_size": 1})
+        flow = str(flow_id)
+        return ApiCall(
+            "list runs", "GET", self._runs_path(flow), params={"page": 0, "page_size": 1}, ids=self._ids(flow)
+        )
 
     def get_run_call(self, flow_id: str | None, run_id: str) -> None:
         return None
@@ -240,6 +247,7 @@ class StackAI(Platform, facts=FACTS):
             metadata={USER_ID_INPUT: run.user_id} if run.user_id else {},
             created_at=run.date,
             duration_ms=int(run.latency * 1000) if run.latency is not None and state.is_final else None,
+            usage=Usage.reported(tokens=run.total_tokens),
             raw=body,
             outputs=_decoded(run.outputs),
         )
@@ -259,7 +267,7 @@ class StackAI(Platform, facts=FACTS):
             params["end_date"] = query.created_before.isoformat()
         if query.user_id:
             params["user_id"] = query.user_id
-        return ApiCall("list runs", "GET", self._runs_path(query.flow_id), params=params)
+        return ApiCall("list runs", "GET", self._runs_path(query.flow_id), params=params, ids=self._ids(query.flow_id))
 
     @classmethod
     def poll_listing(cls, flow_id: str | None) -> RunQuery | None:
@@ -303,6 +311,7 @@ class StackAI(Platform, facts=FACTS):
                     f"/documents/{path_segment(self.org_id, 'org_id')}/{path_segment(request.flow_id, 'flow_id')}/"
                     f"{path_segment(node_id, 'node id')}/{path_segment(user_id, 'user id')}",
                     files=[UploadFile("file", path, content_type)],
+                    ids={**self._ids(request.flow_id), "document node id": node_id},
                 )
             )
         call = ApiCall(
@@ -312,6 +321,7 @@ class StackAI(Platform, facts=FACTS):
             json={**request.inputs, USER_ID_INPUT: user_id},
             idempotent=False,
             timeout=self.run_timeout,
+            ids=self._ids(request.flow_id),
         )
         answer = self.parse_model(RunAnswer, api.call(call), "run answer")
         lookup = RunQuery(flow_id=request.flow_id, run_id=answer.run_id, user_id=user_id)
@@ -338,6 +348,10 @@ class StackAI(Platform, facts=FACTS):
 
     def _runs_path(self, flow_id: str) -> str:
         return f"/analytics/org/{path_segment(self.org_id, 'org_id')}/flows/{path_segment(flow_id, 'flow_id')}"
+
+    def _ids(self, flow_id: str) -> dict[str, str]:
+        """The ids every StackAI path names: the extra ``org_id`` and the flow's."""
+        return {"org_id": self.org_id, "flow id": flow_id}
 
     def _run_url(self, flow_id: str | None, run_id: str) -> str:
         template = self.settings.extras.get("run_url_template") or DEFAULT_RUN_URL_TEMPLATE

@@ -16,12 +16,15 @@ from starlette.datastructures import UploadFile
 
 from airflow_flowruns.emulator.config import EmulatorConfig, Scenario
 from airflow_flowruns.emulator.errors import ApiError
+from airflow_flowruns.emulator.served import ServedField, ServedFlow, ServedPlatform, outcome_of
 from airflow_flowruns.emulator.state import EmulatedRun, EmulatorState
 
 STACKAI_ORG = "org_emulator"
 STACKAI_FLOW = "flow_contract_review"
 STACKAI_BIG_OUTPUT_FLOW = "flow_long_report"
 STACKAI_FAILING_FLOW = "flow_failing"
+BUILT_IN_OAUTH_USERS = {"analyst": "analyst-password"}
+"""The OAuth user the emulator knows unless a configuration names its own: a fixed test login."""
 
 
 class StackAIFlow(BaseModel):
@@ -48,7 +51,7 @@ def _default_stackai_flows() -> list[StackAIFlow]:
 class StackAIConfig(BaseModel):
     org_id: str = STACKAI_ORG
     flows: list[StackAIFlow] = Field(default_factory=_default_stackai_flows)
-    oauth_users: dict[str, str] = Field(default_factory=lambda: {"analyst": "analyst-password"})
+    oauth_users: dict[str, str] = Field(default_factory=lambda: dict(BUILT_IN_OAUTH_USERS))
     token_ttl_seconds: float = 3600.0
 
 
@@ -73,6 +76,34 @@ def settings(config: EmulatorConfig) -> StackAIConfig:
 
 def scenarios(config: EmulatorConfig) -> list[tuple[str, Scenario]]:
     return [(flow.id, flow.scenario) for flow in settings(config).flows]
+
+
+def served(config: EmulatorConfig) -> ServedPlatform:
+    """The organization and flows served, for the emulator's discovery call and start-up banner."""
+    stackai = settings(config)
+    users = ", ".join(
+        f"{user} / {password}" if BUILT_IN_OAUTH_USERS.get(user) == password else user
+        for user, password in stackai.oauth_users.items()
+    )
+    return ServedPlatform(
+        flows=[
+            ServedFlow(
+                id=flow.id,
+                name=flow.name,
+                files=[ServedField(name=node, required=False, about="document node") for node in flow.document_nodes],
+                inputs=[ServedField(name="in-0", required=False, about="or any other input node id")],
+                outcome=outcome_of(flow.scenario)
+                + (f", with about {flow.output_bytes // 1000} KB of outputs" if flow.output_bytes else ""),
+            )
+            for flow in stackai.flows
+        ],
+        extra={"org_id": stackai.org_id, **({"flow_id": stackai.flows[0].id} if stackai.flows else {})},
+        notes=[
+            "Runs are synchronous: the task waits in the worker for the run call's answer (extra run_timeout).",
+            "The connection's flow_id is the flow its Test button lists runs of; each task names its own.",
+            f"OAuth2 instead of a key: login and password of a user ({users}) and the extra token_url {TOKEN_PATH}.",
+        ],
+    )
 
 
 def new_run_id() -> str:

@@ -12,6 +12,8 @@ Unconfirmed wire facts, decided here and nowhere else (see the README's TableFlo
 * Runs are listed with the paged workspace listing ``GET /flows/runs`` (filter ``flow_id``), which keeps
   memory bounded; the documented per-flow listing ``GET /flows/{flow_id}/runs`` answers every run of the
   flow at once as a bare array, and that shape is read too (one page, no next).
+* The run object (``tableflow-run-flow.txt``) reports no usage, no credits, pages or tokens: a run's
+  ``usage`` is None.
 """
 
 from __future__ import annotations
@@ -140,7 +142,7 @@ class TableFlow(Platform, facts=FACTS):
         return ApiCall("list flows", "GET", "/flows")
 
     def get_run_call(self, flow_id: str | None, run_id: str) -> ApiCall:
-        return ApiCall("get run", "GET", f"/flows/runs/{path_segment(run_id, 'run_id')}")
+        return ApiCall("get run", "GET", f"/flows/runs/{path_segment(run_id, 'run_id')}", ids={"run id": run_id})
 
     def parse_run(self, body: Any, flow_id: str | None = None) -> FlowRun:
         run = self.parse_model(Run, body, "run")
@@ -211,6 +213,7 @@ class TableFlow(Platform, facts=FACTS):
             data=data,
             files=_upload_parts(request),
             idempotent=False,
+            ids={"flow id": request.flow_id},
         )
         return self.parse_run(api.call(call), request.flow_id)
 

@@ -17,6 +17,7 @@ from starlette.datastructures import UploadFile
 
 from airflow_flowruns.emulator.config import MIB, EmulatorConfig, Scenario
 from airflow_flowruns.emulator.errors import ApiError
+from airflow_flowruns.emulator.served import ServedField, ServedFlow, ServedPlatform, outcome_of
 from airflow_flowruns.emulator.state import EmulatedRun, EmulatorState, new_id
 
 TABLEFLOW_RECONCILIATION_FLOW = "dk4g1tUg1uHLs8YU"
@@ -131,6 +132,31 @@ def settings(config: EmulatorConfig) -> TableFlowConfig:
 
 def scenarios(config: EmulatorConfig) -> list[tuple[str, Scenario]]:
     return [(flow.id, flow.scenario) for flow in settings(config).flows]
+
+
+def served(config: EmulatorConfig) -> ServedPlatform:
+    """The flows served, for the emulator's discovery call and start-up banner."""
+    return ServedPlatform(
+        flows=[
+            ServedFlow(
+                id=flow.id,
+                name=flow.name,
+                files=[
+                    ServedField(
+                        name=f.key,
+                        required=f.required,
+                        about=f"{' or '.join(f.file_types)}, up to {f.max_file_size // MIB} MiB",
+                    )
+                    for f in flow.file_fields
+                ],
+                outcome=outcome_of(flow.scenario) if flow.active else "not served (inactive): the API answers 404",
+            )
+            for flow in settings(config).flows
+        ],
+        notes=[
+            "A file field takes one file or a list; runs also take run_name, metadata, file_metadata, file_guidance."
+        ],
+    )
 
 
 def new_run_id() -> str:
