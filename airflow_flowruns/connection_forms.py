@@ -2,7 +2,7 @@
 
 Airflow 3.2+ reads the form from the provider info (``conn-fields``, ``ui-field-behaviour``) without
 importing the hook; older UIs call the hook's ``get_connection_form_widgets`` and ``get_ui_field_behaviour``.
-Both are built here from the same :class:`ConnectionForm`, so the two can never show different fields.
+Both are built here from the same ``ConnectionForm``, so the two can never show different fields.
 
 Each extra field carries its real default as the field's value: Airflow 3.3's form fills it in (it shows
 no placeholders for extra fields), so a new connection starts from what the code would apply anyway.

@@ -12,7 +12,7 @@ file name that renders empty never uploads a whole folder. A file a folder or gl
 symbolic link that leads out of that folder is refused unless ``follow_symlinks`` is set, so a link
 planted in an input folder cannot send ``/etc/passwd`` or another tenant's files to the platform.
 
-Uploads open each file only while its part is being sent (:class:`OpenWhileRead`), so a run with
+Uploads open each file only while its part is being sent (``OpenWhileRead``), so a run with
 thousands of files never holds thousands of file descriptors.
 """
 

@@ -1,4 +1,4 @@
-"""OpenLineage for :class:`FlowRunOperator`: the uploaded files in, the flow run out.
+"""OpenLineage for ``FlowRunOperator``: the uploaded files in, the flow run out.
 
 It takes the operators' plain values (connection id, files, flow id, settled run, landing), never an operator,
 so it depends on no operator module.
@@ -14,9 +14,9 @@ name (``s3://aws_default@bucket/...``) is left out. The run is an output dataset
 run id is also the job run's standard ``externalQuery`` facet, and what the run consumed, where its platform
 reports it, the job run's ``flowRunUsage`` facet (credits, pages, tokens).
 
-Landed outputs (``outputs_to``, :class:`FlowRunOutputsOperator`) are one more output dataset: the run's
+Landed outputs (``outputs_to``, ``FlowRunOutputsOperator``) are one more output dataset: the run's
 landing folder, named like any stored file by the storage it is on (``file`` and the absolute path,
-``s3://bucket`` and the key, ...). For :class:`FlowRunOutputsOperator` the flow run is the input it
+``s3://bucket`` and the key, ...). For ``FlowRunOutputsOperator`` the flow run is the input it
 read and the landing folder its output.
 
 In deferrable mode the task that resumes is not the one that uploaded, so globs and folders are listed
@@ -79,7 +79,7 @@ def flow_run_lineage(
     run: FlowRun | None,
     landing: Landing | None,
 ) -> OperatorLineage[Dataset, Any]:
-    """:class:`FlowRunOperator`: the files given in; the settled run (``None``: the task failed before a run
+    """``FlowRunOperator``: the files given in; the settled run (``None``: the task failed before a run
     existed) and the folder its outputs landed in, if they did, out."""
     from airflow.providers.openlineage.extractors import OperatorLineage
 
@@ -98,7 +98,7 @@ def flow_run_lineage(
 
 
 def outputs_lineage(conn_id: str, run: FlowRun | None, landing: Landing | None) -> OperatorLineage[Dataset, Any]:
-    """:class:`FlowRunOutputsOperator`: the flow run in, its landing folder out; nothing before both exist."""
+    """``FlowRunOutputsOperator``: the flow run in, its landing folder out; nothing before both exist."""
     from airflow.providers.openlineage.extractors import OperatorLineage
 
     if run is None or landing is None:

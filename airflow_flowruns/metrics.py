@@ -2,7 +2,7 @@
 deployment's ``[metrics]`` section configures, from whichever process does the work (a worker, the triggerer).
 
 Every name is ``flowruns.<platform>.<connection>.<what>`` (Airflow adds its ``statsd_prefix``), and carries the
-same as tags for backends that take them. See :data:`METRICS` for the list the operations page shows.
+same as tags for backends that take them. See ``METRICS`` for the list the operations page shows.
 """
 
 from __future__ import annotations

@@ -2,12 +2,12 @@
 
 A key names what one run is for: a task instance (``FlowRunOperator``), or one document among those a task
 instance starts a run for each. The platform keeps the key on every run it starts
-(:attr:`~airflow_flowruns.platforms.start.StartRequest.task_key`), so the run can be found again.
+(``task_key``), so the run can be found again.
 
 The rule is Airflow 3.3's ``ResumableJobMixin`` convention: a retry (or a cleared task) follows the run an
 earlier try started while it is queued, running, waiting for review or succeeded, and starts a fresh one when
-it failed or was cancelled (:data:`RESTART_STATES`), naming the run it replaces. The earlier run is found
-first in the key's :class:`RunRecord` (a task's state store on Airflow 3.3+), where the run id is saved the
+it failed or was cancelled (``RESTART_STATES``), naming the run it replaces. The earlier run is found
+first in the key's ``RunRecord`` (a task's state store on Airflow 3.3+), where the run id is saved the
 moment the start call returns, and otherwise by the key. Unlike the mixin, which names the gap between a
 start returning and its save as a known limit, a try notes in the record that it is starting a run before
 the start call: a note never followed by a save tells the next try to look the key up for the run a dead
@@ -16,7 +16,7 @@ worker may have started.
 A start call that failed in a way the platform may still have accepted (a timeout, a dropped connection, a
 5xx, an unreadable answer: ``outcome_unknown``) is never sent again blindly: the run is looked up by its key,
 and only when no run newer than the earlier one is found is the start sent again, at most
-:data:`START_ATTEMPTS` calls per try.
+``START_ATTEMPTS`` calls per try.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def start_unambiguously(
 
 def note_start(record: RunRecord, earlier: FlowRun | None) -> None:
     """Before a start call: this try is starting a run, after ``earlier`` (still named). A worker that dies
-    before :func:`save_run` leaves the note, so the next try looks for the run it may have started."""
+    before ``save_run`` leaves the note, so the next try looks for the run it may have started."""
     saved = {"id": earlier.id, "flow_id": earlier.flow_id} if earlier else {"id": None, "flow_id": None}
     record.save({**saved, "starting": True})
 
@@ -191,7 +191,7 @@ def find_run(
     read in full, newest first, at most ``Platform.lookup_reads`` of them. ``newer_than``: stop at that run
     (an earlier try's), so only a run started after it is found. None at once where runs keep no key
     (``Platform.keeps_task_key``): listing them could not find it. A listing that stops at its bounds before
-    its last page is :class:`~airflow_flowruns.exceptions.FlowRunsListingError`, never None: a run it did not
+    its last page is ``FlowRunsListingError``, never None: a run it did not
     show may be running, and a second start would bill the document twice.
     """
     platform = hook.platform

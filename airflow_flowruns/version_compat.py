@@ -2,7 +2,7 @@
 
 Everything else imports from ``airflow.providers.common.compat.sdk``, as the official providers do, and
 works the same on every supported Airflow. A feature that needs a newer Airflow than the one running
-is switched off and says so in one log line per process (:func:`missing_feature`), never an error.
+is switched off and says so in one log line per process (``missing_feature``), never an error.
 """
 
 from __future__ import annotations

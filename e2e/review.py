@@ -62,6 +62,8 @@ SCREENSHOTS = ROOT / "ui-screenshots" / "review"
 HITL = f"/dags/{DAG_ID}/dagRuns/{RUN_ID}/hitlDetails"
 TASK_INSTANCES = f"/dags/{DAG_ID}/dagRuns/{RUN_ID}/taskInstances"
 SETTLED_SECONDS = 10.0
+ANSWER_ATTEMPTS = 5
+"""A person's answer sent again (as a person clicks again) when Airflow on SQLite refused it as a lost write."""
 """How old the newest Required Action is before the first answer: Airflow 3.3 fails a deferred task resumed
 before the scheduler heard that its worker exited on deferral (apache/airflow#72716), and an answer resumes the
 task at once."""
@@ -268,7 +270,12 @@ class ReviewE2E:
             given["note"] = case.note
         body = {"chosen_options": [case.option(case.answer)], "params_input": given}
         path = f"/api/v2/dags/{DAG_ID}/dagRuns/{RUN_ID}/taskInstances/{case.task_id}/{case.map_index}/hitlDetails"
-        response = api.http.patch(path, json=body)
+        for _ in range(ANSWER_ATTEMPTS):
+            response = api.http.patch(path, json=body)
+            if not _lost_sqlite_write(response):
+                break
+            action.answer_retries += 1
+            time.sleep(0.5)
         if response.status_code not in (200, 409):
             raise E2EError(f"answering {case.ref}: HTTP {response.status_code} {response.text[:300]}")
         action.answered_at = time.time()
@@ -357,6 +364,12 @@ def _edits(given: dict[str, Any]) -> dict[str, Any]:
     if isinstance(given.get("vendor"), str):
         edits["vendor"] = given["vendor"] + " (reviewed)"
     return edits
+
+
+def _lost_sqlite_write(response: httpx.Response) -> bool:
+    """Two writers of one Required Action at the same instant (the person and the provider closing it): SQLite
+    refuses one of the two transactions outright, which the API server answers as a 500 "Database error"."""
+    return response.status_code == 500 and "Database error" in response.text
 
 
 def _catching(move: Callable[[], None], errors: list[BaseException]) -> Callable[[], None]:

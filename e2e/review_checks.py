@@ -41,6 +41,8 @@ class Action:
     answer_status: int | None = None
     """200 when Airflow recorded the answer, 409 when the Required Action was already closed."""
     answered_at: float | None = None
+    answer_retries: int = 0
+    """Answers sent again after SQLite refused a write that met the provider's closing write."""
     forced_at: float | None = None
     extracted: dict[str, Any] = field(default_factory=dict)
     edits: dict[str, Any] = field(default_factory=dict)
@@ -136,7 +138,8 @@ def check_cases(
     out.figure(f"decisions as the rule has them: {counts(decided)}")
     out.figure(
         f"both at once: {races.count(200)} answers recorded before the provider closed the Required Action, "
-        f"{races.count(409)} refused (409) after it"
+        f"{races.count(409)} refused (409) after it; "
+        f"{sum(a.answer_retries for a in actions.values())} sent again after SQLite refused a simultaneous write"
     )
     landed = [c for c in cases if c.lands_outputs and records.get((c.task_id, c.map_index), MISSING).state == "success"]
     edited = sum(1 for c in landed if actions[c.document].edits)

@@ -4,6 +4,7 @@ list of platforms, and an HTTP client that works without an Airflow connection o
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,19 @@ def test_no_function_is_over_the_size_limit() -> None:
         and (length := (node.end_lineno or node.lineno) - node.lineno + 1) > MAX_FUNCTION_LINES
     }
     assert long == {}, f"split these functions (over {MAX_FUNCTION_LINES} lines, docstring included)"
+
+
+def test_no_docstring_uses_a_sphinx_role() -> None:
+    """The API reference renders docstrings as Markdown, where ``:class:`X``` shows as written; a name in double
+    backticks shows as code."""
+    role = re.compile(r":(?:class|func|meth|attr|data|mod|exc|obj|const):`")
+    found = [
+        f"{p.relative_to(PACKAGE)}:{n}"
+        for p in modules()
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if role.search(line)
+    ]
+    assert found == [], "write these names in double backticks"
 
 
 @pytest.mark.parametrize("facts", registered(), ids=lambda facts: facts.name)

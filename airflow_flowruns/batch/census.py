@@ -6,7 +6,7 @@ manifest); the trigger takes one per poll to count. A run belongs to the shard w
 shows for it (``Platform.task_key_of``: metadata, user id, or a keyed file name) is one of the shard's run
 keys; the walk lists only the runs created since the batch's first start, newest first where the platform
 sorts so, and holds one page at a time. A listing cut short by its bounds raises
-:class:`~airflow_flowruns.exceptions.FlowRunsListingError`: a document it did not show may have a live run.
+``FlowRunsListingError``: a document it did not show may have a live run.
 """
 
 from __future__ import annotations

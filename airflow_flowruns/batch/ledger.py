@@ -1,6 +1,6 @@
 """Which documents a batch task started, kept across tries in its task state store (Airflow 3.3+).
 
-The ledger is pages of at most :data:`PAGE_DOCUMENTS` documents in the order they were started, each written
+The ledger is pages of at most ``PAGE_DOCUMENTS`` documents in the order they were started, each written
 twice: before its starts, listing the documents as ``starting``; after them, with each document's run id
 (empty where the start call names no run: Extend's batch answer is a batch id). A page left ``starting`` is a
 worker that died between the two writes: its documents are looked up on the platform by run key, as every
@@ -76,7 +76,7 @@ class Ledger:
         return view
 
     def note(self, document_keys: Iterable[str]) -> list[tuple[int, list[str]]]:
-        """Before the starts: new pages listing ``document_keys`` as starting; the pages, for :meth:`confirm`."""
+        """Before the starts: new pages listing ``document_keys`` as starting; the pages, for ``confirm``."""
         keys = list(document_keys)
         pages = []
         for first in range(0, len(keys), PAGE_DOCUMENTS):

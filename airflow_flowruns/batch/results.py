@@ -3,7 +3,7 @@
 Documents are handled one at a time in key order and their manifest items spooled to a local temporary file,
 so ten thousand documents cost a worker the same memory as ten. The manifest (``_MANIFEST.json``) is written
 last, once every landing is done: a manifest present is a batch landed. XCom holds counts and at most
-:data:`LISTED_KEYS` failed and review documents by key; the manifest holds them all.
+``LISTED_KEYS`` failed and review documents by key; the manifest holds them all.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class BatchResult:
     review: list[str] = field(default_factory=list)
     manifest: str | None = None
     in_review: list[tuple[str, str]] = field(default_factory=list)
-    """The first :data:`HANDED_TO_REVIEW` documents in review, with their run ids."""
+    """The first ``HANDED_TO_REVIEW`` documents in review, with their run ids."""
     usage: Usage | None = None
     """The documents' usage summed, each measure over the runs that report it."""
 

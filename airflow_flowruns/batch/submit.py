@@ -1,6 +1,6 @@
 """Start each document of a batch at most once: decide what a try does with each, then start what it must.
 
-Each document follows the retry rule of ``FlowRunOperator`` (:mod:`airflow_flowruns.starting`): its run is
+Each document follows the retry rule of ``FlowRunOperator`` (``airflow_flowruns.starting``): its run is
 followed while alive or succeeded, re-run when it failed or was cancelled before this try began, and
 started when it has none. Runs are started at the connection's pace (its request scheduler spaces every
 call), one call per document, or one call per ``Platform.batch_inputs`` documents where the platform has a

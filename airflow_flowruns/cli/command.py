@@ -28,7 +28,7 @@ def fail(message: str, status: int = BAD_INPUT) -> NoReturn:
 
 
 def command(job: Command) -> Command:
-    """``job`` as a command: logs to stderr, the provider's errors turned into :func:`fail`, and a reader that
+    """``job`` as a command: logs to stderr, the provider's errors turned into ``fail``, and a reader that
     stopped early (``| head``) taken as the end of the output."""
 
     @functools.wraps(job)

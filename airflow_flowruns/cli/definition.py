@@ -1,6 +1,6 @@
 """The commands, defined once for both ways of running them: Airflow 3.2+ builds ``airflow flowruns`` from
-:func:`get_flowruns_cli_commands` (the provider info's ``cli`` entry), and the ``flowruns`` console script
-(:mod:`.main`) builds the same tree with argparse on every Airflow line.
+``get_flowruns_cli_commands`` (the provider info's ``cli`` entry), and the ``flowruns`` console script
+(``.main``) builds the same tree with argparse on every Airflow line.
 
 Each command's module is imported only when the command runs: every other ``airflow`` command builds the whole
 parser, and pays only for these definitions.

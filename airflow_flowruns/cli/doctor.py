@@ -2,7 +2,7 @@
 
 Every call is sent once, without the client's retries, so a refusal is reported as the platform gave it (a 429
 is the rate limit it sees now, not a wait) and the command ends within a few timeouts. The steps: the connection
-resolves (:mod:`.connection`), the base URL answers with the scheme and TLS it names (:mod:`.probe`), the key
+resolves (``.connection``), the base URL answers with the scheme and TLS it names (``.probe``), the key
 is accepted, a page of runs reads; then what the answers tell: the base path, the clock offset, the rate limit.
 """
 

@@ -1,4 +1,4 @@
-"""The ``flowruns`` console script: the commands of ``airflow flowruns`` (:mod:`.definition`), on Airflow
+"""The ``flowruns`` console script: the commands of ``airflow flowruns`` (``.definition``), on Airflow
 lines whose CLI reads no commands from providers (3.1) as on the others."""
 
 from __future__ import annotations

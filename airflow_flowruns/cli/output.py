@@ -34,7 +34,7 @@ def emit_record(fields: Mapping[str, Any]) -> None:
 
 
 def run_row(run: FlowRun) -> list[str]:
-    """A run's cells under :data:`RUN_COLUMNS`."""
+    """A run's cells under ``RUN_COLUMNS``."""
     return [run.id, run.flow_id or "-", run.state.value, run.status, text(run.created_at), text(credits_of(run))]
 
 

@@ -1,5 +1,5 @@
 """``doctor``'s first contact: one request to the base URL carrying none of the connection's credentials, and
-what its failure says about the scheme and TLS, judged as the clients judge it (:mod:`airflow_flowruns.client.tls`).
+what its failure says about the scheme and TLS, judged as the clients judge it (``airflow_flowruns.client.tls``).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def answered(client: FlowRunsClient, url: httpx.URL, status: int) -> Check:
 
 def unanswered(url: httpx.URL, exc: httpx.TransportError, timeout: float) -> Check:
     """Why the base URL gave no answer: a mistake in its scheme or the server's certificate, as the clients judge
-    it (:class:`~airflow_flowruns.client.tls.SchemeCheck`), else a host that did not answer or cannot be reached."""
+    it (``SchemeCheck``), else a host that did not answer or cannot be reached."""
     check = SchemeCheck(str(url), SECOND_QUESTION_SECONDS)
     mistake = check.mistake(exc)
     if mistake is not None:

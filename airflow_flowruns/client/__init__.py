@@ -1,4 +1,4 @@
-"""Perform a platform's :class:`ApiCall`\\ s over HTTP: one retry policy and one error translation,
+"""Perform a platform's ``ApiCall``\\ s over HTTP: one retry policy and one error translation,
 shared by the sync client (workers) and the async client (triggerer).
 
 One job per module: ``options`` (the connection's client settings), ``errors`` (an answer or a failure

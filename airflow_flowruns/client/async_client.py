@@ -236,7 +236,7 @@ class AsyncFlowRunsClient:
             return the_run_asked_for(self.platform, call, self.platform.parse_run(body, flow_id), flow_id, run_id)
 
     async def iter_runs(self, query: RunQuery) -> AsyncIterator[FlowRun]:
-        """:meth:`FlowRunsClient.iter_runs`: a listing cut short at its bounds ends with the provider's error."""
+        """``FlowRunsClient.iter_runs``: a listing cut short at its bounds ends with the provider's error."""
         walk = run_pages(self.platform, query)
         async for page in self.walk_pages(walk):
             for run in filter(query.matches, page.runs):

@@ -23,7 +23,7 @@ read one by one, so a flow with a long history never makes a poll walk it."""
 
 ReadRun = Callable[[str], Awaitable[FlowRun]]
 WalkRunPages = Callable[[PageWalk[RunsPage]], AsyncIterator[RunsPage]]
-"""The client's driver of a walk through a run listing: any answer it cannot read is a :class:`FlowRunsError`."""
+"""The client's driver of a walk through a run listing: any answer it cannot read is a ``FlowRunsError``."""
 
 
 Waiting = dict[str, list[asyncio.Future[FlowRun]]]

@@ -1,4 +1,4 @@
-"""One exchange as both clients see it: the request built from an :class:`ApiCall`, and the answer's
+"""One exchange as both clients see it: the request built from an ``ApiCall``, and the answer's
 body, read as it arrives and refused once it passes the connection's size limit.
 
 The limit counts decompressed bytes and is checked while decompressing, so neither a huge or endless

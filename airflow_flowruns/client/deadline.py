@@ -113,7 +113,7 @@ class DeadlineBackend(httpcore.NetworkBackend):
 
 
 def sync_transport(**kwargs: Any) -> httpx.HTTPTransport:
-    """httpx's sync transport on :class:`DeadlineBackend` (through a proxy too, given ``proxy``)."""
+    """httpx's sync transport on ``DeadlineBackend`` (through a proxy too, given ``proxy``)."""
     transport = httpx.HTTPTransport(**kwargs)
     pool = transport._pool  # httpx exposes no way to pass a network backend
     pool._network_backend = DeadlineBackend(pool._network_backend)

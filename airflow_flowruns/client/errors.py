@@ -199,7 +199,7 @@ def _mark_outcome(call: ApiCall, exc: FlowRunsApiError | FlowRunsResponseError) 
 @contextmanager
 def translated_errors(platform: Platform, call: ApiCall) -> Iterator[None]:
     """What leaves a call, or the reading of its answer: only the provider's own errors (see
-    :func:`readable_answers`), marked when a start may have happened anyway."""
+    ``readable_answers``), marked when a start may have happened anyway."""
     try:
         with readable_answers(platform, call.name, outcome_unknown=not call.idempotent):
             yield
@@ -215,7 +215,7 @@ def translated_errors(platform: Platform, call: ApiCall) -> Iterator[None]:
 @contextmanager
 def readable_answers(platform: Platform, call_name: str, *, outcome_unknown: bool = False) -> Iterator[None]:
     """The provider's errors scrubbed of the connection's secrets, and a raw parsing error (an answer of an
-    unexpected shape, JSON too deep for recursive code) turned into a :class:`FlowRunsResponseError`
+    unexpected shape, JSON too deep for recursive code) turned into a ``FlowRunsResponseError``
     naming the platform and call."""
     try:
         yield

@@ -8,8 +8,8 @@ reads the pages stops the walk early simply by reading no further, and no furthe
 Every listing (runs for the hooks and the export, the pages that answer batched polls, the change feed,
 the asset watcher's scan) is one of these walks, so a bound on a walk is kept in this one place: a
 platform whose listing never ends (a page token or offset it already gave, a page count in the billions,
-pages that are always full) ends the walk at its :class:`WalkBounds`, with a warning in the log, and the
-reader learns from :attr:`PageWalk.cut_short` that it did not see the whole listing.
+pages that are always full) ends the walk at its ``WalkBounds``, with a warning in the log, and the
+reader learns from ``PageWalk.cut_short`` that it did not see the whole listing.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ second, or at the deadline when it answers slowly."""
 
 
 class Page(Protocol):
-    """A page of a listing (:class:`RunsPage`, :class:`ChangesPage`), which names the call for the next one."""
+    """A page of a listing (``RunsPage``, ``ChangesPage``), which names the call for the next one."""
 
     @property
     def next_call(self) -> ApiCall | None: ...
@@ -66,9 +66,9 @@ class PageWalk(Generic[P]):
     The walk ends after the page that names no next one, or at its ``bounds`` (and at ``max_pages``, for a
     reader that wants only the first pages), or when a page names a call the walk already made: a token or
     offset the platform gave before, which would walk the same pages forever. Only a stop short of the
-    last page that the reader did not ask for with ``max_pages`` is :attr:`cut_short` and logged. An
+    last page that the reader did not ask for with ``max_pages`` is ``cut_short`` and logged. An
     answer of a shape this provider cannot read is the provider's own error naming the platform and call
-    (:func:`translated_errors`).
+    (``translated_errors``).
     """
 
     def __init__(
@@ -92,7 +92,7 @@ class PageWalk(Generic[P]):
         self._sent: ApiCall | None = None
         self._out_of_time = f"{bounds.seconds:g} s spent"
         self._not_made: str | None = None
-        """The name of the call a walk :attr:`cut_short` did not make."""
+        """The name of the call a walk ``cut_short`` did not make."""
         self.pages = 0
         """Pages read so far."""
         self.items = 0
@@ -147,7 +147,7 @@ class PageWalk(Generic[P]):
         )
 
     def raise_if_cut_short(self) -> None:
-        """The provider's error when the walk was :attr:`cut_short`, for a reader that takes what it read for
+        """The provider's error when the walk was ``cut_short``, for a reader that takes what it read for
         the whole listing (every run of a query, or a run's absence) and must not conclude from a part.
 
         It is retryable when the walk ran out of time, which a slow platform may not repeat."""

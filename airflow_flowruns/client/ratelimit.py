@@ -3,7 +3,7 @@
 It spaces requests at most ``max_requests_per_second`` apart and, after any 429, holds every request on
 the connection until the platform's ``Retry-After`` has passed, so a thousand deferred tasks do not
 stampede an API that just said "slow down". It also learns the rate the platform accepts
-(:class:`AdaptiveRate`), so a connection without the extra settles below an unknown limit instead of
+(``AdaptiveRate``), so a connection without the extra settles below an unknown limit instead of
 meeting it again every few seconds. Reservations are computed under a lock and the wait happens
 outside it, so the same object serves worker threads and the triggerer's event loop.
 
@@ -41,7 +41,7 @@ RECOVERY_PER_SECOND = 0.07
 """After a 429 the rate grows back by this share per second, compounded (it doubles in ten seconds), up to
 ``TARGET_SHARE`` of the ceiling: halved, it is back at 90% within nine seconds, so a burst of 429s costs
 seconds, not minutes. A ceiling lowered by a run of 429s regrows as fast to where it was (see
-:class:`AdaptiveRate`) once a whole window passes without one."""
+``AdaptiveRate``) once a whole window passes without one."""
 TARGET_SHARE = 0.9
 """The rate creeps back to this share of the ceiling and stays there, a margin below the limit, instead of
 climbing into the next 429."""
@@ -97,14 +97,14 @@ class AdaptiveRate:
     429, a ceiling they lowered regrows to where it stood before them (``regain``); a 429 met on the way
     there is a fresh event and makes where it was met the new ``regain``. Growth is computed from the
     values set at the last 429 and the time since, so no idle span overflows it. Not thread-safe:
-    :class:`RequestScheduler` holds its lock.
+    ``RequestScheduler`` holds its lock.
     """
 
     def __init__(self) -> None:
         self.rate: float | None = None
-        """The rate set by the last 429; :meth:`current` adds the growth since."""
+        """The rate set by the last 429; ``current`` adds the growth since."""
         self.ceiling: float | None = None
-        """The ceiling set by the last 429; :meth:`ceiling_at` adds the growth since."""
+        """The ceiling set by the last 429; ``ceiling_at`` adds the growth since."""
         self.regain: float | None = None
         """Where the ceiling stood before the 429s that lowered it last, and regrows to once they stop."""
         self._changed = 0.0

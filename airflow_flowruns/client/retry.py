@@ -1,7 +1,7 @@
 """Which failures are retried, how long to wait between attempts, and pacing after a 429.
 
 Every wait is bounded: by ``retry_max_wait`` whatever ``Retry-After`` says, and in the worker by the
-time left before the task's deadline (:func:`until`); the triggerer bounds a poll with its deadline
+time left before the task's deadline (``until``); the triggerer bounds a poll with its deadline
 itself (``FlowRunTrigger``).
 """
 
@@ -123,6 +123,6 @@ def decode_and_pace(
 def pace(
     scheduler: RequestScheduler, options: HttpOptions, platform: Platform, status: int, headers: Mapping[str, str]
 ) -> None:
-    """Tell the connection's scheduler how the platform answered (see :func:`decode_and_pace`), and count it."""
+    """Tell the connection's scheduler how the platform answered (see ``decode_and_pace``), and count it."""
     metrics.answered(platform.name, platform.settings.conn_id, status)
     scheduler.answered(status, retry_after(headers) if status == 429 else None, options.retry_max_wait)

@@ -129,7 +129,7 @@ class FlowRunsClient:
 
     @contextmanager
     def stream_presigned(self, url: str) -> Iterator[httpx.Response]:
-        """A presigned URL's answer with its body unread, as :meth:`stream`, through a client that carries none
+        """A presigned URL's answer with its body unread, as ``stream``, through a client that carries none
         of the connection's credentials: the API key never reaches the storage host the URL points at. It
         asks for the encodings the API client does, which are the ones a download decodes within its limit."""
         if self._presigned is None:

@@ -86,7 +86,7 @@ class SchemeCheck:
     @contextmanager
     def judging(self, platform: str, call: str) -> Iterator[None]:
         """A request whose failure, where it is a mistake, is the provider's own error naming it and the fix
-        (blocking: the async client judges in a thread, see :meth:`asks`)."""
+        (blocking: the async client judges in a thread, see ``asks``)."""
         try:
             yield
         except httpx.TransportError as exc:

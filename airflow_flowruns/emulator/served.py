@@ -1,7 +1,7 @@
 """What one platform's part of the emulator serves, in the words a user sets a DAG up with.
 
 Each platform's emulator module describes its own flows with these (its ``served(config)``); the discovery call
-and the start-up banner (:mod:`.discovery`) read them through the registry, so a platform added to the
+and the start-up banner (``.discovery``) read them through the registry, so a platform added to the
 registry is listed with no change there.
 """
 

@@ -41,7 +41,7 @@ def bind(host: str, port: int, *, allow_remote: bool = False) -> socket.socket:
 
 
 class EmulatorServer:
-    """The emulator served on a background thread; on loopback only unless ``allow_remote`` (see :func:`bind`)."""
+    """The emulator served on a background thread; on loopback only unless ``allow_remote`` (see ``bind``)."""
 
     def __init__(
         self,

@@ -111,7 +111,7 @@ class FlowRunsHook(BaseHook):
         started_by: StartedBy | None = None,
     ) -> str:
         """Start one run per document with one call, where the platform has one (``Platform.batch_inputs``);
-        the batch id. Like :meth:`start_run`, an unreadable answer is a start that may have happened."""
+        the batch id. Like ``start_run``, an unreadable answer is a start that may have happened."""
         with readable_answers(self.platform, "start batch", outcome_unknown=True):
             batch_id = self.platform.start_batch(self.client, flow_id, documents, flow_version, metadata, started_by)
         metrics.started(self.platform.name, self.flowruns_conn_id, len(documents))
@@ -184,7 +184,7 @@ class FlowRunsHook(BaseHook):
         ``created_after`` is inclusive and ``created_before`` exclusive. Filters the platform's API
         lacks are applied here, client-side (each platform module says which). A listing that does not end
         within ``client.listing.LISTING_BOUNDS`` (a repeated page, more pages, runs or seconds than a real
-        listing takes) ends with :class:`~airflow_flowruns.exceptions.FlowRunsListingError` after the runs read.
+        listing takes) ends with ``FlowRunsListingError`` after the runs read.
         """
         return self.client.iter_runs(run_query(flow_id, states, created_after, created_before, page_size))
 
@@ -196,7 +196,7 @@ class FlowRunsHook(BaseHook):
         created_before: datetime | None = None,
         page_size: int | None = None,
     ) -> AsyncIterator[FlowRun]:
-        """:meth:`list_runs` for the triggerer, on the shared async client."""
+        """``list_runs`` for the triggerer, on the shared async client."""
         client = await self.get_async_client(self.flowruns_conn_id)
         async for run in client.iter_runs(run_query(flow_id, states, created_after, created_before, page_size)):
             yield run
@@ -247,7 +247,7 @@ class FlowRunsHook(BaseHook):
     @classmethod
     async def close_async_clients(cls) -> None:
         """Close the running loop's shared clients now, for programs that end their event loop without
-        ``asyncio.run`` (which closes them itself, see :class:`LoopClients`)."""
+        ``asyncio.run`` (which closes them itself, see ``LoopClients``)."""
         clients = cls._async_clients.pop(asyncio.get_running_loop(), None)
         if clients is not None:
             await clients.aclose()
@@ -289,13 +289,13 @@ def _failed(task: asyncio.Task[Any]) -> bool:
 
 def platform_hook(facts: PlatformFacts) -> type[FlowRunsHook]:
     """The hook class that registers one platform's connection type (``{label}Hook``, as the provider info names
-    it); it behaves exactly like :class:`FlowRunsHook`, with the platform's connection form for UIs before 3.2."""
+    it); it behaves exactly like ``FlowRunsHook``, with the platform's connection form for UIs before 3.2."""
     hook = type(
         f"{facts.label}Hook",
         (FlowRunsHook,),
         {
             "__module__": __name__,
-            "__doc__": f"Registers the ``{facts.name}`` connection type; behaves exactly like :class:`FlowRunsHook`.",
+            "__doc__": f"Registers the ``{facts.name}`` connection type; behaves exactly like ``FlowRunsHook``.",
             "conn_type": facts.name,
             "hook_name": facts.label,
             "default_conn_name": facts.default_conn_id,

@@ -1,7 +1,7 @@
 """A batch's documents in review, each handed to a task instance of its own for review in Airflow.
 
 Airflow keeps one Required Action per task instance, so a batch cannot hold one per document itself: the batch
-operator makes a mapped :class:`~airflow_flowruns.sensors.flow_run.FlowRunSensor` beside it, one task instance
+operator makes a mapped ``FlowRunSensor`` beside it, one task instance
 per document left in review, with the document's key in its Required Action's subject. A small hand-off task
 returns those documents as a list, because a mapped task expands only over a task's return value. At most
 ``max_open_reviews`` wait at once, so a reviewer's inbox fills a page at a time as answers come in.
@@ -32,7 +32,7 @@ HANDOFF_TASK_SUFFIX = "_in_review"
 def add_review_task(batch: Any, task_id: str, max_open_reviews: int | None, assignees: Any) -> Any:
     """The mapped review task, downstream of ``batch`` (a ``FlowRunBatchOperator`` just made), in its DAG and
     task group, with its connection, deferral, poll interval and timeout; None unless ``on_review="airflow"`` in
-    a DAG file (a batch made by the worker from a mapped one has none: see :func:`refuse_review_of_shards`)."""
+    a DAG file (a batch made by the worker from a mapped one has none: see ``refuse_review_of_shards``)."""
     if batch.on_review is not OnReview.AIRFLOW or not batch.has_dag() or made_from_mapped(batch):
         return None
     handoff = PythonOperator(

@@ -1,4 +1,4 @@
-"""What a task instance gives :mod:`airflow_flowruns.starting` to start its run at most once: its key, its
+"""What a task instance gives ``airflow_flowruns.starting`` to start its run at most once: its key, its
 try, and its record (the task's state store entry on Airflow 3.3+, and XCom naming a run it replaces)."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ PREVIOUS_RUN_ID_KEY = "previous_flow_run_id"
 
 
 class TaskRecord:
-    """A task instance's :class:`~airflow_flowruns.starting.RunRecord`: the entry under ``STATE_STORE_KEY`` in
+    """A task instance's ``RunRecord``: the entry under ``STATE_STORE_KEY`` in
     its state store (Airflow 3.3+; without one nothing is saved), and XCom naming a run it replaces."""
 
     def __init__(self, context: Context) -> None:

@@ -38,7 +38,7 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
     :param flow_id: the flow (workflow) to run.
     :param files: field name to a path, or to a list of paths for a field that takes several files. A path is
         local, an ``ObjectStoragePath`` or a URI (``s3://``, ``gs://``, ``file://``, ...); a glob or a folder
-        written with a trailing ``/`` expands to several files (see :mod:`airflow_flowruns.files`).
+        written with a trailing ``/`` expands to several files (see ``airflow_flowruns.files``).
     :param run_name: display name of the run, where the platform keeps one.
     :param metadata: JSON object stored on the run and echoed back on every read of it.
     :param file_metadata: field name to a JSON object for that file's extraction.
@@ -60,7 +60,7 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         ``max_xcom_output_bytes``: an ``ObjectStoragePath`` or URI (templated); XCom then holds the path.
         Larger outputs without it fail the task; the run is kept and a retry re-attaches to it.
     :param outputs_to: land the settled run's outputs under this folder or URI (templated), as
-        :class:`~airflow_flowruns.operators.outputs.FlowRunOutputsOperator` does; XCom then holds ``landing``
+        ``FlowRunOutputsOperator`` does; XCom then holds ``landing``
         (paths, counts, bytes) and never the outputs themselves, on every platform (StackAI's are in the
         landed ``outputs.json``; ``output_path`` cannot be set beside it). A landing that fails fails the task;
         its retry re-attaches to the run and lands it again.

@@ -1,4 +1,4 @@
-"""Land a finished run's outputs in object storage (see :mod:`airflow_flowruns.outputs.landing`)."""
+"""Land a finished run's outputs in object storage (see ``airflow_flowruns.outputs.landing``)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ class FlowRunOutputsOperator(BaseOperator):
     """Read one run and land its outputs under ``{destination}/{platform}/{flow_id}/{run_id}/``.
 
     The run is read afresh (its full object, with the outputs a review may have changed), so this works
-    right after :class:`~airflow_flowruns.operators.flow_run.FlowRunOperator`, from a run id, or from a
-    :class:`~airflow_flowruns.triggers.watcher.FlowRunEventTrigger` event. Landing the same run again
+    right after ``FlowRunOperator``, from a run id, or from a
+    ``FlowRunEventTrigger`` event. Landing the same run again
     writes nothing unless the run changed. Returns paths, counts and bytes (``Landing.to_xcom``).
 
     :param run: the run: its id, or a mapping with ``id`` or ``run_id`` and optionally ``flow_id``, such as

@@ -13,7 +13,7 @@ must each next ``CHUNK_BYTES`` of the file (a large file takes as long as it tak
 does not). Only ``200`` with the file's bytes is saved: neither the platforms' file endpoints nor their
 presigned URLs are documented to redirect, so a redirect is refused with an error rather than saved as
 the file, or followed to a host that was never named. A presigned URL is fetched only once
-:mod:`airflow_flowruns.outputs.presigned` has found it well-formed and on a public address.
+``airflow_flowruns.outputs.presigned`` has found it well-formed and on a public address.
 
 Files are counted as they are written, decompressed, and decompressed a piece at a time: one file may not
 pass the connection's ``max_output_file_bytes``, nor all the files of one landing its ``max_landing_bytes``

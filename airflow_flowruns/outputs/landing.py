@@ -1,11 +1,11 @@
 """Land one run's outputs under ``{destination}/{platform}/{flow_id}/{run_id}/``.
 
 The folder holds ``run.json`` (the run object as the platform's read returned it), ``outputs.json`` (see
-:mod:`airflow_flowruns.outputs.model`), ``files/`` (output files, streamed) and ``_MANIFEST.json``, written
+``airflow_flowruns.outputs.model``), ``files/`` (output files, streamed) and ``_MANIFEST.json``, written
 last: every other file with its size and sha256, and the run's last update. A folder without a manifest
 is not a landing.
 
-Each folder name is :func:`~airflow_flowruns.outputs.model.folder_name` of its id: one folder per run id
+Each folder name is ``folder_name`` of its id: one folder per run id
 (``a/b`` and ``a_b`` land apart), and an id of letters, digits, ``-`` and ``_`` is its own folder name.
 
 Everything is first written to a sibling staging folder ``.{run folder}.partial``, a name no run's folder
@@ -75,7 +75,7 @@ class Landing:
 
 
 def run_folder(destination: ObjectStoragePath, run: FlowRun) -> ObjectStoragePath:
-    """``{destination}/{platform}/{flow_id}/{run_id}``, each a :func:`folder_name` (``_`` for an unknown flow)."""
+    """``{destination}/{platform}/{flow_id}/{run_id}``, each a ``folder_name`` (``_`` for an unknown flow)."""
     flow = folder_name(run.flow_id) if run.flow_id else "_"
     return destination / folder_name(run.platform) / flow / folder_name(run.id)
 
@@ -87,7 +87,7 @@ def land_run(
     folder: ObjectStoragePath | None = None,
     review: Decision | None = None,
 ) -> Landing:
-    """Land ``run`` (as just read, with its ``raw`` object) under ``destination``, in its :func:`run_folder`, or
+    """Land ``run`` (as just read, with its ``raw`` object) under ``destination``, in its ``run_folder``, or
     in ``folder`` (a batch lands each document's run under the document's key). ``review`` is a decision taken
     in Airflow: its edited fields replace the extracted values, which ``outputs.json`` keeps beside them."""
     if run.state not in LANDABLE and review is None:  # a reviewer's accept lands what was extracted
@@ -231,7 +231,7 @@ def _with_bytes(landing: Landing, manifest: dict[str, Any], *, written: bool) ->
 
 
 def _beside(folder: ObjectStoragePath, use: str) -> ObjectStoragePath:
-    """A working folder next to ``folder``: its name starts with a dot, which no :func:`folder_name` does."""
+    """A working folder next to ``folder``: its name starts with a dot, which no ``folder_name`` does."""
     return folder.parent / f".{folder.name}.{use}"
 
 

@@ -1,7 +1,7 @@
 """The normalized outputs of one run, the same for every platform, and how their files are fetched.
 
 Each platform's reader (one module per platform in this package) turns the run object as the platform
-sent it into :class:`RunOutputs`, without any I/O. ``outputs.json`` is :func:`outputs_document` of it:
+sent it into ``RunOutputs``, without any I/O. ``outputs.json`` is ``outputs_document`` of it:
 
 .. code-block:: json
 
@@ -21,7 +21,7 @@ sent it into :class:`RunOutputs`, without any I/O. ``outputs.json`` is :func:`ou
     }
 
 ``usage`` is what the run consumed, each measure null where the platform reports it not, and null as a whole
-where it reports none (:class:`~airflow_flowruns.platforms.base.Usage`). ``kind`` is one of :data:`KINDS`.
+where it reports none (``Usage``). ``kind`` is one of ``KINDS``.
 ``confidence`` is a number from 0 to 1 where the platform gives one, else null. ``initial_value`` and
 ``reviewed_value`` appear only on outputs a human review changed; ``value`` is then the reviewed value. Sizes
 and checksums of the landed files are in ``_MANIFEST.json``.
@@ -116,7 +116,7 @@ class OutputFile:
 
     @property
     def path(self) -> str:
-        """Where the file lands, relative to the run's folder: one folder per file id (:func:`folder_name`), so
+        """Where the file lands, relative to the run's folder: one folder per file id (``folder_name``), so
         two files never share a path; two outputs naming the same file (same id and name) share it."""
         return f"files/{folder_name(self.id)}/{safe_segment(self.name)}"
 
@@ -135,7 +135,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 def safe_segment(text: str) -> str:
     """A file's name from the platform as one path segment: no separators, no ``..``, never empty. Two names
-    may clean to one; a file's path stays its own through its id's folder (:attr:`OutputFile.path`)."""
+    may clean to one; a file's path stays its own through its id's folder (``OutputFile.path``)."""
     cleaned = _UNSAFE.sub("_", text).strip("._") or "_"
     return cleaned[:200]
 

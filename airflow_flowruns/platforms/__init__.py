@@ -1,7 +1,7 @@
 """The registry: the one list of platforms.
 
-Each platform is a folder of this package (``platforms/<name>/``, see :mod:`.facts` for what it holds) and one
-:func:`register` call below. Hooks, connection forms, the provider info, the asset watcher, output landing and
+Each platform is a folder of this package (``platforms/<name>/``, see ``.facts`` for what it holds) and one
+``register`` call below. Hooks, connection forms, the provider info, the asset watcher, output landing and
 the emulator's router are all built from what is registered here, so adding a platform changes nothing else.
 
 Importing this module imports only the folders' facts (no Airflow, no HTTP client): Airflow reads the provider

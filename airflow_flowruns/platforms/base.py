@@ -1,10 +1,10 @@
 """What every platform module provides, and the normalized types the operator, sensor and trigger use.
 
-A platform module is sans-I/O where it can be: it describes calls as :class:`ApiCall` values and parses
-decoded JSON into :class:`FlowRun`. The hook executes the calls (sync in workers, async in the
+A platform module is sans-I/O where it can be: it describes calls as ``ApiCall`` values and parses
+decoded JSON into ``FlowRun``. The hook executes the calls (sync in workers, async in the
 triggerer) with one retry and error policy, so nothing here knows which HTTP client runs it. Only
 starting a run, which can take several dependent calls (read the flow, upload, start), is written
-against the small :class:`Api` protocol, and it only ever runs in a worker.
+against the small ``Api`` protocol, and it only ever runs in a worker.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class FlowRun(BaseModel):
     reviewed_by: str | None = None
     """Who reviewed the run on the platform, where the platform says (Extend's ``reviewedByUser``)."""
     usage: Usage | None = None
-    """What the run consumed, where its platform reports it (see :class:`Usage`); None where it reports nothing."""
+    """What the run consumed, where its platform reports it (see ``Usage``); None where it reports nothing."""
     raw: dict[str, Any] = Field(default_factory=dict, exclude=True, repr=False)
     outputs: Any = Field(default=None, exclude=True, repr=False)
     """What a synchronous run returned (StackAI); never in ``to_xcom()``: the operator decides where it goes."""
@@ -116,7 +116,7 @@ class ApiCall:
 @dataclass(frozen=True)
 class RunQuery:
     """Which runs to list. Each platform sends what its API can filter on and leaves the rest to
-    :meth:`matches`, applied client-side to every run it returns.
+    ``matches``, applied client-side to every run it returns.
 
     ``created_after`` is inclusive and ``created_before`` exclusive, so consecutive data intervals
     never share or miss a run.
@@ -134,7 +134,7 @@ class RunQuery:
     """Only these runs: the polls one listing answers (see ``Platform.poll_listing``). Platforms that
     support it leave the other runs of a page unparsed."""
     user_id: str | None = None
-    """The platform's end-user id, where runs carry one (StackAI); filtered by the API, not by :meth:`matches`."""
+    """The platform's end-user id, where runs carry one (StackAI); filtered by the API, not by ``matches``."""
 
     def matches(self, run: FlowRun) -> bool:
         if self.run_id is not None and run.id != self.run_id:
@@ -225,7 +225,7 @@ class Platform(BatchStarts, ABC):
     """The path every call of the API lives under (TableFlow: ``/v2``), added to a host typed without it."""
     can_cancel: ClassVar[bool] = False
     keeps_task_key: ClassVar[bool] = True
-    """Runs carry the task key the provider stores on them (see :meth:`task_key_of`); False: no run can be found
+    """Runs carry the task key the provider stores on them (see ``task_key_of``); False: no run can be found
     by it, and only the task's state store tells a retry which run an earlier try started."""
     listing_has_metadata: ClassVar[bool] = True
     """Listing items carry the run's metadata; False: finding a run by its task key reads each run in full."""

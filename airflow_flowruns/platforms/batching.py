@@ -1,4 +1,4 @@
-"""What a platform says about starting many runs at once, for :mod:`airflow_flowruns.batch`.
+"""What a platform says about starting many runs at once, for ``airflow_flowruns.batch``.
 
 Every default here fits a platform that starts one run per call and keeps the run key in the run's metadata
 (TableFlow); a platform folder overrides what differs (Extend's batch endpoint, listing items without

@@ -1,7 +1,7 @@
 """Which runs reached a watched state since a moment: what the asset watcher asks each platform every poll.
 
 Each platform answers with the cheapest listing it offers, described by its folder's ``changes.py`` as a
-:class:`ChangeSource` (the listing's order decides where reading can stop):
+``ChangeSource`` (the listing's order decides where reading can stop):
 
 * ``updated``: newest change first (Extend): reading stops at the first run not updated since the window
   opened, so a poll reads only what changed;
@@ -137,7 +137,7 @@ class ChangeSource:
 
 class RunScan:
     """One read of a platform's listing for a watcher's poll: iterating it gives the runs, in the listing's
-    order, up to the first one before the window; :attr:`cut_short` then says whether the walk stopped at
+    order, up to the first one before the window; ``cut_short`` then says whether the walk stopped at
     its bounds instead (a listing that never ends, or one longer than a poll reads)."""
 
     def __init__(

@@ -1,11 +1,11 @@
 """What a platform is, as the registry lists it: its facts, and where the rest of its folder lives.
 
 A platform's folder (``platforms/<name>/``) holds everything that is that platform. Its ``__init__.py`` holds
-a :class:`PlatformFacts` and imports nothing but this module and the connection forms, so the registry, the
+a ``PlatformFacts`` and imports nothing but this module and the connection forms, so the registry, the
 provider info and the connection forms read every platform without importing Airflow or any HTTP client. The
 folder's other modules are found by name and imported when first needed:
 
-* ``api.py``: the I/O-free wire module, ``PLATFORM`` (a :class:`~airflow_flowruns.platforms.base.Platform`);
+* ``api.py``: the I/O-free wire module, ``PLATFORM`` (a ``Platform``);
 * ``outputs.py``: ``READER``, the run's outputs read from the run object (an ``OutputReader``);
 * ``changes.py``: ``CHANGES``, how the asset watcher finds the runs that changed (a ``ChangeSource``);
 * ``emulator.py``: the platform's part of the bundled emulator (``PATH_PREFIXES``, ``router``, ``scenarios``,

@@ -11,7 +11,7 @@ TASK_KEY_FIELD = "airflow_task_key"
 DOCUMENT_KEY_FIELD = "airflow_document_key"
 """Run metadata key naming the document of a batch a run is for, next to ``TASK_KEY_FIELD``."""
 KEY_NAME_SEPARATOR = "~"
-"""Between the run key and the file's own name in a batch document's uploaded file name (see :func:`keyed_name`)."""
+"""Between the run key and the file's own name in a batch document's uploaded file name (see ``keyed_name``)."""
 
 
 def keyed_name(key: str, name: str) -> str:
@@ -22,7 +22,7 @@ def keyed_name(key: str, name: str) -> str:
 
 
 def key_in_name(name: str) -> str | None:
-    """The run key :func:`keyed_name` put in a file name, or None for a name it did not make."""
+    """The run key ``keyed_name`` put in a file name, or None for a name it did not make."""
     key, separator, _ = name.partition(KEY_NAME_SEPARATOR)
     return key if separator and key.startswith("af-") else None
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 class Usage(BaseModel):
     """What one run consumed, as its platform reports it.
 
-    Each platform's ``parse_run`` fills the measures its answers carry (:meth:`reported`) and leaves the others
+    Each platform's ``parse_run`` fills the measures its answers carry (``reported``) and leaves the others
     None; XCom, ``outputs.json``, the batch manifest and the lineage facet read only this shape, so a platform
     that reports usage adds its parser and nothing else.
     """

@@ -54,7 +54,7 @@ async def aread_answer(ti_id: UUID) -> dict[str, Any] | None:
 async def aclose_item(ti_id: UUID, label: str, note: str) -> dict[str, Any] | None:
     """Answer the Required Action on the provider's behalf with ``label`` and ``note``, so no one is left with a
     stale item. Returns the answer a person recorded first, if one did: Airflow refuses a second answer, and
-    that person's answer is the decision. Only a triggerer's supervisor serves this (see :func:`aread_answer`)."""
+    that person's answer is the decision. Only a triggerer's supervisor serves this (see ``aread_answer``)."""
     from airflow.sdk.execution_time.hitl import update_hitl_detail_response
 
     try:

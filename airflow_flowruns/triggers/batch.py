@@ -1,6 +1,6 @@
 """The deferred wait of a batch: one trigger follows every run of a shard through the flow's listing.
 
-Each poll takes a census (:mod:`airflow_flowruns.batch.census`): one walk over the runs created since the batch
+Each poll takes a census (``airflow_flowruns.batch.census``): one walk over the runs created since the batch
 began, page by page on the connection's shared client, counting the newest run of each of the shard's
 documents. Between polls the task log gets a progress line at least every ``PROGRESS_EVERY_SECONDS``. The
 event carries counts only, never one entry per document: the worker takes its own census to report.

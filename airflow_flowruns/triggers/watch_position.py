@@ -28,7 +28,7 @@ class Position:
     runs announced in that span (by ``dedup_key``, with the time each entered its state) so they are not
     announced twice by one watcher. Nothing that happened before ``start`` is ever announced.
 
-    ``since`` never passes the watcher's clock plus :data:`CLOCK_SKEW`: a run stamped beyond that stays in
+    ``since`` never passes the watcher's clock plus ``CLOCK_SKEW``: a run stamped beyond that stays in
     ``seen`` until the clock has passed its stamp, so it is announced once however long it is listed.
     """
 
@@ -63,7 +63,7 @@ class Position:
         return self._moved(max(self.since, polled_at), self.seen, late)
 
     def clamped(self, now: datetime) -> Position:
-        """This position with its watermark no later than ``now`` plus :data:`CLOCK_SKEW`: a position saved
+        """This position with its watermark no later than ``now`` plus ``CLOCK_SKEW``: a position saved
         by a version that let one run stamped in the future carry it there would announce nothing again."""
         ceiling = now + CLOCK_SKEW
         if self.since <= ceiling:

@@ -21,9 +21,9 @@ triggerer runs the watcher are not announced; with a timestamp, every start anno
 since then.
 
 Nothing a platform answers stops the watcher for good: each poll reads the listing at most as far as
-:attr:`FlowRunEventTrigger.walk_bounds` allow (a listing that never ends is cut there, logged, and read
+``FlowRunEventTrigger.walk_bounds`` allow (a listing that never ends is cut there, logged, and read
 again at the next poll), the watermark never passes the watcher's own clock (a run stamped in the future
-is announced once, see :data:`~airflow_flowruns.triggers.watch_position.CLOCK_SKEW`), and no text from the
+is announced once, see ``CLOCK_SKEW``), and no text from the
 platform reaches an event or the log with the connection's secrets in it.
 """
 
@@ -235,7 +235,7 @@ class FlowRunEventTrigger(BaseEventTrigger):
             await asyncio.sleep(0 if backlog else self.poll_interval)
 
     async def poll(self, position: Position) -> Poll:
-        """One poll, reading the listing no further than :attr:`walk_bounds`: the oldest new announcements
+        """One poll, reading the listing no further than ``walk_bounds``: the oldest new announcements
         (at most ``max_events_per_poll``), each with its position."""
         client = await FlowRunsHook.get_async_client(self.conn_id)
         platform = self._platform = client.platform

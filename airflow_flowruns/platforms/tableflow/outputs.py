@@ -1,7 +1,7 @@
 """TableFlow's outputs: the files a run names in ``drive_files`` (``{name: {file_id, mime_type, sheets}}``).
 
 No documented call downloads them, so they land as references (kind ``file_reference``) and nothing is
-fetched. :meth:`TableFlowOutputs.drive_file_download` is the one place to change when TableFlow documents
+fetched. ``TableFlowOutputs.drive_file_download`` is the one place to change when TableFlow documents
 such a call. The run's last update is its ``updated_at``.
 """
 
