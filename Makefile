@@ -48,9 +48,10 @@ lint: $(INSTALLED)
 	$(BIN)/mypy --strict airflow_flowruns
 	$(BIN)/mypy tests example_dags scripts benchmarks e2e
 
-# Every test, unit and integration (the markers in pyproject.toml), after lint.
+# Every test, unit and integration (the markers in pyproject.toml), after lint; three pytest processes on two
+# cores, as most tests wait on sockets or on an Airflow subprocess.
 test: lint $(SDK_INSTALLED)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 3
 
 # ruff and the unit tests: no Airflow process, no other Python, no vendor SDK; mypy waits for `make test`.
 # Four pytest processes on two cores: the unit tests mostly wait on sockets (timeouts, Retry-After, polls).

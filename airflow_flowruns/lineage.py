@@ -35,7 +35,7 @@ from openlineage.client.facet_v2 import DatasetFacet, RunFacet, external_query_r
 from openlineage.client.naming.dataset import GCS, S3, LocalFileSystem
 
 from airflow_flowruns.files import FileArgument, collect_files, file_uri
-from airflow_flowruns.hooks.flow_run import FlowRunsHook, platform_from_connection
+from airflow_flowruns.hooks.flow_run import FlowRunsHook
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -73,7 +73,7 @@ class FlowRunUsageRunFacet(RunFacet):
 
 
 def flow_run_lineage(
-    conn_id: str,
+    hook: FlowRunsHook,
     files: Mapping[str, FileArgument] | None,
     flow_id: str,
     run: FlowRun | None,
@@ -91,29 +91,29 @@ def flow_run_lineage(
     ]
     if run is None:  # failed before a run existed: only what it was given
         return OperatorLineage(inputs=inputs)
-    outputs = [run_dataset(conn_id, run, flow_id)]
+    outputs = [run_dataset(hook, run, flow_id)]
     if landing is not None:
         outputs.append(landing_dataset(landing))
     return OperatorLineage(inputs=inputs, outputs=outputs, run_facets={**_external_query(run), **_usage(run)})
 
 
-def outputs_lineage(conn_id: str, run: FlowRun | None, landing: Landing | None) -> OperatorLineage[Dataset, Any]:
+def outputs_lineage(hook: FlowRunsHook, run: FlowRun | None, landing: Landing | None) -> OperatorLineage[Dataset, Any]:
     """``FlowRunOutputsOperator``: the flow run in, its landing folder out; nothing before both exist."""
     from airflow.providers.openlineage.extractors import OperatorLineage
 
     if run is None or landing is None:
         return OperatorLineage()
     return OperatorLineage(
-        inputs=[run_dataset(conn_id, run, run.flow_id or "")],
+        inputs=[run_dataset(hook, run, run.flow_id or "")],
         outputs=[landing_dataset(landing)],
         run_facets=_external_query(run),
     )
 
 
-def run_dataset(conn_id: str, run: FlowRun, flow_id: str) -> Dataset:
-    """The flow run as a dataset: namespace ``{platform}://{API host}``, named after the flow."""
-    platform, _ = platform_from_connection(FlowRunsHook.get_connection(conn_id))
-    host = urlsplit(platform.settings.base_url).netloc
+def run_dataset(hook: FlowRunsHook, run: FlowRun, flow_id: str) -> Dataset:
+    """The flow run as a dataset: namespace ``{platform}://{API host}`` (the host of the connection the task
+    used), named after the flow."""
+    host = urlsplit(hook.platform.settings.base_url).netloc
     return Dataset(
         namespace=f"{run.platform}://{host}",
         name=run.flow_id or flow_id,

@@ -7,7 +7,8 @@ which is not on the package index, so each environment says how its dependencies
 
 - ``newest``: the newest release of everything, less the ``pins`` an environment names: Airflow 3.1.8 works
   with them but for cryptography 51, whose ``MultiFernet`` Airflow 3.1 cannot mark as encrypted, so its first
-  deferral fails inside Airflow (``cryptography<51`` is the pin that makes 3.1 work);
+  deferral fails inside Airflow (``cryptography<51`` is the pin that makes 3.1 work); the ``unpinned`` 3.1
+  environment checks that without the pin a deferrable task fails before it starts a run, naming the pin;
 - ``at-release``: packages uploaded before the Airflow release plus a day (``pip --uploaded-prior-to``),
   which is what its constraint file held; Airflow 3.2.2 fails in ``airflow dags test`` with the FastAPI,
   Cadwyn and svcs releases that came after it;
@@ -65,15 +66,26 @@ class Environment:
     dependencies: Literal["newest", "at-release", "constraints.txt"]
     pins: tuple[str, ...] = ()
     """Requirements installed with Airflow that hold back a release that line cannot run with."""
+    variant: str = ""
+    """Tells apart two environments of one Airflow line and Python."""
+    tests: tuple[str, ...] = SUBSET
 
     @property
     def name(self) -> str:
-        return f"airflow-{self.airflow}-python-{self.python}"
+        return f"airflow-{self.airflow}-python-{self.python}" + (f"-{self.variant}" if self.variant else "")
 
 
 # Keep the classifiers in pyproject.toml and the table in docs/install.md naming exactly these and .venv's.
 ENVIRONMENTS = (
     Environment(python="3.11", airflow="3.1", dependencies="newest", pins=("cryptography<51",)),
+    # As a user installs it without the pin: a deferrable task fails before it starts a run, naming the pin.
+    Environment(
+        python="3.11",
+        airflow="3.1",
+        dependencies="newest",
+        variant="unpinned",
+        tests=("tests/test_version_compat.py",),
+    ),
     Environment(python="3.11", airflow="3.2", dependencies="at-release"),
     Environment(python="3.12", airflow="3.3", dependencies="constraints.txt"),
     Environment(python="3.13", airflow="3.3", dependencies="constraints.txt"),
@@ -162,8 +174,8 @@ def run(env: Environment) -> tuple[str, str]:
     except (subprocess.CalledProcessError, OSError) as exc:
         return "FAILED", f"could not install: {exc}"
     ran_on = versions(venv)
-    print(f"=== {env.name}: {ran_on}, running {len(SUBSET)} test modules", flush=True)
-    pytest = [str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", *SUBSET]
+    print(f"=== {env.name}: {ran_on}, running {len(env.tests)} test modules", flush=True)
+    pytest = [str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", *env.tests]
     done = subprocess.run(pytest, cwd=ROOT, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     return ("passed" if done.returncode == 0 else "FAILED"), ran_on
 
@@ -180,7 +192,7 @@ def main() -> int:
         results.append((env.name, outcome, detail, time.monotonic() - started))
     print("\nmake compat:")
     for name, outcome, detail, seconds in results:
-        print(f"  {name:<28} {outcome:<8} {seconds:6.0f} s  {detail}")
+        print(f"  {name:<37} {outcome:<8} {seconds:6.0f} s  {detail}")
     return 1 if any(outcome == "FAILED" for _, outcome, _, _ in results) else 0
 
 

@@ -208,7 +208,8 @@ def test_a_batch_starts_one_run_per_document_found_again_by_its_batch_id(
 
 
 def test_a_batchs_runs_move_on_to_completed_with_time(client: FlowRunsClient, emulator: Emulator) -> None:
-    emulator.scenario(EXTEND_INVOICE_WORKFLOW, "extend", queued_seconds=0.2, processing_seconds=0.3)
+    # Long enough queued that the first listing sees it on a loaded machine, short enough to wait out.
+    emulator.scenario(EXTEND_INVOICE_WORKFLOW, "extend", queued_seconds=3, processing_seconds=0.3)
     (started,) = start(client, url_inputs(3))
     assert {run.status for run in batch_runs(client, started.batch_id)} == {"PENDING"}
     deadline = time.monotonic() + 10

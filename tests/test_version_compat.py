@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from airflow import __version__ as airflow_version
 from airflow.providers.common.compat.sdk import Context, TaskDeferred
+from cryptography import __version__ as cryptography_version
+from cryptography import fernet as fernet_module
+from cryptography.fernet import Fernet
+from packaging.version import Version
 from pytest_mock import MockerFixture
 
+from airflow_flowruns import version_compat
+from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.operators import _reattach, _waiting
 from airflow_flowruns.operators.flow_run import FlowRunOperator
 from airflow_flowruns.version_compat import missing_feature
@@ -92,3 +99,100 @@ def test_retries_say_once_on_airflow_before_3_3_that_runs_are_found_by_task_key_
             "Finding an earlier try's run in the task state store (task keys are used instead) needs Airflow 3.3 "
             f"or later; this is Airflow {airflow_version}, so it is off."
         ]
+
+
+class RustMultiFernet:
+    """cryptography 51's ``MultiFernet`` as Airflow 3.1 meets it: an object that takes no new attribute."""
+
+    __slots__ = ("fernets",)
+
+    def __init__(self, fernets: list[Any]) -> None:
+        self.fernets = fernets
+
+
+class PythonMultiFernet:
+    """cryptography 50's ``MultiFernet``: a Python object, which Airflow 3.1 marks as encrypting."""
+
+    def __init__(self, fernets: list[Any]) -> None:
+        self.fernets = fernets
+
+
+@pytest.fixture
+def airflow_3_1(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(version_compat, "AIRFLOW_V_3_2_PLUS", False)
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
+    version_compat._fernet_takes_airflow_3_1_mark.cache_clear()
+    yield
+    version_compat._fernet_takes_airflow_3_1_mark.cache_clear()
+
+
+@pytest.mark.parametrize("wait", [{"deferrable": True}, {"on_review": "airflow"}], ids=["deferrable", "review"])
+def test_airflow_3_1_with_cryptography_51_fails_a_deferrable_task_before_it_starts_a_run(
+    airflow_3_1: None,
+    wait: dict[str, Any],
+    tableflow_conn: str,
+    emulator: Emulator,
+    pdfs: dict[str, Path],
+    context: Context,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fernet_module, "MultiFernet", RustMultiFernet)
+    with pytest.raises(FlowRunsConfigError, match=r"pip install 'cryptography<51'.*deferrable=False"):
+        reconcile(tableflow_conn, pdfs, **wait).execute(context)
+    assert emulator.runs() == []
+
+
+@pytest.mark.parametrize("fernet", ["cryptography below 51", "no Fernet key"])
+def test_airflow_3_1_defers_when_it_can_store_the_trigger(
+    airflow_3_1: None,
+    fernet: str,
+    tableflow_conn: str,
+    emulator: Emulator,
+    pdfs: dict[str, Path],
+    context: Context,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if fernet == "no Fernet key":  # Airflow stores trigger kwargs unencrypted, and never marks a MultiFernet
+        monkeypatch.setattr(fernet_module, "MultiFernet", RustMultiFernet)
+        monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", "")
+    else:
+        monkeypatch.setattr(fernet_module, "MultiFernet", PythonMultiFernet)
+    with pytest.raises(TaskDeferred):
+        reconcile(tableflow_conn, pdfs, deferrable=True).execute(context)
+    assert len(emulator.runs()) == 1
+
+
+def test_the_probe_agrees_with_this_airflow_and_cryptography(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow's own ``get_fernet`` with a key set fails exactly when the probe says deferring cannot work."""
+    if version_compat.AIRFLOW_V_3_2_PLUS:
+        pytest.skip("Airflow 3.2 and later keep no mark on a MultiFernet; run by make compat on Airflow 3.1")
+    from airflow.models import crypto
+
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
+    monkeypatch.setattr(crypto, "_fernet", None)
+    try:
+        crypto.get_fernet()
+    except AttributeError:
+        stores_triggers = False
+    else:
+        stores_triggers = True
+    version_compat._fernet_takes_airflow_3_1_mark.cache_clear()
+    assert version_compat._fernet_takes_airflow_3_1_mark() is stores_triggers
+
+
+def test_a_deferrable_task_on_this_airflow_defers_or_fails_before_it_starts_a_run(
+    tableflow_conn: str,
+    emulator: Emulator,
+    pdfs: dict[str, Path],
+    context: Context,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unmocked: on Airflow 3.1 with cryptography 51 (make compat's unpinned environment) the task names the pin;
+    everywhere else it defers."""
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
+    version_compat._fernet_takes_airflow_3_1_mark.cache_clear()
+    cannot = not version_compat.AIRFLOW_V_3_2_PLUS and Version(cryptography_version).major >= 51
+    expected: type[BaseException] = FlowRunsConfigError if cannot else TaskDeferred
+    with pytest.raises(expected):
+        reconcile(tableflow_conn, pdfs, deferrable=True).execute(context)
+    assert len(emulator.runs()) == (0 if cannot else 1)

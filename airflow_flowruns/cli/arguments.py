@@ -44,12 +44,16 @@ def positive_int(value: str) -> int:
     return number
 
 
+DEFAULT_CONN = "flowruns_default, else the one <platform>_default connection that exists"
+"""What a command without a connection id uses, as ``FlowRunsHook`` resolves it."""
 CONN_ID = Arg(
     ("--conn-id",),
-    required=True,
-    help=f"the Airflow connection of the platform (of type {', '.join(facts.name for facts in registered())})",
+    help=(
+        f"the Airflow connection of the platform (of type {', '.join(facts.name for facts in registered())}); "
+        f"default: {DEFAULT_CONN}"
+    ),
 )
-CONN = Arg(("conn_id",), metavar="CONN", help="the Airflow connection to check")
+CONN = Arg(("conn_id",), metavar="CONN", nargs="?", help=f"the Airflow connection to check; default: {DEFAULT_CONN}")
 FLOW = Arg(
     ("--flow",),
     dest="flow_id",

@@ -54,7 +54,7 @@ class Reply:
 @command
 def doctor(args: Namespace) -> None:
     with connected(args.conn_id) as hook:
-        checks = diagnose(hook.client, args.conn_id, args.flow_id)
+        checks = diagnose(hook.client, hook.flowruns_conn_id, args.flow_id)
     report(checks, args.output)
     if any(check.outcome is Outcome.FAIL for check in checks):
         raise SystemExit(1)

@@ -23,6 +23,7 @@ from airflow_flowruns.client.errors import readable_answers
 from airflow_flowruns.client.retry import until
 from airflow_flowruns.connection_forms import has_connection_form
 from airflow_flowruns.exceptions import FlowRunsConfigError, FlowRunsError, FlowRunTimeoutError, is_transient
+from airflow_flowruns.hooks.default_connection import default_connection
 from airflow_flowruns.platforms import PlatformFacts, platform_class, registered
 from airflow_flowruns.platforms.base import ConnectionSettings, FlowRun, Platform, RunQuery, RunState
 from airflow_flowruns.platforms.batching import BatchDocument
@@ -67,7 +68,13 @@ def run_query(
 
 
 class FlowRunsHook(BaseHook):
-    """Talks to whichever flow platform the connection's type names (``tableflow``, ...)."""
+    """Talks to whichever flow platform the connection's type names (``tableflow``, ...).
+
+    :param flowruns_conn_id: the connection to use. Without one (None) the hook uses ``flowruns_default`` when
+        it exists, else the one ``<platform>_default`` connection that exists (``tableflow_default``, ...); none
+        or several is a ``FlowRunsConfigError`` naming the ids looked for (``hooks.default_connection``). It is
+        resolved once, at the hook's first use of its connection; ``flowruns_conn_id`` then names the one found.
+    """
 
     conn_name_attr = "flowruns_conn_id"
     default_conn_name = "flowruns_default"
@@ -78,13 +85,24 @@ class FlowRunsHook(BaseHook):
         weakref.WeakKeyDictionary()
     )
 
-    def __init__(self, flowruns_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+    def __init__(self, flowruns_conn_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.flowruns_conn_id = flowruns_conn_id
+        self._given_conn_id = flowruns_conn_id
+
+    @property
+    def flowruns_conn_id(self) -> str:
+        """The connection's id: the one given, else the default connection's, looked up on first use."""
+        return self._given_conn_id if self._given_conn_id is not None else self._connection.conn_id
+
+    @cached_property
+    def _connection(self) -> Connection:
+        if self._given_conn_id is not None:
+            return self.get_connection(self._given_conn_id)
+        return default_connection(FlowRunsHook.default_conn_name, self.get_connection)
 
     @cached_property
     def client(self) -> FlowRunsClient:
-        return FlowRunsClient(*platform_from_connection(self.get_connection(self.flowruns_conn_id)))
+        return FlowRunsClient(*platform_from_connection(self._connection))
 
     def get_conn(self) -> FlowRunsClient:
         return self.client

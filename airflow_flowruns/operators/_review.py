@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow_flowruns.exceptions import FlowRunRejectedError, FlowRunsConfigError, FlowRunsError, FlowRunTimeoutError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.operators._connection import FlowRunsConnectionMixin
 from airflow_flowruns.platforms import facts_of, output_reader, registered
 from airflow_flowruns.platforms.base import FlowRun, RunState
 from airflow_flowruns.review.ask import (
@@ -55,10 +56,9 @@ def check_confidence_gate(platform: str, threshold: float | None) -> None:
     )
 
 
-class FlowRunReviewMixin:
+class FlowRunReviewMixin(FlowRunsConnectionMixin):
     """Raises the Required Action, waits for whichever decides first, and turns the decision into the result."""
 
-    flowruns_conn_id: str
     on_review: OnReview
     poll_interval: float
     deferrable: bool
@@ -85,7 +85,7 @@ class FlowRunReviewMixin:
         if run.state is RunState.NEEDS_REVIEW and self.on_review is OnReview.AIRFLOW:
             return self._ask(context, run, deadline, in_review=True)
         if run.state is RunState.SUCCEEDED and self.review_below_confidence is not None:
-            full = FlowRunsHook(self.flowruns_conn_id).get_run(run.flow_id, run.id)
+            full = self.hook.get_run(run.flow_id, run.id)
             outputs = output_reader(full.platform).read(full.raw)
             if not outputs.reviewed and uncertain_fields(outputs, self.review_below_confidence):
                 return self._ask(context, full, deadline, in_review=False)
@@ -94,7 +94,7 @@ class FlowRunReviewMixin:
     def _ask(self, context: Context, run: FlowRun, deadline: float, *, in_review: bool) -> NoReturn:
         """Raise the Required Action and defer to the review trigger, also when the task is not deferrable:
         Airflow serves reads and answers of a Required Action to the triggerer only."""
-        hook = FlowRunsHook(self.flowruns_conn_id)
+        hook = self.hook
         full = run if run.raw else hook.get_run(run.flow_id, run.id)
         label = hook.platform.label
         outputs = output_reader(full.platform).read(full.raw)
@@ -112,8 +112,8 @@ class FlowRunReviewMixin:
     def _defer_review(self, context: Context, pending: Pending, *, close_with: str | None) -> NoReturn:
         self.defer(
             trigger=FlowRunReviewTrigger(
-                conn_id=self.flowruns_conn_id,
-                platform=FlowRunsHook(self.flowruns_conn_id).platform.name,
+                conn_id=self.hook.flowruns_conn_id,
+                platform=self.hook.platform.name,
                 flow_id=pending.flow_id,
                 run_id=pending.run_id,
                 deadline=pending.deadline,
@@ -128,7 +128,7 @@ class FlowRunReviewMixin:
 
     def review_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume on the review trigger's event, or on Airflow's own when a person answered (Airflow 3.3+)."""
-        hook = FlowRunsHook(self.flowruns_conn_id)
+        hook = self.hook
         ti = context["ti"]
         pending = Pending.from_xcom(ti.xcom_pull(key=PENDING_KEY, task_ids=ti.task_id, map_indexes=ti.map_index))
         if pending is None:

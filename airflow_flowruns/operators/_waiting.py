@@ -11,8 +11,8 @@ from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.operators._review import FlowRunReviewMixin
 from airflow_flowruns.platforms.base import FlowRun
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
-from airflow_flowruns.version_compat import AIRFLOW_V_3_3_PLUS, missing_feature
-from airflow_flowruns.waiting import closing_line, is_settled, timed_out
+from airflow_flowruns.version_compat import AIRFLOW_V_3_3_PLUS, check_can_defer, missing_feature
+from airflow_flowruns.waiting import OnReview, closing_line, is_settled, timed_out
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -29,6 +29,12 @@ class FlowRunWaitMixin(FlowRunReviewMixin):
     cancel_on_timeout: bool
     timeout: float
 
+    def check_can_wait(self, hook: FlowRunsHook) -> None:
+        """Before anything starts: a task that will defer (to wait, or for a review in Airflow) on an Airflow
+        that cannot store its trigger fails now, naming the fix. A synchronous platform's run never defers."""
+        if not hook.platform.synchronous and (self.deferrable or self.on_review is OnReview.AIRFLOW):
+            check_can_defer()
+
     def wait_for_run(self, context: Context, hook: FlowRunsHook, run: FlowRun, deadline: float) -> dict[str, Any]:
         if is_settled(run, self.on_review):
             return self.settle(context, run, deadline)
@@ -37,7 +43,7 @@ class FlowRunWaitMixin(FlowRunReviewMixin):
                 missing_feature("Cancelling the run when its deferred task is marked failed or cleared", "3.3")
             self.defer(
                 trigger=FlowRunTrigger(
-                    conn_id=self.flowruns_conn_id,
+                    conn_id=self.hook.flowruns_conn_id,
                     platform=run.platform,
                     flow_id=run.flow_id,
                     run_id=run.id,
@@ -63,7 +69,7 @@ class FlowRunWaitMixin(FlowRunReviewMixin):
         if outcome == "settled" and run is not None:
             return self.settle(context, run, float(event.get("deadline") or time.time() + self.timeout))
         if outcome == "timeout":
-            self._give_up(FlowRunsHook(self.flowruns_conn_id), event.get("flow_id"), event["run_id"], run)
+            self._give_up(self.hook, event.get("flow_id"), event["run_id"], run)
         raise FlowRunsError(f"The trigger sent an event this operator does not understand: {event!r}")
 
     def _give_up(self, hook: FlowRunsHook, flow_id: str | None, run_id: str, run: FlowRun | None) -> NoReturn:

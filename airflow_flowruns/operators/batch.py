@@ -27,14 +27,15 @@ from airflow_flowruns.operators._batch_review import (
     handed_to_review,
     refuse_review_of_shards,
 )
+from airflow_flowruns.operators._connection import FlowRunsConnectionMixin
 from airflow_flowruns.operators._document_events import document_alias, document_event
 from airflow_flowruns.operators._outputs import output_target
 from airflow_flowruns.operators._reattach import task_try
-from airflow_flowruns.operators.flow_run import DEFAULT_TIMEOUT
 from airflow_flowruns.platforms.start import StartRequest
 from airflow_flowruns.platforms.values import require_json_object, require_text
 from airflow_flowruns.starting import TaskTry
 from airflow_flowruns.triggers.batch import FlowRunBatchTrigger
+from airflow_flowruns.version_compat import check_can_defer
 from airflow_flowruns.waiting import OnReview, check_poll_interval, check_timeout
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def batch_key(context: Context) -> str:
     return "af-" + hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:16]
 
 
-class FlowRunBatchOperator(BaseOperator):
+class FlowRunBatchOperator(FlowRunsConnectionMixin, BaseOperator):
     """Start one run per document of a folder, glob or list, at the platform's pace, and wait for all of them.
 
     A retry (or a cleared task) resumes: documents whose run is alive or succeeded are followed, failed or
@@ -59,6 +60,8 @@ class FlowRunBatchOperator(BaseOperator):
     deferral follows every run; XCom holds counts and a bounded list of failed and review documents, the
     manifest every document. See the how-to *Backfill an archive* for each argument.
 
+    :param flowruns_conn_id: the platform's connection; without one, the default connection, as for
+        ``FlowRunOperator``.
     :param documents: a folder (ending in ``/``; every file below it), a glob, or a list of
         ``{"files": {field: path(s)}, "key": ..., "metadata": {...}}`` items (templated).
     :param file_field: the field each file of a folder or glob goes under (default: the flow's only one).
@@ -93,13 +96,13 @@ class FlowRunBatchOperator(BaseOperator):
         *,
         flow_id: str,
         documents: Any,
-        flowruns_conn_id: str = FlowRunsHook.default_conn_name,
+        flowruns_conn_id: str | None = None,
         file_field: str | None = None,
         metadata: Mapping[str, Any] | str | None = None,
         inputs: Mapping[str, Any] | None = None,
         flow_version: str | None = None,
-        on_review: str = OnReview.SUCCEED.value,
-        timeout: float = DEFAULT_TIMEOUT,
+        on_review: str = "succeed",
+        timeout: float = 24 * 60 * 60,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 60,
         outputs_to: str | ObjectStoragePath | None = None,
@@ -180,13 +183,15 @@ class FlowRunBatchOperator(BaseOperator):
 
     def _setup(self, context: Context) -> tuple[FlowRunsHook, BatchKeys, list[Document]]:
         """The connection, the shard's keys and its documents, every argument checked before any start."""
-        hook = FlowRunsHook(self.flowruns_conn_id)
+        hook = self.hook
         keys = BatchKeys(batch_key(context), self.shard, self.shard_count)
         flow_id = require_text(self.flow_id, "flow_id")
         field = self.file_field or (
             hook.platform.default_file_field(hook.client, flow_id) if not isinstance(self.documents, list) else None
         )
         refuse_review_of_shards(self, self.on_review)
+        if not hook.platform.synchronous and (self.deferrable or self.on_review is OnReview.AIRFLOW):
+            check_can_defer()  # the wait, or the review sensors beside the batch, would defer
         documents = collect_documents(self.documents, field, keys, follow_symlinks=self.follow_symlinks)
         if not hook.platform.takes_metadata and (self.metadata or any(doc.metadata for doc in documents)):
             raise FlowRunsConfigError(
@@ -281,7 +286,7 @@ class FlowRunBatchOperator(BaseOperator):
         """Hand the wait to one trigger; the state it carries comes back to ``execute_complete``."""
         self.defer(
             trigger=FlowRunBatchTrigger(
-                conn_id=self.flowruns_conn_id,
+                conn_id=self.hook.flowruns_conn_id,
                 flow_id=self.flow_id,
                 batch_key=keys.batch_key,
                 shard=keys.shard,

@@ -11,7 +11,8 @@ from typing import IO, TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_flowruns.exceptions import FlowRunsConfigError
-from airflow_flowruns.hooks.flow_run import FlowRunsHook, run_query
+from airflow_flowruns.hooks.flow_run import run_query
+from airflow_flowruns.operators._connection import FlowRunsConnectionMixin
 from airflow_flowruns.platforms.base import FlowRun
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 LOCAL_PROTOCOLS = frozenset({"file", "local"})
 
 
-class FlowRunsExportOperator(BaseOperator):
+class FlowRunsExportOperator(FlowRunsConnectionMixin, BaseOperator):
     """Write every run created in ``[data_interval_start, data_interval_end)`` to ``destination``.
 
     Backfill-safe: the runs are read from the platform for exactly the DAG run's interval (start
@@ -43,6 +44,8 @@ class FlowRunsExportOperator(BaseOperator):
     :param flow_id: only runs of this flow (all flows when None).
     :param states: only runs in these normalized states (e.g. ``["succeeded", "failed"]``).
     :param page_size: runs per listing request (the platform's default when None).
+    :param flowruns_conn_id: the platform's connection; without one, the default connection, as for
+        ``FlowRunOperator``.
     """
 
     template_fields: Sequence[str] = ("flowruns_conn_id", "flow_id", "states", "destination")
@@ -53,7 +56,7 @@ class FlowRunsExportOperator(BaseOperator):
         destination: str | ObjectStoragePath,
         flow_id: str | None = None,
         states: Iterable[str] | None = None,
-        flowruns_conn_id: str = FlowRunsHook.default_conn_name,
+        flowruns_conn_id: str | None = None,
         page_size: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -76,7 +79,7 @@ class FlowRunsExportOperator(BaseOperator):
         if not str(self.destination).strip():
             raise FlowRunsConfigError("destination is empty; check that its template renders a path or URI.")
         target = ObjectStoragePath(self.destination)
-        hook = FlowRunsHook(self.flowruns_conn_id)
+        hook = self.hook
         partial = target.parent / f".{target.name}.{uuid.uuid4().hex}.partial"
         target.parent.mkdir(parents=True, exist_ok=True)
         try:

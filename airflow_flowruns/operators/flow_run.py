@@ -9,7 +9,6 @@ from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath,
 
 from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.files import FileArgument, collect_files
-from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.links import FLOW_RUN_ID_KEY, FLOW_RUN_URL_KEY, FlowRunLink
 from airflow_flowruns.operators._outputs import check_output_limit, output_target, place_outputs
 from airflow_flowruns.operators._reattach import PREVIOUS_RUN_ID_KEY, TaskRecord, task_key, task_try
@@ -28,13 +27,15 @@ if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
 DEFAULT_TIMEOUT = 24 * 60 * 60
-DEFAULT_MAX_XCOM_OUTPUT_BYTES = 64 * 1024
+"""The default ``timeout`` of the tasks that start runs (a day), written out in their signatures."""
 
 
 class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
     """Upload files to a flow, start one run, push its id and URL to XCom at once, then wait for it.
 
-    :param flowruns_conn_id: connection whose type names the platform (``tableflow``, ...).
+    :param flowruns_conn_id: connection whose type names the platform (``tableflow``, ...). Without one,
+        ``flowruns_default`` if it exists, else the one ``<platform>_default`` connection that exists (see
+        ``FlowRunsHook``).
     :param flow_id: the flow (workflow) to run.
     :param files: field name to a path, or to a list of paths for a field that takes several files. A path is
         local, an ``ObjectStoragePath`` or a URI (``s3://``, ``gs://``, ``file://``, ...); a glob or a folder
@@ -44,7 +45,7 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
     :param file_metadata: field name to a JSON object for that file's extraction.
     :param file_guidance: field name to a free-text extraction hint for that file.
     :param inputs: non-file inputs of the flow, for platforms whose flows take them (Noxus, StackAI).
-    :param flow_version: the flow version to run, for platforms that version flows (Extend).
+    :param flow_version: the flow version to run, for platforms that version flows (Extend, Noxus).
     :param wait_for_completion: wait for the run to settle; otherwise return once it has started.
     :param deferrable: wait in the triggerer instead of holding a worker slot.
     :param poll_interval: seconds between status checks.
@@ -94,7 +95,7 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         self,
         *,
         flow_id: str,
-        flowruns_conn_id: str = FlowRunsHook.default_conn_name,
+        flowruns_conn_id: str | None = None,
         files: Mapping[str, FileArgument] | None = None,
         run_name: str | None = None,
         metadata: Mapping[str, Any] | str | None = None,
@@ -105,15 +106,15 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         wait_for_completion: bool = True,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 30,
-        timeout: float = DEFAULT_TIMEOUT,
-        on_review: str = OnReview.SUCCEED.value,
+        timeout: float = 24 * 60 * 60,
+        on_review: str = "succeed",
         review_below_confidence: float | None = None,
         review_assignees: str | Sequence[str | Mapping[str, str]] | None = None,
         cancel_on_timeout: bool = True,
         reattach: bool = True,
         follow_symlinks: bool = False,
         output_path: str | ObjectStoragePath | None = None,
-        max_xcom_output_bytes: int = DEFAULT_MAX_XCOM_OUTPUT_BYTES,
+        max_xcom_output_bytes: int = 64 * 1024,
         outputs_to: str | ObjectStoragePath | None = None,
         **kwargs: Any,
     ) -> None:
@@ -160,8 +161,9 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
                 "output_path and outputs_to are both set: with outputs_to the run's outputs land in its "
                 "outputs.json and XCom holds only where they went. Drop output_path."
             )
-        hook = FlowRunsHook(self.flowruns_conn_id)
+        hook = self.hook
         check_confidence_gate(hook.platform.name, self.review_below_confidence)
+        self.check_can_wait(hook)
         self.document = _document_names(request.files)
         run = self._run = start_once(
             hook, request, task_key(context), TaskRecord(context), task_try(context, self.log), reattach=self.reattach
@@ -205,7 +207,7 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         destination = output_target(self.outputs_to, "outputs_to")
         if destination is None or self._run is None:
             return result
-        hook = FlowRunsHook(self.flowruns_conn_id)
+        hook = self.hook
         run = hook.get_run(self._run.flow_id, self._run.id)
         self._landing = land_run(hook, run, destination, review=self._decision)
         return {**result, "landing": self._landing.to_xcom()}
@@ -230,12 +232,13 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
         """Called by the OpenLineage provider on success, and on failure for lack of an on_failure method."""
         from airflow_flowruns.lineage import flow_run_lineage
 
-        return flow_run_lineage(self.flowruns_conn_id, self.files, str(self.flow_id), self.settled_run, self.landing)
+        # Only a run's dataset reads the hook's connection: a task that failed before it had a run looks none up.
+        return flow_run_lineage(self.hook, self.files, str(self.flow_id), self.settled_run, self.landing)
 
     def on_kill(self) -> None:
         """The task was killed while waiting in the worker: cancel the run where the platform can."""
         if self._run is not None:
-            FlowRunsHook(self.flowruns_conn_id).cancel_run(self._run.flow_id, self._run.id)
+            self.hook.cancel_run(self._run.flow_id, self._run.id)
 
 
 def _document_names(files: Mapping[str, FilePath | tuple[FilePath, ...]]) -> str | None:
@@ -245,7 +248,6 @@ def _document_names(files: Mapping[str, FilePath | tuple[FilePath, ...]]) -> str
 
 
 __all__ = [
-    "DEFAULT_MAX_XCOM_OUTPUT_BYTES",
     "DEFAULT_TIMEOUT",
     "PREVIOUS_RUN_ID_KEY",
     "START_ATTEMPTS",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_flowruns.exceptions import FlowRunsConfigError
-from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.operators._connection import FlowRunsConnectionMixin
 from airflow_flowruns.operators._outputs import output_target
 from airflow_flowruns.outputs.landing import Landing, land_run
 from airflow_flowruns.platforms.base import FlowRun
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
 
-class FlowRunOutputsOperator(BaseOperator):
+class FlowRunOutputsOperator(FlowRunsConnectionMixin, BaseOperator):
     """Read one run and land its outputs under ``{destination}/{platform}/{flow_id}/{run_id}/``.
 
     The run is read afresh (its full object, with the outputs a review may have changed), so this works
@@ -31,7 +31,8 @@ class FlowRunOutputsOperator(BaseOperator):
         ``FlowRunOperator``'s return value or a watcher event's payload (``triggering_asset_events``).
         Templated; with a template, ``render_template_as_native_obj=True`` on the DAG keeps a mapping a mapping.
     :param destination: folder or URI the landing goes under (``/data/out``, ``s3://bucket/runs``, ...). Templated.
-    :param flowruns_conn_id: connection of the run's platform.
+    :param flowruns_conn_id: connection of the run's platform; without one, the default connection, as for
+        ``FlowRunOperator``.
     :param flow_id: the run's flow, where the mapping does not name it (needed on StackAI). Templated.
     """
 
@@ -43,7 +44,7 @@ class FlowRunOutputsOperator(BaseOperator):
         *,
         run: str | Mapping[str, Any],
         destination: str | ObjectStoragePath,
-        flowruns_conn_id: str = FlowRunsHook.default_conn_name,
+        flowruns_conn_id: str | None = None,
         flow_id: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -57,7 +58,7 @@ class FlowRunOutputsOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         flow_id, run_id = run_reference(self.run, self.flow_id)
         destination = landing_destination(self.destination)
-        hook = FlowRunsHook(self.flowruns_conn_id)
+        hook = self.hook
         run = hook.get_run(flow_id, run_id)
         landing = land_run(hook, run, destination)
         self._landed = (run, landing)
@@ -66,8 +67,8 @@ class FlowRunOutputsOperator(BaseOperator):
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage[Any, Any]:
         from airflow_flowruns.lineage import outputs_lineage
 
-        run, landing = self._landed or (None, None)
-        return outputs_lineage(self.flowruns_conn_id, run, landing)
+        run, landing = self._landed or (None, None)  # nothing landed: no dataset, and no connection read
+        return outputs_lineage(self.hook, run, landing)
 
 
 def run_reference(run: Any, flow_id: Any = None) -> tuple[str | None, str]:

@@ -29,6 +29,8 @@ class FlowRunSensor(FlowRunWaitMixin, BaseSensorOperator):
     Works in ``poke``, ``reschedule`` and deferrable modes. The deadline is the sensor's ``timeout``
     counted from the first check; in deferrable mode it is carried into the trigger as an absolute time.
 
+    :param flowruns_conn_id: the run's connection; without one, the default connection, as for
+        ``FlowRunOperator``.
     :param run_id: the run to follow (templated, e.g. from the operator's ``flow_run_id`` XCom).
     :param flow_id: the run's flow; needed by platforms that address runs under their flow.
     :param on_review: ``"succeed"``, ``"fail"`` or ``"wait"`` when the run stops for human review, or
@@ -48,8 +50,8 @@ class FlowRunSensor(FlowRunWaitMixin, BaseSensorOperator):
         *,
         run_id: str,
         flow_id: str | None = None,
-        flowruns_conn_id: str = FlowRunsHook.default_conn_name,
-        on_review: str = OnReview.SUCCEED.value,
+        flowruns_conn_id: str | None = None,
+        on_review: str = "succeed",
         review_below_confidence: float | None = None,
         review_assignees: str | Sequence[str | Mapping[str, str]] | None = None,
         document: str | None = None,
@@ -74,8 +76,9 @@ class FlowRunSensor(FlowRunWaitMixin, BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         require_text(self.run_id, "run_id")
-        hook = FlowRunsHook(self.flowruns_conn_id)
+        hook = self.hook
         check_confidence_gate(hook.platform.name, self.review_below_confidence)
+        self.check_can_wait(hook)
         if not self.deferrable:
             return super().execute(context)
         deadline = time.time() + self.timeout
@@ -84,12 +87,12 @@ class FlowRunSensor(FlowRunWaitMixin, BaseSensorOperator):
         return self.wait_for_run(context, hook, run, deadline)
 
     def poke(self, context: Context) -> PokeReturnValue:
-        run = self._read_run(FlowRunsHook(self.flowruns_conn_id), context)
+        run = self._read_run(self.hook, context)
         if not is_settled(run, self.on_review):
             self._progress = self._progress or WaitProgress(self.log)
             self._progress.seen(run, next_check=self.poll_interval)
             return PokeReturnValue(is_done=False)
-        metrics.settled(run, self.flowruns_conn_id)
+        metrics.settled(run, self.hook.flowruns_conn_id)
         return PokeReturnValue(is_done=True, xcom_value=self.settle(context, run, time.time() + self.timeout))
 
     def _read_run(self, hook: FlowRunsHook, context: Context) -> FlowRun:

@@ -47,7 +47,7 @@ class FlowRunBatchTrigger(BaseTrigger):
         pending: int,
         deadline: float,
         poll_interval: float,
-        on_review: str = OnReview.SUCCEED.value,
+        on_review: str = "succeed",
         max_in_flight: int | None = None,
         ignore: list[str] | None = None,
         manifest: str | None = None,

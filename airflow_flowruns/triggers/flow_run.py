@@ -95,7 +95,7 @@ class FlowRunTrigger(BaseTrigger):
         run_id: str,
         deadline: float,
         poll_interval: float,
-        on_review: str = OnReview.SUCCEED.value,
+        on_review: str = "succeed",
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is unannotated
         self.conn_id = conn_id

@@ -34,7 +34,7 @@ import hashlib
 import json
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,11 +43,12 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 from airflow_flowruns.client.errors import scrub
 from airflow_flowruns.client.listing import LISTING_BOUNDS, WalkBounds
 from airflow_flowruns.exceptions import FlowRunsConfigError
+from airflow_flowruns.hooks.default_connection import adefault_connection, one_conn_id
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.platforms import PLATFORMS, change_source
 from airflow_flowruns.platforms.base import Platform, RunState
 from airflow_flowruns.platforms.changes import ChangeSource
-from airflow_flowruns.triggers.watch_candidates import OldestRuns
+from airflow_flowruns.triggers.watch_candidates import OldestRuns, Poll
 from airflow_flowruns.triggers.watch_payload import dedup_key, event_payload
 from airflow_flowruns.triggers.watch_position import Position, PositionStore
 from airflow_flowruns.version_compat import AIRFLOW_V_3_3_PLUS, missing_feature
@@ -59,7 +60,6 @@ except ImportError:  # pragma: no cover - older Airflow runs the watcher through
     SharedStreamProducer = object  # type: ignore[misc,assignment]
     AdvanceItem = Any  # type: ignore[misc,assignment]
 
-DEFAULT_STATES = ("succeeded", "failed", "cancelled")
 LATE_SECONDS = 300.0
 """How late a run may show up in a listing after it entered its state (analytics lag, clocks apart): each
 poll looks this far behind the watermark, and the runs announced in that span are remembered."""
@@ -77,7 +77,10 @@ listing (200 pages at 300 ms). At most it reads for the listing's own deadline, 
 class FlowRunEventTrigger(BaseEventTrigger):
     """Yields one event per run of ``conn_id`` (of ``flow_id`` when given) that reaches one of ``states``.
 
-    :param conn_id: a TableFlow, Extend, Noxus or StackAI connection.
+    :param conn_id: a TableFlow, Extend, Noxus or StackAI connection; ``flowruns_conn_id``, the operators' name
+        for it, is taken too (one of them). Without either, ``flowruns_default`` if it exists, else the one
+        ``<platform>_default`` connection that exists, looked up by the triggerer at the first poll (a missing or
+        ambiguous default is logged as an error at each poll, until a connection is created or named).
     :param flow_id: only runs of this flow (required on StackAI, which lists runs per flow).
     :param states: normalized states to announce; default the final ones (succeeded, failed, cancelled).
     :param start_from: ``"now"`` (runs entering a state after the watcher first started) or an ISO 8601
@@ -95,16 +98,21 @@ class FlowRunEventTrigger(BaseEventTrigger):
     def __init__(
         self,
         *,
-        conn_id: str,
+        conn_id: str | None = None,
+        flowruns_conn_id: str | None = None,
         flow_id: str | None = None,
-        states: Iterable[str] = DEFAULT_STATES,
+        states: Iterable[str] = ("succeeded", "failed", "cancelled"),
         start_from: str = "now",
         poll_interval: float = 30.0,
         max_events_per_poll: int = 100,
         lookback_hours: float = 24.0,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is unannotated
-        self.conn_id = conn_id
+        self.conn_id = one_conn_id(conn_id, flowruns_conn_id)
+        """The connection as given, serialized as given (None: the default connection), so the trigger Airflow
+        stores for the watcher, and the state-store key of its position, do not change when it is resolved."""
+        self._watched_conn_id = self.conn_id
+        """The connection polled: ``conn_id``, or the default connection once the triggerer looked it up."""
         self.flow_id = flow_id or None
         try:
             self.states = sorted({RunState(state).value for state in states})
@@ -214,8 +222,8 @@ class FlowRunEventTrigger(BaseEventTrigger):
                 # the connection or the flow may be fixed without redeploying the DAG.
                 report = self.log.error if isinstance(exc, FlowRunsConfigError) else self.log.warning
                 report(
-                    "Watching the runs of connection %r failed for now (%s: %s); next poll in %.1f s.",
-                    self.conn_id,
+                    "Watching the runs of %s failed for now (%s: %s); next poll in %.1f s.",
+                    self._watched,
                     type(exc).__name__,
                     self._scrubbed(str(exc)),
                     wait,
@@ -237,7 +245,7 @@ class FlowRunEventTrigger(BaseEventTrigger):
     async def poll(self, position: Position) -> Poll:
         """One poll, reading the listing no further than ``walk_bounds``: the oldest new announcements
         (at most ``max_events_per_poll``), each with its position."""
-        client = await FlowRunsHook.get_async_client(self.conn_id)
+        client = await FlowRunsHook.get_async_client(await self.watched_conn_id())
         platform = self._platform = client.platform
         source = _source(platform.name, self.states)
         wanted = frozenset(RunState(state) for state in self.states)
@@ -258,33 +266,29 @@ class FlowRunEventTrigger(BaseEventTrigger):
             announced.append((await event_payload(client, source, run, key, self.flow_id, self.log), position))
         if scan.cut_short is not None:
             self.log.warning(
-                "Watching the runs of connection %r read only part of the listing (%s); %d runs announced, the "
+                "Watching the runs of %s read only part of the listing (%s); %d runs announced, the "
                 "position stays where it was, and the next poll reads the listing again.",
-                self.conn_id,
+                self._watched,
                 scan.cut_short,
                 len(announced),
             )
         return Poll(announced, scan.cut_short, oldest.more)
 
-    def _scrubbed(self, text: str) -> str:
-        return text if self._platform is None else scrub(self._platform, text)
-
-
-@dataclass(frozen=True)
-class Poll:
-    """What one poll found."""
-
-    announced: list[tuple[dict[str, Any], Position]]
-    """The new announcements, oldest first, each with the position that covers it and every earlier one."""
-    cut_short: str | None
-    """Why the poll read only part of the listing (its walk stopped at its bounds), or None."""
-    more: bool
-    """It found more new runs than it could announce (``max_events_per_poll``)."""
+    async def watched_conn_id(self) -> str:
+        """``conn_id``, or the default connection's id, looked up once, on the triggerer's async lookup."""
+        if self._watched_conn_id is None:
+            found = await adefault_connection(FlowRunsHook.default_conn_name, FlowRunsHook.aget_connection)
+            self._watched_conn_id = found.conn_id
+            self.log.info("No connection id was given: watching the runs of the default connection %r.", found.conn_id)
+        return self._watched_conn_id
 
     @property
-    def saw_everything(self) -> bool:
-        """It read the whole listing and announced all it found: the position may move to the poll's start."""
-        return self.cut_short is None and not self.more
+    def _watched(self) -> str:
+        """The connection, as the log names it."""
+        return f"connection {self._watched_conn_id!r}" if self._watched_conn_id else "the default connection"
+
+    def _scrubbed(self, text: str) -> str:
+        return text if self._platform is None else scrub(self._platform, text)
 
 
 def _source(platform: str, states: Sequence[str]) -> ChangeSource:
