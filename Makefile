@@ -48,10 +48,12 @@ lint: $(INSTALLED)
 	$(BIN)/mypy --strict airflow_flowruns
 	$(BIN)/mypy tests example_dags scripts benchmarks e2e
 
-# Every test, unit and integration (the markers in pyproject.toml), after lint; three pytest processes on two
-# cores, as most tests wait on sockets or on an Airflow subprocess.
+# Every test, unit and integration (the markers in pyproject.toml), after lint: the unit tests four at a time, as
+# test-fast runs them, then the integration tests two at a time, so no unit test's timing competes with an
+# Airflow subprocess.
 test: lint $(SDK_INSTALLED)
-	$(BIN)/python -m pytest -n 3
+	$(BIN)/python -m pytest -m unit -n 4
+	$(BIN)/python -m pytest -m integration -n 2
 
 # ruff and the unit tests: no Airflow process, no other Python, no vendor SDK; mypy waits for `make test`.
 # Four pytest processes on two cores: the unit tests mostly wait on sockets (timeouts, Retry-After, polls).

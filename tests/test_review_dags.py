@@ -6,8 +6,8 @@ REST API does. The DAG file loads ``support/dags_test_hitl.py`` first, so that `
 Required Action as a deployment does: its inline trigger reads and answers one as the triggerer does, and a
 worker's request that a deployment refuses fails here too.
 
-On Airflow 3.3 the API server resumes a task on an answer, and ``airflow dags test`` has no API server: the
-cases where a person answers run below 3.3 only (``make e2e-review`` covers 3.3).
+On Airflow 3.3 the API server resumes a task on an answer, and ``airflow dags test`` has no API server: there
+the support module plays that part too (``make e2e-review`` answers through a real API server).
 """
 
 from __future__ import annotations
@@ -16,13 +16,7 @@ import json
 import os
 import re
 import shutil
-import sqlite3
-import subprocess
-import time
-from collections.abc import Callable, Iterator
-from contextlib import closing
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +25,13 @@ import pytest
 from airflow_flowruns.emulator.documents import invoice_facts, misread
 from airflow_flowruns.platforms.extend.emulator import EXTEND_REVIEW_WORKFLOW
 from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_REVIEW_FLOW, TABLEFLOW_SMALL_FILE_FLOW
-from airflow_flowruns.version_compat import AIRFLOW_V_3_3_PLUS
-from support.airflow import ROOT, airflow_env, dags_test_command, last_dag_run
+from support.airflow import ROOT, airflow_env
 from support.emulator import API_KEY, Emulator
+from support.review_answers import REVIEWER, DagsTest, StartDagsTest, answer, required_action, shown
 
 pytestmark = pytest.mark.integration
 
 DOCUMENT = "acme-0042.pdf"
-REVIEWER = {"id": "rita", "name": "Rita Reviewer"}
 DAG_FILE = '''"""One FlowRunOperator task, ``extract``, as the JSON in FLOWRUNS_REVIEW_DAG describes it."""
 import json
 import os
@@ -55,86 +48,8 @@ retries = {"retries": spec["retries"], "retry_delay": timedelta(0)}
 with DAG(spec["dag_id"], schedule=None, start_date=datetime(2026, 1, 1), default_args=retries):
     FlowRunOperator(task_id="extract", **spec["task"])
 '''
-JSON_COLUMNS = ("options", "params", "chosen_options", "params_input", "responded_by")
 LABELS = {"tableflow": "TableFlow", "extend": "Extend"}
 FILE_FIELDS = {"tableflow": "document", "extend": "file"}
-answered_in_airflow = pytest.mark.skipif(
-    AIRFLOW_V_3_3_PLUS,
-    reason="On Airflow 3.3 the API server resumes the task on an answer, and airflow dags test has no API server; "
-    "make e2e-review covers it.",
-)
-
-
-@dataclass
-class DagsTest:
-    """``airflow dags test`` of one DAG, running in the background; its output goes to ``log``."""
-
-    home: Path
-    dag_id: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def required_action(self, timeout: float = 60) -> dict[str, Any]:
-        """The task's Required Action, once the task has raised it."""
-        deadline = time.monotonic() + timeout
-        while (item := required_action(self.home, self.dag_id)) is None:
-            assert self.process.poll() is None, "the DAG run ended without a Required Action:\n" + self.output()[-4000:]
-            assert time.monotonic() < deadline, "no Required Action in time:\n" + self.output()[-4000:]
-            time.sleep(0.2)
-        return item
-
-    def finish(self, timeout: float = 120) -> tuple[str, dict[str, str], dict[str, Any]]:
-        """The DAG run's state, task states and XComs, once ``airflow dags test`` ended; a second try of the task
-        fails the test at once (every case here ends in the first)."""
-        deadline = time.monotonic() + timeout
-        while self.process.poll() is None:
-            assert self.tries() <= 1, "the task was retried:\n" + self.output()[-4000:]
-            assert time.monotonic() < deadline, "airflow dags test did not end in time:\n" + self.output()[-4000:]
-            time.sleep(0.5)
-        return last_dag_run(self.home, self.dag_id)
-
-    def tries(self) -> int:
-        """The task's tries so far; 0 before its task instance exists."""
-        with closing(sqlite3.connect(self.home / "airflow.db", timeout=30)) as db:
-            found = db.execute("SELECT try_number FROM task_instance WHERE dag_id = ?", (self.dag_id,)).fetchone()
-        return int(found[0]) if found else 0
-
-
-StartDagsTest = Callable[..., DagsTest]
-
-
-def required_action(home: Path, dag_id: str) -> dict[str, Any] | None:
-    """The Required Action (``hitl_detail`` row) of the DAG's task, its JSON columns decoded."""
-    with closing(sqlite3.connect(home / "airflow.db", timeout=30)) as db:
-        db.row_factory = sqlite3.Row
-        row = db.execute(
-            "SELECT h.* FROM hitl_detail h JOIN task_instance t ON t.id = h.ti_id WHERE t.dag_id = ?", (dag_id,)
-        ).fetchone()
-    if row is None:
-        return None
-    item = dict(row)
-    return {**item, **{name: json.loads(item[name]) if item[name] else None for name in JSON_COLUMNS}}
-
-
-def answer(home: Path, item: dict[str, Any], option: str, params_input: dict[str, Any]) -> None:
-    """Record a person's answer as Airflow's REST API does (``PATCH .../hitlDetails``): the option chosen, the
-    parameters as submitted, who and when; refused, like the API's 409, when the item has an answer already."""
-    responded_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-    with closing(sqlite3.connect(home / "airflow.db", timeout=30)) as db, db:
-        changed = db.execute(
-            "UPDATE hitl_detail SET chosen_options = ?, params_input = ?, responded_by = ?, responded_at = ? "
-            "WHERE ti_id = ? AND responded_at IS NULL",
-            (json.dumps([option]), json.dumps(params_input), json.dumps(REVIEWER), responded_at, item["ti_id"]),
-        ).rowcount
-    assert changed == 1, "the Required Action had an answer already"
-
-
-def shown(item: dict[str, Any]) -> dict[str, Any]:
-    """The Required Action's parameters as its form shows them: the extracted values, and an empty note."""
-    return {name: param["value"] for name, param in item["params"].items()}
 
 
 @pytest.fixture
@@ -178,17 +93,12 @@ def dags_test(home: Path, emulator: Emulator, document: Path) -> Iterator[StartD
             PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")])),
             **{f"AIRFLOW_CONN_REVIEW_{platform.upper()}": json.dumps(connection)},
         )
-        log = home / f"{dag_id}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(dags_test_command(dag_id), env=env, stdout=out, stderr=subprocess.STDOUT)
-        started.append(DagsTest(home, dag_id, process, log))
+        started.append(DagsTest.start(home, dag_id, env))
         return started[-1]
 
     yield start
     for left in started:
-        if left.process.poll() is None:
-            left.process.kill()
-            left.process.wait()
+        left.stop()
 
 
 @pytest.mark.parametrize(
@@ -228,7 +138,6 @@ def test_a_review_ended_in_the_vendors_app_decides_and_closes_the_required_actio
     assert review["note"] == closed["params_input"]["note"]
 
 
-@answered_in_airflow
 @pytest.mark.parametrize("deferrable", [True, False], ids=["deferrable", "not-deferrable"])
 def test_a_person_accepts_with_an_edited_field_and_the_task_succeeds(
     dags_test: StartDagsTest, emulator: Emulator, deferrable: bool
@@ -251,7 +160,6 @@ def test_a_person_accepts_with_an_edited_field_and_the_task_succeeds(
     assert row is not None and (row["responded_by"], row["chosen_options"]) == (REVIEWER, ["Accept the extraction"])
 
 
-@answered_in_airflow
 @pytest.mark.parametrize("deferrable", [True, False], ids=["deferrable", "not-deferrable"])
 def test_a_person_rejects_with_a_note_and_the_task_fails_without_a_retry(
     dags_test: StartDagsTest, emulator: Emulator, deferrable: bool

@@ -155,7 +155,7 @@ def test_without_a_change_or_a_heartbeat_due_a_wait_stays_quiet(
     emulator.scenario(RECONCILIATION_FLOW, processing_seconds=60)
     run_id = started(tableflow_conn, pdfs)
     run = FlowRunsHook(tableflow_conn).wait_for_run(
-        RECONCILIATION_FLOW, run_id, deadline=time.time() + 1.5, poll_interval=0.05, on_review=waiting.OnReview.WAIT
+        RECONCILIATION_FLOW, run_id, deadline=time.time() + 4, poll_interval=0.05, on_review=waiting.OnReview.WAIT
     )
     assert run.state.value == "running"
     assert polls(emulator, run_id) >= 5

@@ -108,9 +108,9 @@ class FlowRunEventTrigger(BaseEventTrigger):
         lookback_hours: float = 24.0,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is unannotated
+        # The connection as given, serialized as given (None: the default connection), so the trigger Airflow
+        # stores for the watcher, and the state-store key of its position, do not change when it is resolved.
         self.conn_id = one_conn_id(conn_id, flowruns_conn_id)
-        """The connection as given, serialized as given (None: the default connection), so the trigger Airflow
-        stores for the watcher, and the state-store key of its position, do not change when it is resolved."""
         self._watched_conn_id = self.conn_id
         """The connection polled: ``conn_id``, or the default connection once the triggerer looked it up."""
         self.flow_id = flow_id or None

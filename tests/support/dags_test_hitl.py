@@ -11,12 +11,19 @@ its departures from a deployment decide what a review test can show:
   does over a worker's socket, so a call that a deployed worker refuses would pass without a trace.
 
 :func:`install` gives the inline trigger the triggerer's two answers and makes a refused request raise, on
-Airflow 3.1 to 3.3, whose test supervisors are alike in both respects.
+Airflow 3.1 to 3.3, whose test supervisors are alike in both respects. On Airflow 3.3 it also plays the API
+server's part in an answer, which ``airflow dags test`` lacks: a person's answer recorded in the Required Action
+ends the inline trigger with the event the API server resumes the task with (``as_resume_event_payload``), as a
+deployment's triggerer cancels the trigger of a task the API server resumed.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
+
+ANSWER_POLL_SECONDS = 0.2
 
 
 def install() -> None:
@@ -48,7 +55,10 @@ def install() -> None:
             self.send_msg(HITLDetailResponseResult.from_api_response(response=detail), request_id=req_id)
 
     def run_trigger_in_process(cls: type, *, trigger: Any, ti: Any) -> Any:
-        return run_trigger(TriggerSupervisor, trigger=trigger, ti=ti)
+        from airflow_flowruns.version_compat import AIRFLOW_V_3_3_PLUS
+
+        served = ResumedOnAnswer(trigger, ti.id) if AIRFLOW_V_3_3_PLUS else trigger
+        return run_trigger(TriggerSupervisor, trigger=served, ti=ti)
 
     def send_msg(self: Any, msg: Any, request_id: int, error: Any = None, **dump_opts: Any) -> None:
         self.comms.messages.append(Refusal(error) if msg is None and error is not None else msg)
@@ -56,6 +66,40 @@ def install() -> None:
     tested.run_trigger_in_process = classmethod(run_trigger_in_process)  # type: ignore[method-assign, assignment]
     tested.send_msg = send_msg  # type: ignore[method-assign]
     supervisor.InProcessSupervisorComms.send = _send_raising_refusals  # type: ignore[method-assign]
+
+
+class ResumedOnAnswer:
+    """A trigger whose run also ends when a person answers the task's Required Action, with the API server's
+    resume event (Airflow 3.3 resumes such a task on the answer, without the trigger)."""
+
+    def __init__(self, trigger: Any, ti_id: Any) -> None:
+        self.trigger = trigger
+        self.ti_id = ti_id
+
+    async def run(self) -> AsyncIterator[Any]:
+        from airflow.triggers.base import TriggerEvent
+
+        first = asyncio.ensure_future(anext(self.trigger.run(), None))
+        while not (await asyncio.wait({first}, timeout=ANSWER_POLL_SECONDS))[0]:
+            answer = await asyncio.to_thread(person_answer, self.ti_id)
+            if answer is not None:
+                first.cancel()
+                yield TriggerEvent(answer)
+                return
+        if (event := first.result()) is not None:
+            yield event
+
+
+def person_answer(ti_id: Any) -> dict[str, Any] | None:
+    """The resume event of the task's Required Action once a person answered it (not the provider's close)."""
+    from airflow.models.hitl import HITLDetail
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        detail = session.get(HITLDetail, ti_id)
+        if detail is None or detail.responded_by_user is None:
+            return None
+        return dict(detail.as_resume_event_payload())
 
 
 class Refusal:

@@ -12,10 +12,14 @@ Every ``--8<-- "example_dags/<file>.py"`` line (an included example DAG) and eve
 - ``skip``: the line just above the block is ``<!-- docs-check: skip (reason) -->``; the reason is required;
 - ``unreadable``: not Python and not marked, which fails the check.
 
-A DAG whose run stops for a person in Airflow (``on_review="airflow"``) is only loaded: ``airflow dags test``
-has no API server to resume a task on an answer (Airflow 3.3), so its run would wait out the review deadline;
-``tests/test_review_dags.py`` and ``make e2e-review`` answer such runs. A DAG scheduled on an asset watcher
-runs: ``airflow dags test`` runs its tasks with no triggering events.
+A DAG whose run stops for a person in Airflow (``on_review="airflow"``) runs with the check as its reviewer:
+its DAG file ends by loading ``support/dags_test_hitl.py`` (``HITL_SUPPORT``), which makes ``airflow dags
+test`` serve Required Actions as a deployment does, and the check accepts each Required Action the run opens
+("Accept the extraction", the parameters as shown; ``support/review_answers.py``). The pages' such DAGs send
+an invoice to the emulator's ``workflow_invoice`` with ``review_below_confidence=0.9``, whose run succeeds with
+a ``total`` of confidence 0.41: each opens one Required Action. A flow that never stops for review on the
+emulator opens none, and the run just succeeds. A DAG scheduled on an asset watcher runs: ``airflow dags
+test`` runs its tasks with no triggering events.
 
 The pages' placeholder locations stand for a folder of the test's own, ``data``:
 
@@ -53,10 +57,13 @@ SNIPPET = re.compile(r'^\s*--8<--\s+"(?P<path>example_dags/[^"]+\.py)"\s*$')
 MARKER = re.compile(r"^\s*<!--\s*docs-check:\s*skip\s*(?:\((?P<reason>[^)]*)\))?\s*-->\s*$")
 PYTHON = frozenset({"python", "py", "python3"})
 REVIEW_IN_AIRFLOW = re.compile(r"""on_review\s*=\s*["']airflow["']""")
-LOAD_ONLY_REASON = (
-    "its run stops for a person in Airflow (on_review='airflow'), which `airflow dags test` cannot answer: "
-    "loaded only; tests/test_review_dags.py and `make e2e-review` answer such runs"
-)
+HITL_SUPPORT = """
+
+from support.dags_test_hitl import install
+
+install()
+"""
+"""What the DAG file of a block that asks for review in Airflow ends with (``tests`` is on its ``PYTHONPATH``)."""
 FRAGMENT_DAG_HEAD = """from datetime import datetime
 
 from airflow.sdk import DAG
@@ -134,9 +141,9 @@ class DocBlock:
         return dag_ids(self.tree)
 
     @property
-    def load_only(self) -> str | None:
-        """Why the block's DAGs are only loaded, not run; None when they run."""
-        return LOAD_ONLY_REASON if REVIEW_IN_AIRFLOW.search(self.source) else None
+    def asks_in_airflow(self) -> bool:
+        """Whether a run in review becomes a Required Action, which the check answers."""
+        return bool(REVIEW_IN_AIRFLOW.search(self.source))
 
     @property
     def problem(self) -> str | None:
@@ -154,7 +161,10 @@ class DocBlock:
 
     def dag_file(self, data: Path) -> str:
         """The DAG file the check runs: the block with its paths re-rooted under ``data``, wrapped in a DAG if
-        it is a fragment."""
+        it is a fragment, ending with ``HITL_SUPPORT`` if it asks for review in Airflow."""
+        return self.dag_text(data) + (HITL_SUPPORT if self.asks_in_airflow else "")
+
+    def dag_text(self, data: Path) -> str:
         text = rewrite_paths(self.source, data)
         if self.kind != "fragment":
             return text
