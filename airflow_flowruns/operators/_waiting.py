@@ -20,6 +20,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def check_can_wait(hook: FlowRunsHook, *, deferrable: bool, on_review: OnReview) -> None:
+    """Before anything starts: a task that will defer (to wait, or for a review in Airflow) on an Airflow that
+    cannot store its trigger fails now, naming the fix. A synchronous platform's run never defers."""
+    if not hook.platform.synchronous and (deferrable or on_review is OnReview.AIRFLOW):
+        check_can_defer()
+
+
 class FlowRunWaitMixin(FlowRunReviewMixin):
     """Waits for a run until it settles and turns the outcome into the task's result or failure.
 
@@ -28,12 +35,6 @@ class FlowRunWaitMixin(FlowRunReviewMixin):
 
     cancel_on_timeout: bool
     timeout: float
-
-    def check_can_wait(self, hook: FlowRunsHook) -> None:
-        """Before anything starts: a task that will defer (to wait, or for a review in Airflow) on an Airflow
-        that cannot store its trigger fails now, naming the fix. A synchronous platform's run never defers."""
-        if not hook.platform.synchronous and (self.deferrable or self.on_review is OnReview.AIRFLOW):
-            check_can_defer()
 
     def wait_for_run(self, context: Context, hook: FlowRunsHook, run: FlowRun, deadline: float) -> dict[str, Any]:
         if is_settled(run, self.on_review):

@@ -31,11 +31,11 @@ from airflow_flowruns.operators._connection import FlowRunsConnectionMixin
 from airflow_flowruns.operators._document_events import document_alias, document_event
 from airflow_flowruns.operators._outputs import output_target
 from airflow_flowruns.operators._reattach import task_try
+from airflow_flowruns.operators._waiting import check_can_wait
 from airflow_flowruns.platforms.start import StartRequest
 from airflow_flowruns.platforms.values import require_json_object, require_text
 from airflow_flowruns.starting import TaskTry
 from airflow_flowruns.triggers.batch import FlowRunBatchTrigger
-from airflow_flowruns.version_compat import check_can_defer
 from airflow_flowruns.waiting import OnReview, check_poll_interval, check_timeout
 
 if TYPE_CHECKING:
@@ -190,8 +190,7 @@ class FlowRunBatchOperator(FlowRunsConnectionMixin, BaseOperator):
             hook.platform.default_file_field(hook.client, flow_id) if not isinstance(self.documents, list) else None
         )
         refuse_review_of_shards(self, self.on_review)
-        if not hook.platform.synchronous and (self.deferrable or self.on_review is OnReview.AIRFLOW):
-            check_can_defer()  # the wait, or the review sensors beside the batch, would defer
+        check_can_wait(hook, deferrable=self.deferrable, on_review=self.on_review)  # or its review sensors
         documents = collect_documents(self.documents, field, keys, follow_symlinks=self.follow_symlinks)
         if not hook.platform.takes_metadata and (self.metadata or any(doc.metadata for doc in documents)):
             raise FlowRunsConfigError(

@@ -13,7 +13,7 @@ from airflow_flowruns.links import FLOW_RUN_ID_KEY, FLOW_RUN_URL_KEY, FlowRunLin
 from airflow_flowruns.operators._outputs import check_output_limit, output_target, place_outputs
 from airflow_flowruns.operators._reattach import PREVIOUS_RUN_ID_KEY, TaskRecord, task_key, task_try
 from airflow_flowruns.operators._review import check_confidence_gate
-from airflow_flowruns.operators._waiting import FlowRunWaitMixin
+from airflow_flowruns.operators._waiting import FlowRunWaitMixin, check_can_wait
 from airflow_flowruns.outputs.landing import Landing, land_run
 from airflow_flowruns.platforms.base import FlowRun
 from airflow_flowruns.platforms.start import FilePath, StartRequest
@@ -163,7 +163,7 @@ class FlowRunOperator(FlowRunWaitMixin, BaseOperator):
             )
         hook = self.hook
         check_confidence_gate(hook.platform.name, self.review_below_confidence)
-        self.check_can_wait(hook)
+        check_can_wait(hook, deferrable=self.deferrable, on_review=self.on_review)
         self.document = _document_names(request.files)
         run = self._run = start_once(
             hook, request, task_key(context), TaskRecord(context), task_try(context, self.log), reattach=self.reattach

@@ -13,7 +13,7 @@ from airflow_flowruns.client.retry import until
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
 from airflow_flowruns.links import FLOW_RUN_ID_KEY, FLOW_RUN_URL_KEY, FlowRunLink
 from airflow_flowruns.operators._review import check_confidence_gate
-from airflow_flowruns.operators._waiting import FlowRunWaitMixin
+from airflow_flowruns.operators._waiting import FlowRunWaitMixin, check_can_wait
 from airflow_flowruns.platforms.base import FlowRun
 from airflow_flowruns.platforms.values import require_text
 from airflow_flowruns.review.ask import Decision, assignees, threshold_of
@@ -78,7 +78,7 @@ class FlowRunSensor(FlowRunWaitMixin, BaseSensorOperator):
         require_text(self.run_id, "run_id")
         hook = self.hook
         check_confidence_gate(hook.platform.name, self.review_below_confidence)
-        self.check_can_wait(hook)
+        check_can_wait(hook, deferrable=self.deferrable, on_review=self.on_review)
         if not self.deferrable:
             return super().execute(context)
         deadline = time.time() + self.timeout
