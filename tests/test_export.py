@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from airflow_flowruns.platforms.base import FlowRun
 from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
 from airflow_flowruns.platforms.start import StartRequest
 from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_REVIEW_FLOW
+from airflow_flowruns.review.register import register_key
 from support.airflow import dags_test
 from support.emulator import API_KEY, Emulator, set_connection
 from support.runs import FLOW_RUN_XCOM_KEYS, RECONCILIATION_FLOW
@@ -59,7 +61,8 @@ def test_writes_exactly_the_runs_of_the_interval(tableflow_conn: str, emulator: 
     assert [row["id"] for row in written] == ids[24:48][::-1]
     assert written[-1]["created_at"] == "2026-03-02T00:00:00Z", "a run exactly at the start is in"
     assert ids[48] not in {row["id"] for row in written}, "a run exactly at the end is out"
-    assert set(written[0]) == FLOW_RUN_XCOM_KEYS
+    assert set(written[0]) == FLOW_RUN_XCOM_KEYS | {"review"}
+    assert written[0]["review"] is None, "nobody reviewed these runs"
 
 
 def test_extend_rows_carry_each_runs_usage_from_the_listing(
@@ -78,6 +81,61 @@ def test_extend_rows_carry_each_runs_usage_from_the_listing(
     (row,) = rows(target)
     assert (row["id"], row["usage"]) == (started.id, {"credits": 2.0, "pages": 1, "tokens": None})
     assert [r["path"] for r in emulator.requests()] == ["/workflow_runs"], "from the listing alone"
+
+
+def keep_review(monkeypatch: pytest.MonkeyPatch, platform: str, run_id: str, entry: dict[str, Any]) -> None:
+    """The register entry a reviewing task would have written, served by Airflow's environment-variable secrets
+    backend, which ``Variable.get`` asks first."""
+    monkeypatch.setenv(f"AIRFLOW_VAR_{register_key(platform, run_id).upper()}", json.dumps(entry))
+
+
+def test_rows_say_who_reviewed_in_airflow_or_in_the_vendors_app(
+    emulator: Emulator, tmp_path: Path, pdf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = set_connection(monkeypatch, "extend_reviews", "extend", emulator.url)
+    emulator.scenario(EXTEND_INVOICE_WORKFLOW, platform="extend", processing_seconds=600)
+    hook = FlowRunsHook(conn)
+    request = StartRequest(flow_id=EXTEND_INVOICE_WORKFLOW, files={"file": pdf})
+    in_airflow, in_extend, nobody, running = (hook.start_run(request).id for _ in range(4))
+    emulator.set_status(in_airflow, "NEEDS_REVIEW")
+    emulator.set_status(in_extend, "NEEDS_REVIEW")
+    emulator.set_status(in_extend, "PROCESSED")  # approved in Extend's app
+    emulator.set_status(nobody, "PROCESSED")
+    decided = {"where": "airflow", "decision": "reject", "by": "rita", "at": "2026-12-01T10:00:00+00:00", "task": {}}
+    for run_id in (in_airflow, running):  # a running run is never looked up: Airflow asks about none
+        keep_review(monkeypatch, "extend", run_id, decided)
+    target = tmp_path / "reviews.jsonl"
+    now = pendulum.now("UTC")
+    interval = Context(data_interval_start=now.subtract(hours=1), data_interval_end=now.add(hours=1))
+    FlowRunsExportOperator(task_id="export", flowruns_conn_id=conn, destination=f"file://{target}").execute(interval)
+    reviews = {row["id"]: row["review"] for row in rows(target)}
+    assert reviews[in_airflow] == decided
+    assert reviews[in_extend] == {
+        "where": "extend",
+        "decision": "succeeded",
+        "by": "reviewer@example.com",
+        "at": None,
+        "task": None,
+    }
+    assert reviews[nobody] is None and reviews[running] is None
+
+    FlowRunsExportOperator(
+        task_id="export", flowruns_conn_id=conn, destination=f"file://{target}", airflow_reviews=False
+    ).execute(interval)
+    reviews = {row["id"]: row["review"] for row in rows(target)}
+    assert reviews[in_airflow] is None and reviews[in_extend]["by"] == "reviewer@example.com"
+
+
+@pytest.mark.parametrize("run_id", ["7c1e0f3a-9b2d-4e55-8f00-1a2b3c4d5e6f", "workflow_run_K6Gm-x_9"])
+def test_a_plain_run_id_names_its_register_entry(run_id: str) -> None:
+    assert register_key("extend", run_id) == f"flowruns_review.extend.{run_id}"
+
+
+@pytest.mark.parametrize("run_id", ["run/1", "run 1", "ü", "x" * 201, ""])
+def test_any_other_run_id_is_hashed_into_a_key_every_backend_takes(run_id: str) -> None:
+    key = register_key("noxus", run_id)
+    assert re.fullmatch(r"flowruns_review\.noxus\.h-[0-9a-f]{40}", key)
+    assert key != register_key("noxus", run_id + "2")
 
 
 def test_states_filter_and_empty_interval(tableflow_conn: str, emulator: Emulator, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from airflow_flowruns.operators._review import PENDING_KEY, REVIEW_KEY
 from airflow_flowruns.operators.flow_run import FlowRunOperator
 from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW, EXTEND_REVIEW_WORKFLOW
 from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_REVIEW_FLOW
+from airflow_flowruns.review.register import register_key
 from airflow_flowruns.sensors.flow_run import FlowRunSensor
 from airflow_flowruns.triggers import review as review_trigger
 from airflow_flowruns.triggers.review import FlowRunReviewTrigger
@@ -155,6 +156,10 @@ def test_reject_fails_without_retry_and_names_the_reason(
     with pytest.raises(FlowRunRejectedError, match="ana rejected doc.pdf in Airflow: not our invoice"):
         resume(op, context, store, event)
     assert pushed(ti)[REVIEW_KEY][-1]["decision"] == "reject" and len(emulator.runs()) == 1
+    (run,) = emulator.runs()
+    kept = json.loads(store.variables[register_key("tableflow", run["id"])])  # for the export's rows
+    assert (kept["where"], kept["decision"], kept["by"]) == ("airflow", "reject", "ana")
+    assert kept["task"]["task_id"] == ti.task_id and "note" not in kept
 
 
 def test_an_answer_recorded_before_the_item_is_closed_decides(
@@ -187,6 +192,7 @@ def test_wait_leaves_the_decision_to_the_vendor(
     assert (result["state"], result[REVIEW_KEY]["where"]) == ("succeeded", "tableflow")
     kept = store.items[ti.id].answer
     assert kept is not None and kept["user"] == {"id": "ana", "name": "ana"}
+    assert store.variables == {}, "the vendor decided: the platform's own record says so"
 
 
 def test_a_task_waiting_in_the_worker_defers_for_the_review(

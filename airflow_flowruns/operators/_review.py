@@ -27,6 +27,7 @@ from airflow_flowruns.review.ask import (
     vendor_decision,
 )
 from airflow_flowruns.review.items import open_item
+from airflow_flowruns.review.register import record_review, register_entry
 from airflow_flowruns.triggers.review import FlowRunReviewTrigger
 from airflow_flowruns.version_compat import AIRFLOW_V_3_3_PLUS
 from airflow_flowruns.waiting import OnReview, finish
@@ -177,5 +178,10 @@ class FlowRunReviewMixin(FlowRunsConnectionMixin):
         return {**run.to_xcom(), REVIEW_KEY: decision.to_xcom()}
 
     def _record(self, context: Context, run: FlowRun, decision: Decision) -> None:
+        """Keep the decision in XCom and, when a person took it in Airflow, in the register the export reads."""
         self._run, self._decision = run, decision
-        context["ti"].xcom_push(key=REVIEW_KEY, value=decision.to_xcom())
+        ti = context["ti"]
+        ti.xcom_push(key=REVIEW_KEY, value=decision.to_xcom())
+        if decision.where == "airflow" and decision.decision in (Choice.ACCEPT, Choice.REJECT):
+            task = {"dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id, "map_index": ti.map_index}
+            record_review(run.platform, run.id, register_entry(decision, task))

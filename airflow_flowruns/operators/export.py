@@ -13,7 +13,8 @@ from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath
 from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.hooks.flow_run import run_query
 from airflow_flowruns.operators._connection import FlowRunsConnectionMixin
-from airflow_flowruns.platforms.base import FlowRun
+from airflow_flowruns.platforms.base import FlowRun, RunState
+from airflow_flowruns.review.register import recorded_review
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -34,10 +35,14 @@ class FlowRunsExportOperator(FlowRunsConnectionMixin, BaseOperator):
     previous object as it was: a part of the interval is never published as the whole.
 
     Each line is the run as the flow-run tasks return it (``FlowRun.to_xcom()``), in the platform's
-    listing order (newest first where the platform sorts that way). An interval with no runs writes an
-    empty object, so downstream readers can tell "no runs" from "not exported yet". The DAG needs a
-    data-interval timetable (``CronDataIntervalTimetable``, a ``timedelta``); with one, a manual run at a
-    logical date exports the last complete interval before it.
+    listing order (newest first where the platform sorts that way), plus ``review``: who decided the run's
+    review and where. A decision taken in Airflow (``on_review="airflow"``) is read from the register the
+    reviewing task wrote (``review.register``, one Airflow Variable read per finished or in-review run); a
+    review in the vendor's app, from the run's ``reviewed_by``; None for a run nobody reviewed.
+
+    An interval with no runs writes an empty object, so downstream readers can tell "no runs" from "not
+    exported yet". The DAG needs a data-interval timetable (``CronDataIntervalTimetable``, a ``timedelta``);
+    with one, a manual run at a logical date exports the last complete interval before it.
 
     :param destination: templated ``ObjectStoragePath`` or URI (``file://``, ``s3://``, ...); template the
         interval into it, e.g. ``file:///exports/{{ data_interval_start | ds }}.jsonl``.
@@ -46,6 +51,8 @@ class FlowRunsExportOperator(FlowRunsConnectionMixin, BaseOperator):
     :param page_size: runs per listing request (the platform's default when None).
     :param flowruns_conn_id: the platform's connection; without one, the default connection, as for
         ``FlowRunOperator``.
+    :param airflow_reviews: read each run's review decided in Airflow into ``review``; False skips those reads
+        (then ``review`` says only what the platform recorded).
     """
 
     template_fields: Sequence[str] = ("flowruns_conn_id", "flow_id", "states", "destination")
@@ -58,6 +65,7 @@ class FlowRunsExportOperator(FlowRunsConnectionMixin, BaseOperator):
         states: Iterable[str] | None = None,
         flowruns_conn_id: str | None = None,
         page_size: int | None = None,
+        airflow_reviews: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -66,6 +74,7 @@ class FlowRunsExportOperator(FlowRunsConnectionMixin, BaseOperator):
         self.states = states
         self.flowruns_conn_id = flowruns_conn_id
         self.page_size = page_size
+        self.airflow_reviews = airflow_reviews
 
     def execute(self, context: Context) -> dict[str, Any]:
         start, end = context.get("data_interval_start"), context.get("data_interval_end")
@@ -84,7 +93,7 @@ class FlowRunsExportOperator(FlowRunsConnectionMixin, BaseOperator):
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             with partial.open("w") as out:
-                rows, repeated = _write_once(hook.client.iter_runs(query), out)
+                rows, repeated = _write_once(hook.client.iter_runs(query), out, self.airflow_reviews)
             _replace(partial, target)
         finally:
             if partial.exists():
@@ -95,7 +104,7 @@ class FlowRunsExportOperator(FlowRunsConnectionMixin, BaseOperator):
         return {"path": str(target), "rows": rows}
 
 
-def _write_once(runs: Iterable[FlowRun], out: IO[str]) -> tuple[int, int]:
+def _write_once(runs: Iterable[FlowRun], out: IO[str], airflow_reviews: bool) -> tuple[int, int]:
     """Write each run of ``runs`` once, as a JSON line; the rows written, and the runs given again and skipped.
 
     The ids written are held for the whole listing, which is no more runs than its walk reads at most
@@ -107,8 +116,21 @@ def _write_once(runs: Iterable[FlowRun], out: IO[str]) -> tuple[int, int]:
         given += 1
         if run.id not in written:
             written.add(run.id)
-            out.write(json.dumps(run.to_xcom(), sort_keys=True) + "\n")
+            out.write(json.dumps(export_row(run, airflow_reviews), sort_keys=True) + "\n")
     return len(written), given - len(written)
+
+
+def export_row(run: FlowRun, airflow_reviews: bool) -> dict[str, Any]:
+    """The run's line: its XCom dict and who reviewed it, in Airflow (from the register) or in the vendor's app.
+
+    Runs still queued or running are not looked up: Airflow asks for a review only of a run in review or one
+    that succeeded, so a run that was never either has no decision to read."""
+    review = None
+    if airflow_reviews and (run.state.is_final or run.state is RunState.NEEDS_REVIEW):
+        review = recorded_review(run.platform, run.id)
+    if review is None and run.reviewed_by:
+        review = {"where": run.platform, "decision": run.state.value, "by": run.reviewed_by, "at": None, "task": None}
+    return {**run.to_xcom(), "review": review}
 
 
 def _replace(source: ObjectStoragePath, target: ObjectStoragePath) -> None:

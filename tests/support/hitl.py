@@ -47,6 +47,8 @@ class HitlStore:
     items: dict[UUID, Item] = field(default_factory=dict)
     upserts: int = 0
     in_worker: bool = False
+    variables: dict[str, str] = field(default_factory=dict)
+    """Airflow Variables the task set (the review register), by key."""
 
     @contextmanager
     def worker(self) -> Iterator[None]:
@@ -86,6 +88,10 @@ class HitlStore:
             responded_by_user=SimpleNamespace(**user) if user else None,
         )
 
+    def set_variable(self, key: str, value: str, description: str | None = None, **rest: Any) -> None:
+        """``Variable.set`` as a worker's supervisor serves it (a worker may set one)."""
+        self.variables[key] = value
+
     def answer(self, ti_id: UUID, option: str, params: dict[str, Any] | None = None, user: str = "ana") -> Any:
         """A person answers in the UI: the item's parameters as shown, with ``params`` changed."""
         shown = {name: spec["value"] for name, spec in self.items[ti_id].params.items()}
@@ -103,12 +109,15 @@ class HitlStore:
 
 
 def install(monkeypatch: pytest.MonkeyPatch) -> HitlStore:
+    """Serve the task SDK's Required Action calls, and the Variable the review register sets, from a store."""
+    from airflow.sdk import Variable
     from airflow.sdk.execution_time import hitl
 
     store = HitlStore()
     monkeypatch.setattr(hitl, "upsert_hitl_detail", store.upsert)
     monkeypatch.setattr(hitl, "update_hitl_detail_response", store.update)
     monkeypatch.setattr(hitl, "get_hitl_detail_content_detail", store.get)
+    monkeypatch.setattr(Variable, "set", store.set_variable)
     return store
 
 

@@ -34,10 +34,11 @@ class DagsTest:
     log: Path
 
     @classmethod
-    def start(cls, home: Path, dag_id: str, env: dict[str, str]) -> DagsTest:
+    def start(cls, home: Path, dag_id: str, env: dict[str, str], logical_date: str | None = None) -> DagsTest:
         log = home / f"{dag_id}.log"
+        command = dags_test_command(dag_id, logical_date)
         with log.open("wb") as out:
-            process = subprocess.Popen(dags_test_command(dag_id), env=env, stdout=out, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
         return cls(home, dag_id, process, log)
 
     def output(self) -> str:
