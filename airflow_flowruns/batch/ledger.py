@@ -40,6 +40,9 @@ class LedgerView:
     unsure: set[str] = field(default_factory=set)
     refused: dict[str, str] = field(default_factory=dict)
     """Documents the platform refused in the current try (their file or metadata), with its reason."""
+    this_try: dict[str, str] = field(default_factory=dict)
+    """Documents the current try started, with their run ids as in ``started``: the runs it counts in the
+    metrics (``airflow_flowruns.batch.counted``)."""
 
 
 class Ledger:
@@ -71,6 +74,7 @@ class Ledger:
                     view.unsure.discard(key)
                 if page.get("try") == self._try:  # a new try sends refused documents again
                     view.refused.update(page.get("refused") or {})
+                    view.this_try.update((key, str(run_id or "")) for key, run_id in runs.items())
             else:
                 view.unsure.update(str(key) for key in page.get("starting") or ())
         return view

@@ -1,4 +1,5 @@
-"""What a batch leaves behind once its runs settled: each document's outputs, the manifest, the XCom summary.
+"""What a batch leaves behind once its runs settled: each document's outputs, the manifest, the XCom summary,
+and the metrics of the runs this try started (``airflow_flowruns.batch.counted``).
 
 Documents are handled one at a time in key order and their manifest items spooled to a local temporary file,
 so ten thousand documents cost a worker the same memory as ten. The manifest (``_MANIFEST.json``) is written
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import reduce
 from typing import IO, TYPE_CHECKING, Any
 
-from airflow_flowruns.batch.census import Census
+from airflow_flowruns.batch.census import Census, Seen
 from airflow_flowruns.batch.documents import BatchKeys, Document
 from airflow_flowruns.exceptions import FlowRunsError, FlowRunTimeoutError
 from airflow_flowruns.outputs.landing import LANDABLE, land_run
@@ -80,6 +81,8 @@ class BatchResult:
 
 DocumentSettled = Callable[[dict[str, Any]], None]
 """Called with each settled document's manifest item (the per-document asset event)."""
+RunCounted = Callable[[str, Seen, Usage | None], None]
+"""Called with each document's key, newest run and usage (the metrics: ``airflow_flowruns.batch.counted``)."""
 
 
 @dataclass(frozen=True)
@@ -94,17 +97,22 @@ class Reporter:
     settled: DocumentSettled | None = None
     refused: Mapping[str, str] = field(default_factory=dict)
     """Documents set aside without a run, with the reason where it is known."""
+    counted: RunCounted | None = None
+    """Counts each document's run in the metrics, where it is final and this try started it."""
 
     def report(self, documents: Iterable[Document], total: int) -> BatchResult:
         result = BatchResult(total)
         with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
             for doc in documents:
-                item, usage = self._item(doc)
+                seen = self.census.newest.get(self.census.keys.run_key(doc.key))
+                item, usage = self._item(doc, seen)
                 result.note(doc.key, item["state"], item["run_id"])
                 result.usage = Usage.total((result.usage, usage))
                 spool.write(json.dumps(item) + "\n")
                 if self.settled is not None and item["run_id"] and RunState(item["state"]).is_final:
                     self.settled(item)
+                if self.counted is not None and seen is not None:
+                    self.counted(doc.key, seen, usage)
             target = self._manifest_target()
             if target is not None:
                 spool.seek(0)
@@ -112,10 +120,9 @@ class Reporter:
                 result.manifest = str(target)
         return result
 
-    def _item(self, doc: Document) -> tuple[dict[str, Any], Usage | None]:
+    def _item(self, doc: Document, seen: Seen | None) -> tuple[dict[str, Any], Usage | None]:
         """The document's manifest item, and its run's usage: as the full run read for its landing says, else as
-        the listing did."""
-        seen = self.census.newest.get(self.census.keys.run_key(doc.key))
+        the listing did. ``seen``: the document's newest run, None where it has none."""
         if seen is None:
             status = self.refused.get(doc.key)
             never = {"document_key": doc.key, "run_id": None, "state": NOT_STARTED, "status": status, "landing": None}

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath, conf
 
-from airflow_flowruns.batch.carried import expected, ignored, since, strays, under_way
+from airflow_flowruns.batch.carried import CARRIED, expected, ignored, since, strays, under_way
 from airflow_flowruns.batch.census import Census, take_census
+from airflow_flowruns.batch.counted import settled_counter
 from airflow_flowruns.batch.documents import BatchKeys, Document, collect_documents
 from airflow_flowruns.batch.ledger import Ledger
 from airflow_flowruns.batch.progress import Outcome, ProgressLog, live_count, verdict
@@ -301,7 +302,7 @@ class FlowRunBatchOperator(FlowRunsConnectionMixin, BaseOperator):
                 manifest=self._manifest(keys),
             ),
             method_name="execute_complete",
-            kwargs={name: state.get(name) for name in ("deadline", "started", "since", "ignore", "refused")},
+            kwargs={name: state.get(name) for name in CARRIED},
         )
         raise AssertionError("unreachable: defer raises")  # pragma: no cover
 
@@ -330,6 +331,9 @@ class FlowRunBatchOperator(FlowRunsConnectionMixin, BaseOperator):
         settled = None
         if self.document_asset is not None:
             settled = document_event(context, self.document_asset, hook.platform.name, self.flow_id)
+        number = task_try(context, self.log).number
+        ledger = Ledger(context.get("task_state_store"), number)
+        view = ledger.load()  # this try's refusals, and the runs it started: those its metrics count
         reporter = Reporter(
             hook,
             self.flow_id,
@@ -337,7 +341,8 @@ class FlowRunBatchOperator(FlowRunsConnectionMixin, BaseOperator):
             output_target(self.outputs_to, "outputs_to"),
             output_target(self.manifest_to, "manifest_to"),
             settled,
-            self._refusals(context, state),
+            _refusals(state, view.refused),
+            settled_counter(hook, number, state.get("try_began"), view if ledger.kept else None),
         )
         result = reporter.report(documents, len(documents))
         summary = result.to_xcom(hook.platform.name, self.flow_id, state.get("started", 0))
@@ -360,15 +365,6 @@ class FlowRunBatchOperator(FlowRunsConnectionMixin, BaseOperator):
         )
         return str(target) if target is not None else None
 
-    def _refusals(self, context: Context, state: Mapping[str, Any]) -> dict[str, str]:
-        """The documents refused in this try, with the reasons the ledger kept (Airflow 3.3+)."""
-        if not state.get("refused"):
-            return {}  # the ledger is read only for reasons it may hold
-        kept = Ledger(context.get("task_state_store"), task_try(context, self.log).number).load().refused
-        return {
-            key: kept.get(key, "refused by the platform: the task log says why") for key in state.get("refused") or ()
-        }
-
     def _cancel_live(self, hook: FlowRunsHook, census: Census) -> None:
         for seen in census.newest.values():
             if not seen.state.is_final:
@@ -382,6 +378,12 @@ class FlowRunBatchOperator(FlowRunsConnectionMixin, BaseOperator):
             inputs=require_json_object(self.inputs, "inputs"),
             flow_version=str(self.flow_version) if self.flow_version else None,
         )
+
+
+def _refusals(state: Mapping[str, Any], kept: Mapping[str, str]) -> dict[str, str]:
+    """The documents refused in this try, with the reasons the ledger kept (Airflow 3.3+)."""
+    why = "refused by the platform: the task log says why"
+    return {key: kept.get(key, why) for key in state.get("refused") or ()}
 
 
 def _count_or_none(value: Any, name: str, least: int = 0) -> int | None:
