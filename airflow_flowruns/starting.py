@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_flowruns.exceptions import FlowRunsApiError, FlowRunsResponseError
 from airflow_flowruns.platforms.base import FlowRun, RunState
+from airflow_flowruns.platforms.start import keyed_files
 
 if TYPE_CHECKING:
     from airflow_flowruns.hooks.flow_run import FlowRunsHook
@@ -90,6 +91,8 @@ def start_once(
     saved in ``record``, so the next try reads it directly.
     """
     request = replace(request, task_key=key)
+    if hook.platform.names_files_by_task_key:
+        request = replace(request, files=keyed_files(request.files, key))
     earlier = earlier_run(hook, request.flow_id, key, record, task_try) if reattach else None
     if earlier is not None and earlier.state not in RESTART_STATES:
         task_try.log.info(

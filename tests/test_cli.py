@@ -37,6 +37,8 @@ from airflow_flowruns.get_provider_info import get_provider_info
 from airflow_flowruns.operators._reattach import task_key
 from airflow_flowruns.operators.batch import batch_key
 from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
+from airflow_flowruns.platforms.noxus.emulator import NOXUS_DOCUMENT_WORKFLOW
+from airflow_flowruns.platforms.start import key_in_name
 from airflow_flowruns.version_compat import AIRFLOW_V_3_2_PLUS
 from support.airflow import AIRFLOW, airflow_env, dags_test
 from support.certificates import self_signed as self_signed_certificate
@@ -412,12 +414,24 @@ with DAG("flowruns_cli_orphans", schedule=None, start_date=datetime(2026, 1, 1),
     for task_id in ("gone", "deferred"):
         FlowRunOperator(
             task_id=task_id,
-            flowruns_conn_id="cli_extend",
+            flowruns_conn_id="cli_{platform}",
             flow_id="{flow}",
-            files={{"file": "{pdf}"}},
+            files={{"{field}": "{pdf}"}},
+            inputs={inputs},
             wait_for_completion=False,
         )
 """
+ORPHANS_FLOWS = {
+    "extend": (EXTEND_INVOICE_WORKFLOW, "file", {}, ("CANCELLING", "CANCELLED"), "PROCESSING"),
+    "noxus": (NOXUS_DOCUMENT_WORKFLOW, "document", {"instructions": "Summarize"}, ("stopped",), "running"),
+}
+
+
+def key_of(run: dict[str, Any]) -> str | None:
+    """The task key an emulated run carries: in its metadata (Extend), or in its file's name (Noxus)."""
+    stamped = (run.get("metadata") or {}).get("airflow_task_key")
+    named = ((run.get("input") or {}).get("document") or {}).get("name", "")
+    return stamped or key_in_name(named)
 
 
 def set_states(home: Path, dag_run: str, **task_states: str) -> str:
@@ -434,35 +448,43 @@ def set_states(home: Path, dag_run: str, **task_states: str) -> str:
     return str(run_id)
 
 
+@pytest.mark.parametrize("platform", sorted(ORPHANS_FLOWS))
 def test_orphans_lists_the_runs_of_tasks_that_are_gone_and_cancels_them(
-    airflow_home: Path, emulator: Emulator, pdf: Path, tmp_path: Path
+    airflow_home: Path, emulator: Emulator, pdf: Path, tmp_path: Path, platform: str
 ) -> None:
     """A DAG run whose two tasks each started a run and ended. While the DAG run is running no run is an orphan (a
     later task may follow them); once it ended, with one task instance put back to deferred as one waiting in the
-    triggerer is, only the other's run is. A run started outside Airflow never is."""
-    emulator.scenario(EXTEND_INVOICE_WORKFLOW, "extend", processing_seconds=3600)
-    manual = emulator.control.post(f"/extend/flows/{EXTEND_INVOICE_WORKFLOW}/manual-runs", json={})
+    triggerer is, only the other's run is. A run started outside Airflow never is. Noxus keeps no run metadata:
+    its runs carry the task key in their file's name."""
+    flow, field, inputs, cancelled, running = ORPHANS_FLOWS[platform]
+    emulator.scenario(flow, platform, processing_seconds=3600)
+    manual = emulator.control.post(f"/{platform}/flows/{flow}/manual-runs", json={})
     dags = tmp_path / "dags"
     dags.mkdir()
-    (dags / "orphans.py").write_text(ORPHANS_DAG.format(flow=EXTEND_INVOICE_WORKFLOW, pdf=pdf))
-    env = {"AIRFLOW_CONN_CLI_EXTEND": connection("extend", emulator.url), "AIRFLOW__CORE__DAGS_FOLDER": str(dags)}
+    dag = ORPHANS_DAG.format(platform=platform, flow=flow, field=field, inputs=inputs, pdf=pdf)
+    (dags / "orphans.py").write_text(dag)
+    conn_id = f"cli_{platform}"
+    env = {
+        f"AIRFLOW_CONN_{conn_id.upper()}": connection(platform, emulator.url),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+    }
     state, tasks, _ = dags_test(airflow_home, DAG_ID, **env)
     assert state == "success" and tasks == {"gone": "success", "deferred": "success"}
     run_id = set_states(airflow_home, "running")
     keys = {task: task_key(ti_context(DAG_ID, task, run_id)) for task in ("gone", "deferred")}
-    runs = {(run.get("metadata") or {}).get("airflow_task_key"): run["id"] for run in emulator.runs()}
+    runs = {key_of(run): run["id"] for run in emulator.runs()}
     assert manual.status_code == 200 and set(runs) == {*keys.values(), None}
 
-    (followed,) = run_all(airflow_home, env, flowruns("orphans", "--conn-id", "cli_extend", "-o", "json"))
+    (followed,) = run_all(airflow_home, env, flowruns("orphans", "--conn-id", conn_id, "-o", "json"))
     assert (followed.returncode, json.loads(followed.stdout)) == (0, []), followed.stderr
 
     set_states(airflow_home, "success", deferred="deferred")
     command = airflow_flowruns if AIRFLOW_V_3_2_PLUS else flowruns
-    (ended,) = run_all(airflow_home, env, command("orphans", "--conn-id", "cli_extend", "--cancel", "-o", "json"))
+    (ended,) = run_all(airflow_home, env, command("orphans", "--conn-id", conn_id, "--cancel", "-o", "json"))
     assert ended.returncode == 0, ended.stderr
     (orphan,) = json.loads(ended.stdout)
     assert (orphan["id"], orphan["airflow_key"], orphan["state"]) == (runs[keys["gone"]], keys["gone"], "running")
     assert orphan["cancelled"] is True and orphan["age_seconds"] >= 0 and "1 orphaned run(s)" in ended.stderr
     statuses = {run["id"]: run["status"] for run in emulator.runs()}
-    assert statuses[runs[keys["gone"]]] in ("CANCELLING", "CANCELLED")
-    assert statuses[runs[keys["deferred"]]] == "PROCESSING" and statuses[runs[None]] == "PROCESSING"
+    assert statuses[runs[keys["gone"]]] in cancelled
+    assert statuses[runs[keys["deferred"]]] == running and statuses[runs[None]] == running

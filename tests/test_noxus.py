@@ -14,6 +14,7 @@ from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_flowruns.exceptions import FlowRunFailedError, FlowRunsApiError, FlowRunsConfigError, FlowRunTimeoutError
 from airflow_flowruns.hooks.flow_run import FlowRunsHook
+from airflow_flowruns.operators._reattach import task_key
 from airflow_flowruns.operators.flow_run import FlowRunOperator
 from airflow_flowruns.platforms.base import RunState
 from airflow_flowruns.platforms.noxus.emulator import (
@@ -21,6 +22,7 @@ from airflow_flowruns.platforms.noxus.emulator import (
     NOXUS_FAILING_WORKFLOW,
     NOXUS_REVIEW_WORKFLOW,
 )
+from airflow_flowruns.platforms.start import keyed_name
 from airflow_flowruns.triggers.flow_run import FlowRunTrigger
 from support.airflow import dags_test
 from support.emulator import API_KEY, Emulator, set_connection
@@ -52,8 +54,9 @@ def test_upload_then_run_with_inputs(noxus_conn: str, emulator: Emulator, pdf: P
         "noxus",
     )
     assert run["input"]["instructions"] == "Summarize"
-    assert run["input"]["document"]["name"] == "doc.pdf" and run["input"]["document"]["uri"].startswith("noxus://")
-    assert run["uploads"] == [{"field": "document", "filename": "doc.pdf", "size": pdf.stat().st_size}]
+    named = keyed_name(task_key(context), "doc.pdf")  # Noxus runs keep no metadata: the file's name holds the key
+    assert run["input"]["document"]["name"] == named and run["input"]["document"]["uri"].startswith("noxus://")
+    assert run["uploads"] == [{"field": "document", "filename": named, "size": pdf.stat().st_size}]
     posts = [r["path"] for r in emulator.requests() if r["method"] == "POST"]
     assert posts == ["/v1/file", f"/v1/workflows/{NOXUS_DOCUMENT_WORKFLOW}/runs"]
 
@@ -63,7 +66,8 @@ def test_a_list_of_files_becomes_a_list_of_file_inputs(
 ) -> None:
     task(noxus_conn, pdfs["a"], files={"document": [pdfs["a"], pdfs["b"]]}, wait_for_completion=False).execute(context)
     (run,) = emulator.runs()
-    assert [ref["name"] for ref in run["input"]["document"]] == ["a.pdf", "b.pdf"]
+    key = task_key(context)
+    assert [ref["name"] for ref in run["input"]["document"]] == [keyed_name(key, "a.pdf"), keyed_name(key, "b.pdf")]
 
 
 def test_a_run_reads_the_same_by_workflow_and_by_id(

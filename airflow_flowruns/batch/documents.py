@@ -24,11 +24,11 @@ from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.files import archive_files, collect_files, relative_parts
-from airflow_flowruns.platforms.start import FilePath, keyed_name
+from airflow_flowruns.platforms.start import FilePath, keyed_files
 from airflow_flowruns.platforms.values import repeated, require_json_object
 
 if TYPE_CHECKING:
-    from airflow_flowruns.platforms.start import FileStat
+    pass
 
 TAG_LENGTH = 16
 
@@ -69,27 +69,6 @@ def _tag(document_key: str) -> str:
     return hashlib.sha256(document_key.encode()).hexdigest()[:TAG_LENGTH]
 
 
-class KeyedPath:
-    """A document's file as uploaded: the same file, named ``{run key}~{name}`` (see ``start.keyed_name``)."""
-
-    def __init__(self, path: FilePath, run_key: str) -> None:
-        self._path = path
-        self.name = keyed_name(run_key, path.name)
-
-    @property
-    def suffix(self) -> str:
-        return self._path.suffix
-
-    def open(self, mode: Any) -> Any:
-        return self._path.open(mode)
-
-    def stat(self) -> FileStat:
-        return self._path.stat()
-
-    def __str__(self) -> str:
-        return str(self._path)
-
-
 @dataclass(frozen=True)
 class Document:
     """One document: its key, its files by field, and the metadata only its run carries."""
@@ -100,10 +79,7 @@ class Document:
 
     def keyed_files(self, run_key: str) -> dict[str, FilePath | tuple[FilePath, ...]]:
         """The files as a batch uploads them, named by run key where the platform finds runs by file name."""
-        return {
-            name: tuple(KeyedPath(p, run_key) for p in value) if isinstance(value, tuple) else KeyedPath(value, run_key)
-            for name, value in self.files.items()
-        }
+        return keyed_files(self.files, run_key)
 
     def only_file(self) -> FilePath:
         (value,) = self.files.values()

@@ -227,6 +227,9 @@ class Platform(BatchStarts, ABC):
     keeps_task_key: ClassVar[bool] = True
     """Runs carry the task key the provider stores on them (see ``task_key_of``); False: no run can be found
     by it, and only the task's state store tells a retry which run an earlier try started."""
+    names_files_by_task_key: ClassVar[bool] = False
+    """Runs keep no metadata, so a task's run carries its task key in its files' names (``{task key}~{name}``,
+    read back by ``task_key_of``): the key ``airflow flowruns orphans`` tells a task's runs by."""
     listing_has_metadata: ClassVar[bool] = True
     """Listing items carry the run's metadata; False: finding a run by its task key reads each run in full."""
     lookup_reads: ClassVar[int] = 50

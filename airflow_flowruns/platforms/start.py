@@ -49,6 +49,37 @@ class FilePath(Protocol):
     def stat(self) -> FileStat: ...
 
 
+class KeyedPath:
+    """A file as uploaded under a key: the same file, named ``{key}~{name}`` (see ``keyed_name``)."""
+
+    def __init__(self, path: FilePath, key: str) -> None:
+        self._path = path
+        self.name = keyed_name(key, path.name)
+
+    @property
+    def suffix(self) -> str:
+        return self._path.suffix
+
+    def open(self, mode: Any) -> Any:
+        return self._path.open(mode)
+
+    def stat(self) -> FileStat:
+        return self._path.stat()
+
+    def __str__(self) -> str:
+        return str(self._path)
+
+
+def keyed_files(
+    files: Mapping[str, FilePath | tuple[FilePath, ...]], key: str
+) -> dict[str, FilePath | tuple[FilePath, ...]]:
+    """``files`` as they go up named by ``key``, for a platform that finds runs by their files' names."""
+    return {
+        name: tuple(KeyedPath(p, key) for p in value) if isinstance(value, tuple) else KeyedPath(value, key)
+        for name, value in files.items()
+    }
+
+
 @dataclass(frozen=True)
 class UploadFile:
     """One file part of a multipart request; opened only when the request is sent, and streamed."""
