@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from airflow_flowruns.platforms.start import keyed_name
 from e2e.distributed import report
 from e2e.distributed.chaos import TriggererHandOff, WorkerKill
 from e2e.distributed.checks import TaskRef
@@ -22,7 +23,8 @@ from e2e.stack import Stack
 DAG, RUN = "flowruns_distributed", "distributed"
 KEY = "sk-e2e-0123456789abcdef"
 DEFERRED, WAITING = ("deferred", 0), ("waiting", 0)
-"""A TableFlow task (runs matched by the task key in their metadata) and a Noxus one (by the file's name)."""
+"""A TableFlow task (runs matched by the task key in their metadata) and a Noxus one (by the key in the file's
+name)."""
 RAW = {
     "tableflow": {"running": "processing", "completed": "completed", "failed": "failed", "cancelled": "cancelled"},
     "noxus": {"running": "running", "completed": "completed", "failed": "failed", "cancelled": "stopped"},
@@ -36,7 +38,8 @@ def run(platform: str, ref: TaskRef | None, run_id: str, phases: list[tuple[str,
     if platform == "tableflow":
         summary["metadata"] = {"airflow_task_key": report.task_key(DAG, RUN, *ref) if ref else "elsewhere"}
     else:
-        summary["uploads"] = [{"filename": f"doc-{ref[1]:04d}.pdf" if ref else "someone-else.pdf"}]
+        key = report.task_key(DAG, RUN, *ref) if ref else "af-elsewhere"
+        summary["uploads"] = [{"filename": keyed_name(key, f"doc-{ref[1] if ref else 0:04d}.pdf")}]
     return {"summary": summary, "timeline": {"id": run_id, "created": phases[0][1], "history": history}}
 
 
@@ -45,9 +48,8 @@ def checked(
 ) -> Outcome:
     out = Outcome()
     tasks = report.Tasks(states, dict.fromkeys(states, 1), followed or {})
-    by_key = {report.task_key(DAG, RUN, *DEFERRED): DEFERRED}
-    by_file = {f"doc-{WAITING[1]:04d}.pdf": WAITING}
-    report.check(out, [r["summary"] for r in runs], [r["timeline"] for r in runs], tasks, by_key, by_file)
+    by_key = {report.task_key(DAG, RUN, *ref): ref for ref in (DEFERRED, WAITING)}
+    report.check(out, [r["summary"] for r in runs], [r["timeline"] for r in runs], tasks, by_key)
     return out
 
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_flowruns.platforms.start import TASK_KEY_FIELD
+from airflow_flowruns.platforms.start import TASK_KEY_FIELD, key_in_name
 from e2e.harness import Outcome, counts
 from e2e.retry_rule import ENDED, EXPECTED_TASK_STATE, Run, phase_of, retry_problems, run_of
 
@@ -31,26 +31,24 @@ def match(
     summaries: list[dict[str, Any]],
     timelines: list[dict[str, Any]],
     by_key: Mapping[str, TaskRef],
-    by_file: Mapping[str, TaskRef],
 ) -> RunsOf:
     created = {t["id"]: t for t in timelines}
-    found = RunsOf(by_task={ref: [] for ref in {*by_key.values(), *by_file.values()}})
+    found = RunsOf(by_task={ref: [] for ref in by_key.values()})
     for summary in summaries:
         run = run_of(summary, created[summary["id"]]["history"])
-        ref = ref_of(summary, by_key, by_file)
+        ref = ref_of(summary, by_key)
         (found.strays if ref is None else found.by_task[ref]).append(run)
     for runs in found.by_task.values():
         runs.sort(key=lambda run: run.created)
     return found
 
 
-def ref_of(summary: Mapping[str, Any], by_key: Mapping[str, TaskRef], by_file: Mapping[str, TaskRef]) -> TaskRef | None:
-    """The task instance that started a run: by its task key, else by its uploaded file's name."""
-    ref = by_key.get((summary.get("metadata") or {}).get(TASK_KEY_FIELD, ""))
-    if ref is None:
-        names = [upload.get("filename") for upload in summary.get("uploads") or []]
-        ref = next((by_file[name] for name in names if name in by_file), None)
-    return ref
+def ref_of(summary: Mapping[str, Any], by_key: Mapping[str, TaskRef]) -> TaskRef | None:
+    """The task instance that started a run, by the task key it carries: in its metadata, or (Noxus, which keeps
+    no metadata) in its uploaded file's name."""
+    names = [str(upload.get("filename")) for upload in summary.get("uploads") or []]
+    keys = [(summary.get("metadata") or {}).get(TASK_KEY_FIELD), *map(key_in_name, names)]
+    return next((by_key[key] for key in keys if key is not None and key in by_key), None)
 
 
 def phase(summary: Mapping[str, Any]) -> str:

@@ -68,9 +68,8 @@ def check(
     timelines: list[dict[str, Any]],
     tasks: Tasks,
     by_key: Mapping[str, TaskRef],
-    by_file: Mapping[str, TaskRef],
 ) -> None:
-    runs = match(summaries, timelines, by_key, by_file)
+    runs = match(summaries, timelines, by_key)
     per_task = counts({task_id: sum(1 for ref in runs.by_task if ref[0] == task_id) for task_id, _ in runs.by_task})
     platforms = counts({s["platform"]: sum(1 for r in summaries if r["platform"] == s["platform"]) for s in summaries})
     out.figure(

@@ -67,7 +67,6 @@ class Distributed:
         self.trigger_findings = Findings(self.key, controls=("poll_interval",))
         self.redis_findings = Findings(self.key, controls=("celery",))
         self.by_key: dict[str, TaskRef] = {}
-        self.by_file: dict[str, TaskRef] = {}
 
     def log(self, message: str) -> None:
         print(f"[{time.monotonic() - self.started:6.1f} s] {message}", flush=True)
@@ -191,7 +190,6 @@ class Distributed:
             ref = (task_id, len(plan[task_id]))
             plan[task_id].append(PROFILES[platform].entry(f"{platform}_e2e", outcome, path))
             self.by_key[report.task_key(DAG_ID, RUN_ID, *ref)] = ref
-            self.by_file[path.name] = ref
         return plan
 
     # --- the run ---------------------------------------------------------------------------------
@@ -264,7 +262,7 @@ class Distributed:
                 )
                 self.start_triggerer("triggerer-3")
         if self.worker_kill is None:
-            live = {ref_of(run, self.by_key, self.by_file) for run in runs if phase(run) in ("queued", "running")}
+            live = {ref_of(run, self.by_key) for run in runs if phase(run) in ("queued", "running")}
             waiting = {
                 name: chaos.waiting_on(self.stack, self.db, name, "waiting", live.__contains__) for name in WORKERS
             }
@@ -305,7 +303,7 @@ class Distributed:
         self.stack.stop()
         self.db.stop()
         out = self.outcome
-        report.check(out, summaries, timelines, tasks, self.by_key, self.by_file)
+        report.check(out, summaries, timelines, tasks, self.by_key)
         report.disruptions(out, self.hand_off, self.worker_kill, self.redis_restart_at, tasks)
         report.traffic(out, notes, sampler.owner, stats, self.args)  # type: ignore[arg-type]
         scans = report.Scans(self.key, self.stack, dump, self.db.root / "server.log", self.redis.root)
