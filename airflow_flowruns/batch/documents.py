@@ -18,7 +18,7 @@ import hashlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow.providers.common.compat.sdk import ObjectStoragePath
 
@@ -26,9 +26,6 @@ from airflow_flowruns.exceptions import FlowRunsConfigError
 from airflow_flowruns.files import archive_files, collect_files, relative_parts
 from airflow_flowruns.platforms.start import FilePath, keyed_files
 from airflow_flowruns.platforms.values import repeated, require_json_object
-
-if TYPE_CHECKING:
-    pass
 
 TAG_LENGTH = 16
 
