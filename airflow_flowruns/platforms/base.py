@@ -227,9 +227,6 @@ class Platform(BatchStarts, ABC):
     keeps_task_key: ClassVar[bool] = True
     """Runs carry the task key the provider stores on them (see ``task_key_of``); False: no run can be found
     by it, and only the task's state store tells a retry which run an earlier try started."""
-    names_files_by_task_key: ClassVar[bool] = False
-    """Runs keep no metadata, so a task's run carries its task key in its files' names (``{task key}~{name}``,
-    read back by ``task_key_of``): the key ``airflow flowruns orphans`` tells a task's runs by."""
     listing_has_metadata: ClassVar[bool] = True
     """Listing items carry the run's metadata; False: finding a run by its task key reads each run in full."""
     lookup_reads: ClassVar[int] = 50
@@ -357,6 +354,13 @@ class Platform(BatchStarts, ABC):
         """
         value = run.metadata.get(TASK_KEY_FIELD)
         return value if isinstance(value, str) else self.key_in_file_names(run)
+
+    @property
+    def names_files_by_task_key(self) -> bool:
+        """Runs keep no metadata but do keep their files' names, so a task's run carries its task key in them
+        (``{task key}~{name}``, read back by ``task_key_of``): the key ``airflow flowruns orphans`` tells a task's
+        runs by. Derived from the two facts, so it cannot name files a platform would not read back."""
+        return self.keyed_file_names and not self.takes_metadata
 
     @abstractmethod
     def test_call(self) -> ApiCall:

@@ -81,7 +81,6 @@ class Noxus(Platform, facts=FACTS):
     keyed_file_names = True
     """A run's ``input`` holds its files' ``{uri, name}`` (``noxus_sdk`` ``Run.input``): a batch names its
     documents' files by run key, so a batch's runs are found by key although runs keep no metadata."""
-    names_files_by_task_key = True
     largest_page = MAX_PAGE_SIZE
 
     def file_names_of(self, run: FlowRun) -> list[str]:
