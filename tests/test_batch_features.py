@@ -12,6 +12,7 @@ import pytest
 from airflow.providers.common.compat.sdk import Asset, Context, ObjectStoragePath, TaskDeferred
 from airflow.sdk.execution_time.context import OutletEventAccessors
 from airflow.sdk.io import attach
+from airflow.triggers.base import TriggerEvent
 from fsspec.implementations.memory import MemoryFileSystem
 from pytest_mock import MockerFixture
 
@@ -24,7 +25,7 @@ from airflow_flowruns.platforms.tableflow.emulator import TABLEFLOW_SMALL_FILE_F
 from airflow_flowruns.triggers.batch import FlowRunBatchTrigger
 from support.emulator import Emulator, set_connection, task_instance
 from support.runs import collect_events
-from test_batch_operator import archive, batch, context_for, finish
+from test_batch_operator import HELD, archive, batch, context_for, end_held, finish
 
 
 class SigningFileSystem(MemoryFileSystem):
@@ -116,7 +117,7 @@ def test_the_trigger_logs_progress_between_polls(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=1.0)
+    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=HELD)
     docs = archive(tmp_path / "a", 3)
     with pytest.raises(TaskDeferred) as deferred:
         batch(tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, f"{docs}/", deferrable=True).execute(context_for(mocker))
@@ -124,10 +125,18 @@ def test_the_trigger_logs_progress_between_polls(
     monkeypatch.setattr(progress, "PROGRESS_EVERY_SECONDS", 0.1)
     monkeypatch.setattr("airflow_flowruns.triggers.batch.PROGRESS_EVERY_SECONDS", 0.1)
     slow = FlowRunBatchTrigger(**{**kwargs, "poll_interval": 0.6})
+
+    async def follow_a_second() -> list[TriggerEvent]:
+        """The runs are held for a second of the trigger's wait, then end: the wait spans two polls or three."""
+        following = asyncio.create_task(collect_events(slow))
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(end_held, emulator)
+        return await following
+
     capsys.readouterr()
-    (event,) = asyncio.run(collect_events(slow))
+    (event,) = asyncio.run(follow_a_second())
     lines = [line for line in capsys.readouterr().out.splitlines() if "documents settled" in line]
-    assert event.payload["outcome"] == "settled" and len(lines) >= 3  # more lines than the ~2 polls it took
+    assert event.payload["outcome"] == "settled" and len(lines) >= 4  # more lines than the polls it took
 
 
 def test_the_trigger_ends_with_an_error_event_on_a_bad_connection(

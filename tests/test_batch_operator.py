@@ -58,6 +58,20 @@ def runs_by_document(emulator: Emulator) -> Counter[str]:
     return Counter(run["metadata"].get("airflow_document_key") for run in emulator.runs())
 
 
+HELD = 600.0
+"""Processing time that keeps a batch's runs running until the test ends them: the batch must defer however
+slowly the machine starts them."""
+
+
+def end_held(emulator: Emulator, failing: int = 0) -> None:
+    """End the held TableFlow runs: the first ``failing`` created fail, the others complete."""
+    for index, run in enumerate(sorted(emulator.runs(), key=lambda run: run["created_at"])):
+        if index < failing:
+            emulator.set_status(run["id"], "failed", "unreadable")
+        else:
+            emulator.set_status(run["id"], "completed")
+
+
 @pytest.fixture
 def docs(tmp_path: Path) -> Path:
     return archive(tmp_path / "archive", 12)
@@ -89,7 +103,7 @@ def test_a_folder_runs_once_per_document_and_reports_counts(
 def test_deferred_batch_waits_in_one_trigger_with_counts_only(
     tableflow_conn: str, emulator: Emulator, docs: Path, mocker: MockerFixture, tmp_path: Path
 ) -> None:
-    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.5)
+    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=HELD)
     context = context_for(mocker)
     manifest = str(tmp_path / "out" / "_MANIFEST.json")
     op = batch(
@@ -101,6 +115,7 @@ def test_deferred_batch_waits_in_one_trigger_with_counts_only(
     assert isinstance(trigger, FlowRunBatchTrigger)
     _, kwargs = trigger.serialize()
     assert kwargs["documents"] == 12 and kwargs["pending"] == 0 and len(json.dumps(kwargs)) < 1000
+    end_held(emulator)
     event = run_trigger(trigger)
     assert event["outcome"] == "settled" and event["counts"] == {"succeeded": 12} and event["manifest"] == manifest
     result = op.execute_complete(context, event, **(deferred.value.kwargs or {}))
@@ -159,16 +174,16 @@ def test_noxus_documents_are_found_by_their_file_names(
 def test_a_retry_reruns_only_failed_documents(
     tableflow_conn: str, emulator: Emulator, docs: Path, mocker: MockerFixture, kept: bool
 ) -> None:
-    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.1)
+    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=HELD)
     store = MemoryStateStore() if kept else None
     op = batch(tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, f"{docs}/", deferrable=True)
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(context_for(mocker, store=store))
-    first = emulator.runs()
-    for run in first[:3]:
-        emulator.set_status(run["id"], "failed", "unreadable")
+    end_held(emulator, failing=3)
     with pytest.raises(FlowRunsError, match="3 of 12 documents failed"):
         finish_from(op, context_for(mocker, store=store), deferred.value)
+
+    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.1)  # the retry's runs end by themselves
 
     result = finish(op, context_for(mocker, try_number=2, store=store))
     assert result["counts"] == {"succeeded": 12} and result["started"] == 3
@@ -206,7 +221,7 @@ def test_a_worker_dying_mid_submission_leaves_no_document_started_twice(
 def test_max_in_flight_starts_documents_as_room_frees_up(
     tableflow_conn: str, emulator: Emulator, docs: Path, mocker: MockerFixture
 ) -> None:
-    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.3)
+    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=HELD)
     op = batch(tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, f"{docs}/", deferrable=True, max_in_flight=4)
     context = context_for(mocker, store=MemoryStateStore())
     with pytest.raises(TaskDeferred) as deferred:
@@ -214,6 +229,8 @@ def test_max_in_flight_starts_documents_as_room_frees_up(
     assert len(emulator.runs()) == 4
     _, kwargs = deferred.value.trigger.serialize()
     assert kwargs["pending"] == 8
+    end_held(emulator)
+    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.1)  # the later starts end by themselves
     result = finish_from(op, context, deferred.value)
     assert result["counts"] == {"succeeded": 12} and set(runs_by_document(emulator).values()) == {1}
 

@@ -30,7 +30,7 @@ from airflow_flowruns.platforms.tableflow.emulator import (
 from support.emulator import Emulator, set_connection
 from support.runs import run_trigger
 from support.state_store import MemoryStateStore
-from test_batch_operator import archive, batch, context_for, finish, finish_from
+from test_batch_operator import HELD, archive, batch, context_for, end_held, finish, finish_from
 
 
 class Recorder:
@@ -131,14 +131,14 @@ def test_a_batch_counts_each_document_run_once_with_its_time_to_settle(
 ) -> None:
     """Three documents, one of which fails while the batch waits in the triggerer: the try counts each run once
     as it reports (two succeeded, one failed), each with its time to settle; TableFlow reports no credits."""
-    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.5)
+    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=HELD)
     store = MemoryStateStore() if kept else None
     op = batch(
         tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, f"{archive(tmp_path / 'a', 3)}/", deferrable=True, max_failed=1
     )
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(context_for(mocker, store=store))
-    emulator.set_status(emulator.runs()[0]["id"], "failed", "unreadable")
+    end_held(emulator, failing=1)
     prefix = f"flowruns.tableflow.{tableflow_conn}."
     assert settled(stats, prefix) == {}, "nothing is counted before the try reports"
 
@@ -203,16 +203,18 @@ def test_a_retry_counts_the_runs_it_started_and_not_the_earlier_try_s(
 ) -> None:
     """A first try whose document failed counts its four runs; the retry runs that document again and counts
     that one run, not the three succeeded runs the first try started and counted."""
-    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.5)
+    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=HELD)
     store = MemoryStateStore() if kept else None
     op = batch(tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, f"{archive(tmp_path / 'a', 4)}/", deferrable=True)
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(context_for(mocker, store=store))
-    emulator.set_status(emulator.runs()[0]["id"], "failed", "unreadable")
+    end_held(emulator, failing=1)
     with pytest.raises(FlowRunsError, match="1 of 4 documents failed"):
         finish_from(op, context_for(mocker, store=store), deferred.value)
     prefix = f"flowruns.tableflow.{tableflow_conn}."
     assert settled(stats, prefix) == {"succeeded": 3, "failed": 1}
+
+    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.1)  # the retry's run ends by itself
 
     if not kept:
         next_second()  # with a ledger the retry begins at once: no clock decides
