@@ -72,6 +72,20 @@ def end_held(emulator: Emulator, failing: int = 0) -> None:
             emulator.set_status(run["id"], "completed")
 
 
+def fail_a_first_try(
+    op: FlowRunBatchOperator, emulator: Emulator, context: Context, *, failing: int, documents: int
+) -> None:
+    """Run a TableFlow batch's first try to its report with its runs held, then the first ``failing`` of them
+    failed and the others completed; the runs a retry starts afterwards end by themselves."""
+    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=HELD)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    end_held(emulator, failing=failing)
+    with pytest.raises(FlowRunsError, match=f"{failing} of {documents} documents failed"):
+        finish_from(op, context, deferred.value)
+    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.1)
+
+
 @pytest.fixture
 def docs(tmp_path: Path) -> Path:
     return archive(tmp_path / "archive", 12)
@@ -174,16 +188,9 @@ def test_noxus_documents_are_found_by_their_file_names(
 def test_a_retry_reruns_only_failed_documents(
     tableflow_conn: str, emulator: Emulator, docs: Path, mocker: MockerFixture, kept: bool
 ) -> None:
-    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=HELD)
     store = MemoryStateStore() if kept else None
     op = batch(tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, f"{docs}/", deferrable=True)
-    with pytest.raises(TaskDeferred) as deferred:
-        op.execute(context_for(mocker, store=store))
-    end_held(emulator, failing=3)
-    with pytest.raises(FlowRunsError, match="3 of 12 documents failed"):
-        finish_from(op, context_for(mocker, store=store), deferred.value)
-
-    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.1)  # the retry's runs end by themselves
+    fail_a_first_try(op, emulator, context_for(mocker, store=store), failing=3, documents=12)
 
     result = finish(op, context_for(mocker, try_number=2, store=store))
     assert result["counts"] == {"succeeded": 12} and result["started"] == 3

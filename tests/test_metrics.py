@@ -17,7 +17,6 @@ from pytest_mock import MockerFixture
 from airflow_flowruns import metrics
 from airflow_flowruns.batch.census import Seen
 from airflow_flowruns.batch.counted import SettledCounter, settled_counter
-from airflow_flowruns.exceptions import FlowRunsError
 from airflow_flowruns.operators.flow_run import FlowRunOperator
 from airflow_flowruns.platforms.base import RunState
 from airflow_flowruns.platforms.extend.emulator import EXTEND_INVOICE_WORKFLOW
@@ -30,7 +29,16 @@ from airflow_flowruns.platforms.tableflow.emulator import (
 from support.emulator import Emulator, set_connection
 from support.runs import run_trigger
 from support.state_store import MemoryStateStore
-from test_batch_operator import HELD, archive, batch, context_for, end_held, finish, finish_from
+from test_batch_operator import (
+    HELD,
+    archive,
+    batch,
+    context_for,
+    end_held,
+    fail_a_first_try,
+    finish,
+    finish_from,
+)
 
 
 class Recorder:
@@ -203,18 +211,11 @@ def test_a_retry_counts_the_runs_it_started_and_not_the_earlier_try_s(
 ) -> None:
     """A first try whose document failed counts its four runs; the retry runs that document again and counts
     that one run, not the three succeeded runs the first try started and counted."""
-    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=HELD)
     store = MemoryStateStore() if kept else None
     op = batch(tableflow_conn, TABLEFLOW_SMALL_FILE_FLOW, f"{archive(tmp_path / 'a', 4)}/", deferrable=True)
-    with pytest.raises(TaskDeferred) as deferred:
-        op.execute(context_for(mocker, store=store))
-    end_held(emulator, failing=1)
-    with pytest.raises(FlowRunsError, match="1 of 4 documents failed"):
-        finish_from(op, context_for(mocker, store=store), deferred.value)
+    fail_a_first_try(op, emulator, context_for(mocker, store=store), failing=1, documents=4)
     prefix = f"flowruns.tableflow.{tableflow_conn}."
     assert settled(stats, prefix) == {"succeeded": 3, "failed": 1}
-
-    emulator.scenario(TABLEFLOW_SMALL_FILE_FLOW, processing_seconds=0.1)  # the retry's run ends by itself
 
     if not kept:
         next_second()  # with a ledger the retry begins at once: no clock decides
